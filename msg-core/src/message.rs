@@ -1,0 +1,215 @@
+//! The message model: a payload of [`Bytes`] with the headers that travel beside it.
+
+use std::fmt;
+
+use bytes::Bytes;
+
+/// How a message payload is encoded on the wire.
+///
+/// The encoding travels in every frame header, so a receiver knows how to decode a payload
+/// without any configuration of its own. Codes `0..=127` are reserved for encodings that
+/// `msg` defines; codes `128..=255` are free for applications' own codecs.
+///
+/// # Example
+///
+/// ```
+/// use msg_core::Encoding;
+///
+/// assert_eq!(Encoding::default(), Encoding::IDENTITY);
+/// assert!(Encoding::custom(200).is_some());
+/// assert!(Encoding::custom(3).is_none(), "codes below 128 are reserved");
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Encoding(u8);
+
+impl Encoding {
+    /// The payload is sent as is.
+    pub const IDENTITY: Encoding = Encoding(0);
+    /// The payload is gzip-compressed.
+    pub const GZIP: Encoding = Encoding(1);
+    /// The payload is zstd-compressed.
+    pub const ZSTD: Encoding = Encoding(2);
+    /// The payload is Snappy-compressed (raw format).
+    pub const SNAPPY: Encoding = Encoding(3);
+    /// The payload is LZ4-compressed (block format, size-prefixed).
+    pub const LZ4: Encoding = Encoding(4);
+
+    /// The first code free for applications' own encodings.
+    pub const FIRST_CUSTOM: u8 = 128;
+
+    /// Makes an application-defined encoding, or `None` if `code` is reserved (below 128).
+    pub const fn custom(code: u8) -> Option<Encoding> {
+        if code >= Self::FIRST_CUSTOM {
+            Some(Encoding(code))
+        } else {
+            None
+        }
+    }
+
+    /// Makes an encoding from its wire code, reserved or not.
+    pub const fn from_code(code: u8) -> Encoding {
+        Encoding(code)
+    }
+
+    /// The encoding's wire code.
+    pub const fn code(self) -> u8 {
+        self.0
+    }
+
+    /// Whether the payload is sent as is.
+    pub const fn is_identity(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl fmt::Debug for Encoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for Encoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Encoding::IDENTITY => f.write_str("identity"),
+            Encoding::GZIP => f.write_str("gzip"),
+            Encoding::ZSTD => f.write_str("zstd"),
+            Encoding::SNAPPY => f.write_str("snappy"),
+            Encoding::LZ4 => f.write_str("lz4"),
+            Encoding(code) => write!(f, "encoding({code})"),
+        }
+    }
+}
+
+/// The headers that travel beside a payload.
+///
+/// Layers read and change them: a compression layer sets [`encoding`](Self::encoding) after
+/// it compresses the payload, and the receiving socket reads it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Headers {
+    /// How the payload is encoded. Default: [`Encoding::IDENTITY`].
+    pub encoding: Encoding,
+}
+
+/// A message: [`Headers`] and a [`Bytes`] payload.
+///
+/// This is what flows through the tower layers on both sides of a socket. Cloning a message
+/// is cheap: the payload is reference-counted.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use msg_core::{Encoding, Message};
+///
+/// let mut msg = Message::from(Bytes::from_static(b"hello"));
+/// assert_eq!(msg.payload(), &Bytes::from_static(b"hello"));
+/// assert_eq!(msg.encoding(), Encoding::IDENTITY);
+///
+/// msg.set_encoding(Encoding::GZIP);
+/// assert_eq!(msg.headers().encoding, Encoding::GZIP);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Message {
+    headers: Headers,
+    payload: Bytes,
+}
+
+impl Message {
+    /// Makes a message with default headers.
+    pub fn new(payload: impl Into<Bytes>) -> Self {
+        Message {
+            headers: Headers::default(),
+            payload: payload.into(),
+        }
+    }
+
+    /// Makes a message from its parts.
+    pub fn from_parts(headers: Headers, payload: Bytes) -> Self {
+        Message { headers, payload }
+    }
+
+    /// Splits the message into its parts.
+    pub fn into_parts(self) -> (Headers, Bytes) {
+        (self.headers, self.payload)
+    }
+
+    /// The payload, as it is on the wire (still encoded if [`encoding`](Self::encoding) says
+    /// so).
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    /// The payload, to replace or change.
+    pub fn payload_mut(&mut self) -> &mut Bytes {
+        &mut self.payload
+    }
+
+    /// Takes the payload out of the message.
+    pub fn into_payload(self) -> Bytes {
+        self.payload
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// The headers, to change.
+    pub fn headers_mut(&mut self) -> &mut Headers {
+        &mut self.headers
+    }
+
+    /// How the payload is encoded.
+    pub fn encoding(&self) -> Encoding {
+        self.headers.encoding
+    }
+
+    /// Sets how the payload is encoded.
+    pub fn set_encoding(&mut self, encoding: Encoding) {
+        self.headers.encoding = encoding;
+    }
+
+    /// Returns the message with its encoding set.
+    pub fn with_encoding(mut self, encoding: Encoding) -> Self {
+        self.headers.encoding = encoding;
+        self
+    }
+}
+
+impl From<Bytes> for Message {
+    fn from(payload: Bytes) -> Self {
+        Message::new(payload)
+    }
+}
+
+impl From<Vec<u8>> for Message {
+    fn from(payload: Vec<u8>) -> Self {
+        Message::new(payload)
+    }
+}
+
+impl From<String> for Message {
+    fn from(payload: String) -> Self {
+        Message::new(payload)
+    }
+}
+
+impl From<&'static str> for Message {
+    fn from(payload: &'static str) -> Self {
+        Message::new(payload)
+    }
+}
+
+impl From<&'static [u8]> for Message {
+    fn from(payload: &'static [u8]) -> Self {
+        Message::new(payload)
+    }
+}
+
+impl From<Message> for Bytes {
+    fn from(msg: Message) -> Self {
+        msg.payload
+    }
+}

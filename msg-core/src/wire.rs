@@ -1,0 +1,472 @@
+//! Wire protocol v1: frame kinds, the fixed header and the handshake.
+//!
+//! Every frame, handshake included, starts with the same 20-byte header, all integers big
+//! endian:
+//!
+//! ```text
+//!  0       2     3      4       5          6            8                 16          20
+//!  +-------+-----+------+-------+----------+------------+-----------------+-----------+
+//!  | magic | ver | kind | flags | encoding | topic len  |       id        |  length   |
+//!  | "ms"  | 1   | u8   | u8    | u8       | u16        |       u64       |  u32      |
+//!  +-------+-----+------+-------+----------+------------+-----------------+-----------+
+//!  | topic (topic len bytes) | payload (length bytes) |
+//!  +-------------------------+------------------------+
+//! ```
+//!
+//! `PROTOCOL.md` at the root of the repository is the full description.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::{Encoding, FrameError};
+
+/// The two bytes every frame starts with: `"ms"`.
+pub const MAGIC: u16 = 0x6d73;
+/// The protocol version this crate speaks.
+pub const VERSION: u8 = 1;
+/// The size of the fixed header, in bytes.
+pub const HEADER_LEN: usize = 20;
+/// The longest topic the wire can carry.
+pub const MAX_TOPIC_LEN: usize = u16::MAX as usize;
+
+/// What a frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+#[non_exhaustive]
+pub enum FrameKind {
+    /// First frame of a connection, client to server: socket type and optional auth token.
+    Hello = 0x01,
+    /// The server accepts the connection: its socket type.
+    Welcome = 0x02,
+    /// The server refuses the connection: a UTF-8 reason. The server closes after it.
+    Reject = 0x03,
+    /// A request: `id` names it, the payload is the request.
+    Request = 0x10,
+    /// A response to the request with the same `id`.
+    Response = 0x11,
+    /// The request with the same `id` failed in the handler: a UTF-8 message.
+    ErrorResponse = 0x12,
+    /// Subscribe to the topic pattern in the topic field; `id` is echoed by the ack.
+    Subscribe = 0x20,
+    /// Unsubscribe from the topic pattern in the topic field; `id` is echoed by the ack.
+    Unsubscribe = 0x21,
+    /// The publisher applied the subscription change with the same `id`.
+    SubscriptionAck = 0x22,
+    /// A published message: topic, payload, and in `id` the session's sequence number.
+    Publish = 0x23,
+}
+
+impl FrameKind {
+    /// The kind's name, for errors and logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            FrameKind::Hello => "hello",
+            FrameKind::Welcome => "welcome",
+            FrameKind::Reject => "reject",
+            FrameKind::Request => "request",
+            FrameKind::Response => "response",
+            FrameKind::ErrorResponse => "error-response",
+            FrameKind::Subscribe => "subscribe",
+            FrameKind::Unsubscribe => "unsubscribe",
+            FrameKind::SubscriptionAck => "subscription-ack",
+            FrameKind::Publish => "publish",
+        }
+    }
+
+    /// Whether frames of this kind carry a topic.
+    pub const fn has_topic(self) -> bool {
+        matches!(
+            self,
+            FrameKind::Subscribe | FrameKind::Unsubscribe | FrameKind::Publish
+        )
+    }
+
+    /// All kinds, in code order.
+    pub const ALL: [FrameKind; 10] = [
+        FrameKind::Hello,
+        FrameKind::Welcome,
+        FrameKind::Reject,
+        FrameKind::Request,
+        FrameKind::Response,
+        FrameKind::ErrorResponse,
+        FrameKind::Subscribe,
+        FrameKind::Unsubscribe,
+        FrameKind::SubscriptionAck,
+        FrameKind::Publish,
+    ];
+}
+
+impl TryFrom<u8> for FrameKind {
+    type Error = FrameError;
+
+    fn try_from(kind: u8) -> Result<Self, FrameError> {
+        Ok(match kind {
+            0x01 => FrameKind::Hello,
+            0x02 => FrameKind::Welcome,
+            0x03 => FrameKind::Reject,
+            0x10 => FrameKind::Request,
+            0x11 => FrameKind::Response,
+            0x12 => FrameKind::ErrorResponse,
+            0x20 => FrameKind::Subscribe,
+            0x21 => FrameKind::Unsubscribe,
+            0x22 => FrameKind::SubscriptionAck,
+            0x23 => FrameKind::Publish,
+            kind => return Err(FrameError::UnknownKind { kind }),
+        })
+    }
+}
+
+/// The fixed header of a frame, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// What the frame is.
+    pub kind: FrameKind,
+    /// How the payload is encoded.
+    pub encoding: Encoding,
+    /// Request id, ack id or sequence number, by kind.
+    pub id: u64,
+    /// Length of the topic that follows the header.
+    pub topic_len: u16,
+    /// Length of the payload that follows the topic.
+    pub payload_len: u32,
+}
+
+impl Header {
+    /// Topic and payload together: what follows the header.
+    pub fn body_len(&self) -> usize {
+        self.topic_len as usize + self.payload_len as usize
+    }
+
+    /// Writes the header's 20 bytes.
+    pub fn encode(&self, dst: &mut BytesMut) {
+        dst.reserve(HEADER_LEN);
+        dst.put_u16(MAGIC);
+        dst.put_u8(VERSION);
+        dst.put_u8(self.kind as u8);
+        dst.put_u8(0);
+        dst.put_u8(self.encoding.code());
+        dst.put_u16(self.topic_len);
+        dst.put_u64(self.id);
+        dst.put_u32(self.payload_len);
+    }
+
+    /// Parses a header from its 20 bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError::BadMagic`], [`FrameError::UnsupportedVersion`],
+    /// [`FrameError::UnknownKind`], [`FrameError::ReservedFlags`], or
+    /// [`FrameError::BadTopic`] for a topic on a kind that carries none.
+    pub fn decode(src: &[u8; HEADER_LEN]) -> Result<Header, FrameError> {
+        let magic = u16::from_be_bytes([src[0], src[1]]);
+        if magic != MAGIC {
+            return Err(FrameError::BadMagic { found: magic });
+        }
+        if src[2] != VERSION {
+            return Err(FrameError::UnsupportedVersion {
+                version: src[2],
+                supported: VERSION,
+            });
+        }
+        let kind = FrameKind::try_from(src[3])?;
+        if src[4] != 0 {
+            return Err(FrameError::ReservedFlags { flags: src[4] });
+        }
+        let encoding = Encoding::from_code(src[5]);
+        let topic_len = u16::from_be_bytes([src[6], src[7]]);
+        if topic_len != 0 && !kind.has_topic() {
+            return Err(FrameError::BadTopic("this frame kind carries no topic"));
+        }
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&src[8..16]);
+        let payload_len = u32::from_be_bytes([src[16], src[17], src[18], src[19]]);
+        Ok(Header {
+            kind,
+            encoding,
+            id: u64::from_be_bytes(id),
+            topic_len,
+            payload_len,
+        })
+    }
+}
+
+/// A whole frame: header fields, topic and payload.
+///
+/// Decoded frames share the read buffer: `topic` and `payload` are slices of it, not copies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// What the frame is.
+    pub kind: FrameKind,
+    /// How the payload is encoded.
+    pub encoding: Encoding,
+    /// Request id, ack id or sequence number, by kind.
+    pub id: u64,
+    /// The topic, empty on kinds that carry none.
+    pub topic: Bytes,
+    /// The payload.
+    pub payload: Bytes,
+}
+
+impl Frame {
+    /// A frame of `kind` with `id` and `payload`, identity-encoded and without a topic.
+    pub fn new(kind: FrameKind, id: u64, payload: Bytes) -> Frame {
+        Frame {
+            kind,
+            encoding: Encoding::IDENTITY,
+            id,
+            topic: Bytes::new(),
+            payload,
+        }
+    }
+
+    /// The header this frame is sent with.
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError::BadTopic`] if the topic does not fit the wire or the kind carries none;
+    /// [`FrameError::TooLarge`] if the payload is longer than `u32::MAX` or topic and payload
+    /// together exceed `max_frame_len`.
+    pub fn header(&self, max_frame_len: usize) -> Result<Header, FrameError> {
+        header_for(
+            self.kind,
+            self.encoding,
+            self.id,
+            self.topic.len(),
+            self.payload.len(),
+            max_frame_len,
+        )
+    }
+}
+
+/// Builds and checks the header for a frame of the given shape.
+///
+/// # Errors
+///
+/// As [`Frame::header`].
+pub fn header_for(
+    kind: FrameKind,
+    encoding: Encoding,
+    id: u64,
+    topic_len: usize,
+    payload_len: usize,
+    max_frame_len: usize,
+) -> Result<Header, FrameError> {
+    if topic_len != 0 && !kind.has_topic() {
+        return Err(FrameError::BadTopic("this frame kind carries no topic"));
+    }
+    let topic_len =
+        u16::try_from(topic_len).map_err(|_| FrameError::BadTopic("longer than 65535 bytes"))?;
+    let body = topic_len as u64 + payload_len as u64;
+    let payload_len = u32::try_from(payload_len)
+        .ok()
+        .filter(|_| body <= max_frame_len as u64)
+        .ok_or(FrameError::TooLarge {
+            len: body,
+            max: max_frame_len,
+        })?;
+    Ok(Header {
+        kind,
+        encoding,
+        id,
+        topic_len,
+        payload_len,
+    })
+}
+
+/// The kind of socket at either end of a connection, sent in the handshake so that a
+/// mismatched pair (a subscriber dialing a reply socket) is refused with a clear reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+#[non_exhaustive]
+pub enum SocketType {
+    /// A request socket (client side of Request/Reply).
+    Req = 1,
+    /// A reply socket (server side of Request/Reply).
+    Rep = 2,
+    /// A publisher socket (server side of Publish/Subscribe).
+    Pub = 3,
+    /// A subscriber socket (client side of Publish/Subscribe).
+    Sub = 4,
+}
+
+impl SocketType {
+    /// The socket type a client of this type must reach, or the one a server of this type
+    /// serves.
+    pub const fn peer(self) -> SocketType {
+        match self {
+            SocketType::Req => SocketType::Rep,
+            SocketType::Rep => SocketType::Req,
+            SocketType::Pub => SocketType::Sub,
+            SocketType::Sub => SocketType::Pub,
+        }
+    }
+
+    /// The type's name, for errors and logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            SocketType::Req => "req",
+            SocketType::Rep => "rep",
+            SocketType::Pub => "pub",
+            SocketType::Sub => "sub",
+        }
+    }
+
+    fn from_code(code: u8) -> Option<SocketType> {
+        Some(match code {
+            1 => SocketType::Req,
+            2 => SocketType::Rep,
+            3 => SocketType::Pub,
+            4 => SocketType::Sub,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for SocketType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The body of a [`FrameKind::Hello`] frame: the client's socket type and auth token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// The client's socket type.
+    pub socket_type: SocketType,
+    /// The token the client authenticates with, if any.
+    pub auth_token: Option<Bytes>,
+}
+
+impl Hello {
+    /// Encodes the hello as a frame: one byte of socket type, one byte saying whether a
+    /// token follows, then the token.
+    pub fn to_frame(&self) -> Frame {
+        let token = self.auth_token.as_deref().unwrap_or_default();
+        let mut body = BytesMut::with_capacity(2 + token.len());
+        body.put_u8(self.socket_type as u8);
+        body.put_u8(u8::from(self.auth_token.is_some()));
+        body.put_slice(token);
+        Frame::new(FrameKind::Hello, 0, body.freeze())
+    }
+
+    /// Parses a hello from a frame's payload.
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError::Malformed`] if the payload is too short or names no known socket type.
+    pub fn parse(payload: &Bytes) -> Result<Hello, FrameError> {
+        let malformed = |reason| FrameError::Malformed {
+            kind: "hello",
+            reason,
+        };
+        let (&ty, rest) = payload.split_first().ok_or(malformed("empty"))?;
+        let socket_type = SocketType::from_code(ty).ok_or(malformed("unknown socket type"))?;
+        let (&has_token, _) = rest.split_first().ok_or(malformed("no token flag"))?;
+        let auth_token = match has_token {
+            0 if payload.len() == 2 => None,
+            0 => return Err(malformed("token bytes without the token flag")),
+            1 => Some(payload.slice(2..)),
+            _ => return Err(malformed("bad token flag")),
+        };
+        Ok(Hello {
+            socket_type,
+            auth_token,
+        })
+    }
+}
+
+/// Encodes a [`FrameKind::Welcome`] frame for a server of `socket_type`.
+pub fn welcome_frame(socket_type: SocketType) -> Frame {
+    Frame::new(
+        FrameKind::Welcome,
+        0,
+        Bytes::copy_from_slice(&[socket_type as u8]),
+    )
+}
+
+/// Parses the server's socket type from a [`FrameKind::Welcome`] frame's payload.
+///
+/// # Errors
+///
+/// [`FrameError::Malformed`] if the payload is not one known socket type byte.
+pub fn parse_welcome(payload: &Bytes) -> Result<SocketType, FrameError> {
+    match payload.as_ref() {
+        [code] => SocketType::from_code(*code).ok_or(FrameError::Malformed {
+            kind: "welcome",
+            reason: "unknown socket type",
+        }),
+        _ => Err(FrameError::Malformed {
+            kind: "welcome",
+            reason: "payload is not one byte",
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_round_trips_with_and_without_token() {
+        for token in [
+            None,
+            Some(Bytes::new()),
+            Some(Bytes::from_static(b"client1")),
+        ] {
+            let hello = Hello {
+                socket_type: SocketType::Req,
+                auth_token: token,
+            };
+            assert_eq!(Hello::parse(&hello.to_frame().payload).unwrap(), hello);
+        }
+    }
+
+    #[test]
+    fn hello_with_garbage_is_malformed() {
+        for bad in [
+            &b""[..],
+            b"\x09\x00",
+            b"\x01",
+            b"\x01\x02",
+            b"\x01\x00extra",
+        ] {
+            assert!(matches!(
+                Hello::parse(&Bytes::copy_from_slice(bad)),
+                Err(FrameError::Malformed { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn header_for_refuses_oversize_and_stray_topics() {
+        assert!(matches!(
+            header_for(FrameKind::Request, Encoding::IDENTITY, 1, 0, 101, 100),
+            Err(FrameError::TooLarge { len: 101, max: 100 })
+        ));
+        assert!(matches!(
+            header_for(FrameKind::Request, Encoding::IDENTITY, 1, 1, 0, 100),
+            Err(FrameError::BadTopic(_))
+        ));
+        assert!(matches!(
+            header_for(
+                FrameKind::Publish,
+                Encoding::IDENTITY,
+                1,
+                70_000,
+                0,
+                usize::MAX
+            ),
+            Err(FrameError::BadTopic(_))
+        ));
+    }
+
+    #[test]
+    fn welcome_parses_only_one_known_byte() {
+        assert_eq!(
+            parse_welcome(&welcome_frame(SocketType::Rep).payload).unwrap(),
+            SocketType::Rep
+        );
+        assert!(parse_welcome(&Bytes::from_static(b"")).is_err());
+        assert!(parse_welcome(&Bytes::from_static(b"\x02\x02")).is_err());
+        assert!(parse_welcome(&Bytes::from_static(b"\x63")).is_err());
+    }
+}

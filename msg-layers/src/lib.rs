@@ -1,0 +1,27 @@
+//! tower layers for `msg` sockets.
+//!
+//! Every `msg` socket is a [`tower::Service`] over [`Message`](msg_core::Message)s, so tower's own layers
+//! (timeout, retry, concurrency limit, load shedding) stack on it unchanged. This crate
+//! holds the layers that know about messages: [`SetEncodingLayer`] today, compression,
+//! authentication and metrics as they land.
+//!
+//! # Example
+//!
+//! ```
+//! use msg_core::{Encoding, Message};
+//! use msg_layers::SetEncodingLayer;
+//! use tower::{service_fn, Layer, Service, ServiceExt};
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let inner = service_fn(|msg: Message| async move { Ok::<_, std::convert::Infallible>(msg) });
+//! let mut svc = SetEncodingLayer::new(Encoding::custom(200).unwrap()).layer(inner);
+//! let out = svc.ready().await.unwrap().call(Message::from("already encoded")).await.unwrap();
+//! assert_eq!(out.encoding().code(), 200);
+//! # });
+//! ```
+#![warn(missing_docs, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+mod set_encoding;
+
+pub use set_encoding::{SetEncoding, SetEncodingLayer};

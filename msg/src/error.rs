@@ -1,0 +1,112 @@
+//! [`Error`]: what a socket operation can fail with.
+
+use std::io;
+use std::time::Duration;
+
+use msg_core::{Encoding, FrameError, FrameKind, SocketType};
+use msg_transports::TransportError;
+
+/// Errors of `msg` sockets.
+///
+/// Each variant names a failure a caller can act on: retry elsewhere after
+/// [`ConnectionClosed`](Error::ConnectionClosed), report a
+/// [`Remote`](Error::Remote) handler error, fix the credentials after
+/// [`HandshakeRejected`](Error::HandshakeRejected).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Binding, dialing or accepting failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// Reading or writing the connection failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    /// The peer sent bytes that break the wire protocol; the connection was closed.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] FrameError),
+    /// The peer sent a well-formed frame that has no place at this point of the protocol.
+    #[error("unexpected {} frame from the peer", kind.name())]
+    UnexpectedFrame {
+        /// The kind of frame received.
+        kind: FrameKind,
+    },
+    /// The server refused the connection, and said why.
+    #[error("handshake rejected by the peer: {reason}")]
+    HandshakeRejected {
+        /// The server's reason.
+        reason: String,
+    },
+    /// The handshake did not finish in time.
+    #[error("handshake did not finish within {after:?}")]
+    HandshakeTimeout {
+        /// The handshake timeout in force.
+        after: Duration,
+    },
+    /// The peer is a socket of a type this one cannot talk to.
+    #[error("a {local} socket cannot talk to a {remote} socket")]
+    SocketTypeMismatch {
+        /// This socket's type.
+        local: SocketType,
+        /// The peer's type.
+        remote: SocketType,
+    },
+    /// The socket has no connection: call `connect` first.
+    #[error("the socket is not connected")]
+    NotConnected,
+    /// The socket has no listener: call `bind` first.
+    #[error("the socket is not bound")]
+    NotBound,
+    /// The connection closed before the operation completed.
+    #[error("connection closed")]
+    ConnectionClosed,
+    /// The operation did not complete within the configured timeout.
+    #[error("timed out after {after:?}")]
+    Timeout {
+        /// The timeout in force.
+        after: Duration,
+    },
+    /// The remote handler failed on this request; its error, as text.
+    #[error("remote handler failed: {message}")]
+    Remote {
+        /// The handler's error message.
+        message: String,
+    },
+    /// A message is larger than the frame limit; nothing was sent.
+    #[error("message of {len} bytes exceeds the {max}-byte frame limit")]
+    FrameTooLarge {
+        /// The message's length.
+        len: u64,
+        /// The limit in force.
+        max: usize,
+    },
+    /// The message's payload encoding has no decoder here.
+    #[error("payload encoding {encoding} is not supported here")]
+    UnsupportedEncoding {
+        /// The encoding received.
+        encoding: Encoding,
+    },
+    /// `call` was used without a successful `poll_ready` first.
+    #[error("service called before it was ready")]
+    NotReady,
+}
+
+impl Error {
+    /// Whether the error ended the connection, so that a retry needs a new one.
+    pub fn is_connection_error(&self) -> bool {
+        matches!(
+            self,
+            Error::Io(_)
+                | Error::Protocol(_)
+                | Error::UnexpectedFrame { .. }
+                | Error::ConnectionClosed
+        )
+    }
+}
+
+/// Turns a refusal to queue a frame into the error a caller sees.
+pub(crate) fn frame_refused(e: FrameError) -> Error {
+    match e {
+        FrameError::TooLarge { len, max } => Error::FrameTooLarge { len, max },
+        other => Error::Protocol(other),
+    }
+}

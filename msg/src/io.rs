@@ -1,0 +1,141 @@
+//! [`FramedIo`]: one connection's byte stream, with its read buffer and coalescing writer.
+
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use msg_core::{Encoding, Frame, FrameCodec, FrameError, FrameKind, WriteBuf, MAX_IO_SLICES};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::Decoder;
+
+/// How much the read buffer grows by when it runs out of room.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A connection's stream with its framing state.
+///
+/// The steps are separate so that a driver can order them: [`decode`](Self::decode) yields
+/// buffered frames without I/O, [`poll_fill`](Self::poll_fill) reads once,
+/// [`queue`](Self::queue) adds a frame to the write buffer and
+/// [`poll_flush`](Self::poll_flush) writes everything queued, in as few writes as it can.
+#[derive(Debug)]
+pub(crate) struct FramedIo<Io> {
+    io: Io,
+    rbuf: BytesMut,
+    codec: FrameCodec,
+    wbuf: WriteBuf,
+    eof: bool,
+}
+
+impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
+    pub(crate) fn new(io: Io, max_frame_len: usize) -> Self {
+        FramedIo {
+            io,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            codec: FrameCodec::with_max_frame_len(max_frame_len),
+            wbuf: WriteBuf::new(max_frame_len),
+            eof: false,
+        }
+    }
+
+    /// Step: the next frame already in the read buffer, if a whole one is there.
+    pub(crate) fn decode(&mut self) -> Result<Option<Frame>, FrameError> {
+        if self.eof {
+            return self.codec.decode_eof(&mut self.rbuf);
+        }
+        self.codec.decode(&mut self.rbuf)
+    }
+
+    /// Step: reads once into the read buffer. `Ok(false)` means the peer closed its side.
+    pub(crate) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        if self.eof {
+            return Poll::Ready(Ok(false));
+        }
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 8 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.io),
+            cx,
+            &mut self.rbuf
+        ))?;
+        if n == 0 {
+            self.eof = true;
+        }
+        Poll::Ready(Ok(n > 0))
+    }
+
+    /// Reads until a whole frame is buffered. `None` means the peer closed cleanly between
+    /// frames.
+    pub(crate) fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Frame>, FrameError>> {
+        loop {
+            if let Some(frame) = self.decode()? {
+                return Poll::Ready(Ok(Some(frame)));
+            }
+            if self.eof {
+                return Poll::Ready(Ok(None));
+            }
+            ready!(self.poll_fill(cx))?;
+        }
+    }
+
+    pub(crate) async fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        poll_fn(|cx| self.poll_frame(cx)).await
+    }
+
+    /// Step: queues a frame. Nothing is written until [`poll_flush`](Self::poll_flush).
+    pub(crate) fn queue(
+        &mut self,
+        kind: FrameKind,
+        encoding: Encoding,
+        id: u64,
+        payload: &Bytes,
+    ) -> Result<(), FrameError> {
+        self.wbuf.push(kind, encoding, id, b"", payload)
+    }
+
+    /// Queues a whole frame, topic included.
+    pub(crate) fn queue_frame(&mut self, frame: &Frame) -> Result<(), FrameError> {
+        self.wbuf.push(
+            frame.kind,
+            frame.encoding,
+            frame.id,
+            &frame.topic,
+            &frame.payload,
+        )
+    }
+
+    /// Bytes queued and not yet written.
+    pub(crate) fn queued_len(&self) -> usize {
+        self.wbuf.len()
+    }
+
+    /// Step: writes everything queued, coalesced into vectored writes, then flushes the
+    /// stream.
+    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.wbuf.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
+            let count = self.wbuf.io_slices(&mut slices);
+            let n = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.wbuf.advance(n);
+        }
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    pub(crate) async fn flush(&mut self) -> io::Result<()> {
+        poll_fn(|cx| self.poll_flush(cx)).await
+    }
+
+    /// Closes the write side after flushing.
+    pub(crate) fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_flush(cx))?;
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,66 @@
+//! `msg`: brokerless Request/Reply (and, soon, Publish/Subscribe) sockets on tokio, in
+//! the family of ZeroMQ and nanomsg, where every socket is a [`tower::Service`].
+//!
+//! Timeouts, retries, concurrency limits and tracing are tower layers stacked on a socket,
+//! the way they are on a tonic channel or an axum router; the server side runs any
+//! `tower::Service` through [`serve`].
+//!
+//! # Example
+//!
+//! The book's Request/Reply example, on loopback:
+//!
+//! ```
+//! use bytes::Bytes;
+//! use tokio_stream::StreamExt;
+//!
+//! use msg::{RepSocket, ReqSocket, Tcp};
+//!
+//! #[tokio::main]
+//! async fn main() {
+//!     // Initialize the reply socket (server side) with a transport
+//!     let mut rep = RepSocket::new(Tcp::default());
+//!     rep.bind("127.0.0.1:0").await.unwrap();
+//!     let addr = rep.local_addr().unwrap();
+//!
+//!     // Initialize the request socket (client side) with a transport
+//!     let mut req = ReqSocket::new(Tcp::default());
+//!     req.connect(addr).await.unwrap();
+//!
+//!     tokio::spawn(async move {
+//!         // Receive the request and respond with "world"
+//!         // (RepSocket implements `Stream`)
+//!         let req = rep.next().await.unwrap();
+//!         println!("Message: {:?}", req.msg());
+//!
+//!         req.respond(Bytes::from("world")).unwrap();
+//!     });
+//!
+//!     let res: Bytes = req.request(Bytes::from("hello")).await.unwrap();
+//!     println!("Response: {:?}", res);
+//! }
+//! ```
+#![warn(missing_docs, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+mod error;
+mod handshake;
+mod io;
+pub mod rep;
+pub mod req;
+
+pub use error::Error;
+pub use msg_core::{Authenticator, Encoding, Headers, Message, SocketType};
+pub use msg_transports::{tcp, Tcp, Transport};
+pub use rep::{serve, PendingRequest, RepOptions, RepSocket, Request};
+pub use req::{ReqOptions, ReqSocket};
+
+/// The wire protocol and its codec, for tools that speak it directly.
+pub mod wire {
+    pub use msg_core::wire::*;
+    pub use msg_core::{FrameCodec, FrameError, DEFAULT_MAX_FRAME_LEN};
+}
+
+/// The transport traits and their error, for writing a transport of your own.
+pub mod transport {
+    pub use msg_transports::{is_connection_error, Connected, Listener, Transport, TransportError};
+}

@@ -1,0 +1,220 @@
+//! One server connection: reads requests, calls the service, writes replies by id.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use msg_core::{Encoding, Frame, FrameKind, Message};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::WaitForCancellationFutureOwned;
+use tower::{BoxError, Service};
+
+use super::Request;
+use crate::error::frame_refused;
+use crate::io::FramedIo;
+use crate::Error;
+
+/// Stop reading new requests while this many reply bytes wait for a peer that is not
+/// reading them.
+const WRITE_HIGH_WATER: usize = 1024 * 1024;
+
+pin_project_lite::pin_project! {
+    /// One handler call, tagged with the id of its request.
+    struct Call<F> {
+        #[pin]
+        fut: F,
+        id: u64,
+    }
+}
+
+impl<F: Future> Future for Call<F> {
+    type Output = (u64, F::Output);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = ready!(this.fut.poll(cx));
+        Poll::Ready((*this.id, out))
+    }
+}
+
+/// Serves one connection until the peer closes it, it breaks the protocol, or a graceful
+/// shutdown has drained it.
+///
+/// A fixed pair of steps per wake-up: every complete request in the read buffer is handed to
+/// the service, every finished call is queued as a reply, and all queued replies leave in
+/// one write. Calls run concurrently inside this one task; none gets a task of its own.
+pub(crate) struct Connection<Io, S: Service<Request<A>>, A> {
+    io: FramedIo<Io>,
+    service: S,
+    peer: A,
+    calls: FuturesUnordered<Call<S::Future>>,
+    /// A request read while the service was not ready.
+    stalled: Option<Frame>,
+    max_in_flight: usize,
+    shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    /// No more requests will be read: the peer closed, or shutdown began.
+    reading_done: bool,
+}
+
+impl<Io, S, A, R> Connection<Io, S, A>
+where
+    Io: AsyncRead + AsyncWrite + Unpin,
+    S: Service<Request<A>, Response = R>,
+    S::Error: Into<BoxError>,
+    R: Into<Message>,
+    A: Clone + std::fmt::Display,
+{
+    pub(crate) fn new(
+        io: FramedIo<Io>,
+        service: S,
+        peer: A,
+        max_in_flight: usize,
+        shutdown: Option<WaitForCancellationFutureOwned>,
+    ) -> Self {
+        Connection {
+            io,
+            service,
+            peer,
+            calls: FuturesUnordered::new(),
+            stalled: None,
+            max_in_flight: max_in_flight.max(1),
+            shutdown: shutdown.map(Box::pin),
+            reading_done: false,
+        }
+    }
+
+    /// Step: stops reading once shutdown is signalled; calls in flight still finish.
+    fn watch_shutdown(&mut self, cx: &mut Context<'_>) {
+        if let Some(signal) = self.shutdown.as_mut() {
+            if signal.as_mut().poll(cx).is_ready() {
+                self.shutdown = None;
+                self.reading_done = true;
+                self.stalled = None;
+            }
+        }
+    }
+
+    /// Step: hands every readable request to the service, while it is ready and there is
+    /// room. Returns whether any call started.
+    fn read_requests(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
+        let mut started = false;
+        while !self.reading_done
+            && self.calls.len() < self.max_in_flight
+            && self.io.queued_len() < WRITE_HIGH_WATER
+        {
+            let frame = match self.stalled.take() {
+                Some(frame) => frame,
+                None => match self.io.decode()? {
+                    Some(frame) => frame,
+                    None => match self.io.poll_fill(cx) {
+                        Poll::Pending => break,
+                        Poll::Ready(Ok(true)) => continue,
+                        Poll::Ready(Ok(false)) => {
+                            // The peer closed its side; a partial frame left behind is an error.
+                            match self.io.decode()? {
+                                Some(frame) => frame,
+                                None => {
+                                    self.reading_done = true;
+                                    break;
+                                }
+                            }
+                        }
+                        Poll::Ready(Err(e)) => return Err(Error::Io(e)),
+                    },
+                },
+            };
+            if frame.kind != FrameKind::Request {
+                return Err(Error::UnexpectedFrame { kind: frame.kind });
+            }
+            match self.service.poll_ready(cx) {
+                Poll::Pending => {
+                    self.stalled = Some(frame);
+                    break;
+                }
+                Poll::Ready(Err(e)) => {
+                    let e: BoxError = e.into();
+                    tracing::warn!(peer = %self.peer, error = %e, "service failed; closing connection");
+                    return Err(Error::ConnectionClosed);
+                }
+                Poll::Ready(Ok(())) => {}
+            }
+            let msg = Message::new(frame.payload).with_encoding(frame.encoding);
+            let request = Request::new(msg, self.peer.clone());
+            self.calls.push(Call {
+                fut: self.service.call(request),
+                id: frame.id,
+            });
+            started = true;
+        }
+        Ok(started)
+    }
+
+    /// Step: queues the reply of every call that has finished.
+    fn reply_finished(&mut self, cx: &mut Context<'_>) {
+        while let Poll::Ready(Some((id, result))) = self.calls.poll_next_unpin(cx) {
+            let queued = match result {
+                Ok(reply) => {
+                    let reply: Message = reply.into();
+                    self.io
+                        .queue(FrameKind::Response, reply.encoding(), id, reply.payload())
+                        .map_err(|e| frame_refused(e).to_string())
+                }
+                Err(e) => Err(e.into().to_string()),
+            };
+            if let Err(message) = queued {
+                let payload = Bytes::from(message);
+                // An error message always fits: it is far below any sane frame limit, and
+                // one that does not is cut to what does.
+                if self
+                    .io
+                    .queue(FrameKind::ErrorResponse, Encoding::IDENTITY, id, &payload)
+                    .is_err()
+                {
+                    let _ = self.io.queue(
+                        FrameKind::ErrorResponse,
+                        Encoding::IDENTITY,
+                        id,
+                        &Bytes::from_static(b"error"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Serves the connection to its end.
+    pub(crate) async fn run(mut self) {
+        std::future::poll_fn(|cx| self.poll_run(cx)).await
+    }
+
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self;
+        this.watch_shutdown(cx);
+        loop {
+            let started = match this.read_requests(cx) {
+                Ok(started) => started,
+                Err(e) => {
+                    tracing::warn!(peer = %this.peer, error = %e, "closing connection");
+                    return Poll::Ready(());
+                }
+            };
+            let before = this.calls.len();
+            this.reply_finished(cx);
+            let finished = before != this.calls.len();
+            if let Poll::Ready(Err(e)) = this.io.poll_flush(cx) {
+                tracing::debug!(peer = %this.peer, error = %e, "connection write failed");
+                return Poll::Ready(());
+            }
+            if this.reading_done && this.calls.is_empty() && this.io.queued_len() == 0 {
+                let _ = this.io.poll_close(cx);
+                return Poll::Ready(());
+            }
+            // Room freed by finished calls may let more requests in; otherwise every step
+            // is waiting on a registered waker.
+            if !(finished || started) || this.reading_done {
+                return Poll::Pending;
+            }
+        }
+    }
+}

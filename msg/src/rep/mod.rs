@@ -1,0 +1,389 @@
+//! [`RepSocket`]: the server side of Request/Reply, and [`serve`](crate::serve)'s request
+//! types.
+
+mod conn;
+mod serve;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_core::Stream;
+use msg_core::{Authenticator, Message, SocketType, DEFAULT_MAX_FRAME_LEN};
+use msg_transports::{is_connection_error, Connected, Listener, Transport};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::handshake;
+use crate::io::FramedIo;
+use crate::Error;
+use conn::Connection;
+
+pub use serve::{serve, Serve, WithGracefulShutdown};
+
+/// Options of a [`RepSocket`].
+///
+/// # Example
+///
+/// ```
+/// use msg::RepOptions;
+///
+/// let options = RepOptions::default().max_in_flight_per_conn(64);
+/// assert_eq!(options.max_in_flight_per_conn, 64);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RepOptions {
+    /// Most requests of one connection being handled at once; past it the connection is not
+    /// read until a call finishes. Default: 1024, matching
+    /// [`ReqOptions::max_in_flight`](crate::ReqOptions::max_in_flight).
+    pub max_in_flight_per_conn: usize,
+    /// Largest message received or sent, in bytes. Default: 64 MiB.
+    pub max_frame_len: usize,
+    /// Longest wait for a new connection's hello. Default: 10 s, so a peer that connects and
+    /// says nothing does not hold its slot for long.
+    pub handshake_timeout: Duration,
+    /// Connections accepted and welcomed but not yet taken by [`serve`](crate::serve) or
+    /// the stream. Default: 128, the usual listen backlog.
+    pub backlog: usize,
+    /// Requests received and not yet taken from the socket's [`Stream`]. Default: 1024.
+    pub stream_buffer: usize,
+}
+
+impl Default for RepOptions {
+    fn default() -> Self {
+        RepOptions {
+            max_in_flight_per_conn: 1024,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            handshake_timeout: Duration::from_secs(10),
+            backlog: 128,
+            stream_buffer: 1024,
+        }
+    }
+}
+
+impl RepOptions {
+    /// Sets [`max_in_flight_per_conn`](Self::max_in_flight_per_conn); at least 1.
+    pub fn max_in_flight_per_conn(mut self, max: usize) -> Self {
+        self.max_in_flight_per_conn = max.max(1);
+        self
+    }
+
+    /// Sets [`max_frame_len`](Self::max_frame_len).
+    pub fn max_frame_len(mut self, max: usize) -> Self {
+        self.max_frame_len = max;
+        self
+    }
+
+    /// Sets [`handshake_timeout`](Self::handshake_timeout).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+}
+
+/// A request as a handler given to [`serve`](crate::serve) sees it: the message and the
+/// address of the peer that sent it.
+#[derive(Debug, Clone)]
+pub struct Request<A = SocketAddr> {
+    msg: Message,
+    peer: A,
+}
+
+impl<A> Request<A> {
+    /// Makes a request, as a socket does when one arrives; useful to test handlers.
+    pub fn new(msg: Message, peer: A) -> Self {
+        Request { msg, peer }
+    }
+
+    /// The request's payload.
+    pub fn msg(&self) -> &Bytes {
+        self.msg.payload()
+    }
+
+    /// The whole message, headers included.
+    pub fn message(&self) -> &Message {
+        &self.msg
+    }
+
+    /// The message, to change in a layer.
+    pub fn message_mut(&mut self) -> &mut Message {
+        &mut self.msg
+    }
+
+    /// Takes the message out.
+    pub fn into_message(self) -> Message {
+        self.msg
+    }
+
+    /// The address of the peer that sent the request.
+    pub fn peer(&self) -> &A {
+        &self.peer
+    }
+}
+
+type Responder = oneshot::Sender<Result<Message, String>>;
+
+/// A request taken from a [`RepSocket`]'s [`Stream`], waiting for its answer.
+///
+/// Answer it with [`respond`](Self::respond), or fail it with
+/// [`respond_error`](Self::respond_error). Dropping it unanswered fails the request with a
+/// remote error, so the client never waits forever.
+#[derive(Debug)]
+pub struct PendingRequest<A = SocketAddr> {
+    request: Request<A>,
+    responder: Responder,
+}
+
+impl<A> PendingRequest<A> {
+    /// The request's payload.
+    pub fn msg(&self) -> &Bytes {
+        self.request.msg()
+    }
+
+    /// The request, message and peer.
+    pub fn request(&self) -> &Request<A> {
+        &self.request
+    }
+
+    /// The address of the peer that sent the request.
+    pub fn peer(&self) -> &A {
+        self.request.peer()
+    }
+
+    /// Sends `payload` back as the response.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ConnectionClosed`] if the requester's connection is gone.
+    pub fn respond(self, payload: Bytes) -> Result<(), Error> {
+        self.respond_message(Message::new(payload))
+    }
+
+    /// Sends `msg` back as the response, headers included.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ConnectionClosed`] if the requester's connection is gone.
+    pub fn respond_message(self, msg: Message) -> Result<(), Error> {
+        self.responder
+            .send(Ok(msg))
+            .map_err(|_| Error::ConnectionClosed)
+    }
+
+    /// Fails the request: the client gets [`Error::Remote`] with `message`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ConnectionClosed`] if the requester's connection is gone.
+    pub fn respond_error(self, message: impl fmt::Display) -> Result<(), Error> {
+        self.responder
+            .send(Err(message.to_string()))
+            .map_err(|_| Error::ConnectionClosed)
+    }
+}
+
+/// A welcomed connection, waiting to be served.
+pub(crate) struct Established<Io, Addr> {
+    io: FramedIo<Io>,
+    peer: Addr,
+}
+
+type RequestChannel<A> = (
+    mpsc::Sender<PendingRequest<A>>,
+    mpsc::Receiver<PendingRequest<A>>,
+);
+
+/// The server side of Request/Reply.
+///
+/// Bind it, then either take requests from it as a [`Stream`] of [`PendingRequest`]s (the
+/// book's way) or hand it to [`serve`](crate::serve) with a [`tower::Service`] (the fast
+/// way). Connections are accepted and their handshakes run from the moment it is bound;
+/// many clients are served at once, and a client that breaks the protocol loses only its
+/// own connection.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use msg::{RepSocket, ReqSocket, Tcp};
+/// use tokio_stream::StreamExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), msg::Error> {
+/// let mut rep = RepSocket::new(Tcp::default());
+/// rep.bind("127.0.0.1:0").await?;
+/// let addr = rep.local_addr().unwrap();
+///
+/// let mut req = ReqSocket::new(Tcp::default());
+/// req.connect(addr).await?;
+///
+/// tokio::spawn(async move {
+///     let req = rep.next().await.unwrap();
+///     assert_eq!(req.msg(), "hello");
+///     req.respond(Bytes::from("world")).unwrap();
+/// });
+/// assert_eq!(req.request(Bytes::from("hello")).await?, "world");
+/// # Ok(())
+/// # }
+/// ```
+pub struct RepSocket<T: Transport> {
+    transport: T,
+    options: RepOptions,
+    auth: Option<Arc<dyn Authenticator>>,
+    local_addr: Option<T::Addr>,
+    /// Welcomed connections, from the accept task.
+    incoming: Option<mpsc::Receiver<Established<T::Io, T::Addr>>>,
+    /// Requests of the connections served as a stream.
+    requests: Option<RequestChannel<T::Addr>>,
+}
+
+impl<T: Transport> fmt::Debug for RepSocket<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RepSocket")
+            .field("local_addr", &self.local_addr)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Transport> RepSocket<T> {
+    /// A reply socket over `transport`, with default options.
+    pub fn new(transport: T) -> Self {
+        Self::with_options(transport, RepOptions::default())
+    }
+
+    /// A reply socket over `transport` with `options`.
+    pub fn with_options(transport: T, options: RepOptions) -> Self {
+        RepSocket {
+            transport,
+            options,
+            auth: None,
+            local_addr: None,
+            incoming: None,
+            requests: None,
+        }
+    }
+
+    /// Requires every client to pass `auth` in the handshake. Call before
+    /// [`bind`](Self::bind).
+    pub fn with_auth(mut self, auth: impl Authenticator) -> Self {
+        self.auth = Some(Arc::new(auth));
+        self
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &RepOptions {
+        &self.options
+    }
+
+    /// Binds to `target` and starts accepting connections.
+    ///
+    /// For TCP, `target` is what a user would write: `"127.0.0.1:4444"`, `"localhost:0"`,
+    /// or a [`SocketAddr`]. Port 0 picks a free port; [`local_addr`](Self::local_addr)
+    /// tells which.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Transport`] if the address does not resolve or cannot be bound.
+    pub async fn bind(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
+        let listener = self.transport.bind(target.into()).await?;
+        let local = listener.local_addr()?;
+        let (tx, rx) = mpsc::channel(self.options.backlog.max(1));
+        tokio::spawn(accept_loop(
+            listener,
+            tx,
+            self.options.clone(),
+            self.auth.clone(),
+        ));
+        tracing::debug!(addr = %local, "reply socket bound");
+        self.local_addr = Some(local);
+        self.incoming = Some(rx);
+        Ok(())
+    }
+
+    /// The address the socket is bound to, with the real port; `None` before
+    /// [`bind`](Self::bind).
+    pub fn local_addr(&self) -> Option<T::Addr> {
+        self.local_addr.clone()
+    }
+
+    pub(crate) fn take_incoming(&mut self) -> Option<mpsc::Receiver<Established<T::Io, T::Addr>>> {
+        self.incoming.take()
+    }
+}
+
+impl<T: Transport> Stream for RepSocket<T> {
+    type Item = PendingRequest<T::Addr>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let Some(incoming) = this.incoming.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let (tx, rx) = this
+            .requests
+            .get_or_insert_with(|| mpsc::channel(this.options.stream_buffer.max(1)));
+        while let Poll::Ready(Some(conn)) = incoming.poll_recv(cx) {
+            let service = serve::ChannelService::new(tx.clone());
+            let conn = Connection::new(
+                conn.io,
+                service,
+                conn.peer,
+                this.options.max_in_flight_per_conn,
+                None,
+            );
+            tokio::spawn(conn.run());
+        }
+        rx.poll_recv(cx)
+    }
+}
+
+/// Accepts connections and runs their handshakes until the socket is gone.
+async fn accept_loop<L: Listener>(
+    mut listener: L,
+    tx: mpsc::Sender<Established<L::Io, L::Addr>>,
+    options: RepOptions,
+    auth: Option<Arc<dyn Authenticator>>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = tx.closed() => return,
+            accepted = std::future::poll_fn(|cx| listener.poll_accept(cx)) => accepted,
+        };
+        let Connected { io, peer } = match accepted {
+            Ok(conn) => conn,
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                // Out of file descriptors and the like: retrying at once would spin.
+                tracing::warn!(error = %e, "accept failed; retrying in 100 ms");
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                }
+            }
+        };
+        let tx = tx.clone();
+        let options = options.clone();
+        let auth = auth.clone();
+        tokio::spawn(async move {
+            let mut io = FramedIo::new(io, options.max_frame_len);
+            let welcomed = handshake::within(
+                options.handshake_timeout,
+                handshake::server(&mut io, SocketType::Rep, auth.as_deref()),
+            )
+            .await;
+            match welcomed {
+                Ok(_) => {
+                    tracing::debug!(%peer, "connection accepted");
+                    let _ = tx.send(Established { io, peer }).await;
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "handshake failed"),
+            }
+        });
+    }
+}

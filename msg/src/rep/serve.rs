@@ -1,0 +1,259 @@
+//! [`serve`]: runs a [`tower::Service`] on every connection of a [`RepSocket`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use msg_core::Message;
+use msg_transports::Transport;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::{CancellationToken, PollSendError, PollSender};
+use tokio_util::task::TaskTracker;
+use tower::{BoxError, Service};
+
+use super::{Connection, PendingRequest, RepSocket, Request};
+use crate::Error;
+
+/// Serves every connection of `socket` with `service`, in the manner of `axum::serve`.
+///
+/// Each connection gets a clone of the service. Its requests are handed to the service as
+/// they arrive and run concurrently; each reply goes back to the peer and id it belongs to.
+/// A handler error reaches the client as [`Error::Remote`] carrying the error's text. A
+/// service that is not ready (a concurrency limit, say) stops the reading of new requests
+/// until it is, so back-pressure reaches the clients.
+///
+/// # Return Value
+///
+/// A [`Serve`] to `.await` or spawn, which serves until the socket's listener fails. Call
+/// [`with_graceful_shutdown`](Serve::with_graceful_shutdown) on it to stop on a signal.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use msg::{serve, RepSocket, Request, Tcp};
+/// use tower::{service_fn, ServiceBuilder};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), msg::Error> {
+/// let mut rep = RepSocket::new(Tcp::default());
+/// rep.bind("127.0.0.1:0").await?;
+///
+/// let handler = ServiceBuilder::new()
+///     .concurrency_limit(256)
+///     .timeout(Duration::from_secs(1))
+///     .service(service_fn(|req: Request| async move {
+///         Ok::<_, std::convert::Infallible>(req.msg().clone())
+///     }));
+///
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// let server = tokio::spawn(
+///     serve(rep, handler).with_graceful_shutdown(async { stopped.await.ok(); }),
+/// );
+/// stop.send(()).unwrap();
+/// server.await.unwrap()?;
+/// # Ok(())
+/// # }
+/// ```
+pub fn serve<T, S, R>(socket: RepSocket<T>, service: S) -> Serve<T, S>
+where
+    T: Transport,
+    S: Service<Request<T::Addr>, Response = R> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + 'static,
+    R: Into<Message> + 'static,
+{
+    Serve {
+        parts: Some((socket, service)),
+        running: None,
+    }
+}
+
+/// A server about to run; see [`serve`].
+#[must_use = "a server does nothing until it is awaited"]
+pub struct Serve<T: Transport, S> {
+    parts: Option<(RepSocket<T>, S)>,
+    running: Option<ServeFuture>,
+}
+
+// No field is pinned structurally: the server runs in a boxed future of its own.
+impl<T: Transport, S> Unpin for Serve<T, S> {}
+
+impl<T: Transport, S> fmt::Debug for Serve<T, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Serve")
+            .field("socket", &self.parts.as_ref().map(|(socket, _)| socket))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Transport, S> Serve<T, S> {
+    /// Stops accepting when `signal` completes, lets every connection finish the requests
+    /// it has already read, and then returns.
+    pub fn with_graceful_shutdown<F>(self, signal: F) -> WithGracefulShutdown<T, S, F>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let (socket, service) = self
+            .parts
+            .expect("with_graceful_shutdown after the server ran");
+        WithGracefulShutdown {
+            parts: Some((socket, service, signal)),
+            running: None,
+        }
+    }
+}
+
+/// A server that stops on a signal; see [`Serve::with_graceful_shutdown`].
+#[must_use = "a server does nothing until it is awaited"]
+pub struct WithGracefulShutdown<T: Transport, S, F> {
+    parts: Option<(RepSocket<T>, S, F)>,
+    running: Option<ServeFuture>,
+}
+
+// No field is pinned structurally: the server runs in a boxed future of its own.
+impl<T: Transport, S, F> Unpin for WithGracefulShutdown<T, S, F> {}
+
+impl<T: Transport, S, F> fmt::Debug for WithGracefulShutdown<T, S, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WithGracefulShutdown")
+            .field("socket", &self.parts.as_ref().map(|(socket, _, _)| socket))
+            .finish_non_exhaustive()
+    }
+}
+
+type ServeFuture = Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>;
+
+impl<T, S, R> Future for Serve<T, S>
+where
+    T: Transport,
+    S: Service<Request<T::Addr>, Response = R> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + 'static,
+    R: Into<Message> + 'static,
+{
+    type Output = Result<(), Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let fut = this.running.get_or_insert_with(|| {
+            let (socket, service) = this.parts.take().expect("polled after completion");
+            Box::pin(run(socket, service, std::future::pending::<()>()))
+        });
+        fut.as_mut().poll(cx)
+    }
+}
+
+impl<T, S, R, F> Future for WithGracefulShutdown<T, S, F>
+where
+    T: Transport,
+    S: Service<Request<T::Addr>, Response = R> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + 'static,
+    R: Into<Message> + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    type Output = Result<(), Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let fut = this.running.get_or_insert_with(|| {
+            let (socket, service, signal) = this.parts.take().expect("polled after completion");
+            Box::pin(run(socket, service, signal))
+        });
+        fut.as_mut().poll(cx)
+    }
+}
+
+async fn run<T, S, R, F>(mut socket: RepSocket<T>, service: S, signal: F) -> Result<(), Error>
+where
+    T: Transport,
+    S: Service<Request<T::Addr>, Response = R> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + 'static,
+    R: Into<Message> + 'static,
+    F: Future<Output = ()> + Send,
+{
+    let mut incoming = socket.take_incoming().ok_or(Error::NotBound)?;
+    let max_in_flight = socket.options.max_in_flight_per_conn;
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let mut signal = std::pin::pin!(signal);
+    loop {
+        let conn = tokio::select! {
+            biased;
+            _ = signal.as_mut() => break,
+            conn = incoming.recv() => match conn {
+                Some(conn) => conn,
+                None => break,
+            },
+        };
+        let conn = Connection::new(
+            conn.io,
+            service.clone(),
+            conn.peer,
+            max_in_flight,
+            Some(shutdown.clone().cancelled_owned()),
+        );
+        tracker.spawn(conn.run());
+    }
+    // Stop accepting: the accept task ends when its channel closes, dropping the listener.
+    drop(incoming);
+    drop(socket);
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
+/// The service behind a [`RepSocket`] read as a stream: each request goes out through the
+/// socket's channel as a [`PendingRequest`], and the reply comes back on a oneshot.
+pub(super) struct ChannelService<A> {
+    tx: PollSender<PendingRequest<A>>,
+}
+
+impl<A: Send + 'static> ChannelService<A> {
+    pub(super) fn new(tx: mpsc::Sender<PendingRequest<A>>) -> Self {
+        ChannelService {
+            tx: PollSender::new(tx),
+        }
+    }
+}
+
+/// A request taken from the stream was dropped, or the socket itself was.
+#[derive(Debug)]
+struct Unanswered;
+
+impl fmt::Display for Unanswered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the server dropped the request without responding")
+    }
+}
+
+impl std::error::Error for Unanswered {}
+
+impl<A: Send + 'static> Service<Request<A>> for ChannelService<A> {
+    type Response = Message;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Message, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.tx
+            .poll_reserve(cx)
+            .map_err(|_: PollSendError<_>| Box::new(Unanswered) as BoxError)
+    }
+
+    fn call(&mut self, request: Request<A>) -> Self::Future {
+        let (responder, reply) = oneshot::channel();
+        let sent = self.tx.send_item(PendingRequest { request, responder });
+        Box::pin(async move {
+            sent.map_err(|_| Box::new(Unanswered) as BoxError)?;
+            match reply.await {
+                Ok(Ok(msg)) => Ok(msg),
+                Ok(Err(message)) => Err(message.into()),
+                Err(_) => Err(Box::new(Unanswered) as BoxError),
+            }
+        })
+    }
+}

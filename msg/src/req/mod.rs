@@ -1,0 +1,328 @@
+//! [`ReqSocket`]: the client side of Request/Reply.
+
+mod driver;
+mod future;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use msg_core::{Message, SocketType, DEFAULT_MAX_FRAME_LEN};
+use msg_transports::{Connected, Transport};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::PollSemaphore;
+
+use crate::handshake;
+use crate::io::FramedIo;
+use crate::Error;
+use driver::{ReqDriver, Shared};
+
+pub use future::ResponseFuture;
+
+/// Options of a [`ReqSocket`].
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use msg::ReqOptions;
+///
+/// let options = ReqOptions::default()
+///     .auth_token("client1")
+///     .timeout(Duration::from_secs(2))
+///     .max_in_flight(4096);
+/// assert_eq!(options.max_in_flight, 4096);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ReqOptions {
+    /// Most requests in flight on the connection at once. When they are all out,
+    /// `poll_ready` is pending and [`ReqSocket::request`] waits. Default: 1024, enough to
+    /// keep a loopback or LAN link busy while bounding memory.
+    pub max_in_flight: usize,
+    /// Largest message sent or received, in bytes. Default: 64 MiB
+    /// ([`DEFAULT_MAX_FRAME_LEN`]).
+    pub max_frame_len: usize,
+    /// Token sent in the handshake for the server's [`Authenticator`](crate::Authenticator).
+    /// Default: none.
+    pub auth_token: Option<Bytes>,
+    /// Longest wait for the server to accept the handshake. Default: 10 s.
+    pub handshake_timeout: Duration,
+    /// Longest wait for a reply in [`ReqSocket::request`]. Default: none; with tower, use
+    /// `tower::timeout` instead, which applies to every call.
+    pub timeout: Option<Duration>,
+}
+
+impl Default for ReqOptions {
+    fn default() -> Self {
+        ReqOptions {
+            max_in_flight: 1024,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            auth_token: None,
+            handshake_timeout: Duration::from_secs(10),
+            timeout: None,
+        }
+    }
+}
+
+impl ReqOptions {
+    /// Sets [`max_in_flight`](Self::max_in_flight); at least 1.
+    pub fn max_in_flight(mut self, max: usize) -> Self {
+        self.max_in_flight = max.max(1);
+        self
+    }
+
+    /// Sets [`max_frame_len`](Self::max_frame_len).
+    pub fn max_frame_len(mut self, max: usize) -> Self {
+        self.max_frame_len = max;
+        self
+    }
+
+    /// Sets [`auth_token`](Self::auth_token).
+    pub fn auth_token(mut self, token: impl Into<Bytes>) -> Self {
+        self.auth_token = Some(token.into());
+        self
+    }
+
+    /// Sets [`handshake_timeout`](Self::handshake_timeout).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets [`timeout`](Self::timeout).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// The handle to a connection's driver; the last one to go closes the connection.
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.close();
+    }
+}
+
+#[derive(Clone)]
+struct Client {
+    handle: Arc<Handle>,
+    permits: PollSemaphore,
+}
+
+/// The client side of Request/Reply.
+///
+/// Many requests may be in flight on its one connection; replies are matched by id and may
+/// come in any order. A `ReqSocket` is a cheap [`Clone`] handle to its connection, so many
+/// tasks can share it, and it is a [`tower::Service`] from [`Message`] to [`Message`], so
+/// tower's layers stack on it.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use msg::{serve, Message, RepSocket, ReqSocket, Request, Tcp};
+/// use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let mut rep = RepSocket::new(Tcp::default());
+/// rep.bind("127.0.0.1:0").await?;
+/// let addr = rep.local_addr().unwrap();
+/// tokio::spawn(serve(rep, service_fn(|req: Request| async move {
+///     Ok::<_, std::convert::Infallible>(req.msg().clone())
+/// })));
+///
+/// let mut req = ReqSocket::new(Tcp::default());
+/// req.connect(addr).await?;
+///
+/// // The book's way.
+/// assert_eq!(req.request(Bytes::from("hello")).await?, "hello");
+///
+/// // The tower way.
+/// let mut svc = ServiceBuilder::new()
+///     .timeout(std::time::Duration::from_secs(5))
+///     .service(req.clone());
+/// let reply = svc.ready().await?.call(Message::from("hi")).await?;
+/// assert_eq!(reply.payload(), "hi");
+/// # Ok(())
+/// # }
+/// ```
+pub struct ReqSocket<T: Transport> {
+    transport: T,
+    options: ReqOptions,
+    client: Option<Client>,
+    permit: Option<OwnedSemaphorePermit>,
+    peer: Option<T::Addr>,
+}
+
+impl<T: Transport> Clone for ReqSocket<T> {
+    fn clone(&self) -> Self {
+        ReqSocket {
+            transport: self.transport.clone(),
+            options: self.options.clone(),
+            client: self.client.clone(),
+            // A clone starts without the original's reserved capacity.
+            permit: None,
+            peer: self.peer.clone(),
+        }
+    }
+}
+
+impl<T: Transport> std::fmt::Debug for ReqSocket<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReqSocket")
+            .field("peer", &self.peer)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Transport> ReqSocket<T> {
+    /// A request socket over `transport`, with default options.
+    pub fn new(transport: T) -> Self {
+        Self::with_options(transport, ReqOptions::default())
+    }
+
+    /// A request socket over `transport` with `options`.
+    pub fn with_options(transport: T, options: ReqOptions) -> Self {
+        ReqSocket {
+            transport,
+            options,
+            client: None,
+            permit: None,
+            peer: None,
+        }
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &ReqOptions {
+        &self.options
+    }
+
+    /// The address of the server this socket is connected to.
+    pub fn peer_addr(&self) -> Option<&T::Addr> {
+        self.peer.as_ref()
+    }
+
+    /// Connects to a reply socket at `target` and completes the handshake. A socket that
+    /// was connected before is moved to the new connection; requests in flight on the old
+    /// one still complete.
+    ///
+    /// For TCP, `target` is what a user would write: `"127.0.0.1:4444"`,
+    /// `"localhost:4444"`, or a [`SocketAddr`](std::net::SocketAddr).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Transport`] if the server cannot be reached,
+    /// [`Error::HandshakeRejected`] if it refuses this socket (wrong socket type, failed
+    /// authentication), [`Error::HandshakeTimeout`] if it does not answer in time.
+    pub async fn connect(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
+        let Connected { io, peer } = self.transport.connect(target.into()).await?;
+        let mut io = FramedIo::new(io, self.options.max_frame_len);
+        let token = self.options.auth_token.clone();
+        handshake::within(
+            self.options.handshake_timeout,
+            handshake::client(&mut io, SocketType::Req, token),
+        )
+        .await?;
+        let shared = Arc::new(Shared::new(
+            self.options.max_in_flight,
+            self.options.max_frame_len,
+        ));
+        let permits = PollSemaphore::new(shared.in_flight.clone());
+        tokio::spawn(ReqDriver::new(io, shared.clone()));
+        tracing::debug!(%peer, "request socket connected");
+        self.client = Some(Client {
+            handle: Arc::new(Handle { shared }),
+            permits,
+        });
+        self.permit = None;
+        self.peer = Some(peer);
+        Ok(())
+    }
+
+    /// Sends `payload` as a request and waits for its reply.
+    ///
+    /// Waits for room first if [`max_in_flight`](ReqOptions::max_in_flight) requests are
+    /// already out.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotConnected`] before [`connect`](Self::connect),
+    /// [`Error::ConnectionClosed`] as soon as the connection dies,
+    /// [`Error::Remote`] if the server's handler failed, [`Error::Timeout`] after
+    /// [`ReqOptions::timeout`], [`Error::FrameTooLarge`] for a payload over the limit, and
+    /// [`Error::UnsupportedEncoding`] for a reply whose encoding no layer decoded.
+    pub async fn request(&self, payload: Bytes) -> Result<Bytes, Error> {
+        let reply = match self.options.timeout {
+            Some(after) => tokio::time::timeout(after, self.send(Message::new(payload)))
+                .await
+                .map_err(|_| Error::Timeout { after })??,
+            None => self.send(Message::new(payload)).await?,
+        };
+        if !reply.encoding().is_identity() {
+            return Err(Error::UnsupportedEncoding {
+                encoding: reply.encoding(),
+            });
+        }
+        Ok(reply.into_payload())
+    }
+
+    /// Sends a message and waits for the reply message, headers included.
+    ///
+    /// # Errors
+    ///
+    /// As [`request`](Self::request), but the reply's encoding is not checked.
+    pub async fn send(&self, msg: Message) -> Result<Message, Error> {
+        let client = self.client.as_ref().ok_or(Error::NotConnected)?;
+        let shared = &client.handle.shared;
+        let permit = shared
+            .in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::ConnectionClosed)?;
+        ResponseFuture::waiting(shared.enqueue(msg, permit)?).await
+    }
+}
+
+impl<T: Transport> tower::Service<Message> for ReqSocket<T> {
+    type Response = Message;
+    type Error = Error;
+    type Future = ResponseFuture;
+
+    /// Ready when the socket can take one more request: pending while
+    /// [`max_in_flight`](ReqOptions::max_in_flight) requests are out.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.permit.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        let Some(client) = self.client.as_mut() else {
+            return Poll::Ready(Err(Error::NotConnected));
+        };
+        match client.permits.poll_acquire(cx) {
+            Poll::Ready(Some(permit)) => {
+                self.permit = Some(permit);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(None) => Poll::Ready(Err(Error::ConnectionClosed)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn call(&mut self, msg: Message) -> ResponseFuture {
+        let (Some(client), Some(permit)) = (self.client.as_ref(), self.permit.take()) else {
+            return ResponseFuture::failed(Error::NotReady);
+        };
+        match client.handle.shared.enqueue(msg, permit) {
+            Ok(rx) => ResponseFuture::waiting(rx),
+            Err(e) => ResponseFuture::failed(e),
+        }
+    }
+}

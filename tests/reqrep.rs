@@ -1,0 +1,456 @@
+//! Request/Reply over real loopback TCP: the book's example, volume, concurrency, errors,
+//! back-pressure, authentication and graceful shutdown.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use msg::{serve, Error, Message, RepOptions, RepSocket, ReqOptions, ReqSocket, Request, Tcp};
+use msg_tests::{echo_server, within};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio_stream::StreamExt;
+use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn book_example_round_trips_over_the_stream_api() {
+    let mut rep = RepSocket::new(Tcp::default());
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+
+    let mut req = ReqSocket::new(Tcp::default());
+    req.connect(addr).await.unwrap();
+
+    let server = tokio::spawn(async move {
+        let req = rep.next().await.unwrap();
+        assert_eq!(req.msg(), &Bytes::from("hello"));
+        req.respond(Bytes::from("world")).unwrap();
+    });
+
+    let res: Bytes = within(req.request(Bytes::from("hello"))).await.unwrap();
+    assert_eq!(res, Bytes::from("world"));
+    within(server).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_and_connect_accept_names_strings_and_socket_addrs() {
+    let mut rep = RepSocket::new(Tcp::default());
+    rep.bind("localhost:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    assert_ne!(addr.port(), 0, "local_addr reports the real port");
+    tokio::spawn(serve(
+        rep,
+        service_fn(|req: Request| async move { Ok::<_, Infallible>(req.msg().clone()) }),
+    ));
+
+    let name = format!("localhost:{}", addr.port());
+    let mut by_name = ReqSocket::new(Tcp::default());
+    within(by_name.connect(name.as_str())).await.unwrap();
+    let mut by_string = ReqSocket::new(Tcp::default());
+    within(by_string.connect(addr.to_string())).await.unwrap();
+    let mut by_addr = ReqSocket::new(Tcp::default());
+    within(by_addr.connect(addr)).await.unwrap();
+    for req in [&by_name, &by_string, &by_addr] {
+        assert_eq!(within(req.request(Bytes::from("x"))).await.unwrap(), "x");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_sequential_round_trips() {
+    let addr = echo_server().await;
+    let mut req = ReqSocket::new(Tcp::default());
+    req.connect(addr).await.unwrap();
+    within(async {
+        for i in 0..10_000u32 {
+            let payload = Bytes::from(i.to_be_bytes().to_vec());
+            assert_eq!(req.request(payload.clone()).await.unwrap(), payload);
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_concurrent_requests_are_answered_by_id_in_reverse_order() {
+    const N: usize = 1000;
+    // Request k is answered only after requests N-1 down to k+1: strictly reverse order.
+    let (turn_tx, turn_rx) = watch::channel(0usize);
+    let turn_tx = Arc::new(turn_tx);
+    let answered = Arc::new(Mutex::new(Vec::with_capacity(N)));
+    let mut rep = RepSocket::new(Tcp::default());
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    tokio::spawn(serve(
+        rep,
+        service_fn({
+            let answered = answered.clone();
+            move |req: Request| {
+                let mut turn = turn_rx.clone();
+                let turn_tx = turn_tx.clone();
+                let answered = answered.clone();
+                async move {
+                    let k = u32::from_be_bytes(req.msg()[..4].try_into().unwrap()) as usize;
+                    turn.wait_for(|t| *t == N - 1 - k).await.unwrap();
+                    answered.lock().unwrap().push(k);
+                    turn_tx.send_modify(|t| *t += 1);
+                    Ok::<_, Infallible>(Bytes::from(format!("reply {k}")))
+                }
+            }
+        }),
+    ));
+
+    let mut req = ReqSocket::new(Tcp::default());
+    req.connect(addr).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..N {
+        let req = req.clone();
+        tasks.spawn(async move {
+            let reply = req
+                .request(Bytes::from((k as u32).to_be_bytes().to_vec()))
+                .await
+                .unwrap();
+            assert_eq!(
+                reply,
+                Bytes::from(format!("reply {k}")),
+                "reply matched by id"
+            );
+        });
+    }
+    within(async {
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+    })
+    .await;
+    // Every reply reached its own request although they were sent in reverse order.
+    let answered = answered.lock().unwrap();
+    assert_eq!(*answered, (0..N).rev().collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_clients_at_once_each_get_their_own_replies() {
+    let addr = echo_server().await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for client in 0..32u32 {
+        tasks.spawn(async move {
+            let mut req = ReqSocket::new(Tcp::default());
+            req.connect(addr).await.unwrap();
+            for i in 0..200u32 {
+                let payload = Bytes::from(format!("client {client} request {i}"));
+                assert_eq!(req.request(payload.clone()).await.unwrap(), payload);
+            }
+        });
+    }
+    within(async {
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_error_reaches_the_client_as_a_typed_remote_error() {
+    let mut rep = RepSocket::new(Tcp::default());
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    tokio::spawn(serve(
+        rep,
+        service_fn(|req: Request| async move {
+            if req.msg() == "fail" {
+                Err::<Bytes, BoxError>("the handler refused".into())
+            } else {
+                Ok(req.msg().clone())
+            }
+        }),
+    ));
+    let mut req = ReqSocket::new(Tcp::default());
+    req.connect(addr).await.unwrap();
+    match within(req.request(Bytes::from("fail"))).await {
+        Err(Error::Remote { message }) => assert_eq!(message, "the handler refused"),
+        other => panic!("expected a remote error, got {other:?}"),
+    }
+    // The connection survives a handler error.
+    assert_eq!(within(req.request(Bytes::from("ok"))).await.unwrap(), "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_request_dropped_unanswered_fails_the_client_instead_of_hanging() {
+    let mut rep = RepSocket::new(Tcp::default());
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    let mut req = ReqSocket::new(Tcp::default());
+    req.connect(addr).await.unwrap();
+    tokio::spawn(async move {
+        while let Some(pending) = rep.next().await {
+            if pending.msg() == "ignore" {
+                drop(pending);
+            } else {
+                pending.respond_error("no thanks").unwrap();
+            }
+        }
+    });
+    assert!(matches!(
+        within(req.request(Bytes::from("ignore"))).await,
+        Err(Error::Remote { .. })
+    ));
+    match within(req.request(Bytes::from("other"))).await {
+        Err(Error::Remote { message }) => assert_eq!(message, "no thanks"),
+        other => panic!("expected a remote error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_in_flight_requests_then_stops() {
+    const N: usize = 10;
+    let gate = Arc::new(Notify::new());
+    let (seen_tx, mut seen_rx) = mpsc::channel::<()>(N);
+    let mut rep = RepSocket::new(Tcp::default());
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    let handler = {
+        let gate = gate.clone();
+        service_fn(move |req: Request| {
+            let gate = gate.clone();
+            let seen_tx = seen_tx.clone();
+            async move {
+                let released = gate.notified();
+                seen_tx.send(()).await.unwrap();
+                released.await;
+                Ok::<_, Infallible>(req.msg().clone())
+            }
+        })
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(rep, handler).with_graceful_shutdown(async {
+        let _ = stop_rx.await;
+    }));
+
+    let mut req = ReqSocket::new(Tcp::default());
+    req.connect(addr).await.unwrap();
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..N {
+        let req = req.clone();
+        calls.spawn(async move { req.request(Bytes::from(format!("{i}"))).await });
+    }
+    within(async {
+        for _ in 0..N {
+            seen_rx.recv().await.unwrap();
+        }
+    })
+    .await;
+
+    stop_tx.send(()).unwrap();
+    // The server is draining: it must not finish while requests are in flight.
+    tokio::task::yield_now().await;
+    assert!(
+        !server.is_finished(),
+        "server stopped with requests in flight"
+    );
+    gate.notify_waiters();
+
+    within(async {
+        let mut answered = 0;
+        while let Some(done) = calls.join_next().await {
+            done.unwrap()
+                .expect("in-flight request answered during shutdown");
+            answered += 1;
+        }
+        assert_eq!(answered, N);
+    })
+    .await;
+    within(server).await.unwrap().unwrap();
+
+    // The listener is gone: a new client cannot get in.
+    let mut late = ReqSocket::new(Tcp::default());
+    let refused = within(async {
+        for _ in 0..100 {
+            if late.connect(addr).await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    })
+    .await;
+    assert!(refused, "a new connection was accepted after shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_to_a_closed_server_fails_with_a_typed_error() {
+    // Nobody listens: connect fails.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let mut req = ReqSocket::new(Tcp::default());
+    assert!(matches!(
+        within(req.connect(addr)).await,
+        Err(Error::Transport(_))
+    ));
+    assert!(matches!(
+        within(req.request(Bytes::from("x"))).await,
+        Err(Error::NotConnected)
+    ));
+
+    // The server goes away with a request in flight: it fails at once, and so do later ones.
+    let mut rep = RepSocket::new(Tcp::default());
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    req.connect(addr).await.unwrap();
+    let in_flight = {
+        let req = req.clone();
+        tokio::spawn(async move { req.request(Bytes::from("never answered")).await })
+    };
+    let pending = within(rep.next()).await.unwrap();
+    drop(pending);
+    drop(rep);
+    let _ = within(in_flight).await.unwrap();
+    let later = within(async {
+        loop {
+            match req.request(Bytes::from("again")).await {
+                Err(e) if e.is_connection_error() => return e,
+                _ => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    })
+    .await;
+    assert!(matches!(later, Error::ConnectionClosed), "{later:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_ready_is_pending_at_the_in_flight_limit() {
+    let (open_gate, gate) = watch::channel(false);
+    let started = Arc::new(AtomicUsize::new(0));
+    let mut rep = RepSocket::new(Tcp::default());
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    {
+        let gate = gate.clone();
+        let started = started.clone();
+        tokio::spawn(serve(
+            rep,
+            service_fn(move |req: Request| {
+                let mut gate = gate.clone();
+                started.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    gate.wait_for(|open| *open).await.unwrap();
+                    Ok::<_, Infallible>(req.msg().clone())
+                }
+            }),
+        ));
+    }
+    let mut req = ReqSocket::with_options(Tcp::default(), ReqOptions::default().max_in_flight(2));
+    req.connect(addr).await.unwrap();
+
+    let first = req.ready().await.unwrap().call(Message::from("1"));
+    let second = req.ready().await.unwrap().call(Message::from("2"));
+    assert!(
+        req.ready().now_or_never().is_none(),
+        "a third request was accepted past the limit of 2"
+    );
+    within(async {
+        while started.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    open_gate.send(true).unwrap();
+    assert_eq!(within(first).await.unwrap().payload(), "1");
+    assert_eq!(within(second).await.unwrap().payload(), "2");
+    // Capacity is back.
+    within(req.ready()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tower_timeouts_apply_on_both_sides() {
+    let mut rep = RepSocket::new(Tcp::default());
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    let handler = ServiceBuilder::new()
+        .timeout(Duration::from_millis(50))
+        .service(service_fn(|req: Request| async move {
+            if req.msg() == "slow" {
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, Infallible>(req.msg().clone())
+        }));
+    tokio::spawn(serve(rep, handler));
+
+    let mut req = ReqSocket::new(Tcp::default());
+    req.connect(addr).await.unwrap();
+    // The server's timeout turns a stuck handler into a remote error.
+    assert!(matches!(
+        within(req.request(Bytes::from("slow"))).await,
+        Err(Error::Remote { .. })
+    ));
+    // The client's timeout layer bounds a call on its own.
+    let mut client = ServiceBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .service(req.clone());
+    let reply = within(client.ready().await.unwrap().call(Message::from("fast")))
+        .await
+        .unwrap();
+    assert_eq!(reply.payload(), "fast");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticator_admits_known_tokens_and_rejects_others() {
+    struct Allow;
+    impl msg::Authenticator for Allow {
+        fn authenticate(&self, id: &Bytes) -> bool {
+            id == "client1"
+        }
+    }
+    let mut rep = RepSocket::new(Tcp::default()).with_auth(Allow);
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    tokio::spawn(serve(
+        rep,
+        service_fn(|req: Request| async move { Ok::<_, Infallible>(req.msg().clone()) }),
+    ));
+
+    let mut good = ReqSocket::with_options(
+        Tcp::default(),
+        ReqOptions::default().auth_token(Bytes::from("client1")),
+    );
+    within(good.connect(addr)).await.unwrap();
+    assert_eq!(within(good.request(Bytes::from("hi"))).await.unwrap(), "hi");
+
+    for options in [
+        ReqOptions::default().auth_token(Bytes::from("mallory")),
+        ReqOptions::default(),
+    ] {
+        let mut bad = ReqSocket::with_options(Tcp::default(), options);
+        match within(bad.connect(addr)).await {
+            Err(Error::HandshakeRejected { reason }) => assert!(reason.contains("authentication")),
+            other => panic!("expected a rejected handshake, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_request_is_refused_locally_and_the_connection_lives_on() {
+    let mut rep =
+        RepSocket::with_options(Tcp::default(), RepOptions::default().max_frame_len(1024));
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    tokio::spawn(serve(
+        rep,
+        service_fn(|req: Request| async move { Ok::<_, Infallible>(req.msg().clone()) }),
+    ));
+    let mut req =
+        ReqSocket::with_options(Tcp::default(), ReqOptions::default().max_frame_len(1024));
+    req.connect(addr).await.unwrap();
+    assert!(matches!(
+        within(req.request(Bytes::from(vec![0; 2048]))).await,
+        Err(Error::FrameTooLarge {
+            len: 2048,
+            max: 1024
+        })
+    ));
+    assert_eq!(
+        within(req.request(Bytes::from("small"))).await.unwrap(),
+        "small"
+    );
+}
