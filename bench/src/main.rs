@@ -1,0 +1,178 @@
+//! Benchmarks `msg` side by side with a plain-tokio baseline and the `zeromq` crate, on
+//! loopback, in one run.
+//!
+//! Workloads (each repeated `--runs` times, default 3, and the median reported):
+//! - latency: 64 B echo with one request outstanding, 20,000 round trips after 2,000
+//!   warm-up, p50 / p99 / p99.9;
+//! - throughput: 64 requests in flight on one client, 64 B and 1 KiB.
+//!
+//! Every measurement gets a fresh tokio multi-thread runtime with 2 workers, client and
+//! server in one process.
+//!
+//! Run with `cargo run --release -p msg-bench`; `--runs N` and `--quick` change the effort.
+
+mod baseline;
+mod msg_rs;
+mod zmq;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// What one latency measurement found.
+#[derive(Debug, Clone, Copy)]
+struct Latency {
+    p50: Duration,
+    p99: Duration,
+    p999: Duration,
+}
+
+impl Latency {
+    fn from_samples(mut samples: Vec<Duration>) -> Latency {
+        samples.sort_unstable();
+        let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+        Latency {
+            p50: at(0.50),
+            p99: at(0.99),
+            p999: at(0.999),
+        }
+    }
+}
+
+/// The work a system under test must do.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    warmup: usize,
+    round_trips: usize,
+    in_flight: usize,
+    throughput_requests: usize,
+}
+
+/// One system under test.
+trait System {
+    const NAME: &'static str;
+    fn latency(plan: Plan, size: usize) -> impl Future<Output = Latency> + Send;
+    /// Requests per second.
+    fn throughput(plan: Plan, size: usize) -> impl Future<Output = f64> + Send;
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn median<T: Copy, K: PartialOrd>(mut runs: Vec<T>, key: impl Fn(&T) -> K) -> T {
+    runs.sort_by(|a, b| key(a).partial_cmp(&key(b)).expect("comparable"));
+    runs[runs.len() / 2]
+}
+
+fn measure_latency<S: System>(plan: Plan, runs: usize) -> Latency {
+    let all: Vec<Latency> = (0..runs)
+        .map(|_| runtime().block_on(S::latency(plan, 64)))
+        .collect();
+    Latency {
+        p50: median(all.clone(), |l| l.p50).p50,
+        p99: median(all.clone(), |l| l.p99).p99,
+        p999: median(all, |l| l.p999).p999,
+    }
+}
+
+fn measure_throughput<S: System>(plan: Plan, size: usize, runs: usize) -> f64 {
+    let all: Vec<f64> = (0..runs)
+        .map(|_| runtime().block_on(S::throughput(plan, size)))
+        .collect();
+    median(all, |r| *r)
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let runs = args
+        .iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(if quick { 1 } else { 3 });
+    let plan = if quick {
+        Plan {
+            warmup: 200,
+            round_trips: 2_000,
+            in_flight: 64,
+            throughput_requests: 20_000,
+        }
+    } else {
+        Plan {
+            warmup: 2_000,
+            round_trips: 20_000,
+            in_flight: 64,
+            throughput_requests: 400_000,
+        }
+    };
+    println!(
+        "msg bench: loopback TCP, tokio multi-thread runtime with 2 workers, client and server \
+         in one process; median of {runs} run(s)\n"
+    );
+
+    println!(
+        "latency, 64 B echo, 1 outstanding, {} round trips after {} warm-up",
+        plan.round_trips, plan.warmup
+    );
+    println!(
+        "{:<10} {:>9} {:>9} {:>10} {:>10} {:>10}",
+        "system", "p50 µs", "p99 µs", "p99.9 µs", "p50/base", "p99/base"
+    );
+    let base = measure_latency::<baseline::Baseline>(plan, runs);
+    let rows = [
+        (baseline::Baseline::NAME, base),
+        (
+            msg_rs::Msg::NAME,
+            measure_latency::<msg_rs::Msg>(plan, runs),
+        ),
+        (zmq::Zmq::NAME, measure_latency::<zmq::Zmq>(plan, runs)),
+    ];
+    for (name, l) in rows {
+        println!(
+            "{:<10} {:>9.1} {:>9.1} {:>10.1} {:>9.2}x {:>9.2}x",
+            name,
+            us(l.p50),
+            us(l.p99),
+            us(l.p999),
+            l.p50.as_secs_f64() / base.p50.as_secs_f64(),
+            l.p99.as_secs_f64() / base.p99.as_secs_f64(),
+        );
+    }
+
+    for size in [64usize, 1024] {
+        println!(
+            "\nthroughput, {size} B echo, {} in flight on one client, {} requests",
+            plan.in_flight, plan.throughput_requests
+        );
+        println!(
+            "{:<10} {:>12} {:>10} {:>10} {:>10}",
+            "system", "req/s", "MB/s", "vs base", "vs zeromq"
+        );
+        let base = measure_throughput::<baseline::Baseline>(plan, size, runs);
+        let msg = measure_throughput::<msg_rs::Msg>(plan, size, runs);
+        let zmq = measure_throughput::<zmq::Zmq>(plan, size, runs);
+        for (name, rate) in [
+            (baseline::Baseline::NAME, base),
+            (msg_rs::Msg::NAME, msg),
+            (zmq::Zmq::NAME, zmq),
+        ] {
+            println!(
+                "{:<10} {:>12.0} {:>10.1} {:>9.2}x {:>9.2}x",
+                name,
+                rate,
+                rate * size as f64 / 1e6,
+                rate / base,
+                rate / zmq,
+            );
+        }
+    }
+}
