@@ -50,17 +50,33 @@ struct Plan {
 /// One system under test.
 trait System {
     const NAME: &'static str;
-    fn latency(plan: Plan, size: usize) -> impl Future<Output = Latency> + Send;
+    fn latency(plan: Plan, size: usize) -> impl Future<Output = Latency> + Send + 'static;
     /// Requests per second.
-    fn throughput(plan: Plan, size: usize) -> impl Future<Output = f64> + Send;
+    fn throughput(plan: Plan, size: usize) -> impl Future<Output = f64> + Send + 'static;
 }
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(
+            std::env::var("BENCH_WORKERS")
+                .ok()
+                .and_then(|w| w.parse().ok())
+                .unwrap_or(2),
+        )
         .enable_all()
         .build()
         .expect("runtime")
+}
+
+/// Runs `fut` as a task on a fresh runtime's workers, not on the calling thread, so that
+/// client and server share the 2 workers as they would in a service.
+fn run_on_workers<F>(fut: F) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let rt = runtime();
+    rt.block_on(async move { tokio::spawn(fut).await.expect("benchmark task panicked") })
 }
 
 fn median<T: Copy, K: PartialOrd>(mut runs: Vec<T>, key: impl Fn(&T) -> K) -> T {
@@ -70,7 +86,7 @@ fn median<T: Copy, K: PartialOrd>(mut runs: Vec<T>, key: impl Fn(&T) -> K) -> T 
 
 fn measure_latency<S: System>(plan: Plan, runs: usize) -> Latency {
     let all: Vec<Latency> = (0..runs)
-        .map(|_| runtime().block_on(S::latency(plan, 64)))
+        .map(|_| run_on_workers(S::latency(plan, 64)))
         .collect();
     Latency {
         p50: median(all.clone(), |l| l.p50).p50,
@@ -81,7 +97,7 @@ fn measure_latency<S: System>(plan: Plan, runs: usize) -> Latency {
 
 fn measure_throughput<S: System>(plan: Plan, size: usize, runs: usize) -> f64 {
     let all: Vec<f64> = (0..runs)
-        .map(|_| runtime().block_on(S::throughput(plan, size)))
+        .map(|_| run_on_workers(S::throughput(plan, size)))
         .collect();
     median(all, |r| *r)
 }
@@ -114,6 +130,21 @@ fn main() {
             throughput_requests: 400_000,
         }
     };
+    if let Some(i) = args.iter().position(|a| a == "--profile") {
+        // Runs one system's 64 B throughput alone, for a profiler.
+        let name = args.get(i + 1).map(String::as_str).unwrap_or("msg");
+        let plan = Plan {
+            throughput_requests: 2_000_000,
+            ..plan
+        };
+        let rate = match name {
+            "baseline" => measure_throughput::<baseline::Baseline>(plan, 64, 1),
+            "zeromq" => measure_throughput::<zmq::Zmq>(plan, 64, 1),
+            _ => measure_throughput::<msg_rs::Msg>(plan, 64, 1),
+        };
+        println!("{name}: {rate:.0} req/s");
+        return;
+    }
     println!(
         "msg bench: loopback TCP, tokio multi-thread runtime with 2 workers, client and server \
          in one process; median of {runs} run(s)\n"
