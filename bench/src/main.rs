@@ -9,7 +9,9 @@
 //! Every measurement gets a fresh tokio multi-thread runtime with 2 workers, client and
 //! server in one process.
 //!
-//! Run with `cargo run --release -p msg-bench`; `--runs N` and `--quick` change the effort.
+//! Run with `cargo run --release -p msg-bench`; `--runs N` and `--quick` change the effort,
+//! `BENCH_WORKERS=N` the number of workers, and `--profile SYSTEM` runs one system's 64 B
+//! throughput alone (2 M requests) for a profiler.
 
 mod baseline;
 mod msg_rs;
@@ -55,14 +57,17 @@ trait System {
     fn throughput(plan: Plan, size: usize) -> impl Future<Output = f64> + Send + 'static;
 }
 
+/// Worker threads of each benchmark runtime: 2, or `BENCH_WORKERS` if set.
+fn workers() -> usize {
+    std::env::var("BENCH_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(2)
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(
-            std::env::var("BENCH_WORKERS")
-                .ok()
-                .and_then(|w| w.parse().ok())
-                .unwrap_or(2),
-        )
+        .worker_threads(workers())
         .enable_all()
         .build()
         .expect("runtime")
@@ -146,8 +151,9 @@ fn main() {
         return;
     }
     println!(
-        "msg bench: loopback TCP, tokio multi-thread runtime with 2 workers, client and server \
-         in one process; median of {runs} run(s)\n"
+        "msg bench: loopback TCP, tokio multi-thread runtime with {} worker(s), client and \
+         server in one process; median of {runs} run(s)\n",
+        workers()
     );
 
     println!(
