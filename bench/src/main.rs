@@ -11,7 +11,8 @@
 //!
 //! Run with `cargo run --release -p msg-bench`; `--runs N` and `--quick` change the effort,
 //! `BENCH_WORKERS=N` the number of workers, and `--profile SYSTEM` runs one system's 64 B
-//! throughput alone (2 M requests) for a profiler.
+//! throughput alone (2 M requests) for a profiler. Built with
+//! `RUSTFLAGS="--cfg tokio_unstable"`, it also prints tokio's per-worker metrics.
 
 mod baseline;
 mod msg_rs;
@@ -81,7 +82,26 @@ where
     F::Output: Send + 'static,
 {
     let rt = runtime();
-    rt.block_on(async move { tokio::spawn(fut).await.expect("benchmark task panicked") })
+    let out = rt.block_on(async move { tokio::spawn(fut).await.expect("benchmark task panicked") });
+    // Built with `--cfg tokio_unstable`, show how the work spread over the workers.
+    #[cfg(tokio_unstable)]
+    {
+        let m = rt.metrics();
+        for w in 0..m.num_workers() {
+            eprintln!(
+                "worker {w}: polls {} steals {} parks {} noops {} local {} overflow {} forced_yield {} remote {}",
+                m.worker_poll_count(w),
+                m.worker_steal_count(w),
+                m.worker_park_count(w),
+                m.worker_noop_count(w),
+                m.worker_local_schedule_count(w),
+                m.worker_overflow_count(w),
+                m.budget_forced_yield_count(),
+                m.remote_schedule_count(),
+            );
+        }
+    }
+    out
 }
 
 fn median<T: Copy, K: PartialOrd>(mut runs: Vec<T>, key: impl Fn(&T) -> K) -> T {
