@@ -66,7 +66,7 @@ pub struct Connected<Io, Addr> {
 pub trait Transport: Clone + Send + Sync + Unpin + 'static {
     /// What a user names an endpoint with: for TCP a `host:port` string or a socket
     /// address, for IPC a path.
-    type Target: Send + 'static;
+    type Target: Clone + Send + Sync + 'static;
     /// A resolved address, as reported for peers and bound listeners.
     type Addr: Clone + Debug + Display + Eq + Hash + Send + Sync + Unpin + 'static;
     /// The byte stream of one connection.

@@ -85,6 +85,9 @@ pub enum Error {
         /// The encoding received.
         encoding: Encoding,
     },
+    /// A topic or subscription pattern is not valid.
+    #[error("invalid topic: {0}")]
+    InvalidTopic(#[from] crate::topic::TopicError),
     /// `call` was used without a successful `poll_ready` first.
     #[error("service called before it was ready")]
     NotReady,

@@ -98,6 +98,18 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
         self.wbuf.push(kind, encoding, id, b"", payload)
     }
 
+    /// Queues a frame from its parts, topic included.
+    pub(crate) fn queue_parts(
+        &mut self,
+        kind: FrameKind,
+        encoding: Encoding,
+        id: u64,
+        topic: &[u8],
+        payload: &Bytes,
+    ) -> Result<(), FrameError> {
+        self.wbuf.push(kind, encoding, id, topic, payload)
+    }
+
     /// Queues a whole frame, topic included.
     pub(crate) fn queue_frame(&mut self, frame: &Frame) -> Result<(), FrameError> {
         self.wbuf.push(

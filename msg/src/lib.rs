@@ -42,17 +42,25 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod accept;
+mod backoff;
 mod error;
 mod handshake;
 mod io;
+pub mod publisher;
 pub mod rep;
 pub mod req;
+pub mod subscriber;
+pub mod topic;
 
+pub use backoff::Backoff;
 pub use error::Error;
 pub use msg_core::{Authenticator, Encoding, Headers, Message, SocketType};
 pub use msg_transports::{tcp, Tcp, Transport};
+pub use publisher::{PubOptions, PubSocket, PubStats, Publication, SlowSubscriber};
 pub use rep::{serve, PendingRequest, RepOptions, RepSocket, Request};
 pub use req::{ReqOptions, ReqSocket};
+pub use subscriber::{SubMessage, SubOptions, SubSocket, SubStats};
 
 /// The wire protocol and its codec, for tools that speak it directly.
 pub mod wire {

@@ -14,11 +14,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_core::Stream;
 use msg_core::{Authenticator, Message, SocketType, DEFAULT_MAX_FRAME_LEN};
-use msg_transports::{is_connection_error, Connected, Listener, Transport};
+use msg_transports::{Listener, Transport};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::handshake;
-use crate::io::FramedIo;
+use crate::accept::{accept_loop, AcceptConfig, Established};
 use crate::Error;
 use conn::Connection;
 
@@ -186,12 +185,6 @@ impl<A> PendingRequest<A> {
     }
 }
 
-/// A welcomed connection, waiting to be served.
-pub(crate) struct Established<Io, Addr> {
-    io: FramedIo<Io>,
-    peer: Addr,
-}
-
 type RequestChannel<A> = (
     mpsc::Sender<PendingRequest<A>>,
     mpsc::Receiver<PendingRequest<A>>,
@@ -293,12 +286,22 @@ impl<T: Transport> RepSocket<T> {
         let listener = self.transport.bind(target.into()).await?;
         let local = listener.local_addr()?;
         let (tx, rx) = mpsc::channel(self.options.backlog.max(1));
-        tokio::spawn(accept_loop(
-            listener,
-            tx,
-            self.options.clone(),
-            self.auth.clone(),
-        ));
+        let config = AcceptConfig {
+            socket_type: SocketType::Rep,
+            max_frame_len: self.options.max_frame_len,
+            handshake_timeout: self.options.handshake_timeout,
+            auth: self.auth.clone(),
+        };
+        let stop = {
+            let tx = tx.clone();
+            async move { tx.closed().await }
+        };
+        tokio::spawn(accept_loop(listener, config, stop, move |conn| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(conn).await;
+            }
+        }));
         tracing::debug!(addr = %local, "reply socket bound");
         self.local_addr = Some(local);
         self.incoming = Some(rx);
@@ -339,51 +342,5 @@ impl<T: Transport> Stream for RepSocket<T> {
             tokio::spawn(conn.run());
         }
         rx.poll_recv(cx)
-    }
-}
-
-/// Accepts connections and runs their handshakes until the socket is gone.
-async fn accept_loop<L: Listener>(
-    mut listener: L,
-    tx: mpsc::Sender<Established<L::Io, L::Addr>>,
-    options: RepOptions,
-    auth: Option<Arc<dyn Authenticator>>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = tx.closed() => return,
-            accepted = std::future::poll_fn(|cx| listener.poll_accept(cx)) => accepted,
-        };
-        let Connected { io, peer } = match accepted {
-            Ok(conn) => conn,
-            Err(e) if is_connection_error(&e) => continue,
-            Err(e) => {
-                // Out of file descriptors and the like: retrying at once would spin.
-                tracing::warn!(error = %e, "accept failed; retrying in 100 ms");
-                tokio::select! {
-                    _ = tx.closed() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
-                }
-            }
-        };
-        let tx = tx.clone();
-        let options = options.clone();
-        let auth = auth.clone();
-        tokio::spawn(async move {
-            let mut io = FramedIo::new(io, options.max_frame_len);
-            let welcomed = handshake::within(
-                options.handshake_timeout,
-                handshake::server(&mut io, SocketType::Rep, auth.as_deref()),
-            )
-            .await;
-            match welcomed {
-                Ok(_) => {
-                    tracing::debug!(%peer, "connection accepted");
-                    let _ = tx.send(Established { io, peer }).await;
-                }
-                Err(e) => tracing::debug!(%peer, error = %e, "handshake failed"),
-            }
-        });
     }
 }

@@ -1,0 +1,89 @@
+//! [`Backoff`]: how long to wait between redials.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Delays between redials of a lost connection: doubling from
+/// [`initial`](Self::initial) up to [`max`](Self::max), each shortened by a random share
+/// of up to [`jitter`](Self::jitter) so that many clients do not redial in lockstep.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use msg::Backoff;
+///
+/// let backoff = Backoff::default().max(Duration::from_secs(1)).jitter(0.0);
+/// let delays: Vec<_> = backoff.delays().take(6).collect();
+/// assert_eq!(delays[0], Duration::from_millis(50));
+/// assert_eq!(delays[1], Duration::from_millis(100));
+/// assert_eq!(delays[5], Duration::from_secs(1), "capped at max");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct Backoff {
+    /// First delay. Default: 50 ms, so a peer that restarts is found again at once.
+    pub initial: Duration,
+    /// Longest delay. Default: 5 s, so a peer that comes back is found soon.
+    pub max: Duration,
+    /// Share of each delay that is random, from 0 to 1. Default: 0.5, to spread redials.
+    pub jitter: f64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_secs(5),
+            jitter: 0.5,
+        }
+    }
+}
+
+impl Backoff {
+    /// Sets [`initial`](Self::initial).
+    pub fn initial(mut self, initial: Duration) -> Self {
+        self.initial = initial;
+        self
+    }
+
+    /// Sets [`max`](Self::max).
+    pub fn max(mut self, max: Duration) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// Sets [`jitter`](Self::jitter), clamped to 0..=1.
+    pub fn jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter.clamp(0.0, 1.0);
+        self
+    }
+
+    /// The delays, one per failed attempt, forever.
+    pub fn delays(&self) -> impl Iterator<Item = Duration> {
+        let Backoff {
+            initial,
+            max,
+            jitter,
+        } = *self;
+        // A seed that differs between processes and sockets; the spread matters, not its
+        // quality.
+        static SALT: AtomicU64 = AtomicU64::new(0);
+        let mut state = (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ SALT.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed))
+            | 1;
+        let mut next = initial;
+        std::iter::from_fn(move || {
+            let delay = next.min(max);
+            next = next.saturating_mul(2);
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let share = (state >> 11) as f64 / (1u64 << 53) as f64;
+            Some(delay.mul_f64(1.0 - jitter * share))
+        })
+    }
+}

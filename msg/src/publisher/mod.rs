@@ -1,0 +1,601 @@
+//! [`PubSocket`]: the publishing side of Publish/Subscribe.
+
+mod session;
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::task::AtomicWaker;
+use msg_core::{Authenticator, Encoding, Message, SocketType, DEFAULT_MAX_FRAME_LEN};
+use msg_transports::{Listener, Transport};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::accept::{accept_loop, AcceptConfig};
+use crate::topic::{validate_topic, Trie};
+use crate::Error;
+
+/// What a publisher does when a subscriber's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SlowSubscriber {
+    /// Drop the message for that subscriber only, and count it. `publish` never waits,
+    /// and the other subscribers are not slowed. The default.
+    #[default]
+    Drop,
+    /// Wait until the subscriber has room: nothing is lost, and the slowest subscriber
+    /// sets the pace of `publish`.
+    Wait,
+}
+
+/// Options of a [`PubSocket`].
+///
+/// # Example
+///
+/// ```
+/// use msg::{PubOptions, SlowSubscriber};
+///
+/// let options = PubOptions::default().high_water_mark(4096).slow_subscriber(SlowSubscriber::Wait);
+/// assert_eq!(options.high_water_mark, 4096);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PubOptions {
+    /// Most messages queued for one subscriber. Default: 1024, as ZeroMQ's send
+    /// high-water mark, enough to ride out a subscriber's scheduling hiccup.
+    pub high_water_mark: usize,
+    /// Most payload bytes queued for one subscriber. Default: 16 MiB, so that large
+    /// messages cannot make the message count a loose bound on memory.
+    pub high_water_bytes: usize,
+    /// What happens when a subscriber's queue is full. Default: [`SlowSubscriber::Drop`].
+    pub slow_subscriber: SlowSubscriber,
+    /// Largest frame sent or received, in bytes. Default: 64 MiB.
+    pub max_frame_len: usize,
+    /// Longest wait for a new subscriber's hello. Default: 10 s.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for PubOptions {
+    fn default() -> Self {
+        PubOptions {
+            high_water_mark: 1024,
+            high_water_bytes: 16 * 1024 * 1024,
+            slow_subscriber: SlowSubscriber::Drop,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl PubOptions {
+    /// Sets [`high_water_mark`](Self::high_water_mark); at least 1.
+    pub fn high_water_mark(mut self, messages: usize) -> Self {
+        self.high_water_mark = messages.max(1);
+        self
+    }
+
+    /// Sets [`high_water_bytes`](Self::high_water_bytes).
+    pub fn high_water_bytes(mut self, bytes: usize) -> Self {
+        self.high_water_bytes = bytes;
+        self
+    }
+
+    /// Sets [`slow_subscriber`](Self::slow_subscriber).
+    pub fn slow_subscriber(mut self, policy: SlowSubscriber) -> Self {
+        self.slow_subscriber = policy;
+        self
+    }
+
+    /// Sets [`max_frame_len`](Self::max_frame_len).
+    pub fn max_frame_len(mut self, max: usize) -> Self {
+        self.max_frame_len = max;
+        self
+    }
+}
+
+/// A message to publish on a topic: what a [`PubSocket`] takes as a [`tower::Service`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publication {
+    topic: String,
+    message: Message,
+}
+
+impl Publication {
+    /// A publication of `message` on `topic`.
+    pub fn new(topic: impl Into<String>, message: impl Into<Message>) -> Self {
+        Publication {
+            topic: topic.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The message.
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// The message, to change in a layer (to compress it, say).
+    pub fn message_mut(&mut self) -> &mut Message {
+        &mut self.message
+    }
+}
+
+/// Counters of a [`PubSocket`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct PubStats {
+    /// Messages published.
+    pub published: u64,
+    /// Copies queued for subscribers (one per matching subscriber per message).
+    pub queued: u64,
+    /// Copies dropped because a subscriber's queue was full or it left with messages
+    /// still queued.
+    pub dropped: u64,
+    /// Subscribers connected now.
+    pub subscribers: usize,
+}
+
+/// Counters of one subscriber of a [`PubSocket`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubscriberStats<A> {
+    /// The subscriber's address.
+    pub peer: A,
+    /// Messages written to its connection.
+    pub sent: u64,
+    /// Messages dropped for it.
+    pub dropped: u64,
+    /// Messages waiting in its queue.
+    pub queued: usize,
+}
+
+/// One message as every matching subscriber's session writes it: encoded once, shared.
+#[derive(Debug)]
+pub(crate) struct OutFrame {
+    topic: Bytes,
+    payload: Bytes,
+    encoding: Encoding,
+}
+
+#[derive(Default)]
+struct SessionQueue {
+    frames: VecDeque<Arc<OutFrame>>,
+    bytes: usize,
+    closed: bool,
+}
+
+/// What a publish and a subscriber's session share.
+pub(crate) struct Session<A> {
+    id: u64,
+    peer: A,
+    queue: Mutex<SessionQueue>,
+    /// The session task, woken when something is queued.
+    waker: AtomicWaker,
+    /// Publishers waiting for room, under [`SlowSubscriber::Wait`].
+    space: Notify,
+    sent: AtomicU64,
+    dropped: AtomicU64,
+    /// When a drop was last logged, in milliseconds since the socket was made.
+    last_drop_log: AtomicU64,
+}
+
+enum Offer {
+    Queued,
+    Full,
+    Gone,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves its data consistent, so a poisoned lock is still sound.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<A> Session<A> {
+    fn offer(&self, frame: &Arc<OutFrame>, options: &PubOptions) -> Offer {
+        {
+            let mut queue = lock(&self.queue);
+            if queue.closed {
+                return Offer::Gone;
+            }
+            let size = frame.payload.len();
+            let full = queue.frames.len() >= options.high_water_mark
+                || (!queue.frames.is_empty() && queue.bytes + size > options.high_water_bytes);
+            if full {
+                return Offer::Full;
+            }
+            queue.frames.push_back(frame.clone());
+            queue.bytes += size;
+        }
+        self.waker.wake();
+        Offer::Queued
+    }
+}
+
+struct Registry<A> {
+    trie: Trie,
+    sessions: HashMap<u64, Arc<Session<A>>>,
+}
+
+/// What the socket handles, the accept loop and the sessions share.
+pub(crate) struct Shared<A> {
+    registry: RwLock<Registry<A>>,
+    options: PubOptions,
+    next_session: AtomicU64,
+    published: AtomicU64,
+    queued: AtomicU64,
+    dropped: AtomicU64,
+    born: Instant,
+}
+
+impl<A: Clone + fmt::Display> Shared<A> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Registry<A>> {
+        self.registry.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Registry<A>> {
+        self.registry.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn frame(&self, topic: &str, msg: &Message) -> Result<Arc<OutFrame>, Error> {
+        validate_topic(topic)?;
+        let len = topic.len() as u64 + msg.payload().len() as u64;
+        if len > self.options.max_frame_len as u64 {
+            return Err(Error::FrameTooLarge {
+                len,
+                max: self.options.max_frame_len,
+            });
+        }
+        Ok(Arc::new(OutFrame {
+            topic: Bytes::copy_from_slice(topic.as_bytes()),
+            payload: msg.payload().clone(),
+            encoding: msg.encoding(),
+        }))
+    }
+
+    /// The sessions whose subscriptions match `topic`.
+    fn matching(&self, topic: &str) -> Vec<Arc<Session<A>>> {
+        let registry = self.read();
+        let mut ids = Vec::new();
+        registry.trie.matching(topic, &mut ids);
+        ids.iter()
+            .filter_map(|id| registry.sessions.get(id).cloned())
+            .collect()
+    }
+
+    fn count_drop(&self, session: &Session<A>) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        let dropped = session.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        // Log at most once a second per subscriber, however fast the drops come.
+        let now = self.born.elapsed().as_millis() as u64;
+        let last = session.last_drop_log.load(Ordering::Relaxed);
+        if (dropped == 1 || now >= last + 1000)
+            && session
+                .last_drop_log
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                peer = %session.peer,
+                dropped,
+                "subscriber is too slow: messages dropped for it"
+            );
+        }
+    }
+
+    /// Queues `frame` for every matching subscriber, dropping for the full ones.
+    fn publish_dropping(&self, topic: &str, frame: &Arc<OutFrame>) {
+        let registry = self.read();
+        let mut ids = Vec::new();
+        registry.trie.matching(topic, &mut ids);
+        for id in &ids {
+            let Some(session) = registry.sessions.get(id) else {
+                continue;
+            };
+            match session.offer(frame, &self.options) {
+                Offer::Queued => {
+                    self.queued.fetch_add(1, Ordering::Relaxed);
+                }
+                Offer::Full => self.count_drop(session),
+                Offer::Gone => {}
+            }
+        }
+        self.published.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Queues `frame` for every matching subscriber, waiting for room where there is none.
+    async fn publish_waiting(&self, topic: &str, frame: &Arc<OutFrame>) {
+        for session in self.matching(topic) {
+            loop {
+                let space = session.space.notified();
+                match session.offer(frame, &self.options) {
+                    Offer::Queued => {
+                        self.queued.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    Offer::Gone => break,
+                    Offer::Full => space.await,
+                }
+            }
+        }
+        self.published.fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn publish(&self, topic: &str, msg: &Message) -> Result<(), Error> {
+        let frame = self.frame(topic, msg)?;
+        match self.options.slow_subscriber {
+            SlowSubscriber::Drop => self.publish_dropping(topic, &frame),
+            SlowSubscriber::Wait => self.publish_waiting(topic, &frame).await,
+        }
+        Ok(())
+    }
+}
+
+/// Ends the accept loop when the last handle of a socket is gone.
+struct Guard {
+    stop: CancellationToken,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The publishing side of Publish/Subscribe.
+///
+/// Bind it and publish on topics; every subscriber whose subscriptions match a topic gets
+/// the message. Filtering happens here, before any byte is sent. Each subscriber has a
+/// bounded queue; by default a subscriber that falls behind loses messages, counted in
+/// [`stats`](Self::stats), and never slows `publish` or the other subscribers (see
+/// [`SlowSubscriber`]). The socket is a cheap [`Clone`] handle and a [`tower::Service`] of
+/// [`Publication`]s.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use msg::{PubSocket, SubSocket, Tcp};
+/// use tokio_stream::StreamExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), msg::Error> {
+/// let mut pub_socket = PubSocket::new(Tcp::default());
+/// pub_socket.bind("127.0.0.1:0").await?;
+///
+/// let mut sub_socket = SubSocket::new(Tcp::default());
+/// sub_socket.connect(pub_socket.local_addr().unwrap()).await?;
+/// sub_socket.subscribe("prices.>").await?;
+///
+/// // The subscription is acknowledged: no sleep is needed before publishing.
+/// pub_socket.publish("prices.eu.btc", Bytes::from("97000")).await?;
+/// let msg = sub_socket.next().await.unwrap();
+/// assert_eq!(msg.topic(), "prices.eu.btc");
+/// assert_eq!(msg.payload(), "97000");
+/// # Ok(())
+/// # }
+/// ```
+pub struct PubSocket<T: Transport> {
+    transport: T,
+    auth: Option<Arc<dyn Authenticator>>,
+    shared: Arc<Shared<T::Addr>>,
+    local_addr: Option<T::Addr>,
+    guard: Option<Arc<Guard>>,
+}
+
+impl<T: Transport> Clone for PubSocket<T> {
+    fn clone(&self) -> Self {
+        PubSocket {
+            transport: self.transport.clone(),
+            auth: self.auth.clone(),
+            shared: self.shared.clone(),
+            local_addr: self.local_addr.clone(),
+            guard: self.guard.clone(),
+        }
+    }
+}
+
+impl<T: Transport> fmt::Debug for PubSocket<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PubSocket")
+            .field("local_addr", &self.local_addr)
+            .field("options", &self.shared.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Transport> PubSocket<T> {
+    /// A publisher socket over `transport`, with default options.
+    pub fn new(transport: T) -> Self {
+        Self::with_options(transport, PubOptions::default())
+    }
+
+    /// A publisher socket over `transport` with `options`.
+    pub fn with_options(transport: T, options: PubOptions) -> Self {
+        PubSocket {
+            transport,
+            auth: None,
+            shared: Arc::new(Shared {
+                registry: RwLock::new(Registry {
+                    trie: Trie::default(),
+                    sessions: HashMap::new(),
+                }),
+                options,
+                next_session: AtomicU64::new(1),
+                published: AtomicU64::new(0),
+                queued: AtomicU64::new(0),
+                dropped: AtomicU64::new(0),
+                born: Instant::now(),
+            }),
+            local_addr: None,
+            guard: None,
+        }
+    }
+
+    /// Requires every subscriber to pass `auth` in the handshake. Call before
+    /// [`bind`](Self::bind).
+    pub fn with_auth(mut self, auth: impl Authenticator) -> Self {
+        self.auth = Some(Arc::new(auth));
+        self
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &PubOptions {
+        &self.shared.options
+    }
+
+    /// Binds to `target` and starts accepting subscribers.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Transport`] if the address does not resolve or cannot be bound.
+    pub async fn bind(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
+        let listener = self.transport.bind(target.into()).await?;
+        let local = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let config = AcceptConfig {
+            socket_type: SocketType::Pub,
+            max_frame_len: self.shared.options.max_frame_len,
+            handshake_timeout: self.shared.options.handshake_timeout,
+            auth: self.auth.clone(),
+        };
+        let shared = self.shared.clone();
+        let sessions_stop = stop.clone();
+        tokio::spawn(accept_loop(
+            listener,
+            config,
+            stop.clone().cancelled_owned(),
+            move |conn| {
+                let shared = shared.clone();
+                let stop = sessions_stop.clone();
+                async move {
+                    session::spawn(conn, shared, stop);
+                }
+            },
+        ));
+        tracing::debug!(addr = %local, "publisher socket bound");
+        self.local_addr = Some(local);
+        self.guard = Some(Arc::new(Guard { stop }));
+        Ok(())
+    }
+
+    /// The address the socket is bound to; `None` before [`bind`](Self::bind).
+    pub fn local_addr(&self) -> Option<T::Addr> {
+        self.local_addr.clone()
+    }
+
+    /// Publishes `payload` on `topic` to every subscriber whose subscriptions match it.
+    ///
+    /// With the default [`SlowSubscriber::Drop`] this never waits: a subscriber whose
+    /// queue is full loses this message, and the loss is counted.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidTopic`] for an empty token or a wildcard in `topic`,
+    /// [`Error::FrameTooLarge`] over the frame limit, [`Error::NotBound`] before
+    /// [`bind`](Self::bind).
+    pub async fn publish(&self, topic: impl AsRef<str>, payload: Bytes) -> Result<(), Error> {
+        self.publish_message(topic.as_ref(), &Message::new(payload))
+            .await
+    }
+
+    /// Publishes a message, headers included.
+    ///
+    /// # Errors
+    ///
+    /// As [`publish`](Self::publish).
+    pub async fn publish_message(&self, topic: &str, msg: &Message) -> Result<(), Error> {
+        if self.guard.is_none() {
+            return Err(Error::NotBound);
+        }
+        self.shared.publish(topic, msg).await
+    }
+
+    /// The socket's counters.
+    pub fn stats(&self) -> PubStats {
+        PubStats {
+            published: self.shared.published.load(Ordering::Relaxed),
+            queued: self.shared.queued.load(Ordering::Relaxed),
+            dropped: self.shared.dropped.load(Ordering::Relaxed),
+            subscribers: self.shared.read().sessions.len(),
+        }
+    }
+
+    /// The counters of each subscriber connected now.
+    pub fn subscriber_stats(&self) -> Vec<SubscriberStats<T::Addr>> {
+        let registry = self.shared.read();
+        let mut stats: Vec<_> = registry
+            .sessions
+            .values()
+            .map(|s| SubscriberStats {
+                peer: s.peer.clone(),
+                sent: s.sent.load(Ordering::Relaxed),
+                dropped: s.dropped.load(Ordering::Relaxed),
+                queued: lock(&s.queue).frames.len(),
+            })
+            .collect();
+        stats.sort_by_key(|s| s.peer.to_string());
+        stats
+    }
+}
+
+/// The future of a publish through [`PubSocket`] as a [`tower::Service`].
+pub struct PublishFuture {
+    inner: Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>,
+}
+
+impl fmt::Debug for PublishFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublishFuture").finish_non_exhaustive()
+    }
+}
+
+impl Future for PublishFuture {
+    type Output = Result<(), Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl<T: Transport> tower::Service<Publication> for PubSocket<T> {
+    type Response = ();
+    type Error = Error;
+    type Future = PublishFuture;
+
+    /// Always ready: a full subscriber queue drops or, under [`SlowSubscriber::Wait`],
+    /// makes the publish itself wait.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(if self.guard.is_some() {
+            Ok(())
+        } else {
+            Err(Error::NotBound)
+        })
+    }
+
+    fn call(&mut self, publication: Publication) -> PublishFuture {
+        let shared = self.shared.clone();
+        let bound = self.guard.is_some();
+        PublishFuture {
+            inner: Box::pin(async move {
+                if !bound {
+                    return Err(Error::NotBound);
+                }
+                shared
+                    .publish(&publication.topic, &publication.message)
+                    .await
+            }),
+        }
+    }
+}

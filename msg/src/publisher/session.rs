@@ -1,0 +1,203 @@
+//! One subscriber's session on a publisher: applies its subscriptions, writes what is
+//! queued for it.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::task::AtomicWaker;
+use msg_core::{Encoding, Frame, FrameKind};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{lock, OutFrame, Session, SessionQueue, Shared};
+use crate::accept::Established;
+use crate::io::FramedIo;
+use crate::topic::validate_pattern;
+use crate::Error;
+
+/// Move queued messages into the write buffer only while it holds less than this, so that
+/// memory stays bounded by the high-water marks, not by the socket's speed.
+const WRITE_CHUNK: usize = 256 * 1024;
+
+/// Registers a new subscriber and runs its session in a task of its own.
+pub(super) fn spawn<Io, A>(
+    conn: Established<Io, A>,
+    shared: Arc<Shared<A>>,
+    stop: CancellationToken,
+) where
+    Io: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    A: Clone + fmt::Display + Send + Sync + 'static,
+{
+    let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
+    let session = Arc::new(Session {
+        id,
+        peer: conn.peer,
+        queue: Mutex::new(SessionQueue::default()),
+        waker: AtomicWaker::new(),
+        space: Notify::new(),
+        sent: AtomicU64::new(0),
+        dropped: AtomicU64::new(0),
+        last_drop_log: AtomicU64::new(0),
+    });
+    shared.write().sessions.insert(id, session.clone());
+    let mut task = SessionTask {
+        io: conn.io,
+        session,
+        shared,
+        seq: 0,
+        batch: Vec::new(),
+    };
+    tokio::spawn(async move {
+        let result = tokio::select! {
+            result = std::future::poll_fn(|cx| task.poll_run(cx)) => result,
+            _ = stop.cancelled() => Ok(()),
+        };
+        if let Err(e) = &result {
+            tracing::warn!(peer = %task.session.peer, error = %e, "subscriber session closed");
+        }
+        task.close();
+    });
+}
+
+struct SessionTask<Io, A> {
+    io: FramedIo<Io>,
+    session: Arc<Session<A>>,
+    shared: Arc<Shared<A>>,
+    /// Sequence number of the last message written: the subscriber counts gaps by it.
+    seq: u64,
+    /// Messages taken from the queue, reused from one batch to the next.
+    batch: Vec<Arc<OutFrame>>,
+}
+
+impl<Io, A> SessionTask<Io, A>
+where
+    Io: AsyncRead + AsyncWrite + Unpin,
+    A: Clone + fmt::Display,
+{
+    /// Runs until the subscriber leaves (`Ok`) or breaks the protocol.
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.session.waker.register(cx.waker());
+        loop {
+            if self.read_subscriptions(cx)? {
+                return Poll::Ready(Ok(()));
+            }
+            let moved = self.take_queued();
+            match self.io.poll_flush(cx) {
+                Poll::Ready(Ok(())) if moved > 0 => continue,
+                Poll::Ready(Ok(())) | Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
+            }
+        }
+    }
+
+    /// Step: applies every subscription change that has arrived and queues its ack.
+    /// Returns whether the subscriber has closed its side.
+    fn read_subscriptions(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
+        loop {
+            while let Some(frame) = self.io.decode()? {
+                self.apply(frame)?;
+            }
+            match self.io.poll_fill(cx) {
+                Poll::Pending => return Ok(false),
+                Poll::Ready(Ok(true)) => {}
+                Poll::Ready(Ok(false)) => {
+                    while let Some(frame) = self.io.decode()? {
+                        self.apply(frame)?;
+                    }
+                    return Ok(true);
+                }
+                Poll::Ready(Err(e)) => return Err(Error::Io(e)),
+            }
+        }
+    }
+
+    fn apply(&mut self, frame: Frame) -> Result<(), Error> {
+        let subscribe = match frame.kind {
+            FrameKind::Subscribe => true,
+            FrameKind::Unsubscribe => false,
+            kind => return Err(Error::UnexpectedFrame { kind }),
+        };
+        let pattern = std::str::from_utf8(&frame.topic).map_err(|_| {
+            Error::Protocol(msg_core::FrameError::Malformed {
+                kind: frame.kind.name(),
+                reason: "pattern is not UTF-8",
+            })
+        })?;
+        validate_pattern(pattern)?;
+        {
+            let mut registry = self.shared.write();
+            if subscribe {
+                registry.trie.insert(pattern, self.session.id);
+            } else {
+                registry.trie.remove(pattern, self.session.id);
+            }
+        }
+        tracing::debug!(peer = %self.session.peer, pattern, subscribe, "subscription changed");
+        self.io.queue(
+            FrameKind::SubscriptionAck,
+            Encoding::IDENTITY,
+            frame.id,
+            &Bytes::new(),
+        )?;
+        Ok(())
+    }
+
+    /// Step: moves queued messages into the write buffer, numbering them. Returns how many
+    /// it moved.
+    fn take_queued(&mut self) -> usize {
+        let mut moved = 0;
+        while self.io.queued_len() < WRITE_CHUNK {
+            {
+                let mut queue = lock(&self.session.queue);
+                let n = queue.frames.len().min(64);
+                self.batch.extend(queue.frames.drain(..n));
+                queue.bytes -= self.batch.iter().map(|f| f.payload.len()).sum::<usize>();
+            }
+            if self.batch.is_empty() {
+                break;
+            }
+            moved += self.batch.len();
+            for frame in self.batch.drain(..) {
+                self.seq += 1;
+                // Checked against the frame limit when it was published.
+                let _ = self.io.queue_parts(
+                    FrameKind::Publish,
+                    frame.encoding,
+                    self.seq,
+                    &frame.topic,
+                    &frame.payload,
+                );
+            }
+        }
+        if moved > 0 {
+            self.session.sent.fetch_add(moved as u64, Ordering::Relaxed);
+            self.session.space.notify_waiters();
+        }
+        moved
+    }
+
+    /// Unregisters the session; what is still queued for it counts as dropped.
+    fn close(&mut self) {
+        {
+            let mut registry = self.shared.write();
+            registry.trie.remove_all(self.session.id);
+            registry.sessions.remove(&self.session.id);
+        }
+        let left = {
+            let mut queue = lock(&self.session.queue);
+            queue.closed = true;
+            queue.bytes = 0;
+            std::mem::take(&mut queue.frames).len() as u64
+        };
+        if left > 0 {
+            self.session.dropped.fetch_add(left, Ordering::Relaxed);
+            self.shared.dropped.fetch_add(left, Ordering::Relaxed);
+        }
+        self.session.space.notify_waiters();
+        tracing::debug!(peer = %self.session.peer, "subscriber left");
+    }
+}

@@ -1,0 +1,319 @@
+//! One connection of a [`SubSocket`](super::SubSocket) to a publisher: dial, replay the
+//! subscriptions, receive, and redial when the connection is lost.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use msg_core::{Encoding, Frame, FrameError, FrameKind, SocketType};
+use msg_transports::{Connected, Transport};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::{lock, Change, Shared, SubMessage, SubOptions};
+use crate::handshake;
+use crate::io::FramedIo;
+use crate::Error;
+
+/// Messages handed to the inbox at once.
+const BATCH: usize = 256;
+
+/// Dials `target` and completes the handshake.
+pub(super) async fn dial<T: Transport>(
+    transport: &T,
+    target: T::Target,
+    options: &SubOptions,
+) -> Result<(FramedIo<T::Io>, T::Addr), Error> {
+    let Connected { io, peer } = transport.connect(target).await?;
+    let mut io = FramedIo::new(io, options.max_frame_len);
+    handshake::within(
+        options.handshake_timeout,
+        handshake::client(&mut io, SocketType::Sub, options.auth_token.clone()),
+    )
+    .await?;
+    Ok((io, peer))
+}
+
+/// Everything one connection's task owns.
+pub(super) struct Conn<T: Transport> {
+    pub(super) transport: T,
+    pub(super) target: T::Target,
+    pub(super) first: Option<(FramedIo<T::Io>, T::Addr)>,
+    pub(super) shared: Arc<Shared<T::Addr>>,
+    pub(super) changes: mpsc::UnboundedReceiver<Change>,
+    pub(super) connected: Arc<AtomicBool>,
+    /// Told once the first connection's replayed subscriptions are applied.
+    pub(super) ready: Option<oneshot::Sender<()>>,
+    pub(super) options: SubOptions,
+    pub(super) stop: CancellationToken,
+}
+
+/// How a session ended.
+enum End {
+    /// The socket is gone.
+    Closed,
+    /// The connection is lost; redial.
+    Lost(Error),
+}
+
+/// Runs the connection until the socket is dropped, redialling whenever it is lost.
+pub(super) async fn run<T: Transport>(mut conn: Conn<T>) {
+    let mut delays = conn.options.reconnect.delays();
+    let mut next = conn.first.take();
+    loop {
+        let (io, peer) = match next.take() {
+            Some(established) => established,
+            None => {
+                conn.connected.store(false, Ordering::SeqCst);
+                let delay = delays.next().unwrap_or_default();
+                tokio::select! {
+                    _ = conn.stop.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                match dial(&conn.transport, conn.target.clone(), &conn.options).await {
+                    Ok(established) => {
+                        delays = conn.options.reconnect.delays();
+                        established
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, ?delay, "redial of publisher failed");
+                        continue;
+                    }
+                }
+            }
+        };
+        tracing::debug!(%peer, "subscriber connected to publisher");
+        let mut session = Session::new(io, peer, conn.shared.clone(), conn.ready.take());
+        if let Err(e) = session.replay() {
+            tracing::warn!(error = %e, "could not replay subscriptions");
+            continue;
+        }
+        conn.connected.store(true, Ordering::SeqCst);
+        let end = tokio::select! {
+            _ = conn.stop.cancelled() => End::Closed,
+            end = std::future::poll_fn(|cx| session.poll_run(cx, &mut conn.changes)) => end,
+        };
+        conn.ready = session.ready.take();
+        match end {
+            End::Closed => return,
+            End::Lost(e) => {
+                tracing::info!(peer = %session.peer, error = %e, "lost publisher; redialling");
+                conn.connected.store(false, Ordering::SeqCst);
+                // Changes asked for meanwhile are replayed on the next connection.
+                while conn.changes.try_recv().is_ok() {}
+            }
+        }
+    }
+}
+
+struct Session<Io, A> {
+    io: FramedIo<Io>,
+    peer: A,
+    shared: Arc<Shared<A>>,
+    /// Subscription changes sent and not yet acknowledged, by ack id.
+    pending: HashMap<u64, Option<oneshot::Sender<()>>>,
+    next_ack: u64,
+    /// Acks of the replayed subscriptions still to come before `ready` is told.
+    replaying: usize,
+    ready: Option<oneshot::Sender<()>>,
+    /// Sequence number of the last message received in this session.
+    last_seq: u64,
+    batch: Vec<SubMessage<A>>,
+}
+
+enum Read {
+    /// Nothing more to read now.
+    Pending,
+    /// A batch is full: deliver it, then read on.
+    Full,
+}
+
+impl<Io, A> Session<Io, A>
+where
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    A: Clone,
+{
+    fn new(
+        io: FramedIo<Io>,
+        peer: A,
+        shared: Arc<Shared<A>>,
+        ready: Option<oneshot::Sender<()>>,
+    ) -> Self {
+        Session {
+            io,
+            peer,
+            shared,
+            pending: HashMap::new(),
+            next_ack: 1,
+            replaying: 0,
+            ready,
+            last_seq: 0,
+            batch: Vec::with_capacity(BATCH),
+        }
+    }
+
+    fn send_change(
+        &mut self,
+        subscribe: bool,
+        pattern: &str,
+        applied: Option<oneshot::Sender<()>>,
+    ) -> Result<(), Error> {
+        let id = self.next_ack;
+        self.next_ack += 1;
+        let kind = if subscribe {
+            FrameKind::Subscribe
+        } else {
+            FrameKind::Unsubscribe
+        };
+        self.io.queue_parts(
+            kind,
+            Encoding::IDENTITY,
+            id,
+            pattern.as_bytes(),
+            &Bytes::new(),
+        )?;
+        self.pending.insert(id, applied);
+        Ok(())
+    }
+
+    /// Queues every current subscription, before anything else on this connection.
+    fn replay(&mut self) -> Result<(), Error> {
+        let patterns: Vec<String> = lock(&self.shared.subscriptions).iter().cloned().collect();
+        for pattern in &patterns {
+            self.send_change(true, pattern, None)?;
+        }
+        self.replaying = patterns.len();
+        if self.replaying == 0 {
+            if let Some(ready) = self.ready.take() {
+                let _ = ready.send(());
+            }
+        }
+        Ok(())
+    }
+
+    fn poll_run(
+        &mut self,
+        cx: &mut Context<'_>,
+        changes: &mut mpsc::UnboundedReceiver<Change>,
+    ) -> Poll<End> {
+        loop {
+            // Step: send the subscription changes asked for.
+            loop {
+                match changes.poll_recv(cx) {
+                    Poll::Ready(Some(change)) => {
+                        if let Err(e) = self.send_change(
+                            change.subscribe,
+                            &change.pattern,
+                            Some(change.applied),
+                        ) {
+                            return Poll::Ready(End::Lost(e));
+                        }
+                    }
+                    Poll::Ready(None) => return Poll::Ready(End::Closed),
+                    Poll::Pending => break,
+                }
+            }
+            if let Poll::Ready(Err(e)) = self.io.poll_flush(cx) {
+                return Poll::Ready(End::Lost(Error::Io(e)));
+            }
+            // Step: hand a stalled batch to the inbox first.
+            if !self.batch.is_empty() && !self.shared.deliver(&mut self.batch, cx) {
+                return Poll::Pending;
+            }
+            // Step: read messages and acks.
+            let read = match self.read_frames(cx) {
+                Ok(read) => read,
+                Err(e) => {
+                    if !self.batch.is_empty() {
+                        // Keep what arrived before the end; a full inbox loses it.
+                        let _ = self.shared.deliver(&mut self.batch, cx);
+                    }
+                    return Poll::Ready(End::Lost(e));
+                }
+            };
+            if !self.batch.is_empty() && !self.shared.deliver(&mut self.batch, cx) {
+                return Poll::Pending;
+            }
+            match read {
+                Read::Full => continue,
+                Read::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn read_frames(&mut self, cx: &mut Context<'_>) -> Result<Read, Error> {
+        loop {
+            while let Some(frame) = self.io.decode()? {
+                self.receive(frame)?;
+                if self.batch.len() >= BATCH {
+                    return Ok(Read::Full);
+                }
+            }
+            match self.io.poll_fill(cx) {
+                Poll::Pending => return Ok(Read::Pending),
+                Poll::Ready(Ok(true)) => {}
+                Poll::Ready(Ok(false)) => {
+                    while let Some(frame) = self.io.decode()? {
+                        self.receive(frame)?;
+                    }
+                    return Err(Error::ConnectionClosed);
+                }
+                Poll::Ready(Err(e)) => return Err(Error::Io(e)),
+            }
+        }
+    }
+
+    fn receive(&mut self, frame: Frame) -> Result<(), Error> {
+        match frame.kind {
+            FrameKind::Publish => {
+                if frame.id <= self.last_seq {
+                    return Err(Error::Protocol(FrameError::Malformed {
+                        kind: "publish",
+                        reason: "sequence number went backwards",
+                    }));
+                }
+                if std::str::from_utf8(&frame.topic).is_err() {
+                    return Err(Error::Protocol(FrameError::Malformed {
+                        kind: "publish",
+                        reason: "topic is not UTF-8",
+                    }));
+                }
+                let missed = frame.id - self.last_seq - 1;
+                if missed > 0 {
+                    self.shared.missed.fetch_add(missed, Ordering::Relaxed);
+                }
+                self.last_seq = frame.id;
+                self.batch.push(SubMessage {
+                    topic: frame.topic,
+                    payload: frame.payload,
+                    encoding: frame.encoding,
+                    publisher: self.peer.clone(),
+                    seq: frame.id,
+                });
+                Ok(())
+            }
+            FrameKind::SubscriptionAck => {
+                let Some(applied) = self.pending.remove(&frame.id) else {
+                    return Err(Error::UnexpectedFrame { kind: frame.kind });
+                };
+                match applied {
+                    Some(tx) => {
+                        let _ = tx.send(());
+                    }
+                    None => {
+                        self.replaying = self.replaying.saturating_sub(1);
+                        if self.replaying == 0 {
+                            if let Some(ready) = self.ready.take() {
+                                let _ = ready.send(());
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            }
+            kind => Err(Error::UnexpectedFrame { kind }),
+        }
+    }
+}

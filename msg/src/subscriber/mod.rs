@@ -1,0 +1,429 @@
+//! [`SubSocket`]: the subscribing side of Publish/Subscribe.
+
+mod conn;
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_core::Stream;
+use futures_util::task::AtomicWaker;
+use msg_core::{Encoding, DEFAULT_MAX_FRAME_LEN};
+use msg_transports::Transport;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::topic::validate_pattern;
+use crate::{Backoff, Error};
+
+/// Options of a [`SubSocket`].
+///
+/// # Example
+///
+/// ```
+/// use msg::SubOptions;
+///
+/// let options = SubOptions::default().inbox(1024);
+/// assert_eq!(options.inbox, 1024);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SubOptions {
+    /// Messages received and not yet taken from the socket's [`Stream`]. When it is full
+    /// the socket stops reading, and publishers see a slow subscriber. Default: 8192.
+    pub inbox: usize,
+    /// Largest frame received, in bytes. Default: 64 MiB.
+    pub max_frame_len: usize,
+    /// Longest wait for a publisher to accept the handshake. Default: 10 s.
+    pub handshake_timeout: Duration,
+    /// Token sent in the handshake for the publisher's
+    /// [`Authenticator`](crate::Authenticator). Default: none.
+    pub auth_token: Option<Bytes>,
+    /// Delays between redials of a lost publisher. Default: [`Backoff::default`].
+    pub reconnect: Backoff,
+}
+
+impl Default for SubOptions {
+    fn default() -> Self {
+        SubOptions {
+            inbox: 8192,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            handshake_timeout: Duration::from_secs(10),
+            auth_token: None,
+            reconnect: Backoff::default(),
+        }
+    }
+}
+
+impl SubOptions {
+    /// Sets [`inbox`](Self::inbox); at least 1.
+    pub fn inbox(mut self, messages: usize) -> Self {
+        self.inbox = messages.max(1);
+        self
+    }
+
+    /// Sets [`auth_token`](Self::auth_token).
+    pub fn auth_token(mut self, token: impl Into<Bytes>) -> Self {
+        self.auth_token = Some(token.into());
+        self
+    }
+
+    /// Sets [`reconnect`](Self::reconnect).
+    pub fn reconnect(mut self, backoff: Backoff) -> Self {
+        self.reconnect = backoff;
+        self
+    }
+}
+
+/// A message received by a [`SubSocket`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct SubMessage<A = SocketAddr> {
+    topic: Bytes,
+    payload: Bytes,
+    encoding: Encoding,
+    publisher: A,
+    seq: u64,
+}
+
+impl<A: fmt::Debug> fmt::Debug for SubMessage<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubMessage")
+            .field("topic", &self.topic())
+            .field("payload", &self.payload)
+            .field("publisher", &self.publisher)
+            .field("seq", &self.seq)
+            .finish()
+    }
+}
+
+impl<A> SubMessage<A> {
+    /// The topic it was published on.
+    pub fn topic(&self) -> &str {
+        // Checked to be UTF-8 when it arrived.
+        std::str::from_utf8(&self.topic).unwrap_or_default()
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    /// Takes the payload out.
+    pub fn into_payload(self) -> Bytes {
+        self.payload
+    }
+
+    /// How the payload is encoded.
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
+    /// The address of the publisher it came from.
+    pub fn publisher(&self) -> &A {
+        &self.publisher
+    }
+
+    /// Its sequence number in the publisher's session with this socket: consecutive
+    /// unless messages were dropped for this subscriber.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+/// Counters of a [`SubSocket`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct SubStats {
+    /// Messages received.
+    pub received: u64,
+    /// Messages the publishers sent this socket's way but dropped, counted from the gaps
+    /// in their sequence numbers.
+    pub missed: u64,
+    /// Publishers connected now.
+    pub publishers: usize,
+}
+
+struct Inbox<A> {
+    messages: VecDeque<SubMessage<A>>,
+    /// Connections waiting for room.
+    waiting: Vec<Waker>,
+}
+
+/// A change of subscription for one connection to send, and where to say it is applied.
+struct Change {
+    subscribe: bool,
+    pattern: String,
+    applied: oneshot::Sender<()>,
+}
+
+struct ConnHandle {
+    changes: mpsc::UnboundedSender<Change>,
+    connected: Arc<AtomicBool>,
+}
+
+/// What the socket and its connections share.
+struct Shared<A> {
+    inbox: Mutex<Inbox<A>>,
+    capacity: usize,
+    consumer: AtomicWaker,
+    subscriptions: Mutex<BTreeSet<String>>,
+    conns: Mutex<Vec<ConnHandle>>,
+    received: AtomicU64,
+    missed: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves its data consistent, so a poisoned lock is still sound.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<A> Shared<A> {
+    /// Hands a batch to the consumer, or registers `cx` to be woken when there is room.
+    /// Returns whether the batch was taken.
+    fn deliver(&self, batch: &mut Vec<SubMessage<A>>, cx: &mut Context<'_>) -> bool {
+        {
+            let mut inbox = lock(&self.inbox);
+            if inbox.messages.len() >= self.capacity {
+                inbox.waiting.push(cx.waker().clone());
+                return false;
+            }
+            self.received
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            inbox.messages.extend(batch.drain(..));
+        }
+        self.consumer.wake();
+        true
+    }
+}
+
+/// Stops the socket's connections when the socket is dropped.
+struct Guard(CancellationToken);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// The subscribing side of Publish/Subscribe.
+///
+/// Connect it to one or more publishers, subscribe to topics or patterns (see
+/// [`topic`](crate::topic)), and read the messages as a [`Stream`] of [`SubMessage`]s.
+/// Subscriptions are sent to the publishers, which filter before sending.
+/// [`subscribe`](Self::subscribe) returns once every connected publisher has applied the
+/// subscription, so a message published after it returns is received. A lost publisher is
+/// redialled with [`Backoff`], and the subscriptions are replayed before any message flows.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use msg::{PubSocket, SubSocket, Tcp};
+/// use tokio_stream::StreamExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), msg::Error> {
+/// let mut pub_socket = PubSocket::new(Tcp::default());
+/// pub_socket.bind("127.0.0.1:0").await?;
+///
+/// let mut sub_socket = SubSocket::new(Tcp::default());
+/// sub_socket.connect(pub_socket.local_addr().unwrap()).await?;
+/// sub_socket.subscribe("orders.*.created").await?;
+///
+/// pub_socket.publish("orders.eu.created", Bytes::from("#1")).await?;
+/// pub_socket.publish("orders.eu.cancelled", Bytes::from("#2")).await?;
+/// pub_socket.publish("orders.us.created", Bytes::from("#3")).await?;
+///
+/// assert_eq!(sub_socket.next().await.unwrap().payload(), "#1");
+/// assert_eq!(sub_socket.next().await.unwrap().payload(), "#3");
+/// # Ok(())
+/// # }
+/// ```
+pub struct SubSocket<T: Transport> {
+    transport: T,
+    options: SubOptions,
+    shared: Arc<Shared<T::Addr>>,
+    /// Messages taken from the inbox in one go, handed out one by one.
+    local: VecDeque<SubMessage<T::Addr>>,
+    stop: CancellationToken,
+    _guard: Guard,
+}
+
+impl<T: Transport> fmt::Debug for SubSocket<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubSocket")
+            .field("options", &self.options)
+            .field("subscriptions", &*lock(&self.shared.subscriptions))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Transport> SubSocket<T> {
+    /// A subscriber socket over `transport`, with default options.
+    pub fn new(transport: T) -> Self {
+        Self::with_options(transport, SubOptions::default())
+    }
+
+    /// A subscriber socket over `transport` with `options`.
+    pub fn with_options(transport: T, options: SubOptions) -> Self {
+        let stop = CancellationToken::new();
+        SubSocket {
+            transport,
+            shared: Arc::new(Shared {
+                inbox: Mutex::new(Inbox {
+                    messages: VecDeque::new(),
+                    waiting: Vec::new(),
+                }),
+                capacity: options.inbox.max(1),
+                consumer: AtomicWaker::new(),
+                subscriptions: Mutex::new(BTreeSet::new()),
+                conns: Mutex::new(Vec::new()),
+                received: AtomicU64::new(0),
+                missed: AtomicU64::new(0),
+            }),
+            options,
+            local: VecDeque::new(),
+            _guard: Guard(stop.clone()),
+            stop,
+        }
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &SubOptions {
+        &self.options
+    }
+
+    /// Connects to a publisher at `target` and applies the current subscriptions there.
+    /// A socket may be connected to many publishers; a lost one is redialled.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Transport`] if the publisher cannot be reached,
+    /// [`Error::HandshakeRejected`] if it refuses this socket,
+    /// [`Error::HandshakeTimeout`] if it does not answer in time.
+    pub async fn connect(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
+        let target = target.into();
+        let (io, peer) = conn::dial(&self.transport, target.clone(), &self.options).await?;
+        let (changes, changes_rx) = mpsc::unbounded_channel();
+        let connected = Arc::new(AtomicBool::new(true));
+        lock(&self.shared.conns).push(ConnHandle {
+            changes,
+            connected: connected.clone(),
+        });
+        let (ready, ready_rx) = oneshot::channel();
+        tokio::spawn(conn::run(conn::Conn {
+            transport: self.transport.clone(),
+            target,
+            first: Some((io, peer)),
+            shared: self.shared.clone(),
+            changes: changes_rx,
+            connected,
+            ready: Some(ready),
+            options: self.options.clone(),
+            stop: self.stop.clone(),
+        }));
+        // The replayed subscriptions are applied before `connect` returns.
+        let _ = ready_rx.await;
+        Ok(())
+    }
+
+    /// Subscribes to `pattern` (a topic, or a pattern with `*` and `>` wildcards) and waits
+    /// until every connected publisher has applied it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidTopic`] for a pattern that breaks the topic grammar.
+    pub async fn subscribe(&self, pattern: impl Into<String>) -> Result<(), Error> {
+        self.change(true, pattern.into()).await
+    }
+
+    /// Unsubscribes from `pattern` and waits until every connected publisher has applied
+    /// it: no message on it is received after this returns, but those already in the
+    /// socket's inbox.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidTopic`] for a pattern that breaks the topic grammar.
+    pub async fn unsubscribe(&self, pattern: impl Into<String>) -> Result<(), Error> {
+        self.change(false, pattern.into()).await
+    }
+
+    async fn change(&self, subscribe: bool, pattern: String) -> Result<(), Error> {
+        validate_pattern(&pattern)?;
+        {
+            let mut subscriptions = lock(&self.shared.subscriptions);
+            if subscribe {
+                subscriptions.insert(pattern.clone());
+            } else {
+                subscriptions.remove(&pattern);
+            }
+        }
+        let mut applied = Vec::new();
+        for conn in lock(&self.shared.conns).iter() {
+            if !conn.connected.load(Ordering::SeqCst) {
+                continue; // replayed when it is back
+            }
+            let (tx, rx) = oneshot::channel();
+            let change = Change {
+                subscribe,
+                pattern: pattern.clone(),
+                applied: tx,
+            };
+            if conn.changes.send(change).is_ok() {
+                applied.push(rx);
+            }
+        }
+        for rx in applied {
+            // A connection lost meanwhile replays the subscriptions when it is back.
+            let _ = rx.await;
+        }
+        Ok(())
+    }
+
+    /// The patterns subscribed to.
+    pub fn subscriptions(&self) -> Vec<String> {
+        lock(&self.shared.subscriptions).iter().cloned().collect()
+    }
+
+    /// The socket's counters.
+    pub fn stats(&self) -> SubStats {
+        SubStats {
+            received: self.shared.received.load(Ordering::Relaxed),
+            missed: self.shared.missed.load(Ordering::Relaxed),
+            publishers: lock(&self.shared.conns)
+                .iter()
+                .filter(|c| c.connected.load(Ordering::Relaxed))
+                .count(),
+        }
+    }
+}
+
+impl<T: Transport> Stream for SubSocket<T> {
+    type Item = SubMessage<T::Addr>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(msg) = this.local.pop_front() {
+            return Poll::Ready(Some(msg));
+        }
+        this.shared.consumer.register(cx.waker());
+        let waiting = {
+            let mut inbox = lock(&this.shared.inbox);
+            std::mem::swap(&mut inbox.messages, &mut this.local);
+            std::mem::take(&mut inbox.waiting)
+        };
+        for waker in waiting {
+            waker.wake();
+        }
+        match this.local.pop_front() {
+            Some(msg) => Poll::Ready(Some(msg)),
+            None => Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! Topics, subscription patterns, and the trie that matches one against the other.
+//!
+//! A topic is a string of tokens separated by `.`: `prices.eu.btc`. A pattern is a topic in
+//! which a whole token may be a wildcard, NATS-style:
+//!
+//! | pattern | matches | does not match |
+//! |---|---|---|
+//! | `prices.eu.btc` | `prices.eu.btc` | `prices.eu` |
+//! | `prices.*.btc` | `prices.eu.btc`, `prices.us.btc` | `prices.eu.x.btc` |
+//! | `prices.>` | `prices.eu`, `prices.eu.btc` | `prices` |
+//! | `>` | every topic | |
+//!
+//! `*` matches exactly one token; `>` may only be the last token and matches one or more.
+//! Tokens are never empty, so `a..b`, `.a` and `a.` are invalid.
+
+use std::collections::HashMap;
+
+/// Why a topic or pattern was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TopicError {
+    /// The topic or pattern is empty, or has an empty token.
+    #[error("topic {0:?} has an empty token")]
+    EmptyToken(String),
+    /// `>` appears before the last token.
+    #[error("pattern {0:?} has '>' before its last token")]
+    MisplacedTail(String),
+    /// A wildcard is mixed with other characters in one token, such as `a*`.
+    #[error("pattern {0:?} mixes a wildcard with other characters in one token")]
+    PartialWildcard(String),
+    /// A topic to publish on has a wildcard.
+    #[error("topic {0:?} has a wildcard: only subscriptions may")]
+    WildcardInTopic(String),
+    /// The topic is longer than the wire allows (65,535 bytes).
+    #[error("topic of {0} bytes is longer than 65535")]
+    TooLong(usize),
+}
+
+fn check_tokens(text: &str) -> Result<(), TopicError> {
+    if text.len() > u16::MAX as usize {
+        return Err(TopicError::TooLong(text.len()));
+    }
+    if text.split('.').any(str::is_empty) {
+        return Err(TopicError::EmptyToken(text.to_owned()));
+    }
+    Ok(())
+}
+
+/// Checks a topic to publish on: tokens, no wildcards.
+///
+/// # Errors
+///
+/// A [`TopicError`] saying what is wrong.
+pub fn validate_topic(topic: &str) -> Result<(), TopicError> {
+    check_tokens(topic)?;
+    if topic.split('.').any(|t| t.contains(['*', '>'])) {
+        return Err(TopicError::WildcardInTopic(topic.to_owned()));
+    }
+    Ok(())
+}
+
+/// Checks a subscription pattern.
+///
+/// # Errors
+///
+/// A [`TopicError`] saying what is wrong.
+pub fn validate_pattern(pattern: &str) -> Result<(), TopicError> {
+    check_tokens(pattern)?;
+    let tokens: Vec<&str> = pattern.split('.').collect();
+    for (i, t) in tokens.iter().enumerate() {
+        match *t {
+            ">" if i + 1 != tokens.len() => {
+                return Err(TopicError::MisplacedTail(pattern.to_owned()))
+            }
+            "*" | ">" => {}
+            t if t.contains(['*', '>']) => {
+                return Err(TopicError::PartialWildcard(pattern.to_owned()))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Whether `topic` matches `pattern`, by walking both: the reference the trie is checked
+/// against, and handy on its own.
+///
+/// # Example
+///
+/// ```
+/// use msg::topic::matches;
+///
+/// assert!(matches("a.*.c", "a.b.c"));
+/// assert!(matches("a.>", "a.b.c"));
+/// assert!(!matches("a.>", "a"));
+/// assert!(!matches("a.*", "a.b.c"));
+/// ```
+pub fn matches(pattern: &str, topic: &str) -> bool {
+    let mut p = pattern.split('.');
+    let mut t = topic.split('.');
+    loop {
+        match (p.next(), t.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    exact: HashMap<Box<str>, Node>,
+    star: Option<Box<Node>>,
+    /// Subscribers whose pattern ends here with `>`.
+    tail: Vec<u64>,
+    /// Subscribers whose pattern ends exactly here.
+    here: Vec<u64>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.star.is_none() && self.tail.is_empty() && self.here.is_empty()
+    }
+}
+
+/// Subscription patterns of many subscribers, matched against a topic at a cost that grows
+/// with the topic's tokens and the wildcards along its path, not with the number of
+/// subscriptions.
+///
+/// # Example
+///
+/// ```
+/// use msg::topic::Trie;
+///
+/// let mut trie = Trie::default();
+/// trie.insert("a.b.c", 1);
+/// trie.insert("a.*.d", 2);
+/// trie.insert("a.>", 3);
+/// let mut out = Vec::new();
+/// trie.matching("a.b.c", &mut out);
+/// assert_eq!(out, vec![1, 3]);
+/// trie.matching("a.x.d", &mut out);
+/// assert_eq!(out, vec![2, 3]);
+/// ```
+#[derive(Debug, Default)]
+pub struct Trie {
+    root: Node,
+}
+
+impl Trie {
+    /// Subscribes `id` to `pattern` (a valid pattern; see [`validate_pattern`]). Returns
+    /// whether it was new.
+    pub fn insert(&mut self, pattern: &str, id: u64) -> bool {
+        let mut node = &mut self.root;
+        let mut tokens = pattern.split('.').peekable();
+        while let Some(token) = tokens.next() {
+            if token == ">" && tokens.peek().is_none() {
+                return push_unique(&mut node.tail, id);
+            }
+            node = if token == "*" {
+                node.star.get_or_insert_with(Box::default)
+            } else {
+                node.exact.entry(token.into()).or_default()
+            };
+        }
+        push_unique(&mut node.here, id)
+    }
+
+    /// Unsubscribes `id` from `pattern`. Returns whether it was subscribed.
+    pub fn remove(&mut self, pattern: &str, id: u64) -> bool {
+        let tokens: Vec<&str> = pattern.split('.').collect();
+        remove_at(&mut self.root, &tokens, id)
+    }
+
+    /// Unsubscribes `id` from everything.
+    pub fn remove_all(&mut self, id: u64) {
+        remove_everywhere(&mut self.root, id);
+    }
+
+    /// Fills `out` with the subscribers whose patterns match `topic`, each once, sorted.
+    pub fn matching(&self, topic: &str, out: &mut Vec<u64>) {
+        out.clear();
+        let tokens: Vec<&str> = topic.split('.').collect();
+        collect(&self.root, &tokens, out);
+        out.sort_unstable();
+        out.dedup();
+    }
+}
+
+fn push_unique(ids: &mut Vec<u64>, id: u64) -> bool {
+    if ids.contains(&id) {
+        return false;
+    }
+    ids.push(id);
+    true
+}
+
+fn remove_id(ids: &mut Vec<u64>, id: u64) -> bool {
+    let before = ids.len();
+    ids.retain(|&x| x != id);
+    ids.len() != before
+}
+
+fn remove_at(node: &mut Node, tokens: &[&str], id: u64) -> bool {
+    match tokens {
+        [] => remove_id(&mut node.here, id),
+        [">"] => remove_id(&mut node.tail, id),
+        [first, rest @ ..] => {
+            let removed = if *first == "*" {
+                let Some(child) = node.star.as_mut() else {
+                    return false;
+                };
+                let removed = remove_at(child, rest, id);
+                if child.is_empty() {
+                    node.star = None;
+                }
+                removed
+            } else {
+                let Some(child) = node.exact.get_mut(*first) else {
+                    return false;
+                };
+                let removed = remove_at(child, rest, id);
+                if child.is_empty() {
+                    node.exact.remove(*first);
+                }
+                removed
+            };
+            removed
+        }
+    }
+}
+
+fn remove_everywhere(node: &mut Node, id: u64) {
+    remove_id(&mut node.here, id);
+    remove_id(&mut node.tail, id);
+    if let Some(star) = node.star.as_mut() {
+        remove_everywhere(star, id);
+        if star.is_empty() {
+            node.star = None;
+        }
+    }
+    node.exact.retain(|_, child| {
+        remove_everywhere(child, id);
+        !child.is_empty()
+    });
+}
+
+fn collect(node: &Node, tokens: &[&str], out: &mut Vec<u64>) {
+    let Some((first, rest)) = tokens.split_first() else {
+        out.extend_from_slice(&node.here);
+        return;
+    };
+    out.extend_from_slice(&node.tail);
+    if let Some(child) = node.exact.get(*first) {
+        collect(child, rest, out);
+    }
+    if let Some(star) = node.star.as_deref() {
+        collect(star, rest, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn validation_refuses_what_the_grammar_forbids() {
+        assert!(validate_topic("a.b.c").is_ok());
+        assert!(validate_topic("some_interesting_topic").is_ok());
+        assert!(matches!(
+            validate_topic("a..b"),
+            Err(TopicError::EmptyToken(_))
+        ));
+        assert!(matches!(validate_topic(""), Err(TopicError::EmptyToken(_))));
+        assert!(matches!(
+            validate_topic("a.*"),
+            Err(TopicError::WildcardInTopic(_))
+        ));
+        assert!(validate_pattern("a.*.>").is_ok());
+        assert!(matches!(
+            validate_pattern("a.>.b"),
+            Err(TopicError::MisplacedTail(_))
+        ));
+        assert!(matches!(
+            validate_pattern("a.b*"),
+            Err(TopicError::PartialWildcard(_))
+        ));
+        assert!(matches!(
+            validate_topic(&"x".repeat(70_000)),
+            Err(TopicError::TooLong(70_000))
+        ));
+    }
+
+    #[test]
+    fn overlapping_patterns_each_match_their_own() {
+        let mut trie = Trie::default();
+        trie.insert("a.b.c", 1);
+        trie.insert("a.*.d", 2);
+        trie.insert("a.*.c", 3);
+        trie.insert("a.>", 4);
+        trie.insert("*.b.*", 5);
+        let mut out = Vec::new();
+        trie.matching("a.b.c", &mut out);
+        assert_eq!(out, vec![1, 3, 4, 5]);
+        trie.matching("a.b.d", &mut out);
+        assert_eq!(out, vec![2, 4, 5]);
+        trie.matching("a", &mut out);
+        assert!(out.is_empty());
+        assert!(trie.remove("a.*.d", 2));
+        assert!(!trie.remove("a.*.d", 2));
+        trie.matching("a.b.d", &mut out);
+        assert_eq!(out, vec![4, 5]);
+        trie.remove_all(4);
+        trie.matching("a.b.d", &mut out);
+        assert_eq!(out, vec![5]);
+    }
+
+    fn token() -> impl Strategy<Value = String> {
+        prop::sample::select(vec!["a", "b", "c"]).prop_map(str::to_owned)
+    }
+
+    fn topic() -> impl Strategy<Value = String> {
+        prop::collection::vec(token(), 1..5).prop_map(|t| t.join("."))
+    }
+
+    fn pattern() -> impl Strategy<Value = String> {
+        (
+            prop::collection::vec(prop_oneof![token(), Just("*".to_owned())], 1..5),
+            any::<bool>(),
+        )
+            .prop_map(|(mut tokens, tail)| {
+                if tail {
+                    *tokens.last_mut().expect("at least one token") = ">".to_owned();
+                }
+                tokens.join(".")
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn trie_agrees_with_the_naive_matcher(
+            patterns in prop::collection::vec(pattern(), 0..24),
+            topics in prop::collection::vec(topic(), 1..16),
+            removed in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+        ) {
+            let mut trie = Trie::default();
+            let mut live: Vec<(String, u64)> = Vec::new();
+            for (i, p) in patterns.iter().enumerate() {
+                prop_assert!(validate_pattern(p).is_ok(), "generated pattern {} is invalid", p);
+                let id = (i % 7) as u64;
+                trie.insert(p, id);
+                if !live.iter().any(|(q, j)| q == p && *j == id) {
+                    live.push((p.clone(), id));
+                }
+            }
+            for index in removed {
+                if live.is_empty() {
+                    break;
+                }
+                let (p, id) = live.remove(index.index(live.len()));
+                prop_assert!(trie.remove(&p, id));
+            }
+            let mut out = Vec::new();
+            for t in &topics {
+                trie.matching(t, &mut out);
+                let mut want: Vec<u64> = live
+                    .iter()
+                    .filter(|(p, _)| matches(p, t))
+                    .map(|(_, id)| *id)
+                    .collect();
+                want.sort_unstable();
+                want.dedup();
+                prop_assert_eq!(&out, &want, "topic {}", t);
+            }
+        }
+    }
+}
