@@ -208,7 +208,7 @@ async fn stalled_subscriber_never_stops_the_publisher_and_every_loss_is_counted(
             received += 1;
         }
         // The socket is handed back, so that its session outlives this task.
-        (received, reading.stats(), reading)
+        (received, last_seq, reading.stats(), reading)
     });
 
     within(async {
@@ -220,14 +220,26 @@ async fn stalled_subscriber_never_stops_the_publisher_and_every_loss_is_counted(
         }
     })
     .await;
-    let (reader_received, reader_stats, _reading) = within(reader).await.unwrap();
+    let (reader_received, reader_last_seq, reader_stats, _reading) = within(reader).await.unwrap();
     assert_eq!(reader_stats.received, reader_received);
 
     // Now the stalled subscriber reads what was kept for it.
     let mut stalled_received = 0u64;
-    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(1), stalled.next()).await {
+    let mut stalled_last_seq = 0u64;
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(1), stalled.next()).await {
         stalled_received += 1;
+        stalled_last_seq = msg.seq();
     }
+    // Its losses show as gaps in the sequence numbers it received.
+    let stalled_stats = stalled.stats();
+    assert!(
+        stalled_stats.missed > 0,
+        "no gap seen by the stalled subscriber"
+    );
+    assert_eq!(
+        stalled_stats.received + stalled_stats.missed,
+        stalled_last_seq
+    );
 
     let stats = publisher.stats();
     assert_eq!(stats.published, N);
@@ -244,7 +256,9 @@ async fn stalled_subscriber_never_stops_the_publisher_and_every_loss_is_counted(
     missing.sort_unstable();
     assert_eq!(lost, missing, "sessions {sessions:?}");
     assert_eq!(stats.dropped, lost.iter().sum::<u64>());
-    // The reading subscriber saw its gaps too: at most what was dropped for it.
+    // The reading subscriber saw its losses as gaps: every sequence number up to the last
+    // one it got was either received or counted missing, and none was missed but dropped.
+    assert_eq!(reader_stats.received + reader_stats.missed, reader_last_seq);
     assert!(reader_stats.missed <= N - reader_received);
 }
 

@@ -171,8 +171,12 @@ pub(crate) struct OutFrame {
 
 #[derive(Default)]
 struct SessionQueue {
-    frames: VecDeque<Arc<OutFrame>>,
+    /// Messages waiting, each with its sequence number in this session.
+    frames: VecDeque<(u64, Arc<OutFrame>)>,
     bytes: usize,
+    /// Sequence number of the last message offered, queued or dropped: a drop leaves a
+    /// gap that the subscriber sees.
+    last_seq: u64,
     closed: bool,
 }
 
@@ -213,9 +217,14 @@ impl<A> Session<A> {
             let full = queue.frames.len() >= options.high_water_mark
                 || (!queue.frames.is_empty() && queue.bytes + size > options.high_water_bytes);
             if full {
+                if options.slow_subscriber == SlowSubscriber::Drop {
+                    queue.last_seq += 1;
+                }
                 return Offer::Full;
             }
-            queue.frames.push_back(frame.clone());
+            queue.last_seq += 1;
+            let seq = queue.last_seq;
+            queue.frames.push_back((seq, frame.clone()));
             queue.bytes += size;
         }
         self.waker.wake();

@@ -48,7 +48,6 @@ pub(super) fn spawn<Io, A>(
         io: conn.io,
         session,
         shared,
-        seq: 0,
         batch: Vec::new(),
     };
     tokio::spawn(async move {
@@ -67,10 +66,9 @@ struct SessionTask<Io, A> {
     io: FramedIo<Io>,
     session: Arc<Session<A>>,
     shared: Arc<Shared<A>>,
-    /// Sequence number of the last message written: the subscriber counts gaps by it.
-    seq: u64,
-    /// Messages taken from the queue, reused from one batch to the next.
-    batch: Vec<Arc<OutFrame>>,
+    /// Messages taken from the queue with their sequence numbers, reused from one batch
+    /// to the next.
+    batch: Vec<(u64, Arc<OutFrame>)>,
 }
 
 impl<Io, A> SessionTask<Io, A>
@@ -155,19 +153,22 @@ where
                 let mut queue = lock(&self.session.queue);
                 let n = queue.frames.len().min(64);
                 self.batch.extend(queue.frames.drain(..n));
-                queue.bytes -= self.batch.iter().map(|f| f.payload.len()).sum::<usize>();
+                queue.bytes -= self
+                    .batch
+                    .iter()
+                    .map(|(_, f)| f.payload.len())
+                    .sum::<usize>();
             }
             if self.batch.is_empty() {
                 break;
             }
             moved += self.batch.len();
-            for frame in self.batch.drain(..) {
-                self.seq += 1;
+            for (seq, frame) in self.batch.drain(..) {
                 // Checked against the frame limit when it was published.
                 let _ = self.io.queue_parts(
                     FrameKind::Publish,
                     frame.encoding,
-                    self.seq,
+                    seq,
                     &frame.topic,
                     &frame.payload,
                 );
