@@ -1,4 +1,4 @@
-//! The main job, on loopback with no set-up: a Request/Reply server and clients, printing
+//! The main job, on loopback with no set-up: Request/Reply and Publish/Subscribe, printing
 //! what happened and the rates reached.
 //!
 //! Run with `cargo run --release -p msg-examples --example demo`.
@@ -58,6 +58,78 @@ async fn main() -> Result<(), msg::Error> {
             (total * size) as f64 / secs / 1e6
         );
     }
+
+    pubsub().await
+}
+
+/// A publisher sending flat out for a second to two subscribers, one of which reads only
+/// one topic.
+async fn pubsub() -> Result<(), msg::Error> {
+    use msg::{PubSocket, SubSocket};
+    use tokio_stream::StreamExt;
+
+    let mut publisher = PubSocket::new(Tcp::default());
+    publisher.bind("127.0.0.1:0").await?;
+    let addr = publisher.local_addr().expect("bound");
+    println!("\npublisher bound on {addr}");
+
+    let mut everything = SubSocket::new(Tcp::default());
+    everything.connect(addr).await?;
+    everything.subscribe("ticks.>").await?;
+    let mut only_btc = SubSocket::new(Tcp::default());
+    only_btc.connect(addr).await?;
+    only_btc.subscribe("ticks.*.btc").await?;
+    println!("subscribers on \"ticks.>\" and \"ticks.*.btc\"");
+
+    let readers: Vec<_> = [everything, only_btc]
+        .into_iter()
+        .map(|mut sub| {
+            tokio::spawn(async move {
+                let mut received = 0u64;
+                while let Ok(Some(_)) =
+                    tokio::time::timeout(std::time::Duration::from_millis(300), sub.next()).await
+                {
+                    received += 1;
+                }
+                (received, sub.stats())
+            })
+        })
+        .collect();
+
+    let topics = [
+        "ticks.eu.btc",
+        "ticks.eu.eth",
+        "ticks.us.btc",
+        "ticks.us.eth",
+    ];
+    let payload = Bytes::from(vec![7u8; 64]);
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < std::time::Duration::from_secs(1) {
+        for _ in 0..1000 {
+            publisher
+                .publish(topics[sent as usize % topics.len()], payload.clone())
+                .await?;
+            sent += 1;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "published {sent} messages of 64 B in {secs:.2} s: {:.0} msg/s",
+        sent as f64 / secs
+    );
+    for (name, reader) in ["ticks.>", "ticks.*.btc"].iter().zip(readers) {
+        let (received, stats) = reader.await.expect("reader panicked");
+        println!(
+            "subscriber {name:>12}: received {received}, gaps seen {}",
+            stats.missed
+        );
+    }
+    let stats = publisher.stats();
+    println!(
+        "publisher: {} published, {} copies queued, {} dropped for slow subscribers",
+        stats.published, stats.queued, stats.dropped
+    );
     Ok(())
 }
 
