@@ -405,3 +405,43 @@ async fn bad_topics_and_wrong_peers_are_typed_errors() {
         other => panic!("expected a rejected handshake, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_that_catches_up_receives_new_messages_again() {
+    let (publisher, addr) = publisher(PubOptions::default()).await;
+    let mut sub = SubSocket::with_options(Tcp::default(), SubOptions::default().inbox(16));
+    within(sub.connect(addr)).await.unwrap();
+    within(sub.subscribe("t")).await.unwrap();
+    // Flood it while it does not read, until its queue overflows.
+    let payload = Bytes::from(vec![0u8; 1024]);
+    within(async {
+        while publisher.stats().dropped == 0 {
+            for _ in 0..1000 {
+                publisher.publish("t", payload.clone()).await.unwrap();
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    // It catches up on everything kept for it: the session drains its whole queue.
+    let mut drained = 0u64;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), sub.next()).await {
+        drained += 1;
+    }
+    assert!(
+        drained >= 64,
+        "only {drained} of the queued messages arrived"
+    );
+    let queued: usize = publisher.subscriber_stats().iter().map(|s| s.queued).sum();
+    assert_eq!(queued, 0, "messages stuck in the subscriber's queue");
+    // And a fresh message gets through.
+    publisher.publish("t", Bytes::from("fresh")).await.unwrap();
+    within(async {
+        loop {
+            if sub.next().await.unwrap().payload() == "fresh" {
+                return;
+            }
+        }
+    })
+    .await;
+}

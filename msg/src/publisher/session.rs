@@ -83,9 +83,11 @@ where
             if self.read_subscriptions(cx)? {
                 return Poll::Ready(Ok(()));
             }
-            let moved = self.take_queued();
+            self.take_queued();
             match self.io.poll_flush(cx) {
-                Poll::Ready(Ok(())) if moved > 0 => continue,
+                // Everything written: carry on while messages wait. A full queue wakes no
+                // one when a publish is dropped, so the session must not stop short.
+                Poll::Ready(Ok(())) if !lock(&self.session.queue).frames.is_empty() => continue,
                 Poll::Ready(Ok(())) | Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
             }
@@ -144,9 +146,8 @@ where
         Ok(())
     }
 
-    /// Step: moves queued messages into the write buffer, numbering them. Returns how many
-    /// it moved.
-    fn take_queued(&mut self) -> usize {
+    /// Step: moves queued messages into the write buffer while it has room.
+    fn take_queued(&mut self) {
         let mut moved = 0;
         while self.io.queued_len() < WRITE_CHUNK {
             {
@@ -178,7 +179,6 @@ where
             self.session.sent.fetch_add(moved as u64, Ordering::Relaxed);
             self.session.space.notify_waiters();
         }
-        moved
     }
 
     /// Unregisters the session; what is still queued for it counts as dropped.
