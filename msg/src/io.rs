@@ -10,8 +10,10 @@ use msg_core::{Encoding, Frame, FrameCodec, FrameError, FrameKind, WriteBuf, MAX
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::Decoder;
 
-/// How much the read buffer grows by when it runs out of room.
+/// How much the read buffer grows by when it runs out of room, for small frames.
 const READ_CHUNK: usize = 64 * 1024;
+/// The most it grows by at once, for large frames.
+const MAX_READ_CHUNK: usize = 2 * 1024 * 1024;
 
 /// A connection's stream with its framing state.
 ///
@@ -26,6 +28,10 @@ pub(crate) struct FramedIo<Io> {
     codec: FrameCodec,
     wbuf: WriteBuf,
     eof: bool,
+    /// How much to reserve when the read buffer runs out: room for several frames of the
+    /// size last seen, so that large frames share allocations instead of each taking (and
+    /// faulting in) fresh pages of its own.
+    chunk: usize,
 }
 
 impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
@@ -36,15 +42,22 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
             codec: FrameCodec::with_max_frame_len(max_frame_len),
             wbuf: WriteBuf::new(max_frame_len),
             eof: false,
+            chunk: READ_CHUNK,
         }
     }
 
     /// Step: the next frame already in the read buffer, if a whole one is there.
     pub(crate) fn decode(&mut self) -> Result<Option<Frame>, FrameError> {
-        if self.eof {
-            return self.codec.decode_eof(&mut self.rbuf);
+        let frame = if self.eof {
+            self.codec.decode_eof(&mut self.rbuf)?
+        } else {
+            self.codec.decode(&mut self.rbuf)?
+        };
+        if let Some(frame) = &frame {
+            let len = frame.topic.len() + frame.payload.len();
+            self.chunk = len.saturating_mul(8).clamp(READ_CHUNK, MAX_READ_CHUNK);
         }
-        self.codec.decode(&mut self.rbuf)
+        Ok(frame)
     }
 
     /// Step: reads once into the read buffer. `Ok(false)` means the peer closed its side.
@@ -52,8 +65,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
         if self.eof {
             return Poll::Ready(Ok(false));
         }
-        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 8 {
-            self.rbuf.reserve(READ_CHUNK);
+        if self.rbuf.capacity() - self.rbuf.len() < self.chunk / 8 {
+            self.rbuf.reserve(self.chunk);
         }
         let n = ready!(tokio_util::io::poll_read_buf(
             Pin::new(&mut self.io),
