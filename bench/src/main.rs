@@ -4,18 +4,25 @@
 //! Workloads (each repeated `--runs` times, default 3, and the median reported):
 //! - latency: 64 B echo with one request outstanding, 20,000 round trips after 2,000
 //!   warm-up, p50 / p99 / p99.9;
-//! - throughput: 64 requests in flight on one client, 64 B and 1 KiB.
+//! - throughput: 64 requests in flight on one client, 64 B and 1 KiB;
+//! - pub/sub: one publisher sending flat out for 2 s to 1 subscriber (64 B, 1 KiB,
+//!   64 KiB) and to 4 subscribers (1 KiB): messages and MB per second received, the share
+//!   dropped, whether the drops the system reports match sent minus received, and the
+//!   process's peak RSS. `msg` runs with its default policy, dropping for a subscriber
+//!   that falls behind; `msg/wait` with the policy that waits for it instead.
 //!
 //! Every measurement gets a fresh tokio multi-thread runtime with 2 workers, client and
 //! server in one process.
 //!
 //! Run with `cargo run --release -p msg-bench`; `--runs N` and `--quick` change the effort,
-//! `BENCH_WORKERS=N` the number of workers, and `--profile SYSTEM` runs one system's 64 B
-//! throughput alone (2 M requests) for a profiler. Built with
+//! `BENCH_WORKERS=N` the number of workers, `--pubsub` runs the pub/sub workloads alone, and `--profile SYSTEM` runs one system's 64 B
+//! throughput alone (2 M requests) for a profiler (`--profile pubsub-SIZE`: msg's pub/sub
+//! with the waiting policy, one subscriber, for 3 s). Built with
 //! `RUSTFLAGS="--cfg tokio_unstable"`, it also prints tokio's per-worker metrics.
 
 mod baseline;
 mod msg_rs;
+mod pubsub;
 mod zmq;
 
 use std::future::Future;
@@ -162,12 +169,33 @@ fn main() {
             throughput_requests: 2_000_000,
             ..plan
         };
+        if let Some(size) = name
+            .strip_prefix("pubsub-")
+            .and_then(|s| s.parse::<usize>().ok())
+        {
+            let plan = pubsub::PubSubPlan {
+                size,
+                subscribers: 1,
+                duration: Duration::from_secs(3),
+            };
+            let r = run_on_workers(pubsub::msg_waiting(plan));
+            println!(
+                "msg pub/sub {size} B: {:.0} msg/s, {:.1} MB/s",
+                r.received as f64 / r.secs,
+                r.received as f64 * size as f64 / r.secs / 1e6
+            );
+            return;
+        }
         let rate = match name {
             "baseline" => measure_throughput::<baseline::Baseline>(plan, 64, 1),
             "zeromq" => measure_throughput::<zmq::Zmq>(plan, 64, 1),
             _ => measure_throughput::<msg_rs::Msg>(plan, 64, 1),
         };
         println!("{name}: {rate:.0} req/s");
+        return;
+    }
+    if args.iter().any(|a| a == "--pubsub") {
+        pubsub_section(runs, quick);
         return;
     }
     println!(
@@ -231,5 +259,88 @@ fn main() {
                 rate / zmq,
             );
         }
+    }
+
+    pubsub_section(runs, quick);
+}
+
+fn pubsub_section(runs: usize, quick: bool) {
+    use pubsub::{PubSubPlan, PubSubRun};
+
+    let duration = Duration::from_millis(if quick { 300 } else { 2000 });
+    println!(
+        "\npub/sub, one publisher flat out for {:.1} s; rates are messages received per second, \
+         summed over the subscribers",
+        duration.as_secs_f64()
+    );
+    println!(
+        "{:<16} {:<9} {:>11} {:>9} {:>8} {:>12} {:>9} {:>9} {:>9}",
+        "workload",
+        "system",
+        "msg/s",
+        "MB/s",
+        "drop %",
+        "drops exact",
+        "RSS MiB",
+        "vs base",
+        "vs zmq"
+    );
+    let workloads = [(64, 1), (1024, 1), (64 * 1024, 1), (1024, 4)];
+    for (size, subscribers) in workloads {
+        let plan = PubSubPlan {
+            size,
+            subscribers,
+            duration,
+        };
+        let measure =
+            |f: fn(PubSubPlan) -> std::pin::Pin<Box<dyn Future<Output = PubSubRun> + Send>>| {
+                let all: Vec<PubSubRun> = (0..runs)
+                    .map(|_| {
+                        pubsub::reset_peak_rss();
+                        run_on_workers(f(plan))
+                    })
+                    .collect();
+                median(all, |r| r.received as f64 / r.secs.max(1e-9))
+            };
+        let base = measure(|p| Box::pin(pubsub::baseline(p)));
+        let msg = measure(|p| Box::pin(pubsub::msg_dropping(p)));
+        let msg_wait = measure(|p| Box::pin(pubsub::msg_waiting(p)));
+        let zmq = measure(|p| Box::pin(pubsub::zeromq(p)));
+        let rate = |r: &PubSubRun| r.received as f64 / r.secs.max(1e-9);
+        let label = format!("{subscribers} sub, {}", human(size));
+        for (name, r) in [
+            ("baseline", &base),
+            ("msg", &msg),
+            ("msg/wait", &msg_wait),
+            ("zeromq", &zmq),
+        ] {
+            let expected = r.published * subscribers as u64;
+            let dropped = expected.saturating_sub(r.received);
+            let exact = match r.reported_drops {
+                Some(reported) if reported == dropped => "yes",
+                Some(_) => "NO",
+                None => "n/a",
+            };
+            println!(
+                "{:<16} {:<9} {:>11.0} {:>9.1} {:>7.2}% {:>12} {:>9.1} {:>8.2}x {:>8.2}x",
+                label,
+                name,
+                rate(r),
+                rate(r) * size as f64 / 1e6,
+                100.0 * dropped as f64 / expected.max(1) as f64,
+                exact,
+                r.peak_rss as f64 / (1024.0 * 1024.0),
+                rate(r) / rate(&base),
+                rate(r) / rate(&zmq),
+            );
+        }
+    }
+}
+
+fn human(size: usize) -> String {
+    if size >= 1024 {
+        format!("{} KiB", size / 1024)
+    } else {
+        format!("{size} B")
     }
 }

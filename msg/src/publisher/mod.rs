@@ -342,6 +342,9 @@ impl<A: Clone + fmt::Display> Shared<A> {
     }
 
     async fn publish(&self, topic: &str, msg: &Message) -> Result<(), Error> {
+        // A publish under the drop policy never waits; this lets a loop of them give way to
+        // the other tasks on its worker, the subscribers' sessions among them.
+        tokio::task::consume_budget().await;
         let frame = self.frame(topic, msg)?;
         match self.options.slow_subscriber {
             SlowSubscriber::Drop => self.publish_dropping(topic, &frame),

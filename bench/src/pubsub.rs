@@ -1,0 +1,285 @@
+//! Publish/Subscribe workloads: one publisher sending flat out to 1 or 4 subscribers.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_stream_like::next_within;
+
+/// What one run found.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PubSubRun {
+    /// Messages the publisher sent, each counted once.
+    pub(crate) published: u64,
+    /// Messages received, summed over the subscribers.
+    pub(crate) received: u64,
+    /// Drops the system itself reported, where it reports them.
+    pub(crate) reported_drops: Option<u64>,
+    /// From the first publish to the last message received.
+    pub(crate) secs: f64,
+    /// Peak resident set size of the process during the run, in bytes.
+    pub(crate) peak_rss: u64,
+}
+
+/// A workload: payload size, subscribers, and how long the publisher sends.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PubSubPlan {
+    pub(crate) size: usize,
+    pub(crate) subscribers: usize,
+    pub(crate) duration: Duration,
+}
+
+/// Resets the kernel's peak-RSS mark for this process.
+pub(crate) fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The kernel's peak-RSS mark for this process, in bytes.
+pub(crate) fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Counts messages at the subscribers and remembers when the last one came.
+#[derive(Default)]
+struct Tally {
+    received: AtomicU64,
+    last_nanos: AtomicU64,
+}
+
+impl Tally {
+    fn add(&self, n: u64, start: Instant) {
+        self.received.fetch_add(n, Ordering::Relaxed);
+        self.last_nanos
+            .fetch_max(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    fn secs(&self) -> f64 {
+        self.last_nanos.load(Ordering::Relaxed) as f64 / 1e9
+    }
+}
+
+mod tokio_stream_like {
+    use std::time::Duration;
+
+    use futures_util::{Stream, StreamExt};
+
+    /// The next item, or `None` once `idle` passes without one.
+    pub(crate) async fn next_within<S: Stream + Unpin>(
+        s: &mut S,
+        idle: Duration,
+    ) -> Option<S::Item> {
+        tokio::time::timeout(idle, s.next()).await.ok().flatten()
+    }
+}
+
+/// How long a subscriber waits for more before it counts the run as over.
+const IDLE: Duration = Duration::from_millis(300);
+
+pub(crate) async fn baseline(plan: PubSubPlan) -> PubSubRun {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let tally = Arc::new(Tally::default());
+    let start_cell = Arc::new(tokio::sync::OnceCell::<Instant>::new());
+    let mut readers = Vec::new();
+    for _ in 0..plan.subscribers {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        let tally = tally.clone();
+        let start_cell = start_cell.clone();
+        readers.push(tokio::spawn(async move {
+            let mut stream = stream;
+            let mut buf = BytesMut::with_capacity(256 * 1024);
+            loop {
+                match tokio::time::timeout(IDLE * 4, stream.read_buf(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return,
+                }
+                let mut frames = 0;
+                while buf.len() >= 4 {
+                    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                    if buf.len() < 4 + len {
+                        buf.reserve(4 + len - buf.len());
+                        break;
+                    }
+                    buf.advance(4 + len);
+                    frames += 1;
+                }
+                if let Some(start) = start_cell.get() {
+                    tally.add(frames, *start);
+                }
+            }
+        }));
+    }
+    let mut subs = Vec::new();
+    for _ in 0..plan.subscribers {
+        let (s, _) = listener.accept().await.expect("accept");
+        s.set_nodelay(true).expect("nodelay");
+        subs.push(s);
+    }
+    // The publisher writes batches of ready frames to each subscriber in turn.
+    let payload = vec![7u8; plan.size];
+    let per_batch = (64 * 1024 / (plan.size + 4)).max(1);
+    let mut batch = BytesMut::with_capacity(per_batch * (plan.size + 4));
+    for _ in 0..per_batch {
+        batch.put_u32(plan.size as u32);
+        batch.extend_from_slice(&payload);
+    }
+    let start = Instant::now();
+    start_cell.set(start).expect("set once");
+    let mut published = 0u64;
+    while start.elapsed() < plan.duration {
+        for s in &mut subs {
+            s.write_all(&batch).await.expect("write");
+        }
+        published += per_batch as u64;
+    }
+    drop(subs);
+    for r in readers {
+        let _ = r.await;
+    }
+    PubSubRun {
+        published,
+        received: tally.received.load(Ordering::Relaxed),
+        reported_drops: Some(0),
+        secs: tally.secs(),
+        peak_rss: peak_rss(),
+    }
+}
+
+pub(crate) async fn msg(plan: PubSubPlan, policy: msg::SlowSubscriber) -> PubSubRun {
+    use msg::{PubOptions, PubSocket, SubSocket, Tcp};
+
+    let mut publisher = PubSocket::with_options(
+        Tcp::default(),
+        PubOptions::default().slow_subscriber(policy),
+    );
+    publisher.bind("127.0.0.1:0").await.expect("bind");
+    let addr: SocketAddr = publisher.local_addr().expect("bound");
+    let tally = Arc::new(Tally::default());
+    let start_cell = Arc::new(tokio::sync::OnceCell::<Instant>::new());
+    let mut readers = Vec::new();
+    for _ in 0..plan.subscribers {
+        let mut sub = SubSocket::new(Tcp::default());
+        sub.connect(addr).await.expect("connect");
+        sub.subscribe("bench").await.expect("subscribe");
+        let tally = tally.clone();
+        let start_cell = start_cell.clone();
+        readers.push(tokio::spawn(async move {
+            let mut pending = 0;
+            while next_within(&mut sub, IDLE).await.is_some() {
+                pending += 1;
+                if pending == 64 {
+                    if let Some(start) = start_cell.get() {
+                        tally.add(pending, *start);
+                    }
+                    pending = 0;
+                }
+            }
+            if let Some(start) = start_cell.get() {
+                tally.add(pending, *start);
+            }
+        }));
+    }
+    let payload = Bytes::from(vec![7u8; plan.size]);
+    let start = Instant::now();
+    start_cell.set(start).expect("set once");
+    let mut published = 0u64;
+    while start.elapsed() < plan.duration {
+        for _ in 0..256 {
+            publisher
+                .publish("bench", payload.clone())
+                .await
+                .expect("publish");
+        }
+        published += 256;
+    }
+    for r in readers {
+        let _ = r.await;
+    }
+    PubSubRun {
+        published,
+        received: tally.received.load(Ordering::Relaxed),
+        reported_drops: Some(publisher.stats().dropped),
+        secs: tally.secs(),
+        peak_rss: peak_rss(),
+    }
+}
+
+pub(crate) async fn msg_dropping(plan: PubSubPlan) -> PubSubRun {
+    msg(plan, msg::SlowSubscriber::Drop).await
+}
+
+pub(crate) async fn msg_waiting(plan: PubSubPlan) -> PubSubRun {
+    msg(plan, msg::SlowSubscriber::Wait).await
+}
+
+pub(crate) async fn zeromq(plan: PubSubPlan) -> PubSubRun {
+    use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
+
+    let mut publisher = zeromq::PubSocket::new();
+    let endpoint = publisher.bind("tcp://127.0.0.1:0").await.expect("bind");
+    let tally = Arc::new(Tally::default());
+    let start_cell = Arc::new(tokio::sync::OnceCell::<Instant>::new());
+    let mut readers = Vec::new();
+    for _ in 0..plan.subscribers {
+        let mut sub = zeromq::SubSocket::new();
+        sub.connect(&endpoint.to_string()).await.expect("connect");
+        sub.subscribe("").await.expect("subscribe");
+        let tally = tally.clone();
+        let start_cell = start_cell.clone();
+        readers.push(tokio::spawn(async move {
+            let mut pending = 0;
+            while let Ok(Ok(_)) = tokio::time::timeout(IDLE, sub.recv()).await {
+                pending += 1;
+                if pending == 64 {
+                    if let Some(start) = start_cell.get() {
+                        tally.add(pending, *start);
+                    }
+                    pending = 0;
+                }
+            }
+            if let Some(start) = start_cell.get() {
+                tally.add(pending, *start);
+            }
+        }));
+    }
+    // zeromq has no subscription acknowledgement: give the subscriptions time to land
+    // (the "slow joiner"), outside the measurement.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let payload = Bytes::from(vec![7u8; plan.size]);
+    let start = Instant::now();
+    start_cell.set(start).expect("set once");
+    let mut published = 0u64;
+    while start.elapsed() < plan.duration {
+        for _ in 0..256 {
+            publisher
+                .send(ZmqMessage::from(payload.clone()))
+                .await
+                .expect("send");
+        }
+        published += 256;
+    }
+    for r in readers {
+        let _ = r.await;
+    }
+    PubSubRun {
+        published,
+        received: tally.received.load(Ordering::Relaxed),
+        reported_drops: None,
+        secs: tally.secs(),
+        peak_rss: peak_rss(),
+    }
+}
