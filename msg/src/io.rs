@@ -13,7 +13,7 @@ use tokio_util::codec::Decoder;
 /// How much the read buffer grows by when it runs out of room, for small frames.
 const READ_CHUNK: usize = 64 * 1024;
 /// The most it grows by at once, for large frames.
-const MAX_READ_CHUNK: usize = 2 * 1024 * 1024;
+const MAX_READ_CHUNK: usize = 1024 * 1024;
 
 /// A connection's stream with its framing state.
 ///

@@ -51,7 +51,7 @@ pub struct PubOptions {
     /// Most messages queued for one subscriber. Default: 1024, as ZeroMQ's send
     /// high-water mark, enough to ride out a subscriber's scheduling hiccup.
     pub high_water_mark: usize,
-    /// Most payload bytes queued for one subscriber. Default: 16 MiB, so that large
+    /// Most payload bytes queued for one subscriber. Default: 8 MiB, so that large
     /// messages cannot make the message count a loose bound on memory.
     pub high_water_bytes: usize,
     /// What happens when a subscriber's queue is full. Default: [`SlowSubscriber::Drop`].
@@ -66,7 +66,7 @@ impl Default for PubOptions {
     fn default() -> Self {
         PubOptions {
             high_water_mark: 1024,
-            high_water_bytes: 16 * 1024 * 1024,
+            high_water_bytes: 8 * 1024 * 1024,
             slow_subscriber: SlowSubscriber::Drop,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             handshake_timeout: Duration::from_secs(10),

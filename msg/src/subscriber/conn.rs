@@ -17,8 +17,11 @@ use crate::handshake;
 use crate::io::FramedIo;
 use crate::Error;
 
-/// Messages handed to the inbox at once.
+/// Most messages handed to the inbox at once.
 const BATCH: usize = 256;
+/// Most payload bytes handed to the inbox at once, so that a batch of large messages
+/// stays within the inbox's own bound.
+const BATCH_BYTES: usize = 256 * 1024;
 
 /// Dials `target` and completes the handshake.
 pub(super) async fn dial<T: Transport>(
@@ -121,6 +124,8 @@ struct Session<Io, A> {
     /// Sequence number of the last message received in this session.
     last_seq: u64,
     batch: Vec<SubMessage<A>>,
+    /// Payload bytes in `batch`.
+    batch_bytes: usize,
 }
 
 enum Read {
@@ -151,6 +156,7 @@ where
             ready,
             last_seq: 0,
             batch: Vec::with_capacity(BATCH),
+            batch_bytes: 0,
         }
     }
 
@@ -219,7 +225,11 @@ where
                 return Poll::Ready(End::Lost(Error::Io(e)));
             }
             // Step: hand a stalled batch to the inbox first.
-            if !self.batch.is_empty() && !self.shared.deliver(&mut self.batch, cx) {
+            if !self.batch.is_empty()
+                && !self
+                    .shared
+                    .deliver(&mut self.batch, &mut self.batch_bytes, cx)
+            {
                 return Poll::Pending;
             }
             // Step: read messages and acks.
@@ -228,12 +238,18 @@ where
                 Err(e) => {
                     if !self.batch.is_empty() {
                         // Keep what arrived before the end; a full inbox loses it.
-                        let _ = self.shared.deliver(&mut self.batch, cx);
+                        let _ = self
+                            .shared
+                            .deliver(&mut self.batch, &mut self.batch_bytes, cx);
                     }
                     return Poll::Ready(End::Lost(e));
                 }
             };
-            if !self.batch.is_empty() && !self.shared.deliver(&mut self.batch, cx) {
+            if !self.batch.is_empty()
+                && !self
+                    .shared
+                    .deliver(&mut self.batch, &mut self.batch_bytes, cx)
+            {
                 return Poll::Pending;
             }
             match read {
@@ -247,7 +263,7 @@ where
         loop {
             while let Some(frame) = self.io.decode()? {
                 self.receive(frame)?;
-                if self.batch.len() >= BATCH {
+                if self.batch.len() >= BATCH || self.batch_bytes >= BATCH_BYTES {
                     return Ok(Read::Full);
                 }
             }
@@ -285,6 +301,7 @@ where
                     self.shared.missed.fetch_add(missed, Ordering::Relaxed);
                 }
                 self.last_seq = frame.id;
+                self.batch_bytes += frame.payload.len();
                 self.batch.push(SubMessage {
                     topic: frame.topic,
                     payload: frame.payload,

@@ -38,6 +38,10 @@ pub struct SubOptions {
     /// Messages received and not yet taken from the socket's [`Stream`]. When it is full
     /// the socket stops reading, and publishers see a slow subscriber. Default: 8192.
     pub inbox: usize,
+    /// Payload bytes received and not yet taken from the socket's [`Stream`], the other
+    /// bound of the inbox. Default: 8 MiB, so that large messages cannot make the message
+    /// count a loose bound on memory.
+    pub inbox_bytes: usize,
     /// Largest frame received, in bytes. Default: 64 MiB.
     pub max_frame_len: usize,
     /// Longest wait for a publisher to accept the handshake. Default: 10 s.
@@ -53,6 +57,7 @@ impl Default for SubOptions {
     fn default() -> Self {
         SubOptions {
             inbox: 8192,
+            inbox_bytes: 8 * 1024 * 1024,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             handshake_timeout: Duration::from_secs(10),
             auth_token: None,
@@ -65,6 +70,12 @@ impl SubOptions {
     /// Sets [`inbox`](Self::inbox); at least 1.
     pub fn inbox(mut self, messages: usize) -> Self {
         self.inbox = messages.max(1);
+        self
+    }
+
+    /// Sets [`inbox_bytes`](Self::inbox_bytes).
+    pub fn inbox_bytes(mut self, bytes: usize) -> Self {
+        self.inbox_bytes = bytes;
         self
     }
 
@@ -151,6 +162,8 @@ pub struct SubStats {
 
 struct Inbox<A> {
     messages: VecDeque<SubMessage<A>>,
+    /// Payload bytes in `messages`.
+    bytes: usize,
     /// Connections waiting for room.
     waiting: Vec<Waker>,
 }
@@ -171,6 +184,7 @@ struct ConnHandle {
 struct Shared<A> {
     inbox: Mutex<Inbox<A>>,
     capacity: usize,
+    capacity_bytes: usize,
     consumer: AtomicWaker,
     subscriptions: Mutex<BTreeSet<String>>,
     conns: Mutex<Vec<ConnHandle>>,
@@ -186,16 +200,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl<A> Shared<A> {
     /// Hands a batch to the consumer, or registers `cx` to be woken when there is room.
     /// Returns whether the batch was taken.
-    fn deliver(&self, batch: &mut Vec<SubMessage<A>>, cx: &mut Context<'_>) -> bool {
+    fn deliver(
+        &self,
+        batch: &mut Vec<SubMessage<A>>,
+        batch_bytes: &mut usize,
+        cx: &mut Context<'_>,
+    ) -> bool {
         {
             let mut inbox = lock(&self.inbox);
-            if inbox.messages.len() >= self.capacity {
+            if inbox.messages.len() >= self.capacity || inbox.bytes >= self.capacity_bytes {
                 inbox.waiting.push(cx.waker().clone());
                 return false;
             }
             self.received
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            inbox.bytes += batch.iter().map(|m| m.payload.len()).sum::<usize>();
             inbox.messages.extend(batch.drain(..));
+            *batch_bytes = 0;
         }
         self.consumer.wake();
         true
@@ -278,9 +299,11 @@ impl<T: Transport> SubSocket<T> {
             shared: Arc::new(Shared {
                 inbox: Mutex::new(Inbox {
                     messages: VecDeque::new(),
+                    bytes: 0,
                     waiting: Vec::new(),
                 }),
                 capacity: options.inbox.max(1),
+                capacity_bytes: options.inbox_bytes,
                 consumer: AtomicWaker::new(),
                 subscriptions: Mutex::new(BTreeSet::new()),
                 conns: Mutex::new(Vec::new()),
@@ -416,6 +439,7 @@ impl<T: Transport> Stream for SubSocket<T> {
         let waiting = {
             let mut inbox = lock(&this.shared.inbox);
             std::mem::swap(&mut inbox.messages, &mut this.local);
+            inbox.bytes = 0;
             std::mem::take(&mut inbox.waiting)
         };
         for waker in waiting {
