@@ -194,6 +194,23 @@ fn main() {
         println!("{name}: {rate:.0} req/s");
         return;
     }
+    if let Some(i) = args.iter().position(|a| a == "--pubsub-child") {
+        // One pub/sub run, asked for by `pubsub::run_in_child`.
+        let arg = |k: usize| args.get(i + k).map(String::as_str).unwrap_or_default();
+        let plan = pubsub::PubSubPlan {
+            size: arg(2).parse().expect("size"),
+            subscribers: arg(3).parse().expect("subscribers"),
+            duration: Duration::from_millis(arg(4).parse().expect("duration")),
+        };
+        let run = match arg(1) {
+            "baseline" => run_on_workers(pubsub::baseline(plan)),
+            "msg" => run_on_workers(pubsub::msg_dropping(plan)),
+            "msg-wait" => run_on_workers(pubsub::msg_waiting(plan)),
+            _ => run_on_workers(pubsub::zeromq(plan)),
+        };
+        println!("{}", run.to_line());
+        return;
+    }
     if args.iter().any(|a| a == "--pubsub") {
         pubsub_section(runs, quick);
         return;
@@ -292,20 +309,18 @@ fn pubsub_section(runs: usize, quick: bool) {
             subscribers,
             duration,
         };
-        let measure =
-            |f: fn(PubSubPlan) -> std::pin::Pin<Box<dyn Future<Output = PubSubRun> + Send>>| {
-                let all: Vec<PubSubRun> = (0..runs)
-                    .map(|_| {
-                        pubsub::reset_peak_rss();
-                        run_on_workers(f(plan))
-                    })
-                    .collect();
-                median(all, |r| r.received as f64 / r.secs.max(1e-9))
-            };
-        let base = measure(|p| Box::pin(pubsub::baseline(p)));
-        let msg = measure(|p| Box::pin(pubsub::msg_dropping(p)));
-        let msg_wait = measure(|p| Box::pin(pubsub::msg_waiting(p)));
-        let zmq = measure(|p| Box::pin(pubsub::zeromq(p)));
+        // Each run is a child process of its own, so that its peak RSS is its own and not
+        // what earlier runs left in this process's heap.
+        let measure = |system: &str| {
+            let all: Vec<PubSubRun> = (0..runs)
+                .map(|_| pubsub::run_in_child(system, plan))
+                .collect();
+            median(all, |r| r.received as f64 / r.secs.max(1e-9))
+        };
+        let base = measure("baseline");
+        let msg = measure("msg");
+        let msg_wait = measure("msg-wait");
+        let zmq = measure("zeromq");
         let rate = |r: &PubSubRun| r.received as f64 / r.secs.max(1e-9);
         let label = format!("{subscribers} sub, {}", human(size));
         for (name, r) in [

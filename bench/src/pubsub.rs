@@ -25,17 +25,65 @@ pub(crate) struct PubSubRun {
     pub(crate) peak_rss: u64,
 }
 
+impl PubSubRun {
+    /// The run as one line, for a parent process to read.
+    pub(crate) fn to_line(self) -> String {
+        format!(
+            "{} {} {} {} {}",
+            self.published,
+            self.received,
+            self.reported_drops.map_or(-1, |d| d as i64),
+            self.secs,
+            self.peak_rss
+        )
+    }
+
+    fn from_line(line: &str) -> Option<PubSubRun> {
+        let mut parts = line.split_whitespace();
+        let published = parts.next()?.parse().ok()?;
+        let received = parts.next()?.parse().ok()?;
+        let drops: i64 = parts.next()?.parse().ok()?;
+        let secs = parts.next()?.parse().ok()?;
+        let peak_rss = parts.next()?.parse().ok()?;
+        Some(PubSubRun {
+            published,
+            received,
+            reported_drops: u64::try_from(drops).ok(),
+            secs,
+            peak_rss,
+        })
+    }
+}
+
+/// Runs one workload of `system` in a child process (this binary with `--pubsub-child`).
+pub(crate) fn run_in_child(system: &str, plan: PubSubPlan) -> PubSubRun {
+    let out = std::process::Command::new(std::env::current_exe().expect("own path"))
+        .arg("--pubsub-child")
+        .arg(system)
+        .arg(plan.size.to_string())
+        .arg(plan.subscribers.to_string())
+        .arg(plan.duration.as_millis().to_string())
+        .output()
+        .expect("run a child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .last()
+        .and_then(PubSubRun::from_line)
+        .unwrap_or_else(|| {
+            panic!(
+                "child for {system} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
 /// A workload: payload size, subscribers, and how long the publisher sends.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PubSubPlan {
     pub(crate) size: usize,
     pub(crate) subscribers: usize,
     pub(crate) duration: Duration,
-}
-
-/// Resets the kernel's peak-RSS mark for this process.
-pub(crate) fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// The kernel's peak-RSS mark for this process, in bytes.
@@ -205,6 +253,8 @@ pub(crate) async fn msg(plan: PubSubPlan, policy: msg::SlowSubscriber) -> PubSub
                 .expect("publish");
         }
         published += 256;
+        // Every publisher gives way now and then, so a flat-out loop shares its worker.
+        tokio::task::yield_now().await;
     }
     for r in readers {
         let _ = r.await;
@@ -271,6 +321,7 @@ pub(crate) async fn zeromq(plan: PubSubPlan) -> PubSubRun {
                 .expect("send");
         }
         published += 256;
+        tokio::task::yield_now().await;
     }
     for r in readers {
         let _ = r.await;
