@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_stream_like::next_within;
 
 /// What one run found.
 #[derive(Debug, Clone, Copy)]
@@ -119,17 +118,49 @@ impl Tally {
     }
 }
 
-mod tokio_stream_like {
-    use std::time::Duration;
+/// Counts what `next` yields until a whole [`IDLE`] passes without any, reading the clock
+/// only when the timer fires, not once per message.
+async fn count_until_idle<S>(
+    mut messages: S,
+    tally: &Tally,
+    start_cell: &tokio::sync::OnceCell<Instant>,
+) where
+    S: futures_util::Stream + Unpin,
+{
+    use futures_util::StreamExt;
 
-    use futures_util::{Stream, StreamExt};
-
-    /// The next item, or `None` once `idle` passes without one.
-    pub(crate) async fn next_within<S: Stream + Unpin>(
-        s: &mut S,
-        idle: Duration,
-    ) -> Option<S::Item> {
-        tokio::time::timeout(idle, s.next()).await.ok().flatten()
+    let idle = tokio::time::sleep(IDLE);
+    tokio::pin!(idle);
+    let mut count = 0u64;
+    let mut counted_at_arm = 0u64;
+    let mut pending = 0u64;
+    loop {
+        tokio::select! {
+            biased;
+            item = messages.next() => {
+                if item.is_none() {
+                    break;
+                }
+                count += 1;
+                pending += 1;
+                if pending == 1024 {
+                    if let Some(start) = start_cell.get() {
+                        tally.add(pending, *start);
+                    }
+                    pending = 0;
+                }
+            }
+            _ = &mut idle => {
+                if count == counted_at_arm {
+                    break;
+                }
+                counted_at_arm = count;
+                idle.as_mut().reset(tokio::time::Instant::now() + IDLE);
+            }
+        }
+    }
+    if let Some(start) = start_cell.get() {
+        tally.add(pending, *start);
     }
 }
 
@@ -226,19 +257,7 @@ pub(crate) async fn msg(plan: PubSubPlan, policy: msg::SlowSubscriber) -> PubSub
         let tally = tally.clone();
         let start_cell = start_cell.clone();
         readers.push(tokio::spawn(async move {
-            let mut pending = 0;
-            while next_within(&mut sub, IDLE).await.is_some() {
-                pending += 1;
-                if pending == 64 {
-                    if let Some(start) = start_cell.get() {
-                        tally.add(pending, *start);
-                    }
-                    pending = 0;
-                }
-            }
-            if let Some(start) = start_cell.get() {
-                tally.add(pending, *start);
-            }
+            count_until_idle(sub, &tally, &start_cell).await;
         }));
     }
     let payload = Bytes::from(vec![7u8; plan.size]);
@@ -291,19 +310,10 @@ pub(crate) async fn zeromq(plan: PubSubPlan) -> PubSubRun {
         let tally = tally.clone();
         let start_cell = start_cell.clone();
         readers.push(tokio::spawn(async move {
-            let mut pending = 0;
-            while let Ok(Ok(_)) = tokio::time::timeout(IDLE, sub.recv()).await {
-                pending += 1;
-                if pending == 64 {
-                    if let Some(start) = start_cell.get() {
-                        tally.add(pending, *start);
-                    }
-                    pending = 0;
-                }
-            }
-            if let Some(start) = start_cell.get() {
-                tally.add(pending, *start);
-            }
+            let messages = futures_util::stream::unfold(sub, |mut sub| async move {
+                sub.recv().await.ok().map(|m| (m, sub))
+            });
+            count_until_idle(Box::pin(messages), &tally, &start_cell).await;
         }));
     }
     // zeromq has no subscription acknowledgement: give the subscriptions time to land

@@ -46,6 +46,7 @@ mod accept;
 mod backoff;
 mod error;
 mod handshake;
+mod ids;
 mod io;
 pub mod publisher;
 pub mod rep;

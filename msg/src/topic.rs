@@ -14,6 +14,33 @@
 //! Tokens are never empty, so `a..b`, `.a` and `a.` are invalid.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// FNV-1a: tokens are short, and this map is read on every publish, where SipHash's
+/// resistance to flooding buys nothing (subscribers cannot choose the publish topics).
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
 
 /// Why a topic or pattern was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,7 +138,7 @@ pub fn matches(pattern: &str, topic: &str) -> bool {
 
 #[derive(Debug, Default)]
 struct Node {
-    exact: HashMap<Box<str>, Node>,
+    exact: FnvMap<Box<str>, Node>,
     star: Option<Box<Node>>,
     /// Subscribers whose pattern ends here with `>`.
     tail: Vec<u64>,
@@ -182,10 +209,11 @@ impl Trie {
     /// Fills `out` with the subscribers whose patterns match `topic`, each once, sorted.
     pub fn matching(&self, topic: &str, out: &mut Vec<u64>) {
         out.clear();
-        let tokens: Vec<&str> = topic.split('.').collect();
-        collect(&self.root, &tokens, out);
-        out.sort_unstable();
-        out.dedup();
+        collect(&self.root, topic.split('.'), out);
+        if out.len() > 1 {
+            out.sort_unstable();
+            out.dedup();
+        }
     }
 }
 
@@ -247,17 +275,17 @@ fn remove_everywhere(node: &mut Node, id: u64) {
     });
 }
 
-fn collect(node: &Node, tokens: &[&str], out: &mut Vec<u64>) {
-    let Some((first, rest)) = tokens.split_first() else {
+fn collect(node: &Node, mut tokens: std::str::Split<'_, char>, out: &mut Vec<u64>) {
+    let Some(first) = tokens.next() else {
         out.extend_from_slice(&node.here);
         return;
     };
     out.extend_from_slice(&node.tail);
-    if let Some(child) = node.exact.get(*first) {
-        collect(child, rest, out);
-    }
     if let Some(star) = node.star.as_deref() {
-        collect(star, rest, out);
+        collect(star, tokens.clone(), out);
+    }
+    if let Some(child) = node.exact.get(first) {
+        collect(child, tokens, out);
     }
 }
 

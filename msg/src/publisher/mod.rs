@@ -2,7 +2,7 @@
 
 mod session;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::accept::{accept_loop, AcceptConfig};
+use crate::ids::IdMap;
 use crate::topic::{validate_topic, Trie};
 use crate::Error;
 
@@ -161,8 +162,9 @@ pub struct SubscriberStats<A> {
     pub queued: usize,
 }
 
-/// One message as every matching subscriber's session writes it: encoded once, shared.
-#[derive(Debug)]
+/// One message as every matching subscriber's session writes it. Topic and payload are
+/// shared by reference count, never copied per subscriber.
+#[derive(Debug, Clone)]
 pub(crate) struct OutFrame {
     topic: Bytes,
     payload: Bytes,
@@ -172,7 +174,7 @@ pub(crate) struct OutFrame {
 #[derive(Default)]
 struct SessionQueue {
     /// Messages waiting, each with its sequence number in this session.
-    frames: VecDeque<(u64, Arc<OutFrame>)>,
+    frames: VecDeque<(u64, OutFrame)>,
     bytes: usize,
     /// Sequence number of the last message offered, queued or dropped: a drop leaves a
     /// gap that the subscriber sees.
@@ -207,7 +209,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<A> Session<A> {
-    fn offer(&self, frame: &Arc<OutFrame>, options: &PubOptions) -> Offer {
+    fn offer(&self, frame: &OutFrame, options: &PubOptions) -> Offer {
         {
             let mut queue = lock(&self.queue);
             if queue.closed {
@@ -224,17 +226,39 @@ impl<A> Session<A> {
             }
             queue.last_seq += 1;
             let seq = queue.last_seq;
+            let was_empty = queue.frames.is_empty();
             queue.frames.push_back((seq, frame.clone()));
             queue.bytes += size;
+            if !was_empty {
+                // The session was woken when the queue stopped being empty, and it drains
+                // the queue whole before it sleeps again.
+                return Offer::Queued;
+            }
         }
         self.waker.wake();
         Offer::Queued
     }
 }
 
+type SessionMap<A> = IdMap<Arc<Session<A>>>;
+
+/// The topic as shared bytes. A publisher mostly repeats a few topics, so the last one seen
+/// on this thread is kept and shared again instead of copied into a new allocation.
+fn topic_bytes(topic: &str) -> Bytes {
+    thread_local! {
+        static LAST: std::cell::RefCell<Bytes> = const { std::cell::RefCell::new(Bytes::new()) };
+    }
+    LAST.with_borrow_mut(|last| {
+        if last.as_ref() != topic.as_bytes() {
+            *last = Bytes::copy_from_slice(topic.as_bytes());
+        }
+        last.clone()
+    })
+}
+
 struct Registry<A> {
     trie: Trie,
-    sessions: HashMap<u64, Arc<Session<A>>>,
+    sessions: SessionMap<A>,
 }
 
 /// What the socket handles, the accept loop and the sessions share.
@@ -257,7 +281,7 @@ impl<A: Clone + fmt::Display> Shared<A> {
         self.registry.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn frame(&self, topic: &str, msg: &Message) -> Result<Arc<OutFrame>, Error> {
+    fn frame(&self, topic: &str, msg: &Message) -> Result<OutFrame, Error> {
         validate_topic(topic)?;
         let len = topic.len() as u64 + msg.payload().len() as u64;
         if len > self.options.max_frame_len as u64 {
@@ -266,11 +290,11 @@ impl<A: Clone + fmt::Display> Shared<A> {
                 max: self.options.max_frame_len,
             });
         }
-        Ok(Arc::new(OutFrame {
-            topic: Bytes::copy_from_slice(topic.as_bytes()),
+        Ok(OutFrame {
+            topic: topic_bytes(topic),
             payload: msg.payload().clone(),
             encoding: msg.encoding(),
-        }))
+        })
     }
 
     /// The sessions whose subscriptions match `topic`.
@@ -304,11 +328,18 @@ impl<A: Clone + fmt::Display> Shared<A> {
     }
 
     /// Queues `frame` for every matching subscriber, dropping for the full ones.
-    fn publish_dropping(&self, topic: &str, frame: &Arc<OutFrame>) {
+    fn publish_dropping(&self, topic: &str, frame: &OutFrame) {
+        thread_local! {
+            static IDS: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        IDS.with_borrow_mut(|ids| self.offer_all(topic, frame, ids));
+        self.published.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn offer_all(&self, topic: &str, frame: &OutFrame, ids: &mut Vec<u64>) {
         let registry = self.read();
-        let mut ids = Vec::new();
-        registry.trie.matching(topic, &mut ids);
-        for id in &ids {
+        registry.trie.matching(topic, ids);
+        for id in ids.iter() {
             let Some(session) = registry.sessions.get(id) else {
                 continue;
             };
@@ -320,11 +351,10 @@ impl<A: Clone + fmt::Display> Shared<A> {
                 Offer::Gone => {}
             }
         }
-        self.published.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Queues `frame` for every matching subscriber, waiting for room where there is none.
-    async fn publish_waiting(&self, topic: &str, frame: &Arc<OutFrame>) {
+    async fn publish_waiting(&self, topic: &str, frame: &OutFrame) {
         for session in self.matching(topic) {
             loop {
                 let space = session.space.notified();
@@ -441,7 +471,7 @@ impl<T: Transport> PubSocket<T> {
             shared: Arc::new(Shared {
                 registry: RwLock::new(Registry {
                     trie: Trie::default(),
-                    sessions: HashMap::new(),
+                    sessions: SessionMap::default(),
                 }),
                 options,
                 next_session: AtomicU64::new(1),

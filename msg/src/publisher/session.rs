@@ -68,7 +68,7 @@ struct SessionTask<Io, A> {
     shared: Arc<Shared<A>>,
     /// Messages taken from the queue with their sequence numbers, reused from one batch
     /// to the next.
-    batch: Vec<(u64, Arc<OutFrame>)>,
+    batch: Vec<(u64, OutFrame)>,
 }
 
 impl<Io, A> SessionTask<Io, A>

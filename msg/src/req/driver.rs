@@ -1,8 +1,6 @@
 //! The connection driver of a [`ReqSocket`](super::ReqSocket): one task per connection.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -13,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::frame_refused;
+use crate::ids::IdMap;
 use crate::io::FramedIo;
 use crate::Error;
 
@@ -91,24 +90,6 @@ impl Shared {
     }
 }
 
-/// Request ids are sequential and unique: hashing them is wasted work.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) | u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, id: u64) {
-        self.0 = id;
-    }
-}
-
 struct InFlight {
     tx: oneshot::Sender<Reply>,
     _permit: OwnedSemaphorePermit,
@@ -119,7 +100,7 @@ struct InFlight {
 pub(crate) struct ReqDriver<Io> {
     io: FramedIo<Io>,
     shared: Arc<Shared>,
-    in_flight: HashMap<u64, InFlight, BuildHasherDefault<IdHasher>>,
+    in_flight: IdMap<InFlight>,
     next_id: u64,
     batch: Vec<Outgoing>,
     closing: bool,
@@ -130,7 +111,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> ReqDriver<Io> {
         ReqDriver {
             io,
             shared,
-            in_flight: HashMap::default(),
+            in_flight: IdMap::default(),
             next_id: 1,
             batch: Vec::new(),
             closing: false,
