@@ -21,8 +21,10 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+pub mod ipc;
 pub mod tcp;
 mod transport;
 
+pub use ipc::Ipc;
 pub use tcp::Tcp;
 pub use transport::{is_connection_error, Connected, Listener, Transport, TransportError};

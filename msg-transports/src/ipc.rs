@@ -1,0 +1,314 @@
+//! IPC over Unix domain sockets: [`Ipc`], its address and its listener.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::transport::{Connected, Listener, Transport, TransportError};
+
+/// The address of an IPC endpoint: the socket file's path, and for an accepted peer a
+/// number that tells it from the listener's other peers (Unix sockets give clients no
+/// address of their own).
+///
+/// # Example
+///
+/// ```
+/// use msg_transports::ipc::IpcAddr;
+///
+/// let listener = IpcAddr::new("/tmp/app.sock");
+/// assert_eq!(listener.to_string(), "/tmp/app.sock");
+/// assert_eq!(listener.peer(3).to_string(), "/tmp/app.sock#3");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IpcAddr {
+    path: PathBuf,
+    peer: Option<u64>,
+}
+
+impl IpcAddr {
+    /// The address of the socket file at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        IpcAddr {
+            path: path.into(),
+            peer: None,
+        }
+    }
+
+    /// The address of the `n`th peer accepted on this socket file.
+    pub fn peer(&self, n: u64) -> Self {
+        IpcAddr {
+            path: self.path.clone(),
+            peer: Some(n),
+        }
+    }
+
+    /// The socket file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The peer's number, for an accepted peer.
+    pub fn peer_number(&self) -> Option<u64> {
+        self.peer
+    }
+}
+
+impl fmt::Display for IpcAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.peer {
+            Some(n) => write!(f, "{}#{n}", self.path.display()),
+            None => write!(f, "{}", self.path.display()),
+        }
+    }
+}
+
+impl From<IpcAddr> for PathBuf {
+    fn from(addr: IpcAddr) -> Self {
+        addr.path
+    }
+}
+
+impl From<&IpcAddr> for PathBuf {
+    fn from(addr: &IpcAddr) -> Self {
+        addr.path.clone()
+    }
+}
+
+/// The IPC transport: Unix domain sockets, named by a path in the file system.
+///
+/// Binding over a socket file left behind by a process that died works: the stale file is
+/// replaced. Binding over a socket that a live process still listens on fails with
+/// [`TransportError::Bind`] and leaves that socket alone. The file is removed when the
+/// listener is dropped.
+///
+/// # Example
+///
+/// ```
+/// use msg_transports::{Ipc, Listener, Transport};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let dir = std::env::temp_dir().join(format!("msg-ipc-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir)?;
+/// let path = dir.join("app.sock");
+///
+/// let listener = Ipc::default().bind(path.clone()).await?;
+/// let conn = Ipc::default().connect(path.clone()).await?;
+/// assert_eq!(conn.peer.path(), path.as_path());
+/// drop(listener);
+/// assert!(!path.exists(), "the socket file goes with the listener");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Ipc {
+    _private: (),
+}
+
+impl Ipc {
+    /// The IPC transport with its defaults.
+    pub const fn new() -> Self {
+        Ipc { _private: () }
+    }
+}
+
+/// A bound IPC listener. Dropping it removes its socket file.
+#[derive(Debug)]
+pub struct IpcListener {
+    inner: UnixListener,
+    addr: IpcAddr,
+    accepted: u64,
+}
+
+impl Listener for IpcListener {
+    type Io = UnixStream;
+    type Addr = IpcAddr;
+
+    fn poll_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<Connected<UnixStream, IpcAddr>>> {
+        self.inner.poll_accept(cx).map(|res| {
+            let (io, _) = res?;
+            self.accepted += 1;
+            Ok(Connected {
+                io,
+                peer: self.addr.peer(self.accepted),
+            })
+        })
+    }
+
+    fn local_addr(&self) -> io::Result<IpcAddr> {
+        Ok(self.addr.clone())
+    }
+}
+
+impl Drop for IpcListener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.addr.path);
+    }
+}
+
+async fn bind_path(path: PathBuf) -> Result<IpcListener, TransportError> {
+    let bind_error = |source| TransportError::Bind {
+        addr: path.display().to_string(),
+        source,
+    };
+    if std::fs::symlink_metadata(&path).is_ok() {
+        match UnixStream::connect(&path).await {
+            Ok(_) => {
+                return Err(bind_error(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "a live socket is listening on this path",
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                // Nobody listens: the file was left by a process that is gone.
+                std::fs::remove_file(&path).map_err(bind_error)?;
+            }
+            Err(e) => return Err(bind_error(e)),
+        }
+    }
+    let inner = UnixListener::bind(&path).map_err(bind_error)?;
+    Ok(IpcListener {
+        inner,
+        addr: IpcAddr::new(path),
+        accepted: 0,
+    })
+}
+
+async fn connect_path(path: PathBuf) -> Result<Connected<UnixStream, IpcAddr>, TransportError> {
+    let io = UnixStream::connect(&path)
+        .await
+        .map_err(|source| TransportError::Connect {
+            addr: path.display().to_string(),
+            source,
+        })?;
+    Ok(Connected {
+        io,
+        peer: IpcAddr::new(path),
+    })
+}
+
+impl Transport for Ipc {
+    type Target = PathBuf;
+    type Addr = IpcAddr;
+    type Io = UnixStream;
+    type Listener = IpcListener;
+
+    fn bind(
+        &self,
+        path: PathBuf,
+    ) -> impl Future<Output = Result<IpcListener, TransportError>> + Send {
+        bind_path(path)
+    }
+
+    fn connect(
+        &self,
+        path: PathBuf,
+    ) -> impl Future<Output = Result<Connected<UnixStream, IpcAddr>, TransportError>> + Send {
+        connect_path(path)
+    }
+}
+
+type IpcConnected = Result<Connected<UnixStream, IpcAddr>, TransportError>;
+
+/// The future of a connection being made by [`Ipc`] as a [`tower::Service`].
+pub struct IpcConnecting {
+    inner: Pin<Box<dyn Future<Output = IpcConnected> + Send>>,
+}
+
+impl fmt::Debug for IpcConnecting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IpcConnecting").finish_non_exhaustive()
+    }
+}
+
+impl Future for IpcConnecting {
+    type Output = IpcConnected;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl tower::Service<PathBuf> for Ipc {
+    type Response = Connected<UnixStream, IpcAddr>;
+    type Error = TransportError;
+    type Future = IpcConnecting;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, path: PathBuf) -> IpcConnecting {
+        IpcConnecting {
+            inner: Box::pin(connect_path(path)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_path(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("msg-ipc-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("s.sock")
+    }
+
+    #[tokio::test]
+    async fn stale_socket_file_is_replaced_and_live_one_is_not_stolen() {
+        let path = temp_path("stale");
+        // A socket file whose listener is gone, as a crashed process leaves it.
+        let stale = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        drop(stale);
+        assert!(path.exists());
+        let live = Ipc::new()
+            .bind(path.clone())
+            .await
+            .expect("stale file replaced");
+
+        match Ipc::new().bind(path.clone()).await {
+            Err(TransportError::Bind { source, .. }) => {
+                assert_eq!(source.kind(), io::ErrorKind::AddrInUse)
+            }
+            other => panic!("expected a bind error, got {other:?}"),
+        }
+        // The live listener still works.
+        let conn = Ipc::new().connect(path.clone()).await.unwrap();
+        assert_eq!(conn.peer, IpcAddr::new(&path));
+        drop(live);
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn accepted_peers_get_their_own_identities() {
+        let path = temp_path("peers");
+        let mut listener = Ipc::new().bind(path.clone()).await.unwrap();
+        let _a = Ipc::new().connect(path.clone()).await.unwrap();
+        let _b = Ipc::new().connect(path.clone()).await.unwrap();
+        let first = std::future::poll_fn(|cx| listener.poll_accept(cx))
+            .await
+            .unwrap();
+        let second = std::future::poll_fn(|cx| listener.poll_accept(cx))
+            .await
+            .unwrap();
+        assert_ne!(first.peer, second.peer);
+        assert_ne!(first.peer, listener.local_addr().unwrap());
+    }
+
+    #[tokio::test]
+    async fn connect_to_a_missing_path_is_a_typed_error() {
+        let path = temp_path("missing");
+        assert!(matches!(
+            Ipc::new().connect(path).await,
+            Err(TransportError::Connect { .. })
+        ));
+    }
+}

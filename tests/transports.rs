@@ -1,0 +1,152 @@
+//! The transport matrix: the same Req/Rep and Pub/Sub test bodies run over every
+//! transport, with only the transport value and the addresses changing.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use msg::{serve, PubSocket, RepSocket, ReqSocket, Request, SubSocket, Transport};
+use msg_tests::within;
+use tokio_stream::StreamExt;
+use tower::service_fn;
+
+/// How a test gets a transport and the addresses to bind and dial.
+trait Fixture {
+    type T: Transport;
+    fn transport() -> Self::T;
+    fn bind_target() -> <Self::T as Transport>::Target;
+    fn dial_target(bound: &<Self::T as Transport>::Addr) -> <Self::T as Transport>::Target;
+}
+
+struct Tcp;
+
+impl Fixture for Tcp {
+    type T = msg::Tcp;
+    fn transport() -> msg::Tcp {
+        msg::Tcp::default()
+    }
+    fn bind_target() -> msg::tcp::Endpoint {
+        "127.0.0.1:0".into()
+    }
+    fn dial_target(bound: &std::net::SocketAddr) -> msg::tcp::Endpoint {
+        (*bound).into()
+    }
+}
+
+struct Ipc;
+
+impl Fixture for Ipc {
+    type T = msg::Ipc;
+    fn transport() -> msg::Ipc {
+        msg::Ipc::default()
+    }
+    fn bind_target() -> PathBuf {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!("msg-matrix-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir.join(format!("{}.sock", N.fetch_add(1, Ordering::Relaxed)))
+    }
+    fn dial_target(bound: &msg::ipc::IpcAddr) -> PathBuf {
+        bound.into()
+    }
+}
+
+async fn request_reply<F: Fixture>() {
+    let mut rep = RepSocket::new(F::transport());
+    rep.bind(F::bind_target()).await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    tokio::spawn(serve(
+        rep,
+        service_fn(|req: Request<<F::T as Transport>::Addr>| async move {
+            Ok::<_, Infallible>(Bytes::from([&b"echo "[..], req.msg()].concat()))
+        }),
+    ));
+    let mut req = ReqSocket::new(F::transport());
+    within(req.connect(F::dial_target(&addr))).await.unwrap();
+    within(async {
+        for i in 0..1000u32 {
+            let payload = Bytes::from(format!("{i}"));
+            let reply = req.request(payload).await.unwrap();
+            assert_eq!(reply, Bytes::from(format!("echo {i}")));
+        }
+        // Large payloads travel beside their headers, not copied.
+        let big = Bytes::from(vec![9u8; 1 << 20]);
+        let reply = req.request(big.clone()).await.unwrap();
+        assert_eq!(&reply[5..], &big[..]);
+    })
+    .await;
+}
+
+async fn stream_request_reply<F: Fixture>() {
+    let mut rep = RepSocket::new(F::transport());
+    rep.bind(F::bind_target()).await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    let mut req = ReqSocket::new(F::transport());
+    within(req.connect(F::dial_target(&addr))).await.unwrap();
+    tokio::spawn(async move {
+        let req = rep.next().await.unwrap();
+        req.respond(Bytes::from("world")).unwrap();
+    });
+    let res = within(req.request(Bytes::from("hello"))).await.unwrap();
+    assert_eq!(res, Bytes::from("world"));
+}
+
+async fn publish_subscribe<F: Fixture>() {
+    let mut publisher = PubSocket::new(F::transport());
+    publisher.bind(F::bind_target()).await.unwrap();
+    let addr = publisher.local_addr().unwrap();
+    let mut subs = Vec::new();
+    for pattern in ["a.>", "a.b", "*.c"] {
+        let mut sub = SubSocket::new(F::transport());
+        within(sub.connect(F::dial_target(&addr))).await.unwrap();
+        within(sub.subscribe(pattern)).await.unwrap();
+        within(sub.subscribe("end")).await.unwrap();
+        subs.push(sub);
+    }
+    for topic in ["a.b", "a.c", "x.c", "end"] {
+        publisher.publish(topic, Bytes::from(topic)).await.unwrap();
+    }
+    let expected: [&[&str]; 3] = [&["a.b", "a.c"], &["a.b"], &["a.c", "x.c"]];
+    for (sub, want) in subs.iter_mut().zip(expected) {
+        let mut got = Vec::new();
+        within(async {
+            loop {
+                let msg = sub.next().await.unwrap();
+                if msg.topic() == "end" {
+                    break;
+                }
+                assert_eq!(msg.payload(), msg.topic());
+                got.push(msg.topic().to_owned());
+            }
+        })
+        .await;
+        assert_eq!(got, want);
+    }
+}
+
+macro_rules! matrix {
+    ($($name:ident: $fixture:ty),* $(,)?) => {
+        mod req_rep {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    request_reply::<$fixture>().await;
+                    stream_request_reply::<$fixture>().await;
+                }
+            )*
+        }
+        mod pub_sub {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    publish_subscribe::<$fixture>().await;
+                }
+            )*
+        }
+    };
+}
+
+matrix!(tcp: Tcp, ipc: Ipc);
