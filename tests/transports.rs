@@ -52,6 +52,36 @@ impl Fixture for Ipc {
     }
 }
 
+struct Tls;
+
+/// One PKI for the whole test process: generating keys is the slow part.
+fn pki() -> &'static msg::tls::TestPki {
+    static PKI: std::sync::OnceLock<msg::tls::TestPki> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| msg::tls::TestPki::generate(&["localhost"]).expect("test PKI"))
+}
+
+impl Fixture for Tls {
+    type T = msg::Tls;
+    fn transport() -> msg::Tls {
+        let pki = pki();
+        let server = msg::tls::server_config(
+            pki.server_cert_pem.as_bytes(),
+            pki.server_key_pem.as_bytes(),
+        )
+        .expect("server config");
+        let client = msg::tls::client_config(pki.ca_pem.as_bytes()).expect("client config");
+        msg::Tls::server(server)
+            .with_client(client, "localhost")
+            .expect("client side")
+    }
+    fn bind_target() -> msg::tcp::Endpoint {
+        "127.0.0.1:0".into()
+    }
+    fn dial_target(bound: &std::net::SocketAddr) -> msg::tcp::Endpoint {
+        (*bound).into()
+    }
+}
+
 async fn request_reply<F: Fixture>() {
     let mut rep = RepSocket::new(F::transport());
     rep.bind(F::bind_target()).await.unwrap();
@@ -149,4 +179,4 @@ macro_rules! matrix {
     };
 }
 
-matrix!(tcp: Tcp, ipc: Ipc);
+matrix!(tcp: Tcp, tls: Tls, ipc: Ipc);

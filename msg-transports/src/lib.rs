@@ -23,8 +23,10 @@
 
 pub mod ipc;
 pub mod tcp;
+pub mod tls;
 mod transport;
 
 pub use ipc::Ipc;
 pub use tcp::Tcp;
+pub use tls::Tls;
 pub use transport::{is_connection_error, Connected, Listener, Transport, TransportError};

@@ -45,6 +45,22 @@ pub enum TransportError {
         #[source]
         source: io::Error,
     },
+    /// A certificate, key or TLS configuration could not be used.
+    #[error("certificate error: {reason}")]
+    Certificate {
+        /// What was wrong.
+        reason: String,
+    },
+    /// The TLS handshake with the peer failed: it presented a certificate this side does
+    /// not trust, or refused this side's. The source's inner error is rustls's.
+    #[error("TLS handshake with {addr} failed: {source}")]
+    TlsHandshake {
+        /// The peer's address.
+        addr: String,
+        /// Why the handshake failed.
+        #[source]
+        source: io::Error,
+    },
     /// Any other I/O failure of the transport.
     #[error("transport i/o error: {0}")]
     Io(#[from] io::Error),

@@ -23,7 +23,7 @@ pub enum Error {
     Io(#[from] io::Error),
     /// The peer sent bytes that break the wire protocol; the connection was closed.
     #[error("protocol error: {0}")]
-    Protocol(#[from] FrameError),
+    Protocol(FrameError),
     /// The peer sent a well-formed frame that has no place at this point of the protocol.
     #[error("unexpected {} frame from the peer", kind.name())]
     UnexpectedFrame {
@@ -103,6 +103,17 @@ impl Error {
                 | Error::UnexpectedFrame { .. }
                 | Error::ConnectionClosed
         )
+    }
+}
+
+impl From<FrameError> for Error {
+    /// A read or write that failed is an I/O error, not the peer's fault; everything else
+    /// the codec refuses is a protocol error.
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::Io(e) => Error::Io(e),
+            other => Error::Protocol(other),
+        }
     }
 }
 

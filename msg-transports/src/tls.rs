@@ -1,0 +1,501 @@
+//! TLS over TCP: [`Tls`], a transport that wraps [`Tcp`] in rustls, with
+//! helpers to load certificates from PEM and, for tests, to make a whole PKI with rcgen.
+//!
+//! The crypto provider is ring, the only one compiled in, so the build needs nothing but a C
+//! compiler.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
+
+use crate::tcp::{Endpoint, Tcp, TcpAcceptor};
+use crate::transport::{Connected, Listener, Transport, TransportError};
+
+/// How long a server waits for a client's TLS handshake before it drops the connection.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn certificate_error(what: &str, e: impl fmt::Display) -> TransportError {
+    TransportError::Certificate {
+        reason: format!("{what}: {e}"),
+    }
+}
+
+/// Reads a chain of certificates from PEM.
+///
+/// # Errors
+///
+/// [`TransportError::Certificate`] if the PEM holds no certificate or does not parse.
+pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TransportError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| certificate_error("bad certificate PEM", e))?;
+    if certs.is_empty() {
+        return Err(certificate_error("no certificate in PEM", "empty"));
+    }
+    Ok(certs)
+}
+
+/// Reads a private key (PKCS#8, PKCS#1 or SEC1) from PEM.
+///
+/// # Errors
+///
+/// [`TransportError::Certificate`] if the PEM holds no key or does not parse.
+pub fn key_from_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TransportError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| certificate_error("bad private key PEM", e))
+}
+
+fn roots_from_pem(pem: &[u8]) -> Result<RootCertStore, TransportError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs_from_pem(pem)? {
+        roots
+            .add(cert)
+            .map_err(|e| certificate_error("bad root certificate", e))?;
+    }
+    Ok(roots)
+}
+
+/// A server configuration from a certificate chain and its key, in PEM, without client
+/// certificates.
+///
+/// # Errors
+///
+/// [`TransportError::Certificate`] if either does not parse or they do not match.
+pub fn server_config(
+    cert_chain_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<ServerConfig, TransportError> {
+    ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs_from_pem(cert_chain_pem)?, key_from_pem(key_pem)?)
+        .map_err(|e| certificate_error("server certificate refused", e))
+}
+
+/// A server configuration that requires every client to present a certificate issued by
+/// one of the roots in `client_roots_pem` (mutual TLS).
+///
+/// # Errors
+///
+/// [`TransportError::Certificate`] if any PEM does not parse or the key does not match.
+pub fn server_config_mtls(
+    cert_chain_pem: &[u8],
+    key_pem: &[u8],
+    client_roots_pem: &[u8],
+) -> Result<ServerConfig, TransportError> {
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder(Arc::new(roots_from_pem(client_roots_pem)?))
+            .build()
+            .map_err(|e| certificate_error("client verifier", e))?;
+    ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs_from_pem(cert_chain_pem)?, key_from_pem(key_pem)?)
+        .map_err(|e| certificate_error("server certificate refused", e))
+}
+
+/// A client configuration that trusts the roots in `roots_pem` and presents no certificate.
+///
+/// # Errors
+///
+/// [`TransportError::Certificate`] if the PEM does not parse.
+pub fn client_config(roots_pem: &[u8]) -> Result<ClientConfig, TransportError> {
+    Ok(ClientConfig::builder()
+        .with_root_certificates(roots_from_pem(roots_pem)?)
+        .with_no_client_auth())
+}
+
+/// A client configuration that trusts the roots in `roots_pem` and presents a certificate
+/// (mutual TLS).
+///
+/// # Errors
+///
+/// [`TransportError::Certificate`] if any PEM does not parse or the key does not match.
+pub fn client_config_with_cert(
+    roots_pem: &[u8],
+    cert_chain_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<ClientConfig, TransportError> {
+    ClientConfig::builder()
+        .with_root_certificates(roots_from_pem(roots_pem)?)
+        .with_client_auth_cert(certs_from_pem(cert_chain_pem)?, key_from_pem(key_pem)?)
+        .map_err(|e| certificate_error("client certificate refused", e))
+}
+
+/// A throwaway PKI for tests and examples: a CA, a server certificate for the given names
+/// and a client certificate, all signed by the CA, in PEM.
+///
+/// # Example
+///
+/// ```
+/// use msg_transports::tls::{client_config, server_config, TestPki};
+///
+/// let pki = TestPki::generate(&["localhost", "127.0.0.1"]).unwrap();
+/// server_config(pki.server_cert_pem.as_bytes(), pki.server_key_pem.as_bytes()).unwrap();
+/// client_config(pki.ca_pem.as_bytes()).unwrap();
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct TestPki {
+    /// The CA's certificate: the root both sides trust.
+    pub ca_pem: String,
+    /// The server's certificate.
+    pub server_cert_pem: String,
+    /// The server's private key.
+    pub server_key_pem: String,
+    /// The client's certificate, for mutual TLS.
+    pub client_cert_pem: String,
+    /// The client's private key.
+    pub client_key_pem: String,
+}
+
+impl fmt::Debug for TestPki {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestPki").finish_non_exhaustive()
+    }
+}
+
+impl TestPki {
+    /// Makes a CA and the server and client certificates it signs. Names that parse as IP
+    /// addresses become IP subject names, the others DNS names.
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::Certificate`] if rcgen fails.
+    pub fn generate(server_names: &[&str]) -> Result<TestPki, TransportError> {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+
+        let rcgen_error = |e: rcgen::Error| certificate_error("rcgen", e);
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(rcgen_error)?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "msg test CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(rcgen_error)?)
+            .map_err(rcgen_error)?;
+
+        let names: Vec<String> = server_names.iter().map(|n| n.to_string()).collect();
+        let server_key = KeyPair::generate().map_err(rcgen_error)?;
+        let server = CertificateParams::new(names)
+            .map_err(rcgen_error)?
+            .signed_by(&server_key, &ca)
+            .map_err(rcgen_error)?;
+
+        let client_key = KeyPair::generate().map_err(rcgen_error)?;
+        let client = CertificateParams::new(vec!["msg-client".to_owned()])
+            .map_err(rcgen_error)?
+            .signed_by(&client_key, &ca)
+            .map_err(rcgen_error)?;
+
+        Ok(TestPki {
+            ca_pem: ca.pem(),
+            server_cert_pem: server.pem(),
+            server_key_pem: server_key.serialize_pem(),
+            client_cert_pem: client.pem(),
+            client_key_pem: client_key.serialize_pem(),
+        })
+    }
+}
+
+/// TLS over TCP, with rustls.
+///
+/// A `Tls` value carries a server configuration (for `bind`), a client configuration and
+/// the name to verify the server by (for `connect`), or both.
+///
+/// # Example
+///
+/// ```
+/// use msg_transports::tls::{client_config, server_config, TestPki, Tls};
+/// use msg_transports::{Listener, Transport};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let pki = TestPki::generate(&["localhost"])?;
+/// let server = Tls::server(server_config(
+///     pki.server_cert_pem.as_bytes(),
+///     pki.server_key_pem.as_bytes(),
+/// )?);
+/// let client = Tls::client(client_config(pki.ca_pem.as_bytes())?, "localhost")?;
+///
+/// let listener = server.bind("127.0.0.1:0".into()).await?;
+/// let addr = listener.local_addr()?;
+/// tokio::spawn(async move {
+///     let mut listener = listener;
+///     let _conn = std::future::poll_fn(|cx| listener.poll_accept(cx)).await;
+/// });
+/// client.connect(addr.into()).await?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Tls {
+    tcp: Tcp,
+    acceptor: Option<TlsAcceptor>,
+    connector: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls")
+            .field("server", &self.acceptor.is_some())
+            .field(
+                "server_name",
+                &self.connector.as_ref().map(|(_, name)| name),
+            )
+            .finish()
+    }
+}
+
+impl Tls {
+    /// A transport that binds TLS servers with `config`.
+    pub fn server(config: ServerConfig) -> Self {
+        Tls {
+            tcp: Tcp::new(),
+            acceptor: Some(TlsAcceptor::from(Arc::new(config))),
+            connector: None,
+        }
+    }
+
+    /// A transport that dials TLS servers with `config`, verifying that each presents a
+    /// certificate for `server_name`.
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::Certificate`] if `server_name` is not a DNS name or IP address.
+    pub fn client(config: ClientConfig, server_name: &str) -> Result<Self, TransportError> {
+        Tls {
+            tcp: Tcp::new(),
+            acceptor: None,
+            connector: None,
+        }
+        .with_client(config, server_name)
+    }
+
+    /// Adds a client side to this transport; see [`client`](Self::client).
+    ///
+    /// # Errors
+    ///
+    /// As [`client`](Self::client).
+    pub fn with_client(
+        mut self,
+        config: ClientConfig,
+        server_name: &str,
+    ) -> Result<Self, TransportError> {
+        let name = ServerName::try_from(server_name.to_owned())
+            .map_err(|e| certificate_error("bad server name", e))?;
+        self.connector = Some((TlsConnector::from(Arc::new(config)), name));
+        Ok(self)
+    }
+}
+
+type Handshake =
+    Pin<Box<dyn Future<Output = (io::Result<TlsStream<TcpStream>>, SocketAddr)> + Send>>;
+
+/// A bound TLS listener: accepts TCP connections and runs their TLS handshakes side by
+/// side, so a slow client holds up no one.
+pub struct TlsListener {
+    tcp: TcpAcceptor,
+    acceptor: TlsAcceptor,
+    handshakes: FuturesUnordered<Handshake>,
+}
+
+impl fmt::Debug for TlsListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsListener")
+            .field("tcp", &self.tcp)
+            .field("handshakes", &self.handshakes.len())
+            .finish()
+    }
+}
+
+impl Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    fn poll_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<Connected<Self::Io, SocketAddr>>> {
+        // Take every connection waiting and start its handshake.
+        loop {
+            match self.tcp.poll_accept(cx) {
+                Poll::Ready(Ok(Connected { io, peer })) => {
+                    let accept = self.acceptor.accept(io);
+                    self.handshakes.push(Box::pin(async move {
+                        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+                            Ok(Ok(stream)) => Ok(TlsStream::Server(stream)),
+                            Ok(Err(e)) => Err(e),
+                            Err(_) => Err(io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                "TLS handshake timed out",
+                            )),
+                        };
+                        (stream, peer)
+                    }));
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => break,
+            }
+        }
+        while let Poll::Ready(Some((result, peer))) = self.handshakes.poll_next_unpin(cx) {
+            match result {
+                Ok(io) => return Poll::Ready(Ok(Connected { io, peer })),
+                Err(e) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
+            }
+        }
+        Poll::Pending
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+impl Transport for Tls {
+    type Target = Endpoint;
+    type Addr = SocketAddr;
+    type Io = TlsStream<TcpStream>;
+    type Listener = TlsListener;
+
+    async fn bind(&self, target: Endpoint) -> Result<TlsListener, TransportError> {
+        let acceptor = self
+            .acceptor
+            .clone()
+            .ok_or_else(|| TransportError::Certificate {
+                reason: "this Tls transport has no server configuration".into(),
+            })?;
+        Ok(TlsListener {
+            tcp: self.tcp.bind(target).await?,
+            acceptor,
+            handshakes: FuturesUnordered::new(),
+        })
+    }
+
+    fn connect(
+        &self,
+        target: Endpoint,
+    ) -> impl Future<Output = Result<Connected<Self::Io, SocketAddr>, TransportError>> + Send {
+        let tcp = self.tcp.clone();
+        let connector = self.connector.clone();
+        async move {
+            let (connector, name) = connector.ok_or_else(|| TransportError::Certificate {
+                reason: "this Tls transport has no client configuration".into(),
+            })?;
+            let Connected { io, peer } = tcp.connect(target).await?;
+            let stream = connector.connect(name, io).await.map_err(|source| {
+                TransportError::TlsHandshake {
+                    addr: peer.to_string(),
+                    source,
+                }
+            })?;
+            Ok(Connected {
+                io: TlsStream::Client(stream),
+                peer,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn accept_one(
+        mut listener: TlsListener,
+    ) -> io::Result<Connected<TlsStream<TcpStream>, SocketAddr>> {
+        std::future::poll_fn(|cx| listener.poll_accept(cx)).await
+    }
+
+    #[tokio::test]
+    async fn round_trip_over_tls_with_a_generated_pki() {
+        let pki = TestPki::generate(&["localhost"]).unwrap();
+        let server = Tls::server(
+            server_config(
+                pki.server_cert_pem.as_bytes(),
+                pki.server_key_pem.as_bytes(),
+            )
+            .unwrap(),
+        );
+        let client =
+            Tls::client(client_config(pki.ca_pem.as_bytes()).unwrap(), "localhost").unwrap();
+        let listener = server.bind("127.0.0.1:0".into()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server_side = tokio::spawn(async move {
+            let mut conn = accept_one(listener).await.unwrap();
+            let mut buf = [0; 4];
+            conn.io.read_exact(&mut buf).await.unwrap();
+            conn.io.write_all(&buf).await.unwrap();
+            conn.io.flush().await.unwrap();
+        });
+        let mut conn = client.connect(addr.into()).await.unwrap();
+        conn.io.write_all(b"ping").await.unwrap();
+        conn.io.flush().await.unwrap();
+        let mut buf = [0; 4];
+        conn.io.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+        server_side.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn client_that_does_not_trust_the_server_fails_the_handshake() {
+        let pki = TestPki::generate(&["localhost"]).unwrap();
+        let other = TestPki::generate(&["localhost"]).unwrap();
+        let server = Tls::server(
+            server_config(
+                pki.server_cert_pem.as_bytes(),
+                pki.server_key_pem.as_bytes(),
+            )
+            .unwrap(),
+        );
+        let listener = server.bind("127.0.0.1:0".into()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(accept_one(listener));
+        let untrusting =
+            Tls::client(client_config(other.ca_pem.as_bytes()).unwrap(), "localhost").unwrap();
+        match untrusting.connect(addr.into()).await {
+            Err(TransportError::TlsHandshake { source, .. }) => {
+                assert_eq!(source.kind(), io::ErrorKind::InvalidData, "{source}")
+            }
+            other => panic!("expected a TLS handshake error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn garbage_pem_is_a_typed_error() {
+        assert!(matches!(
+            certs_from_pem(b"not a certificate"),
+            Err(TransportError::Certificate { .. })
+        ));
+        assert!(matches!(
+            key_from_pem(b"no key here"),
+            Err(TransportError::Certificate { .. })
+        ));
+        // A key block that is not a key is refused when the configuration is built.
+        let pki = TestPki::generate(&["localhost"]).unwrap();
+        assert!(matches!(
+            server_config(
+                pki.server_cert_pem.as_bytes(),
+                b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+            ),
+            Err(TransportError::Certificate { .. })
+        ));
+        // And a key that does not match the certificate too.
+        assert!(matches!(
+            server_config(
+                pki.server_cert_pem.as_bytes(),
+                pki.client_key_pem.as_bytes()
+            ),
+            Err(TransportError::Certificate { .. })
+        ));
+    }
+}
