@@ -108,3 +108,32 @@ async fn mutual_tls_admits_a_client_certificate_and_refuses_its_absence() {
         "unexpected error {err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_client_that_verifies_refuses_a_self_signed_server() {
+    let mut rep = RepSocket::new(msg::Quic::default());
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    tokio::spawn(serve(
+        rep,
+        service_fn(|req: Request| async move { Ok::<_, Infallible>(req.msg().clone()) }),
+    ));
+
+    let pki = TestPki::generate(&["localhost"]).unwrap();
+    let verifying = msg::Quic::with_tls(
+        None,
+        client_config(pki.ca_pem.as_bytes()).unwrap(),
+        "localhost",
+    )
+    .unwrap();
+    let mut req = ReqSocket::new(verifying);
+    match within(req.connect(addr)).await {
+        Err(Error::Transport(TransportError::TlsHandshake { .. })) => {}
+        other => panic!("expected a TLS handshake error, got {other:?}"),
+    }
+
+    // The default client accepts it: encrypted, not authenticated.
+    let mut req = ReqSocket::new(msg::Quic::default());
+    within(req.connect(addr)).await.unwrap();
+    assert_eq!(within(req.request(Bytes::from("q"))).await.unwrap(), "q");
+}

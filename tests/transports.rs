@@ -82,6 +82,44 @@ impl Fixture for Tls {
     }
 }
 
+struct Quic;
+
+impl Fixture for Quic {
+    type T = msg::Quic;
+    fn transport() -> msg::Quic {
+        msg::Quic::default()
+    }
+    fn bind_target() -> msg::tcp::Endpoint {
+        "127.0.0.1:0".into()
+    }
+    fn dial_target(bound: &std::net::SocketAddr) -> msg::tcp::Endpoint {
+        (*bound).into()
+    }
+}
+
+/// QUIC with real certificates: the server verified, as in production.
+struct VerifiedQuic;
+
+impl Fixture for VerifiedQuic {
+    type T = msg::Quic;
+    fn transport() -> msg::Quic {
+        let pki = pki();
+        let server = msg::tls::server_config(
+            pki.server_cert_pem.as_bytes(),
+            pki.server_key_pem.as_bytes(),
+        )
+        .expect("server config");
+        let client = msg::tls::client_config(pki.ca_pem.as_bytes()).expect("client config");
+        msg::Quic::with_tls(Some(server), client, "localhost").expect("QUIC with TLS")
+    }
+    fn bind_target() -> msg::tcp::Endpoint {
+        "127.0.0.1:0".into()
+    }
+    fn dial_target(bound: &std::net::SocketAddr) -> msg::tcp::Endpoint {
+        (*bound).into()
+    }
+}
+
 async fn request_reply<F: Fixture>() {
     let mut rep = RepSocket::new(F::transport());
     rep.bind(F::bind_target()).await.unwrap();
@@ -179,4 +217,4 @@ macro_rules! matrix {
     };
 }
 
-matrix!(tcp: Tcp, tls: Tls, ipc: Ipc);
+matrix!(tcp: Tcp, tls: Tls, quic: Quic, quic_verified: VerifiedQuic, ipc: Ipc);

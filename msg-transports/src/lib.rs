@@ -22,11 +22,13 @@
 #![forbid(unsafe_code)]
 
 pub mod ipc;
+pub mod quic;
 pub mod tcp;
 pub mod tls;
 mod transport;
 
 pub use ipc::Ipc;
+pub use quic::Quic;
 pub use tcp::Tcp;
 pub use tls::Tls;
 pub use transport::{is_connection_error, Connected, Listener, Transport, TransportError};

@@ -57,7 +57,7 @@ pub mod topic;
 pub use backoff::Backoff;
 pub use error::Error;
 pub use msg_core::{Authenticator, Encoding, Headers, Message, SocketType};
-pub use msg_transports::{ipc, tcp, tls, Ipc, Tcp, Tls, Transport};
+pub use msg_transports::{ipc, quic, tcp, tls, Ipc, Quic, Tcp, Tls, Transport};
 pub use publisher::{PubOptions, PubSocket, PubStats, Publication, SlowSubscriber};
 pub use rep::{serve, PendingRequest, RepOptions, RepSocket, Request};
 pub use req::{ReqOptions, ReqSocket};

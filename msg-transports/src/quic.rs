@@ -1,0 +1,548 @@
+//! QUIC: [`Quic`], on quinn and rustls (ring). Each connection carries one bidirectional
+//! stream, on which the sockets speak the same wire protocol as over TCP.
+//!
+//! [`Quic::default`] needs no configuration, as the book promises: the server makes itself
+//! a self-signed certificate, and the client accepts any certificate. **That default
+//! encrypts but does not authenticate the server**: anyone on the path can pretend to be it.
+//! For production, build the transport with [`Quic::with_tls`] from real certificates
+//! (see [`tls`](crate::tls)), which verifies the server and can require client certificates.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{Connection, Endpoint, RecvStream, SendStream, TransportConfig};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::tcp::Endpoint as Target;
+use crate::transport::{Connected, Listener, Transport, TransportError};
+
+/// How long a server waits for a client's QUIC handshake and first stream.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The protocol name both sides announce in the TLS handshake.
+const ALPN: &[u8] = b"msg/1";
+
+/// Connection-level settings of [`Quic`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QuicOptions {
+    /// How often an idle connection sends a keep-alive. Default: 10 s, well inside the idle
+    /// timeout and the 30 s that NAT bindings commonly last.
+    pub keep_alive: Duration,
+    /// How long a connection may stay silent before it is closed. Default: 30 s, as
+    /// RFC 9308 suggests.
+    pub idle_timeout: Duration,
+}
+
+impl Default for QuicOptions {
+    fn default() -> Self {
+        QuicOptions {
+            keep_alive: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl QuicOptions {
+    /// Sets [`keep_alive`](Self::keep_alive).
+    pub fn keep_alive(mut self, interval: Duration) -> Self {
+        self.keep_alive = interval;
+        self
+    }
+
+    /// Sets [`idle_timeout`](Self::idle_timeout).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    fn transport(&self) -> Result<Arc<TransportConfig>, TransportError> {
+        let mut transport = TransportConfig::default();
+        transport.keep_alive_interval(Some(self.keep_alive));
+        let idle = quinn::IdleTimeout::try_from(self.idle_timeout)
+            .map_err(|e| certificate_error("bad idle timeout", e))?;
+        transport.max_idle_timeout(Some(idle));
+        Ok(Arc::new(transport))
+    }
+}
+
+fn certificate_error(what: &str, e: impl fmt::Display) -> TransportError {
+    TransportError::Certificate {
+        reason: format!("{what}: {e}"),
+    }
+}
+
+#[derive(Clone)]
+enum ServerSide {
+    /// Make a self-signed certificate at bind time.
+    SelfSigned,
+    Configured(Arc<rustls::ServerConfig>),
+}
+
+#[derive(Clone)]
+enum ClientSide {
+    /// Accept any certificate: encrypted, not authenticated.
+    AcceptAny,
+    Configured(Arc<rustls::ClientConfig>, String),
+}
+
+/// The QUIC transport.
+///
+/// # Example
+///
+/// ```
+/// use msg_transports::{Listener, Quic, Transport};
+///
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// let listener = Quic::default().bind("127.0.0.1:0".into()).await?;
+/// let addr = listener.local_addr()?;
+/// assert_ne!(addr.port(), 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Quic {
+    server: ServerSide,
+    client: ClientSide,
+    options: QuicOptions,
+}
+
+impl Default for Quic {
+    /// Self-signed on the server, any certificate accepted on the client: encrypted, but
+    /// the server is **not** authenticated. See [`Quic::with_tls`] for production.
+    fn default() -> Self {
+        Quic {
+            server: ServerSide::SelfSigned,
+            client: ClientSide::AcceptAny,
+            options: QuicOptions::default(),
+        }
+    }
+}
+
+impl fmt::Debug for Quic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Quic")
+            .field(
+                "self_signed",
+                &matches!(self.server, ServerSide::SelfSigned),
+            )
+            .field(
+                "verifies_server",
+                &matches!(self.client, ClientSide::Configured(..)),
+            )
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl Quic {
+    /// The default transport; see [`Quic::default`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A transport with real certificates: `server` (if this side binds) presents its chain
+    /// and may require client certificates; `client` (for dialing) verifies that the server
+    /// presents a certificate for `server_name`. Build both with [`tls`](crate::tls)'s
+    /// helpers; ALPN is set here.
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::Certificate`] if a configuration cannot do TLS 1.3, which QUIC
+    /// requires.
+    pub fn with_tls(
+        server: Option<rustls::ServerConfig>,
+        client: rustls::ClientConfig,
+        server_name: &str,
+    ) -> Result<Self, TransportError> {
+        let server = match server {
+            Some(mut config) => {
+                config.alpn_protocols = vec![ALPN.to_vec()];
+                QuicServerConfig::try_from(config.clone())
+                    .map_err(|e| certificate_error("server configuration cannot do QUIC", e))?;
+                ServerSide::Configured(Arc::new(config))
+            }
+            None => ServerSide::SelfSigned,
+        };
+        let mut client = client;
+        client.alpn_protocols = vec![ALPN.to_vec()];
+        QuicClientConfig::try_from(client.clone())
+            .map_err(|e| certificate_error("client configuration cannot do QUIC", e))?;
+        Ok(Quic {
+            server,
+            client: ClientSide::Configured(Arc::new(client), server_name.to_owned()),
+            options: QuicOptions::default(),
+        })
+    }
+
+    /// Sets the connection-level options.
+    pub fn options(mut self, options: QuicOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    fn server_config(&self) -> Result<quinn::ServerConfig, TransportError> {
+        let rustls_config = match &self.server {
+            ServerSide::Configured(config) => config.clone(),
+            ServerSide::SelfSigned => {
+                let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+                    .map_err(|e| certificate_error("self-signed certificate", e))?;
+                let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+                    certified.signing_key.serialize_der(),
+                ));
+                let mut config = rustls::ServerConfig::builder()
+                    .with_no_client_auth()
+                    .with_single_cert(vec![certified.cert.der().clone()], key)
+                    .map_err(|e| certificate_error("self-signed certificate", e))?;
+                config.alpn_protocols = vec![ALPN.to_vec()];
+                Arc::new(config)
+            }
+        };
+        let crypto = QuicServerConfig::try_from(rustls_config)
+            .map_err(|e| certificate_error("server configuration cannot do QUIC", e))?;
+        let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        config.transport_config(self.options.transport()?);
+        Ok(config)
+    }
+
+    fn client_config(&self) -> Result<(quinn::ClientConfig, String), TransportError> {
+        let (rustls_config, name) = match &self.client {
+            ClientSide::Configured(config, name) => (config.clone(), name.clone()),
+            ClientSide::AcceptAny => {
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                    .with_protocol_versions(&[&rustls::version::TLS13])
+                    .map_err(|e| certificate_error("client configuration", e))?
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)))
+                    .with_no_client_auth();
+                config.alpn_protocols = vec![ALPN.to_vec()];
+                (Arc::new(config), "localhost".to_owned())
+            }
+        };
+        let crypto = QuicClientConfig::try_from(rustls_config)
+            .map_err(|e| certificate_error("client configuration cannot do QUIC", e))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(self.options.transport()?);
+        Ok((config, name))
+    }
+}
+
+/// Accepts any server certificate, but still checks that the server holds its key.
+#[derive(Debug)]
+struct AcceptAnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// How long a dropped stream may take to deliver what it still has buffered before its
+/// connection is closed.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// One QUIC connection's bidirectional stream, as one byte stream. Dropping it finishes the
+/// stream and keeps the connection open until the peer has everything that was written
+/// (at most 5 s), so that a last reply is never cut off.
+pub struct QuicStream {
+    /// Always `Some` until the stream is dropped.
+    send: Option<SendStream>,
+    recv: RecvStream,
+    connection: Connection,
+    /// A client's own endpoint, kept alive as long as its connection.
+    _endpoint: Option<Endpoint>,
+}
+
+impl fmt::Debug for QuicStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QuicStream")
+            .field("peer", &self.connection.remote_address())
+            .finish_non_exhaustive()
+    }
+}
+
+impl QuicStream {
+    /// The QUIC connection the stream belongs to.
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+}
+
+impl AsyncRead for QuicStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.recv).poll_read(cx, buf)
+    }
+}
+
+impl QuicStream {
+    fn send(&mut self) -> io::Result<&mut SendStream> {
+        self.send
+            .as_mut()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "stream dropped"))
+    }
+}
+
+impl AsyncWrite for QuicStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        AsyncWrite::poll_write(Pin::new(self.send()?), cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_flush(Pin::new(self.send()?), cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_shutdown(Pin::new(self.send()?), cx)
+    }
+}
+
+impl Drop for QuicStream {
+    fn drop(&mut self) {
+        let Some(mut send) = self.send.take() else {
+            return;
+        };
+        let _ = send.finish();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let connection = self.connection.clone();
+        let endpoint = self._endpoint.take();
+        runtime.spawn(async move {
+            let _ = tokio::time::timeout(LINGER, send.stopped()).await;
+            drop(connection);
+            drop(endpoint);
+        });
+    }
+}
+
+type Accepting =
+    Pin<Box<dyn Future<Output = Result<Connected<QuicStream, SocketAddr>, String>> + Send>>;
+type NextIncoming = Pin<Box<dyn Future<Output = Option<quinn::Incoming>> + Send>>;
+
+/// A bound QUIC endpoint accepting connections, their handshakes side by side.
+pub struct QuicListener {
+    endpoint: Endpoint,
+    next: Option<NextIncoming>,
+    accepting: FuturesUnordered<Accepting>,
+}
+
+impl fmt::Debug for QuicListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QuicListener")
+            .field("local_addr", &self.endpoint.local_addr().ok())
+            .field("handshakes", &self.accepting.len())
+            .finish()
+    }
+}
+
+fn accept(incoming: quinn::Incoming) -> Accepting {
+    Box::pin(async move {
+        let setup = async {
+            let connection = incoming.await.map_err(|e| e.to_string())?;
+            let (send, recv) = connection.accept_bi().await.map_err(|e| e.to_string())?;
+            let peer = connection.remote_address();
+            Ok(Connected {
+                io: QuicStream {
+                    send: Some(send),
+                    recv,
+                    connection,
+                    _endpoint: None,
+                },
+                peer,
+            })
+        };
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, setup)
+            .await
+            .map_err(|_| "QUIC handshake timed out".to_owned())?
+    })
+}
+
+impl Listener for QuicListener {
+    type Io = QuicStream;
+    type Addr = SocketAddr;
+
+    fn poll_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<Connected<QuicStream, SocketAddr>>> {
+        loop {
+            let next = self.next.get_or_insert_with(|| {
+                let endpoint = self.endpoint.clone();
+                Box::pin(async move { endpoint.accept().await })
+            });
+            match next.as_mut().poll(cx) {
+                Poll::Ready(Some(incoming)) => {
+                    self.next = None;
+                    self.accepting.push(accept(incoming));
+                }
+                Poll::Ready(None) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::NotConnected,
+                        "QUIC endpoint closed",
+                    )))
+                }
+                Poll::Pending => break,
+            }
+        }
+        while let Poll::Ready(Some(result)) = self.accepting.poll_next_unpin(cx) {
+            match result {
+                Ok(connected) => return Poll::Ready(Ok(connected)),
+                Err(e) => tracing::info!(error = %e, "QUIC connection not established"),
+            }
+        }
+        Poll::Pending
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+}
+
+impl Drop for QuicListener {
+    /// Stops accepting; connections already made carry on, as over TCP.
+    fn drop(&mut self) {
+        self.endpoint.set_server_config(None);
+    }
+}
+
+impl Transport for Quic {
+    type Target = Target;
+    type Addr = SocketAddr;
+    type Io = QuicStream;
+    type Listener = QuicListener;
+
+    async fn bind(&self, target: Target) -> Result<QuicListener, TransportError> {
+        let config = self.server_config()?;
+        let addrs = target.resolve().await?;
+        let mut last = None;
+        for addr in addrs {
+            match Endpoint::server(config.clone(), addr) {
+                Ok(endpoint) => {
+                    return Ok(QuicListener {
+                        endpoint,
+                        next: None,
+                        accepting: FuturesUnordered::new(),
+                    })
+                }
+                Err(source) => last = Some((addr, source)),
+            }
+        }
+        let (addr, source) = last.ok_or(TransportError::NoAddress {
+            target: target.to_string(),
+        })?;
+        Err(TransportError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
+    }
+
+    fn connect(
+        &self,
+        target: Target,
+    ) -> impl Future<Output = Result<Connected<QuicStream, SocketAddr>, TransportError>> + Send
+    {
+        let this = self.clone();
+        async move {
+            let (config, name) = this.client_config()?;
+            let addr = *target
+                .resolve()
+                .await?
+                .first()
+                .ok_or(TransportError::NoAddress {
+                    target: target.to_string(),
+                })?;
+            let connect_error = |e: &dyn fmt::Display| TransportError::Connect {
+                addr: addr.to_string(),
+                source: io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string()),
+            };
+            let local: SocketAddr = if addr.is_ipv6() {
+                (Ipv6Addr::UNSPECIFIED, 0).into()
+            } else {
+                (Ipv4Addr::UNSPECIFIED, 0).into()
+            };
+            let endpoint = Endpoint::client(local).map_err(|source| TransportError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?;
+            let connecting = endpoint
+                .connect_with(config, addr, &name)
+                .map_err(|e| connect_error(&e))?;
+            let connection = connecting.await.map_err(|e| match e {
+                quinn::ConnectionError::TransportError(_)
+                | quinn::ConnectionError::ConnectionClosed(_) => TransportError::TlsHandshake {
+                    addr: addr.to_string(),
+                    source: io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+                },
+                other => connect_error(&other),
+            })?;
+            let (send, recv) = connection.open_bi().await.map_err(|e| connect_error(&e))?;
+            Ok(Connected {
+                io: QuicStream {
+                    send: Some(send),
+                    recv,
+                    connection,
+                    _endpoint: Some(endpoint),
+                },
+                peer: addr,
+            })
+        }
+    }
+}
