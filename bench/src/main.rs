@@ -9,13 +9,16 @@
 //!   64 KiB) and to 4 subscribers (1 KiB): messages and MB per second received, the share
 //!   dropped, whether the drops the system reports match sent minus received, and the
 //!   process's peak RSS. `msg` runs with its default policy, dropping for a subscriber
-//!   that falls behind; `msg/wait` with the policy that waits for it instead.
+//!   that falls behind; `msg/wait` with the policy that waits for it instead;
+//! - per transport (TCP, TLS over TCP, QUIC, IPC): `msg`'s latency, 1 KiB throughput with
+//!   64 in flight, and 1 KiB pub/sub to one subscriber.
 //!
 //! Every measurement gets a fresh tokio multi-thread runtime with 2 workers, client and
 //! server in one process.
 //!
 //! Run with `cargo run --release -p msg-bench`; `--runs N` and `--quick` change the effort,
-//! `BENCH_WORKERS=N` the number of workers, `--pubsub` runs the pub/sub workloads alone, and `--profile SYSTEM` runs one system's 64 B
+//! `BENCH_WORKERS=N` the number of workers, `--pubsub` and `--transports` run those sections
+//! alone, and `--profile SYSTEM` runs one system's 64 B
 //! throughput alone (2 M requests) for a profiler (`--profile pubsub-SIZE`: msg's pub/sub
 //! with the waiting policy, one subscriber, for 3 s). Built with
 //! `RUSTFLAGS="--cfg tokio_unstable"`, it also prints tokio's per-worker metrics.
@@ -23,6 +26,7 @@
 mod baseline;
 mod msg_rs;
 mod pubsub;
+mod transports;
 mod zmq;
 
 use std::future::Future;
@@ -215,6 +219,10 @@ fn main() {
         pubsub_section(runs, quick);
         return;
     }
+    if args.iter().any(|a| a == "--transports") {
+        transports_section(runs, quick);
+        return;
+    }
     println!(
         "msg bench: loopback TCP, tokio multi-thread runtime with {} worker(s), client and \
          server in one process; median of {runs} run(s)\n",
@@ -279,6 +287,77 @@ fn main() {
     }
 
     pubsub_section(runs, quick);
+    transports_section(runs, quick);
+}
+
+/// `msg` over every transport, with TCP as the reference.
+fn transports_section(runs: usize, quick: bool) {
+    use transports::{Ipc, Quic, Setup, Tcp, Tls};
+
+    let (round_trips, requests, duration) = if quick {
+        (1_000, 20_000, Duration::from_millis(300))
+    } else {
+        (10_000, 200_000, Duration::from_secs(1))
+    };
+    println!(
+        "\nmsg per transport: 64 B latency ({round_trips} round trips), 1 KiB with 64 in flight \
+         ({requests} requests), pub/sub 1 KiB to one subscriber for {:.1} s (waiting policy)",
+        duration.as_secs_f64()
+    );
+    println!(
+        "{:<6} {:>9} {:>9} {:>12} {:>9} {:>12} {:>9}",
+        "", "p50 µs", "p99 µs", "req/s 1KiB", "vs tcp", "pub/sub msg/s", "vs tcp"
+    );
+    fn row<S: Setup>(
+        runs: usize,
+        round_trips: usize,
+        requests: usize,
+        duration: Duration,
+    ) -> (Latency, f64, f64) {
+        let lat: Vec<Latency> = (0..runs)
+            .map(|_| run_on_workers(transports::latency::<S>(round_trips / 10, round_trips)))
+            .collect();
+        let lat = Latency {
+            p50: median(lat.clone(), |l| l.p50).p50,
+            p99: median(lat, |l| l.p99).p99,
+            p999: Duration::ZERO,
+        };
+        let tput = median(
+            (0..runs)
+                .map(|_| run_on_workers(transports::throughput::<S>(1024, 64, requests)))
+                .collect(),
+            |r| *r,
+        );
+        let ps = median(
+            (0..runs)
+                .map(|_| run_on_workers(transports::pubsub::<S>(1024, duration)))
+                .collect(),
+            |r| *r,
+        );
+        (lat, tput, ps)
+    }
+    let rows = [
+        (Tcp::NAME, row::<Tcp>(runs, round_trips, requests, duration)),
+        (Tls::NAME, row::<Tls>(runs, round_trips, requests, duration)),
+        (
+            Quic::NAME,
+            row::<Quic>(runs, round_trips, requests, duration),
+        ),
+        (Ipc::NAME, row::<Ipc>(runs, round_trips, requests, duration)),
+    ];
+    let (_, (_, tcp_tput, tcp_ps)) = rows[0];
+    for (name, (lat, tput, ps)) in rows {
+        println!(
+            "{:<6} {:>9.1} {:>9.1} {:>12.0} {:>8.2}x {:>12.0} {:>8.2}x",
+            name,
+            us(lat.p50),
+            us(lat.p99),
+            tput,
+            tput / tcp_tput,
+            ps,
+            ps / tcp_ps
+        );
+    }
 }
 
 fn pubsub_section(runs: usize, quick: bool) {
