@@ -31,4 +31,6 @@ pub use ipc::Ipc;
 pub use quic::Quic;
 pub use tcp::Tcp;
 pub use tls::Tls;
-pub use transport::{is_connection_error, Connected, Listener, Transport, TransportError};
+pub use transport::{
+    is_connection_error, ConnectFuture, Connected, Listener, Transport, TransportError,
+};

@@ -25,7 +25,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::tcp::Endpoint as Target;
-use crate::transport::{Connected, Listener, Transport, TransportError};
+use crate::transport::{ConnectFuture, Connected, Listener, Transport, TransportError};
 
 /// How long a server waits for a client's QUIC handshake and first stream.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -103,7 +103,7 @@ enum ClientSide {
 /// ```
 /// use msg_transports::{Listener, Quic, Transport};
 ///
-/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let listener = Quic::default().bind("127.0.0.1:0".into()).await?;
 /// let addr = listener.local_addr()?;
 /// assert_ne!(addr.port(), 0);
@@ -544,5 +544,22 @@ impl Transport for Quic {
                 peer: addr,
             })
         }
+    }
+}
+
+/// QUIC as a connector: a [`tower::Service`] from an endpoint to a QUIC stream, so that
+/// connection-level layers wrap it.
+impl tower::Service<Target> for Quic {
+    type Response = Connected<QuicStream, SocketAddr>;
+    type Error = TransportError;
+    type Future = ConnectFuture<QuicStream, SocketAddr>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, target: Target) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.connect(target).await })
     }
 }

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
 use crate::tcp::{Endpoint, Tcp, TcpAcceptor};
-use crate::transport::{Connected, Listener, Transport, TransportError};
+use crate::transport::{ConnectFuture, Connected, Listener, Transport, TransportError};
 
 /// How long a server waits for a client's TLS handshake before it drops the connection.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,6 +80,26 @@ pub fn server_config(
         .with_no_client_auth()
         .with_single_cert(certs_from_pem(cert_chain_pem)?, key_from_pem(key_pem)?)
         .map_err(|e| certificate_error("server certificate refused", e))
+}
+
+/// Reads a PEM file, for the configuration helpers.
+///
+/// # Example
+///
+/// ```no_run
+/// use msg_transports::tls::{read_pem, server_config};
+///
+/// let config = server_config(&read_pem("server.crt")?, &read_pem("server.key")?)?;
+/// # Ok::<(), msg_transports::TransportError>(())
+/// ```
+///
+/// # Errors
+///
+/// [`TransportError::Certificate`] if the file cannot be read.
+pub fn read_pem(path: impl AsRef<std::path::Path>) -> Result<Vec<u8>, TransportError> {
+    let path = path.as_ref();
+    std::fs::read(path)
+        .map_err(|e| certificate_error(&format!("cannot read {}", path.display()), e))
 }
 
 /// A server configuration that requires every client to present a certificate issued by
@@ -401,6 +421,23 @@ impl Transport for Tls {
                 peer,
             })
         }
+    }
+}
+
+/// TLS as a connector: a [`tower::Service`] from [`Endpoint`] to a TLS connection, so that
+/// connection-level layers wrap it.
+impl tower::Service<Endpoint> for Tls {
+    type Response = Connected<TlsStream<TcpStream>, SocketAddr>;
+    type Error = TransportError;
+    type Future = ConnectFuture<TlsStream<TcpStream>, SocketAddr>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, target: Endpoint) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.connect(target).await })
     }
 }
 

@@ -66,6 +66,10 @@ pub enum TransportError {
     Io(#[from] io::Error),
 }
 
+/// The future of a connection being made by a transport used as a [`tower::Service`].
+pub type ConnectFuture<Io, Addr> =
+    std::pin::Pin<Box<dyn Future<Output = Result<Connected<Io, Addr>, TransportError>> + Send>>;
+
 /// A connection that was just made or accepted, with the address of the other end.
 #[derive(Debug)]
 pub struct Connected<Io, Addr> {
