@@ -18,20 +18,57 @@ trait Fixture {
     fn dial_target(bound: &<Self::T as Transport>::Addr) -> <Self::T as Transport>::Target;
 }
 
-struct Tcp;
+/// A fixture for a transport that binds and dials socket addresses on loopback.
+macro_rules! loopback_fixture {
+    ($name:ident, $transport:ty, $make:expr) => {
+        struct $name;
 
-impl Fixture for Tcp {
-    type T = msg::Tcp;
-    fn transport() -> msg::Tcp {
-        msg::Tcp::default()
-    }
-    fn bind_target() -> msg::tcp::Endpoint {
-        "127.0.0.1:0".into()
-    }
-    fn dial_target(bound: &std::net::SocketAddr) -> msg::tcp::Endpoint {
-        (*bound).into()
-    }
+        impl Fixture for $name {
+            type T = $transport;
+            fn transport() -> $transport {
+                $make
+            }
+            fn bind_target() -> msg::tcp::Endpoint {
+                "127.0.0.1:0".into()
+            }
+            fn dial_target(bound: &std::net::SocketAddr) -> msg::tcp::Endpoint {
+                (*bound).into()
+            }
+        }
+    };
 }
+
+/// One PKI for the whole test process: generating keys is the slow part.
+fn pki() -> &'static msg::tls::TestPki {
+    static PKI: std::sync::OnceLock<msg::tls::TestPki> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| msg::tls::TestPki::generate(&["localhost"]).expect("test PKI"))
+}
+
+/// A server configuration with the test PKI's certificate, and a client one that trusts it.
+fn tls_configs() -> (msg::tls::ServerConfig, msg::tls::ClientConfig) {
+    let pki = pki();
+    let server = msg::tls::server_config(
+        pki.server_cert_pem.as_bytes(),
+        pki.server_key_pem.as_bytes(),
+    )
+    .expect("server config");
+    let client = msg::tls::client_config(pki.ca_pem.as_bytes()).expect("client config");
+    (server, client)
+}
+
+loopback_fixture!(Tcp, msg::Tcp, msg::Tcp::default());
+loopback_fixture!(Quic, msg::Quic, msg::Quic::default());
+loopback_fixture!(Tls, msg::Tls, {
+    let (server, client) = tls_configs();
+    msg::Tls::server(server)
+        .with_client(client, "localhost")
+        .expect("client side")
+});
+// QUIC with real certificates: the server verified, as in production.
+loopback_fixture!(VerifiedQuic, msg::Quic, {
+    let (server, client) = tls_configs();
+    msg::Quic::with_tls(Some(server), client, "localhost").expect("QUIC with TLS")
+});
 
 struct Ipc;
 
@@ -49,74 +86,6 @@ impl Fixture for Ipc {
     }
     fn dial_target(bound: &msg::ipc::IpcAddr) -> PathBuf {
         bound.into()
-    }
-}
-
-struct Tls;
-
-/// One PKI for the whole test process: generating keys is the slow part.
-fn pki() -> &'static msg::tls::TestPki {
-    static PKI: std::sync::OnceLock<msg::tls::TestPki> = std::sync::OnceLock::new();
-    PKI.get_or_init(|| msg::tls::TestPki::generate(&["localhost"]).expect("test PKI"))
-}
-
-impl Fixture for Tls {
-    type T = msg::Tls;
-    fn transport() -> msg::Tls {
-        let pki = pki();
-        let server = msg::tls::server_config(
-            pki.server_cert_pem.as_bytes(),
-            pki.server_key_pem.as_bytes(),
-        )
-        .expect("server config");
-        let client = msg::tls::client_config(pki.ca_pem.as_bytes()).expect("client config");
-        msg::Tls::server(server)
-            .with_client(client, "localhost")
-            .expect("client side")
-    }
-    fn bind_target() -> msg::tcp::Endpoint {
-        "127.0.0.1:0".into()
-    }
-    fn dial_target(bound: &std::net::SocketAddr) -> msg::tcp::Endpoint {
-        (*bound).into()
-    }
-}
-
-struct Quic;
-
-impl Fixture for Quic {
-    type T = msg::Quic;
-    fn transport() -> msg::Quic {
-        msg::Quic::default()
-    }
-    fn bind_target() -> msg::tcp::Endpoint {
-        "127.0.0.1:0".into()
-    }
-    fn dial_target(bound: &std::net::SocketAddr) -> msg::tcp::Endpoint {
-        (*bound).into()
-    }
-}
-
-/// QUIC with real certificates: the server verified, as in production.
-struct VerifiedQuic;
-
-impl Fixture for VerifiedQuic {
-    type T = msg::Quic;
-    fn transport() -> msg::Quic {
-        let pki = pki();
-        let server = msg::tls::server_config(
-            pki.server_cert_pem.as_bytes(),
-            pki.server_key_pem.as_bytes(),
-        )
-        .expect("server config");
-        let client = msg::tls::client_config(pki.ca_pem.as_bytes()).expect("client config");
-        msg::Quic::with_tls(Some(server), client, "localhost").expect("QUIC with TLS")
-    }
-    fn bind_target() -> msg::tcp::Endpoint {
-        "127.0.0.1:0".into()
-    }
-    fn dial_target(bound: &std::net::SocketAddr) -> msg::tcp::Endpoint {
-        (*bound).into()
     }
 }
 

@@ -4,12 +4,11 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::transport::{Connected, Listener, Transport, TransportError};
+use crate::transport::{ConnectFuture, Connected, Listener, Transport, TransportError};
 
 /// The address of an IPC endpoint: the socket file's path, and for an accepted peer a
 /// number that tells it from the listener's other peers (Unix sockets give clients no
@@ -215,40 +214,17 @@ impl Transport for Ipc {
     }
 }
 
-type IpcConnected = Result<Connected<UnixStream, IpcAddr>, TransportError>;
-
-/// The future of a connection being made by [`Ipc`] as a [`tower::Service`].
-pub struct IpcConnecting {
-    inner: Pin<Box<dyn Future<Output = IpcConnected> + Send>>,
-}
-
-impl fmt::Debug for IpcConnecting {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IpcConnecting").finish_non_exhaustive()
-    }
-}
-
-impl Future for IpcConnecting {
-    type Output = IpcConnected;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
-    }
-}
-
 impl tower::Service<PathBuf> for Ipc {
     type Response = Connected<UnixStream, IpcAddr>;
     type Error = TransportError;
-    type Future = IpcConnecting;
+    type Future = ConnectFuture<UnixStream, IpcAddr>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, path: PathBuf) -> IpcConnecting {
-        IpcConnecting {
-            inner: Box::pin(connect_path(path)),
-        }
+    fn call(&mut self, path: PathBuf) -> Self::Future {
+        Box::pin(connect_path(path))
     }
 }
 

@@ -4,12 +4,11 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::transport::{Connected, Listener, Transport, TransportError};
+use crate::transport::{ConnectFuture, Connected, Listener, Transport, TransportError};
 
 /// Where a TCP socket binds or dials: a socket address, or a `host:port` to resolve.
 ///
@@ -233,40 +232,17 @@ impl Transport for Tcp {
     }
 }
 
-type TcpConnected = Result<Connected<TcpStream, SocketAddr>, TransportError>;
-
-/// The future of a connection being made by [`Tcp`] as a [`tower::Service`].
-pub struct Connecting {
-    inner: Pin<Box<dyn Future<Output = TcpConnected> + Send>>,
-}
-
-impl fmt::Debug for Connecting {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Connecting").finish_non_exhaustive()
-    }
-}
-
-impl Future for Connecting {
-    type Output = Result<Connected<TcpStream, SocketAddr>, TransportError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
-    }
-}
-
 impl tower::Service<Endpoint> for Tcp {
     type Response = Connected<TcpStream, SocketAddr>;
     type Error = TransportError;
-    type Future = Connecting;
+    type Future = ConnectFuture<TcpStream, SocketAddr>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, target: Endpoint) -> Connecting {
-        Connecting {
-            inner: Box::pin(connect_endpoint(target)),
-        }
+    fn call(&mut self, target: Endpoint) -> Self::Future {
+        Box::pin(connect_endpoint(target))
     }
 }
 
