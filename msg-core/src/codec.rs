@@ -24,7 +24,9 @@ enum DecodeState {
 ///
 /// The decoder is sans-IO: it takes whatever bytes have arrived and yields each complete
 /// frame, keeping a parsed header across partial reads. Lengths are checked against
-/// [`max_frame_len`](FrameCodec::max_frame_len) before anything is reserved for them.
+/// [`max_frame_len`](FrameCodec::max_frame_len) before anything is reserved for them, and
+/// only a frame body that has started to arrive is reserved for; how much more to read
+/// is the reader's choice.
 /// Decoded topics and payloads are slices of the read buffer, not copies.
 ///
 /// # Example
@@ -78,7 +80,6 @@ impl FrameCodec {
 
     fn decode_head(&mut self, src: &mut BytesMut) -> Result<Option<Header>, FrameError> {
         let Some(head) = src.first_chunk::<HEADER_LEN>() else {
-            src.reserve(HEADER_LEN - src.len());
             return Ok(None);
         };
         let header = Header::decode(head)?;
@@ -127,8 +128,6 @@ impl Decoder for FrameCodec {
         match self.decode_body(header, src) {
             Some(frame) => {
                 self.state = DecodeState::Head;
-                // Make room for the next header before the next read.
-                src.reserve(HEADER_LEN);
                 Ok(Some(frame))
             }
             None => {

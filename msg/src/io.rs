@@ -1,5 +1,6 @@
 //! [`FramedIo`]: one connection's byte stream, with its read buffer and coalescing writer.
 
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -14,6 +15,9 @@ use tokio_util::codec::Decoder;
 const READ_CHUNK: usize = 64 * 1024;
 /// The most it grows by at once, for large frames.
 const MAX_READ_CHUNK: usize = 1024 * 1024;
+/// Retired read buffers kept for reuse, for large frames only: at 1 MiB each, enough to cover
+/// a subscriber inbox of 8 MiB twice over (the inbox and the batch being read from it).
+const POOLED_BUFFERS: usize = 16;
 
 /// A connection's stream with its framing state.
 ///
@@ -32,6 +36,8 @@ pub(crate) struct FramedIo<Io> {
     /// size last seen, so that large frames share allocations instead of each taking (and
     /// faulting in) fresh pages of its own.
     chunk: usize,
+    /// Retired read buffers, reclaimed once the frames cut from them are gone.
+    pool: VecDeque<BytesMut>,
 }
 
 impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
@@ -43,6 +49,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
             wbuf: WriteBuf::new(max_frame_len),
             eof: false,
             chunk: READ_CHUNK,
+            pool: VecDeque::new(),
         }
     }
 
@@ -65,9 +72,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
         if self.eof {
             return Poll::Ready(Ok(false));
         }
-        if self.rbuf.capacity() - self.rbuf.len() < self.chunk / 8 {
-            self.rbuf.reserve(self.chunk);
-        }
+        self.make_room();
         let n = ready!(tokio_util::io::poll_read_buf(
             Pin::new(&mut self.io),
             cx,
@@ -77,6 +82,42 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
             self.eof = true;
         }
         Poll::Ready(Ok(n > 0))
+    }
+
+    /// Makes room in the read buffer for the next read.
+    ///
+    /// Frames handed out share the buffer's allocation, so a buffer cannot grow in place
+    /// while they live. For small frames a fresh allocation is cheap and the allocator
+    /// reuses it. For large ones it is not: allocations past glibc's mmap threshold are
+    /// mapped and unmapped every time, and each page faults in again. So large-frame
+    /// buffers are pooled: a retired buffer waits, emptied, until every frame cut from it
+    /// has been dropped, and is then reclaimed whole instead of allocating.
+    fn make_room(&mut self) {
+        let want = self.chunk;
+        if self.rbuf.capacity() - self.rbuf.len() >= want / 8 {
+            return;
+        }
+        if want <= READ_CHUNK {
+            self.rbuf.reserve(want);
+            return;
+        }
+        if self.rbuf.try_reclaim(want) {
+            return;
+        }
+        let reclaimed = self
+            .pool
+            .iter_mut()
+            .position(|buf| buf.try_reclaim(want))
+            .and_then(|i| self.pool.remove(i));
+        let mut next = reclaimed.unwrap_or_else(|| BytesMut::with_capacity(want));
+        // The start of a frame that has not fully arrived moves across.
+        next.extend_from_slice(&self.rbuf);
+        let mut retired = std::mem::replace(&mut self.rbuf, next);
+        retired.clear();
+        if self.pool.len() == POOLED_BUFFERS {
+            self.pool.pop_front();
+        }
+        self.pool.push_back(retired);
     }
 
     /// Reads until a whole frame is buffered. `None` means the peer closed cleanly between

@@ -372,9 +372,19 @@ impl<A: Clone + fmt::Display> Shared<A> {
     }
 
     async fn publish(&self, topic: &str, msg: &Message) -> Result<(), Error> {
-        // A publish under the drop policy never waits; this lets a loop of them give way to
-        // the other tasks on its worker, the subscribers' sessions among them.
-        tokio::task::consume_budget().await;
+        // A publish under the drop policy never waits. So that a loop of them still gives
+        // way to the other tasks on its worker (the subscribers' sessions among them), every
+        // 16th publish on a thread spends a unit of tokio's cooperative budget: a forced
+        // yield every 2048 publishes; one every 128 cost about 15% of the rate at 64 B.
+        thread_local! {
+            static PUBLISHES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+        }
+        if PUBLISHES.with(|n| {
+            n.set(n.get().wrapping_add(1));
+            n.get() % 16 == 0
+        }) {
+            tokio::task::consume_budget().await;
+        }
         let frame = self.frame(topic, msg)?;
         match self.options.slow_subscriber {
             SlowSubscriber::Drop => self.publish_dropping(topic, &frame),
