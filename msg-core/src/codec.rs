@@ -78,6 +78,16 @@ impl FrameCodec {
         self.max_frame_len
     }
 
+    /// How many more bytes the frame being decoded needs, once its header has been read;
+    /// `buffered` is how much of it the buffer holds. A reader uses this to make room for
+    /// the whole body at once.
+    pub fn missing(&self, buffered: usize) -> Option<usize> {
+        match self.state {
+            DecodeState::Head => None,
+            DecodeState::Body(header) => Some(header.body_len().saturating_sub(buffered)),
+        }
+    }
+
     fn decode_head(&mut self, src: &mut BytesMut) -> Result<Option<Header>, FrameError> {
         let Some(head) = src.first_chunk::<HEADER_LEN>() else {
             return Ok(None);
@@ -274,6 +284,22 @@ mod tests {
             codec.decode(&mut topic),
             Err(FrameError::BadTopic(_))
         ));
+    }
+
+    #[test]
+    fn missing_tells_how_much_of_a_started_body_is_still_to_come() {
+        let frame = Frame::new(FrameKind::Request, 1, Bytes::from(vec![1u8; 100]));
+        let bytes = encoded(&frame);
+        let mut codec = FrameCodec::new();
+        let mut src = BytesMut::from(&bytes[..10]);
+        assert_eq!(codec.decode(&mut src).unwrap(), None);
+        assert_eq!(codec.missing(src.len()), None, "header not read yet");
+        src.extend_from_slice(&bytes[10..50]);
+        assert_eq!(codec.decode(&mut src).unwrap(), None);
+        assert_eq!(codec.missing(src.len()), Some(70));
+        src.extend_from_slice(&bytes[50..]);
+        assert_eq!(codec.decode(&mut src).unwrap(), Some(frame));
+        assert_eq!(codec.missing(src.len()), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
+use msg_core::wire::HEADER_LEN;
 use msg_core::{Encoding, Frame, FrameCodec, FrameError, FrameKind, WriteBuf, MAX_IO_SLICES};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::Decoder;
@@ -93,23 +94,30 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
     /// buffers are pooled: a retired buffer waits, emptied, until every frame cut from it
     /// has been dropped, and is then reclaimed whole instead of allocating.
     fn make_room(&mut self) {
-        let want = self.chunk;
-        if self.rbuf.capacity() - self.rbuf.len() >= want / 8 {
+        // Room for the rest of a frame whose header has arrived, or for the next chunk.
+        let missing = self.codec.missing(self.rbuf.len()).unwrap_or(0);
+        let spare = self.rbuf.capacity() - self.rbuf.len();
+        if spare >= missing.max(self.chunk / 8) {
             return;
         }
-        if want <= READ_CHUNK {
+        let want = self.chunk.max(missing);
+        if self.chunk <= READ_CHUNK && missing <= READ_CHUNK {
             self.rbuf.reserve(want);
             return;
         }
         if self.rbuf.try_reclaim(want) {
             return;
         }
+        // Buffers are all made one size, with room for a chunk and a frame's start carried
+        // over, so that any retired one fits the next need.
+        let needed = self.rbuf.len() + want;
+        let size = needed.max(want + want / 8 + HEADER_LEN);
         let reclaimed = self
             .pool
             .iter_mut()
-            .position(|buf| buf.try_reclaim(want))
+            .position(|buf| buf.try_reclaim(needed))
             .and_then(|i| self.pool.remove(i));
-        let mut next = reclaimed.unwrap_or_else(|| BytesMut::with_capacity(want));
+        let mut next = reclaimed.unwrap_or_else(|| BytesMut::with_capacity(size));
         // The start of a frame that has not fully arrived moves across.
         next.extend_from_slice(&self.rbuf);
         let mut retired = std::mem::replace(&mut self.rbuf, next);
