@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::transport::{ConnectFuture, Connected, Listener, Transport, TransportError};
+use crate::transport::{Connected, Listener, Transport, TransportError};
 
 /// The address of an IPC endpoint: the socket file's path, and for an accepted peer a
 /// number that tells it from the listener's other peers (Unix sockets give clients no
@@ -214,19 +214,7 @@ impl Transport for Ipc {
     }
 }
 
-impl tower::Service<PathBuf> for Ipc {
-    type Response = Connected<UnixStream, IpcAddr>;
-    type Error = TransportError;
-    type Future = ConnectFuture<UnixStream, IpcAddr>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, path: PathBuf) -> Self::Future {
-        Box::pin(connect_path(path))
-    }
-}
+crate::transport::connector_service!(Ipc);
 
 #[cfg(test)]
 mod tests {

@@ -25,7 +25,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::tcp::Endpoint as Target;
-use crate::transport::{ConnectFuture, Connected, Listener, Transport, TransportError};
+use crate::transport::{Connected, Listener, Transport, TransportError};
 
 /// How long a server waits for a client's QUIC handshake and first stream.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -547,19 +547,4 @@ impl Transport for Quic {
     }
 }
 
-/// QUIC as a connector: a [`tower::Service`] from an endpoint to a QUIC stream, so that
-/// connection-level layers wrap it.
-impl tower::Service<Target> for Quic {
-    type Response = Connected<QuicStream, SocketAddr>;
-    type Error = TransportError;
-    type Future = ConnectFuture<QuicStream, SocketAddr>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, target: Target) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { this.connect(target).await })
-    }
-}
+crate::transport::connector_service!(Quic);

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::transport::{ConnectFuture, Connected, Listener, Transport, TransportError};
+use crate::transport::{Connected, Listener, Transport, TransportError};
 
 /// Where a TCP socket binds or dials: a socket address, or a `host:port` to resolve.
 ///
@@ -232,19 +232,7 @@ impl Transport for Tcp {
     }
 }
 
-impl tower::Service<Endpoint> for Tcp {
-    type Response = Connected<TcpStream, SocketAddr>;
-    type Error = TransportError;
-    type Future = ConnectFuture<TcpStream, SocketAddr>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, target: Endpoint) -> Self::Future {
-        Box::pin(connect_endpoint(target))
-    }
-}
+crate::transport::connector_service!(Tcp);
 
 #[cfg(test)]
 mod tests {

@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
 use crate::tcp::{Endpoint, Tcp, TcpAcceptor};
-use crate::transport::{ConnectFuture, Connected, Listener, Transport, TransportError};
+use crate::transport::{Connected, Listener, Transport, TransportError};
 
 /// How long a server waits for a client's TLS handshake before it drops the connection.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -426,22 +426,7 @@ impl Transport for Tls {
     }
 }
 
-/// TLS as a connector: a [`tower::Service`] from [`Endpoint`] to a TLS connection, so that
-/// connection-level layers wrap it.
-impl tower::Service<Endpoint> for Tls {
-    type Response = Connected<TlsStream<TcpStream>, SocketAddr>;
-    type Error = TransportError;
-    type Future = ConnectFuture<TlsStream<TcpStream>, SocketAddr>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, target: Endpoint) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { this.connect(target).await })
-    }
-}
+crate::transport::connector_service!(Tls);
 
 #[cfg(test)]
 mod tests {

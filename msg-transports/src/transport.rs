@@ -70,6 +70,37 @@ pub enum TransportError {
 pub type ConnectFuture<Io, Addr> =
     std::pin::Pin<Box<dyn Future<Output = Result<Connected<Io, Addr>, TransportError>> + Send>>;
 
+/// Makes a transport a connector: a [`tower::Service`] from its target to a connection,
+/// so that connection-level layers (a connect timeout, a retry with backoff) wrap it.
+macro_rules! connector_service {
+    ($transport:ty) => {
+        impl tower::Service<<$transport as $crate::Transport>::Target> for $transport {
+            type Response = $crate::Connected<
+                <$transport as $crate::Transport>::Io,
+                <$transport as $crate::Transport>::Addr,
+            >;
+            type Error = $crate::TransportError;
+            type Future = $crate::ConnectFuture<
+                <$transport as $crate::Transport>::Io,
+                <$transport as $crate::Transport>::Addr,
+            >;
+
+            fn poll_ready(
+                &mut self,
+                _cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Result<(), $crate::TransportError>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+
+            fn call(&mut self, target: <$transport as $crate::Transport>::Target) -> Self::Future {
+                let transport = self.clone();
+                Box::pin(async move { $crate::Transport::connect(&transport, target).await })
+            }
+        }
+    };
+}
+pub(crate) use connector_service;
+
 /// A connection that was just made or accepted, with the address of the other end.
 #[derive(Debug)]
 pub struct Connected<Io, Addr> {
