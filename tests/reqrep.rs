@@ -363,6 +363,51 @@ async fn poll_ready_is_pending_at_the_in_flight_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_requests_give_their_slots_back_to_waiting_callers() {
+    let (open_gate, gate) = watch::channel(false);
+    let mut rep = RepSocket::new(Tcp::default());
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    tokio::spawn(serve(
+        rep,
+        service_fn(move |req: Request| {
+            let mut gate = gate.clone();
+            async move {
+                gate.wait_for(|open| *open).await.unwrap();
+                Ok::<_, Infallible>(req.msg().clone())
+            }
+        }),
+    ));
+    let mut req = ReqSocket::with_options(Tcp::default(), ReqOptions::default().max_in_flight(2));
+    req.connect(addr).await.unwrap();
+
+    // Both slots taken by requests whose callers give up while they are on the wire.
+    let first = req.ready().await.unwrap().call(Message::from("gone 1"));
+    let second = req.ready().await.unwrap().call(Message::from("gone 2"));
+    assert!(req.ready().now_or_never().is_none());
+    drop((first, second));
+
+    // Eight callers queue for the two slots, then the server answers everything.
+    let callers: Vec<_> = (0..8)
+        .map(|i| {
+            let req = req.clone();
+            tokio::spawn(async move { req.request(Bytes::from(format!("call {i}"))).await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    open_gate.send(true).unwrap();
+    for (i, caller) in callers.into_iter().enumerate() {
+        let reply = within(caller).await.unwrap().unwrap();
+        assert_eq!(reply, format!("call {i}"));
+    }
+    // Every slot is free again: two calls are admitted at once.
+    for _ in 0..2 {
+        let fut = req.ready().now_or_never().expect("a free slot").unwrap();
+        within(fut.call(Message::from("again"))).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tower_timeouts_apply_on_both_sides() {
     let mut rep = RepSocket::new(Tcp::default());
     rep.bind("127.0.0.1:0").await.unwrap();

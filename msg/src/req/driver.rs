@@ -2,107 +2,31 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_util::task::AtomicWaker;
 use msg_core::{Frame, FrameKind, Message};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
+use super::shared::{Reply, Shared, SlotId};
 use crate::error::frame_refused;
 use crate::ids::IdMap;
 use crate::io::FramedIo;
 use crate::Error;
 
-pub(crate) type Reply = Result<Message, Error>;
-
-/// A request on its way to the driver.
-pub(crate) struct Outgoing {
-    msg: Message,
-    tx: oneshot::Sender<Reply>,
-    permit: OwnedSemaphorePermit,
-}
-
-#[derive(Default)]
-struct Queue {
-    items: Vec<Outgoing>,
-    /// No handle is left: finish what is in flight, then close.
-    closed: bool,
-    /// The connection is gone: refuse new requests at once.
-    failed: bool,
-}
-
-/// What the socket handles and the driver share: a queue the handles push to and the driver
-/// drains whole, the driver's waker, and the semaphore that bounds requests in flight.
-pub(crate) struct Shared {
-    queue: Mutex<Queue>,
-    waker: AtomicWaker,
-    pub(crate) in_flight: Arc<Semaphore>,
-    max_frame_len: usize,
-}
-
-impl Shared {
-    pub(crate) fn new(max_in_flight: usize, max_frame_len: usize) -> Self {
-        Shared {
-            queue: Mutex::new(Queue::default()),
-            waker: AtomicWaker::new(),
-            in_flight: Arc::new(Semaphore::new(max_in_flight)),
-            max_frame_len,
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        // The queue is left consistent at every step, so a panic elsewhere cannot poison it
-        // into a wrong state.
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Hands a request to the driver and returns where its reply will arrive.
-    pub(crate) fn enqueue(
-        &self,
-        msg: Message,
-        permit: OwnedSemaphorePermit,
-    ) -> Result<oneshot::Receiver<Reply>, Error> {
-        let len = msg.payload().len();
-        if len > self.max_frame_len {
-            return Err(Error::FrameTooLarge {
-                len: len as u64,
-                max: self.max_frame_len,
-            });
-        }
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut queue = self.lock();
-            if queue.failed {
-                return Err(Error::ConnectionClosed);
-            }
-            queue.items.push(Outgoing { msg, tx, permit });
-        }
-        self.waker.wake();
-        Ok(rx)
-    }
-
-    /// The last handle is gone.
-    pub(crate) fn close(&self) {
-        self.lock().closed = true;
-        self.waker.wake();
-    }
-}
-
-struct InFlight {
-    tx: oneshot::Sender<Reply>,
-    _permit: OwnedSemaphorePermit,
-}
+/// Passes through the queue in one wake-up before the driver lets other tasks run.
+const MAX_PASSES: usize = 32;
 
 /// Drives one client connection: writes queued requests, reads responses, and completes
-/// each request's reply by id, in whatever order the responses come.
+/// each request's slot by id, in whatever order the responses come.
 pub(crate) struct ReqDriver<Io> {
     io: FramedIo<Io>,
     shared: Arc<Shared>,
-    in_flight: IdMap<InFlight>,
+    /// The slot of each request on the wire, by request id.
+    in_flight: IdMap<SlotId>,
     next_id: u64,
-    batch: Vec<Outgoing>,
+    batch: Vec<(SlotId, Message)>,
+    replies: Vec<(SlotId, Reply)>,
     closing: bool,
 }
 
@@ -114,22 +38,16 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> ReqDriver<Io> {
             in_flight: IdMap::default(),
             next_id: 1,
             batch: Vec::new(),
+            replies: Vec::new(),
             closing: false,
         }
     }
 
     /// Step: moves every queued request into the write buffer. Returns how many it took.
-    fn take_queued(&mut self) -> usize {
-        {
-            let mut queue = self.shared.lock();
-            std::mem::swap(&mut queue.items, &mut self.batch);
-            self.closing = queue.closed;
-        }
+    fn take_queued(&mut self, cx: &mut Context<'_>) -> usize {
+        self.closing = self.shared.take_queue(&mut self.batch, cx);
         let taken = self.batch.len();
-        for Outgoing { msg, tx, permit } in self.batch.drain(..) {
-            if tx.is_closed() {
-                continue; // the caller gave up before the request left
-            }
+        for (slot, msg) in self.batch.drain(..) {
             let id = self.next_id;
             self.next_id += 1;
             match self
@@ -137,39 +55,49 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> ReqDriver<Io> {
                 .queue(FrameKind::Request, msg.encoding(), id, msg.payload())
             {
                 Ok(()) => {
-                    self.in_flight.insert(
-                        id,
-                        InFlight {
-                            tx,
-                            _permit: permit,
-                        },
-                    );
+                    self.in_flight.insert(id, slot);
                 }
-                Err(e) => {
-                    let _ = tx.send(Err(frame_refused(e)));
-                }
+                Err(e) => self.replies.push((slot, Err(frame_refused(e)))),
             }
         }
+        self.shared.complete(&mut self.replies);
         taken
     }
 
     /// Step: reads and completes every response that has arrived.
     fn read_responses(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        loop {
-            while let Some(frame) = self.io.decode()? {
-                self.complete(frame)?;
+        let result = loop {
+            match self.io.decode() {
+                Ok(Some(frame)) => match self.reply(frame) {
+                    Ok(()) => continue,
+                    Err(e) => break Poll::Ready(Err(e)),
+                },
+                Ok(None) => {}
+                Err(e) => break Poll::Ready(Err(e.into())),
             }
-            if !std::task::ready!(self.io.poll_fill(cx))? {
-                if let Some(frame) = self.io.decode()? {
-                    self.complete(frame)?;
-                    continue;
+            // Replies decoded so far reach their callers before the next read.
+            self.shared.complete(&mut self.replies);
+            match self.io.poll_fill(cx) {
+                Poll::Pending => break Poll::Pending,
+                Poll::Ready(Ok(true)) => {}
+                Poll::Ready(Ok(false)) => {
+                    if let Some(frame) = self.io.decode()? {
+                        if let Err(e) = self.reply(frame) {
+                            break Poll::Ready(Err(e));
+                        }
+                        continue;
+                    }
+                    break Poll::Ready(Err(Error::ConnectionClosed));
                 }
-                return Poll::Ready(Err(Error::ConnectionClosed));
+                Poll::Ready(Err(e)) => break Poll::Ready(Err(Error::Io(e))),
             }
-        }
+        };
+        self.shared.complete(&mut self.replies);
+        result
     }
 
-    fn complete(&mut self, frame: Frame) -> Result<(), Error> {
+    /// Matches a response to its request.
+    fn reply(&mut self, frame: Frame) -> Result<(), Error> {
         let reply = match frame.kind {
             FrameKind::Response => Ok(Message::new(frame.payload).with_encoding(frame.encoding)),
             FrameKind::ErrorResponse => Err(Error::Remote {
@@ -181,32 +109,22 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> ReqDriver<Io> {
             tracing::warn!(id = frame.id, "response to a request that was never sent");
             return Err(Error::UnexpectedFrame { kind: frame.kind });
         };
-        let _ = slot.tx.send(reply);
+        self.replies.push((slot, reply));
         Ok(())
     }
 
     /// Fails everything in flight or queued, and every later request.
     fn fail(&mut self, cause: &Error) {
-        let queued = {
-            let mut queue = self.shared.lock();
-            queue.failed = true;
-            std::mem::take(&mut queue.items)
-        };
-        self.shared.in_flight.close();
-        if !self.in_flight.is_empty() || !queued.is_empty() {
+        if !self.in_flight.is_empty() {
             tracing::debug!(
                 error = %cause,
                 in_flight = self.in_flight.len(),
-                queued = queued.len(),
                 "request connection failed"
             );
         }
-        for (_, slot) in self.in_flight.drain() {
-            let _ = slot.tx.send(Err(Error::ConnectionClosed));
-        }
-        for item in queued {
-            let _ = item.tx.send(Err(Error::ConnectionClosed));
-        }
+        self.shared.complete(&mut self.replies);
+        self.shared
+            .fail(self.in_flight.drain().map(|(_, slot)| slot));
     }
 }
 
@@ -215,11 +133,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Future for ReqDriver<Io> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        this.shared.waker.register(cx.waker());
-        // Two passes: requests queued while the first pass wrote and read leave without
-        // another trip through the scheduler.
-        for _ in 0..2 {
-            let taken = this.take_queued();
+        // Requests queued while a pass wrote and read leave in the next pass, without
+        // another trip through the scheduler. A pass that finds the queue empty has
+        // registered this task to be woken by the next request.
+        for _ in 0..MAX_PASSES {
+            let taken = this.take_queued(cx);
             if let Poll::Ready(Err(e)) = this.io.poll_flush(cx) {
                 this.fail(&Error::Io(e));
                 return Poll::Ready(());
@@ -234,9 +152,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Future for ReqDriver<Io> {
                 return Poll::Ready(());
             }
             if taken == 0 {
-                break;
+                return Poll::Pending;
             }
         }
+        // Still busy: let other tasks run, and come back.
+        cx.waker().wake_by_ref();
         Poll::Pending
     }
 }

@@ -1,13 +1,14 @@
 //! [`ResponseFuture`]: the reply to one request.
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use msg_core::Message;
-use tokio::sync::oneshot;
 
-use super::driver::Reply;
+use super::shared::{Shared, SlotId};
 use crate::Error;
 
 /// The reply to a request sent through [`ReqSocket`](super::ReqSocket) as a
@@ -15,28 +16,40 @@ use crate::Error;
 ///
 /// It resolves when the response arrives, or with [`Error::ConnectionClosed`] as soon as the
 /// connection dies. Dropping it abandons the request: if it has not left yet, it never will.
-#[derive(Debug)]
 #[must_use = "futures do nothing unless polled"]
 pub struct ResponseFuture {
     state: State,
 }
 
-#[derive(Debug)]
 enum State {
-    Waiting(oneshot::Receiver<Reply>),
-    Failed(Option<Error>),
+    Waiting { shared: Arc<Shared>, slot: SlotId },
+    Failed(Error),
+    Finished,
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Waiting { slot, .. } => format!("waiting in slot {slot}"),
+            State::Failed(e) => format!("failed: {e}"),
+            State::Finished => "finished".to_owned(),
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
 }
 
 impl ResponseFuture {
-    pub(crate) fn waiting(rx: oneshot::Receiver<Reply>) -> Self {
+    pub(crate) fn waiting(shared: Arc<Shared>, slot: SlotId) -> Self {
         ResponseFuture {
-            state: State::Waiting(rx),
+            state: State::Waiting { shared, slot },
         }
     }
 
     pub(crate) fn failed(e: Error) -> Self {
         ResponseFuture {
-            state: State::Failed(Some(e)),
+            state: State::Failed(e),
         }
     }
 }
@@ -45,12 +58,27 @@ impl Future for ResponseFuture {
     type Output = Result<Message, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.state {
-            State::Waiting(rx) => Poll::Ready(match ready!(Pin::new(rx).poll(cx)) {
-                Ok(reply) => reply,
-                Err(_) => Err(Error::ConnectionClosed),
-            }),
-            State::Failed(e) => Poll::Ready(Err(e.take().unwrap_or(Error::NotReady))),
+        let reply = match &self.state {
+            State::Waiting { shared, slot } => match shared.poll_reply(*slot, cx) {
+                Poll::Ready(reply) => reply,
+                Poll::Pending => return Poll::Pending,
+            },
+            State::Failed(_) | State::Finished => {
+                match std::mem::replace(&mut self.state, State::Finished) {
+                    State::Failed(e) => Err(e),
+                    _ => Err(Error::NotReady),
+                }
+            }
+        };
+        self.state = State::Finished;
+        Poll::Ready(reply)
+    }
+}
+
+impl Drop for ResponseFuture {
+    fn drop(&mut self) {
+        if let State::Waiting { shared, slot } = &self.state {
+            shared.abandon(*slot);
         }
     }
 }

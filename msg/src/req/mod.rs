@@ -2,6 +2,7 @@
 
 mod driver;
 mod future;
+mod shared;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -10,13 +11,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use msg_core::{Message, SocketType, DEFAULT_MAX_FRAME_LEN};
 use msg_transports::{Connected, Transport};
-use tokio::sync::OwnedSemaphorePermit;
-use tokio_util::sync::PollSemaphore;
 
 use crate::handshake;
 use crate::io::FramedIo;
 use crate::Error;
-use driver::{ReqDriver, Shared};
+use driver::ReqDriver;
+use shared::{Shared, SlotId, Ticket};
 
 pub use future::ResponseFuture;
 
@@ -109,10 +109,38 @@ impl Drop for Handle {
     }
 }
 
-#[derive(Clone)]
+/// A handle's claim on its connection: the connection, and the slot that `poll_ready`
+/// reserved for the next call, if any.
 struct Client {
     handle: Arc<Handle>,
-    permits: PollSemaphore,
+    reserved: Option<SlotId>,
+    /// This handle's place in the line for a slot, while `poll_ready` waits for one.
+    ticket: Option<Ticket>,
+}
+
+impl Client {
+    fn new(handle: Arc<Handle>) -> Self {
+        Client {
+            handle,
+            reserved: None,
+            ticket: None,
+        }
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Some(slot) = self.reserved.take() {
+            self.shared().unreserve(slot);
+        }
+        if let Some(ticket) = self.ticket.take() {
+            self.shared().cancel(ticket);
+        }
+    }
 }
 
 /// The client side of Request/Reply.
@@ -157,7 +185,6 @@ pub struct ReqSocket<T: Transport> {
     transport: T,
     options: ReqOptions,
     client: Option<Client>,
-    permit: Option<OwnedSemaphorePermit>,
     peer: Option<T::Addr>,
 }
 
@@ -166,9 +193,8 @@ impl<T: Transport> Clone for ReqSocket<T> {
         ReqSocket {
             transport: self.transport.clone(),
             options: self.options.clone(),
-            client: self.client.clone(),
             // A clone starts without the original's reserved capacity.
-            permit: None,
+            client: self.client.as_ref().map(|c| Client::new(c.handle.clone())),
             peer: self.peer.clone(),
         }
     }
@@ -195,7 +221,6 @@ impl<T: Transport> ReqSocket<T> {
             transport,
             options,
             client: None,
-            permit: None,
             peer: None,
         }
     }
@@ -235,14 +260,9 @@ impl<T: Transport> ReqSocket<T> {
             self.options.max_in_flight,
             self.options.max_frame_len,
         ));
-        let permits = PollSemaphore::new(shared.in_flight.clone());
         tokio::spawn(ReqDriver::new(io, shared.clone()));
         tracing::debug!(%peer, "request socket connected");
-        self.client = Some(Client {
-            handle: Arc::new(Handle { shared }),
-            permits,
-        });
-        self.permit = None;
+        self.client = Some(Client::new(Arc::new(Handle { shared })));
         self.peer = Some(peer);
         Ok(())
     }
@@ -281,14 +301,14 @@ impl<T: Transport> ReqSocket<T> {
     /// As [`request`](Self::request), but the reply's encoding is not checked.
     pub async fn send(&self, msg: Message) -> Result<Message, Error> {
         let client = self.client.as_ref().ok_or(Error::NotConnected)?;
-        let shared = &client.handle.shared;
-        let permit = shared
-            .in_flight
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::ConnectionClosed)?;
-        ResponseFuture::waiting(shared.enqueue(msg, permit)?).await
+        let shared = client.shared();
+        let slot = Reserve {
+            shared,
+            ticket: None,
+        }
+        .await?;
+        shared.enqueue(slot, msg)?;
+        ResponseFuture::waiting(shared.clone(), slot).await
     }
 }
 
@@ -300,29 +320,52 @@ impl<T: Transport> tower::Service<Message> for ReqSocket<T> {
     /// Ready when the socket can take one more request: pending while
     /// [`max_in_flight`](ReqOptions::max_in_flight) requests are out.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        if self.permit.is_some() {
-            return Poll::Ready(Ok(()));
-        }
         let Some(client) = self.client.as_mut() else {
             return Poll::Ready(Err(Error::NotConnected));
         };
-        match client.permits.poll_acquire(cx) {
-            Poll::Ready(Some(permit)) => {
-                self.permit = Some(permit);
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(None) => Poll::Ready(Err(Error::ConnectionClosed)),
-            Poll::Pending => Poll::Pending,
+        if client.reserved.is_some() {
+            return Poll::Ready(Ok(()));
         }
+        let shared = client.handle.shared.clone();
+        let slot = std::task::ready!(shared.poll_reserve(&mut client.ticket, cx))?;
+        client.reserved = Some(slot);
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, msg: Message) -> ResponseFuture {
-        let (Some(client), Some(permit)) = (self.client.as_ref(), self.permit.take()) else {
+        let Some(client) = self.client.as_mut() else {
             return ResponseFuture::failed(Error::NotReady);
         };
-        match client.handle.shared.enqueue(msg, permit) {
-            Ok(rx) => ResponseFuture::waiting(rx),
+        let Some(slot) = client.reserved.take() else {
+            return ResponseFuture::failed(Error::NotReady);
+        };
+        let shared = client.shared();
+        match shared.enqueue(slot, msg) {
+            Ok(()) => ResponseFuture::waiting(shared.clone(), slot),
             Err(e) => ResponseFuture::failed(e),
+        }
+    }
+}
+
+/// Waits for a free slot on behalf of [`ReqSocket::send`].
+struct Reserve<'a> {
+    shared: &'a Shared,
+    ticket: Option<Ticket>,
+}
+
+impl std::future::Future for Reserve<'_> {
+    type Output = Result<SlotId, Error>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        this.shared.poll_reserve(&mut this.ticket, cx)
+    }
+}
+
+impl Drop for Reserve<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.shared.cancel(ticket);
         }
     }
 }
