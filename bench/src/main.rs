@@ -4,7 +4,9 @@
 //! Workloads (each repeated `--runs` times, default 3, and the median reported):
 //! - latency: 64 B echo with one request outstanding, 20,000 round trips after 2,000
 //!   warm-up, p50 / p99 / p99.9;
-//! - throughput: 64 requests in flight on one client, 64 B and 1 KiB;
+//! - throughput: 64 requests in flight on one client, 64 B and 1 KiB. `msg` runs twice:
+//!   with a fixed window of reply futures polled in place, and (`msg/fu`) with `request`
+//!   futures in a `FuturesUnordered`;
 //! - pub/sub: one publisher sending flat out for 2 s to 1 subscriber (64 B, 1 KiB,
 //!   64 KiB) and to 4 subscribers (1 KiB): messages and MB per second received, the share
 //!   dropped, whether the drops the system reports match sent minus received, and the
@@ -193,6 +195,7 @@ fn main() {
         let rate = match name {
             "baseline" => measure_throughput::<baseline::Baseline>(plan, 64, 1),
             "zeromq" => measure_throughput::<zmq::Zmq>(plan, 64, 1),
+            "msg/fu" => measure_throughput::<msg_rs::MsgUnordered>(plan, 64, 1),
             _ => measure_throughput::<msg_rs::Msg>(plan, 64, 1),
         };
         println!("{name}: {rate:.0} req/s");
@@ -269,10 +272,12 @@ fn main() {
         );
         let base = measure_throughput::<baseline::Baseline>(plan, size, runs);
         let msg = measure_throughput::<msg_rs::Msg>(plan, size, runs);
+        let msg_fu = measure_throughput::<msg_rs::MsgUnordered>(plan, size, runs);
         let zmq = measure_throughput::<zmq::Zmq>(plan, size, runs);
         for (name, rate) in [
             (baseline::Baseline::NAME, base),
             (msg_rs::Msg::NAME, msg),
+            (msg_rs::MsgUnordered::NAME, msg_fu),
             (zmq::Zmq::NAME, zmq),
         ] {
             println!(

@@ -5,8 +5,13 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use msg::{serve, RepSocket, ReqSocket, Request, Tcp};
-use tower::service_fn;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
+use msg::req::ResponseFuture;
+use msg::{serve, Message, RepSocket, ReqSocket, Request, Tcp};
+use tower::{service_fn, Service, ServiceExt};
 
 use crate::{Latency, Plan, System};
 
@@ -41,6 +46,70 @@ impl System for Msg {
             }
         }
         Latency::from_samples(samples)
+    }
+
+    /// The client is the socket as a [`tower::Service`], with a fixed window of reply
+    /// futures polled in place. A `FuturesUnordered` yields to the scheduler whenever it
+    /// has polled every future it holds without one finishing, as it does after each refill
+    /// here, and each such yield wakes the other worker to steal the task; [`MsgUnordered`]
+    /// measures that client beside this one.
+    async fn throughput(plan: Plan, size: usize) -> f64 {
+        let mut req = connected_pair().await;
+        let payload = Bytes::from(vec![7u8; size]);
+        let total = plan.throughput_requests;
+        let t = Instant::now();
+        let mut window: Vec<Option<ResponseFuture>> = Vec::new();
+        let mut sent = 0;
+        let mut received = 0;
+        while sent < plan.in_flight.min(total) {
+            req.ready().await.expect("ready");
+            window.push(Some(req.call(Message::new(payload.clone()))));
+            sent += 1;
+        }
+        std::future::poll_fn(|cx| {
+            for slot in window.iter_mut() {
+                loop {
+                    match slot {
+                        Some(fut) => match Pin::new(fut).poll(cx) {
+                            Poll::Pending => break,
+                            Poll::Ready(reply) => {
+                                reply.expect("reply");
+                                received += 1;
+                                *slot = None;
+                            }
+                        },
+                        None if sent < total => {
+                            match req.poll_ready(cx) {
+                                Poll::Ready(ready) => ready.expect("ready"),
+                                Poll::Pending => unreachable!("the window is below the limit"),
+                            }
+                            *slot = Some(req.call(Message::new(payload.clone())));
+                            sent += 1;
+                        }
+                        None => break,
+                    }
+                }
+            }
+            if received == total {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        total as f64 / t.elapsed().as_secs_f64()
+    }
+}
+
+/// `msg` again, with the client most users would write first: `request` futures in a
+/// `FuturesUnordered`.
+pub(crate) struct MsgUnordered;
+
+impl System for MsgUnordered {
+    const NAME: &'static str = "msg/fu";
+
+    async fn latency(plan: Plan, size: usize) -> Latency {
+        Msg::latency(plan, size).await
     }
 
     async fn throughput(plan: Plan, size: usize) -> f64 {
