@@ -20,12 +20,29 @@ use crate::Error;
 /// reading them.
 const WRITE_HIGH_WATER: usize = 1024 * 1024;
 
+/// Spare call boxes kept for reuse.
+const SPARE_CALLS: usize = 64;
+
 pin_project_lite::pin_project! {
-    /// One handler call, tagged with the id of its request.
+    /// One handler call, tagged with the id of its request. It lives in a box that outlasts
+    /// it: once the call finishes, the box is empty and can carry the next one.
     struct Call<F> {
         #[pin]
-        fut: F,
+        fut: Option<F>,
         id: u64,
+    }
+}
+
+impl<F: Future> Call<F> {
+    fn boxed() -> Pin<Box<Self>> {
+        Box::pin(Call { fut: None, id: 0 })
+    }
+
+    /// Puts a new call in an empty box.
+    fn start(self: Pin<&mut Self>, id: u64, fut: F) {
+        let mut this = self.project();
+        this.fut.set(Some(fut));
+        *this.id = id;
     }
 }
 
@@ -33,8 +50,12 @@ impl<F: Future> Future for Call<F> {
     type Output = (u64, F::Output);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let out = ready!(this.fut.poll(cx));
+        let mut this = self.project();
+        let Some(fut) = this.fut.as_mut().as_pin_mut() else {
+            panic!("an empty call box was polled");
+        };
+        let out = ready!(fut.poll(cx));
+        this.fut.set(None);
         Poll::Ready((*this.id, out))
     }
 }
@@ -49,7 +70,10 @@ pub(crate) struct Connection<Io, S: Service<Request<A>>, A> {
     io: FramedIo<Io>,
     service: S,
     peer: A,
-    calls: FuturesUnordered<Call<S::Future>>,
+    /// Calls that did not finish when first polled.
+    calls: FuturesUnordered<Pin<Box<Call<S::Future>>>>,
+    /// Empty call boxes: a call that finishes at once costs no allocation.
+    spare: Vec<Pin<Box<Call<S::Future>>>>,
     /// A request read while the service was not ready.
     stalled: Option<Frame>,
     max_in_flight: usize,
@@ -78,6 +102,7 @@ where
             service,
             peer,
             calls: FuturesUnordered::new(),
+            spare: Vec::new(),
             stalled: None,
             max_in_flight: max_in_flight.max(1),
             shutdown: shutdown.map(Box::pin),
@@ -142,10 +167,18 @@ where
             }
             let msg = Message::new(frame.payload).with_encoding(frame.encoding);
             let request = Request::new(msg, self.peer.clone());
-            self.calls.push(Call {
-                fut: self.service.call(request),
-                id: frame.id,
-            });
+            let mut call = self.spare.pop().unwrap_or_else(Call::boxed);
+            call.as_mut().start(frame.id, self.service.call(request));
+            // Most handlers answer at once: those never enter the set of running calls.
+            match call.as_mut().poll(cx) {
+                Poll::Ready((id, result)) => {
+                    self.queue_reply(id, result);
+                    if self.spare.len() < SPARE_CALLS {
+                        self.spare.push(call);
+                    }
+                }
+                Poll::Pending => self.calls.push(call),
+            }
             started = true;
         }
         Ok(started)
@@ -154,31 +187,36 @@ where
     /// Step: queues the reply of every call that has finished.
     fn reply_finished(&mut self, cx: &mut Context<'_>) {
         while let Poll::Ready(Some((id, result))) = self.calls.poll_next_unpin(cx) {
-            let queued = match result {
-                Ok(reply) => {
-                    let reply: Message = reply.into();
-                    self.io
-                        .queue(FrameKind::Response, reply.encoding(), id, reply.payload())
-                        .map_err(|e| frame_refused(e).to_string())
-                }
-                Err(e) => Err(e.into().to_string()),
-            };
-            if let Err(message) = queued {
-                let payload = Bytes::from(message);
-                // An error message always fits: it is far below any sane frame limit, and
-                // one that does not is cut to what does.
-                if self
-                    .io
-                    .queue(FrameKind::ErrorResponse, Encoding::IDENTITY, id, &payload)
-                    .is_err()
-                {
-                    let _ = self.io.queue(
-                        FrameKind::ErrorResponse,
-                        Encoding::IDENTITY,
-                        id,
-                        &Bytes::from_static(b"error"),
-                    );
-                }
+            self.queue_reply(id, result);
+        }
+    }
+
+    /// Queues the reply to request `id`: the response, or an error frame.
+    fn queue_reply(&mut self, id: u64, result: Result<R, S::Error>) {
+        let queued = match result {
+            Ok(reply) => {
+                let reply: Message = reply.into();
+                self.io
+                    .queue(FrameKind::Response, reply.encoding(), id, reply.payload())
+                    .map_err(|e| frame_refused(e).to_string())
+            }
+            Err(e) => Err(e.into().to_string()),
+        };
+        if let Err(message) = queued {
+            let payload = Bytes::from(message);
+            // An error message always fits: it is far below any sane frame limit, and
+            // one that does not is cut to what does.
+            if self
+                .io
+                .queue(FrameKind::ErrorResponse, Encoding::IDENTITY, id, &payload)
+                .is_err()
+            {
+                let _ = self.io.queue(
+                    FrameKind::ErrorResponse,
+                    Encoding::IDENTITY,
+                    id,
+                    &Bytes::from_static(b"error"),
+                );
             }
         }
     }
