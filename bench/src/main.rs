@@ -19,8 +19,8 @@
 //! server in one process.
 //!
 //! Run with `cargo run --release -p msg-bench`; `--runs N` and `--quick` change the effort,
-//! `BENCH_WORKERS=N` the number of workers, `--pubsub` and `--transports` run those sections
-//! alone, and `--profile SYSTEM` runs one system's 64 B
+//! `BENCH_WORKERS=N` the number of workers, `--reqrep`, `--pubsub` and `--transports` run
+//! those sections alone, and `--profile SYSTEM` runs one system's 64 B
 //! throughput alone (2 M requests) for a profiler (`--profile pubsub-SIZE`: msg's pub/sub
 //! with the waiting policy, one subscriber, for 3 s). Built with
 //! `RUSTFLAGS="--cfg tokio_unstable"`, it also prints tokio's per-worker metrics.
@@ -226,6 +226,16 @@ fn main() {
         transports_section(runs, quick);
         return;
     }
+    reqrep_section(plan, runs);
+    if args.iter().any(|a| a == "--reqrep") {
+        return;
+    }
+    pubsub_section(runs, quick);
+    transports_section(runs, quick);
+}
+
+/// Request/Reply over TCP: latency, and throughput with many requests in flight.
+fn reqrep_section(plan: Plan, runs: usize) {
     println!(
         "msg bench: loopback TCP, tokio multi-thread runtime with {} worker(s), client and \
          server in one process; median of {runs} run(s)\n",
@@ -290,9 +300,6 @@ fn main() {
             );
         }
     }
-
-    pubsub_section(runs, quick);
-    transports_section(runs, quick);
 }
 
 /// `msg` over every transport, with TCP as the reference.
