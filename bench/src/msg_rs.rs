@@ -1,21 +1,24 @@
 //! `msg`: a `ReqSocket` against `msg::serve` with an echo `service_fn`.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
-
 use msg::req::ResponseFuture;
-use msg::{serve, Message, RepSocket, ReqSocket, Request, Tcp};
+use msg::{serve, Message, RepSocket, ReqSocket, Request, Tcp, Transport};
 use tower::{service_fn, Service, ServiceExt};
 
 use crate::{Latency, Plan, System};
 
+/// `msg` with the throughput client of [`window`].
 pub(crate) struct Msg;
+
+/// `msg` with the throughput client of [`unordered`].
+pub(crate) struct MsgUnordered;
 
 async fn connected_pair() -> ReqSocket<Tcp> {
     let mut rep = RepSocket::new(Tcp::default());
@@ -30,106 +33,126 @@ async fn connected_pair() -> ReqSocket<Tcp> {
     req
 }
 
+/// Sends `total` requests of `payload`, `in_flight` at a time, and returns requests per
+/// second.
+///
+/// The client is the socket as a [`tower::Service`], with a fixed window of reply futures
+/// polled in place, all in one task.
+pub(crate) async fn window<T: Transport>(
+    mut req: ReqSocket<T>,
+    payload: Bytes,
+    in_flight: usize,
+    total: usize,
+) -> f64 {
+    let t = Instant::now();
+    let mut window: Vec<Option<ResponseFuture>> = Vec::new();
+    window.resize_with(in_flight.min(total), || None);
+    let mut sent = 0;
+    let mut received = 0;
+    req.ready().await.expect("ready");
+    std::future::poll_fn(|cx| {
+        for slot in window.iter_mut() {
+            loop {
+                match slot {
+                    Some(fut) => match Pin::new(fut).poll(cx) {
+                        Poll::Pending => break,
+                        Poll::Ready(reply) => {
+                            reply.expect("reply");
+                            received += 1;
+                            *slot = None;
+                        }
+                    },
+                    None if sent < total => {
+                        match req.poll_ready(cx) {
+                            Poll::Ready(ready) => ready.expect("ready"),
+                            Poll::Pending => unreachable!("the window is below the limit"),
+                        }
+                        *slot = Some(req.call(Message::new(payload.clone())));
+                        sent += 1;
+                    }
+                    None => break,
+                }
+            }
+        }
+        if received == total {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    total as f64 / t.elapsed().as_secs_f64()
+}
+
+/// As [`window`], with the client most users would write first: `request` futures in a
+/// `FuturesUnordered`.
+///
+/// A `FuturesUnordered` yields to the scheduler whenever it has polled every future it
+/// holds without one finishing, as it does after each refill here. Each such yield wakes
+/// the other worker, which takes over the I/O driver and sleeps in it, so that every
+/// readiness event after that needs a cross-CPU wake-up.
+pub(crate) async fn unordered<T: Transport>(
+    req: ReqSocket<T>,
+    payload: Bytes,
+    in_flight: usize,
+    total: usize,
+) -> f64 {
+    let t = Instant::now();
+    let mut pending = FuturesUnordered::new();
+    let mut sent = 0;
+    while sent < in_flight.min(total) {
+        pending.push(req.request(payload.clone()));
+        sent += 1;
+    }
+    while let Some(reply) = pending.next().await {
+        reply.expect("reply");
+        if sent < total {
+            pending.push(req.request(payload.clone()));
+            sent += 1;
+        }
+    }
+    total as f64 / t.elapsed().as_secs_f64()
+}
+
+async fn latency(plan: Plan, size: usize) -> Latency {
+    let req = connected_pair().await;
+    let payload = Bytes::from(vec![7u8; size]);
+    let mut samples = Vec::with_capacity(plan.round_trips);
+    for i in 0..plan.warmup + plan.round_trips {
+        let t = Instant::now();
+        let reply = req.request(payload.clone()).await.expect("reply");
+        debug_assert_eq!(reply.len(), size);
+        if i >= plan.warmup {
+            samples.push(t.elapsed());
+        }
+    }
+    Latency::from_samples(samples)
+}
+
 impl System for Msg {
     const NAME: &'static str = "msg";
 
     async fn latency(plan: Plan, size: usize) -> Latency {
+        latency(plan, size).await
+    }
+
+    async fn throughput(plan: Plan, size: usize) -> f64 {
         let req = connected_pair().await;
         let payload = Bytes::from(vec![7u8; size]);
-        let mut samples = Vec::with_capacity(plan.round_trips);
-        for i in 0..plan.warmup + plan.round_trips {
-            let t = Instant::now();
-            let reply = req.request(payload.clone()).await.expect("reply");
-            debug_assert_eq!(reply.len(), size);
-            if i >= plan.warmup {
-                samples.push(t.elapsed());
-            }
-        }
-        Latency::from_samples(samples)
-    }
-
-    /// The client is the socket as a [`tower::Service`], with a fixed window of reply
-    /// futures polled in place. A `FuturesUnordered` yields to the scheduler whenever it
-    /// has polled every future it holds without one finishing, as it does after each refill
-    /// here, and each such yield wakes the other worker to steal the task; [`MsgUnordered`]
-    /// measures that client beside this one.
-    async fn throughput(plan: Plan, size: usize) -> f64 {
-        let mut req = connected_pair().await;
-        let payload = Bytes::from(vec![7u8; size]);
-        let total = plan.throughput_requests;
-        let t = Instant::now();
-        let mut window: Vec<Option<ResponseFuture>> = Vec::new();
-        let mut sent = 0;
-        let mut received = 0;
-        while sent < plan.in_flight.min(total) {
-            req.ready().await.expect("ready");
-            window.push(Some(req.call(Message::new(payload.clone()))));
-            sent += 1;
-        }
-        std::future::poll_fn(|cx| {
-            for slot in window.iter_mut() {
-                loop {
-                    match slot {
-                        Some(fut) => match Pin::new(fut).poll(cx) {
-                            Poll::Pending => break,
-                            Poll::Ready(reply) => {
-                                reply.expect("reply");
-                                received += 1;
-                                *slot = None;
-                            }
-                        },
-                        None if sent < total => {
-                            match req.poll_ready(cx) {
-                                Poll::Ready(ready) => ready.expect("ready"),
-                                Poll::Pending => unreachable!("the window is below the limit"),
-                            }
-                            *slot = Some(req.call(Message::new(payload.clone())));
-                            sent += 1;
-                        }
-                        None => break,
-                    }
-                }
-            }
-            if received == total {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
-        total as f64 / t.elapsed().as_secs_f64()
+        window(req, payload, plan.in_flight, plan.throughput_requests).await
     }
 }
-
-/// `msg` again, with the client most users would write first: `request` futures in a
-/// `FuturesUnordered`.
-pub(crate) struct MsgUnordered;
 
 impl System for MsgUnordered {
     const NAME: &'static str = "msg/fu";
 
     async fn latency(plan: Plan, size: usize) -> Latency {
-        Msg::latency(plan, size).await
+        latency(plan, size).await
     }
 
     async fn throughput(plan: Plan, size: usize) -> f64 {
         let req = connected_pair().await;
         let payload = Bytes::from(vec![7u8; size]);
-        let total = plan.throughput_requests;
-        let t = Instant::now();
-        let mut in_flight = FuturesUnordered::new();
-        let mut sent = 0;
-        while sent < plan.in_flight.min(total) {
-            in_flight.push(req.request(payload.clone()));
-            sent += 1;
-        }
-        while let Some(reply) = in_flight.next().await {
-            reply.expect("reply");
-            if sent < total {
-                in_flight.push(req.request(payload.clone()));
-                sent += 1;
-            }
-        }
-        total as f64 / t.elapsed().as_secs_f64()
+        unordered(req, payload, plan.in_flight, plan.throughput_requests).await
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::StreamExt;
 use msg::{serve, PubSocket, RepSocket, ReqSocket, Request, SubSocket, Transport};
 
 use crate::Latency;
@@ -133,22 +133,7 @@ pub(crate) async fn latency<S: Setup>(warmup: usize, round_trips: usize) -> Late
 /// Requests per second with `in_flight` outstanding.
 pub(crate) async fn throughput<S: Setup>(size: usize, in_flight: usize, total: usize) -> f64 {
     let req = pair::<S>().await;
-    let payload = Bytes::from(vec![7u8; size]);
-    let t = Instant::now();
-    let mut pending = FuturesUnordered::new();
-    let mut sent = 0;
-    while sent < in_flight.min(total) {
-        pending.push(req.request(payload.clone()));
-        sent += 1;
-    }
-    while let Some(reply) = pending.next().await {
-        reply.expect("reply");
-        if sent < total {
-            pending.push(req.request(payload.clone()));
-            sent += 1;
-        }
-    }
-    total as f64 / t.elapsed().as_secs_f64()
+    crate::msg_rs::window(req, Bytes::from(vec![7u8; size]), in_flight, total).await
 }
 
 /// Messages per second received by one subscriber, the publisher waiting for room so that
