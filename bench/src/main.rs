@@ -20,9 +20,10 @@
 //!
 //! Run with `cargo run --release -p msg-bench`; `--runs N` and `--quick` change the effort,
 //! `BENCH_WORKERS=N` the number of workers, `--reqrep`, `--pubsub` and `--transports` run
-//! those sections alone, and `--profile SYSTEM` runs one system's 64 B
-//! throughput alone (2 M requests) for a profiler (`--profile pubsub-SIZE`: msg's pub/sub
-//! with the waiting policy, one subscriber, for 3 s). Built with
+//! those sections alone. For a profiler, `--profile SYSTEM` runs one system's 64 B
+//! throughput alone (2 M requests), `--profile tcp|tls|quic|ipc` `msg`'s 1 KiB throughput
+//! over that transport (1 M requests), and `--profile pubsub-SIZE` msg's pub/sub with the
+//! waiting policy, one subscriber, for 3 s. Built with
 //! `RUSTFLAGS="--cfg tokio_unstable"`, it also prints tokio's per-worker metrics.
 
 mod baseline;
@@ -196,6 +197,19 @@ fn main() {
             "baseline" => measure_throughput::<baseline::Baseline>(plan, 64, 1),
             "zeromq" => measure_throughput::<zmq::Zmq>(plan, 64, 1),
             "msg/fu" => measure_throughput::<msg_rs::MsgUnordered>(plan, 64, 1),
+            // One transport's 1 KiB throughput.
+            "tcp" => run_on_workers(transports::throughput::<transports::Tcp>(
+                1024, 64, 1_000_000,
+            )),
+            "tls" => run_on_workers(transports::throughput::<transports::Tls>(
+                1024, 64, 1_000_000,
+            )),
+            "quic" => run_on_workers(transports::throughput::<transports::Quic>(
+                1024, 64, 1_000_000,
+            )),
+            "ipc" => run_on_workers(transports::throughput::<transports::Ipc>(
+                1024, 64, 1_000_000,
+            )),
             _ => measure_throughput::<msg_rs::Msg>(plan, 64, 1),
         };
         println!("{name}: {rate:.0} req/s");
