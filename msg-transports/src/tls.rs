@@ -19,6 +19,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::RootCertStore;
 /// rustls's configurations, which the helpers here build and [`Tls`] takes.
 pub use rustls::{ClientConfig, ServerConfig};
+use tokio::io::BufReader;
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
@@ -318,8 +319,15 @@ impl Tls {
     }
 }
 
-type Handshake =
-    Pin<Box<dyn Future<Output = (io::Result<TlsStream<TcpStream>>, SocketAddr)> + Send>>;
+/// How much ciphertext is read from the socket at once. rustls asks for at most 4 KiB per
+/// read, which on a busy connection costs a system call per 4 KiB; the buffer underneath
+/// turns those into one read of up to this much.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// A TLS connection's stream: rustls over TCP, with reads buffered underneath.
+pub type TlsIo = TlsStream<BufReader<TcpStream>>;
+
+type Handshake = Pin<Box<dyn Future<Output = (io::Result<TlsIo>, SocketAddr)> + Send>>;
 
 /// A bound TLS listener: accepts TCP connections and runs their TLS handshakes side by
 /// side, so a slow client holds up no one.
@@ -339,7 +347,7 @@ impl fmt::Debug for TlsListener {
 }
 
 impl Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = TlsIo;
     type Addr = SocketAddr;
 
     fn poll_accept(
@@ -350,7 +358,9 @@ impl Listener for TlsListener {
         loop {
             match self.tcp.poll_accept(cx) {
                 Poll::Ready(Ok(Connected { io, peer })) => {
-                    let accept = self.acceptor.accept(io);
+                    let accept = self
+                        .acceptor
+                        .accept(BufReader::with_capacity(READ_BUFFER, io));
                     self.handshakes.push(Box::pin(async move {
                         let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
                             Ok(Ok(stream)) => Ok(TlsStream::Server(stream)),
@@ -384,7 +394,7 @@ impl Listener for TlsListener {
 impl Transport for Tls {
     type Target = Endpoint;
     type Addr = SocketAddr;
-    type Io = TlsStream<TcpStream>;
+    type Io = TlsIo;
     type Listener = TlsListener;
 
     async fn bind(&self, target: Endpoint) -> Result<TlsListener, TransportError> {
@@ -412,6 +422,7 @@ impl Transport for Tls {
                 reason: "this Tls transport has no client configuration".into(),
             })?;
             let Connected { io, peer } = tcp.connect(target).await?;
+            let io = BufReader::with_capacity(READ_BUFFER, io);
             let stream = connector.connect(name, io).await.map_err(|source| {
                 TransportError::TlsHandshake {
                     addr: peer.to_string(),
@@ -434,9 +445,7 @@ mod tests {
 
     use super::*;
 
-    async fn accept_one(
-        mut listener: TlsListener,
-    ) -> io::Result<Connected<TlsStream<TcpStream>, SocketAddr>> {
+    async fn accept_one(mut listener: TlsListener) -> io::Result<Connected<TlsIo, SocketAddr>> {
         std::future::poll_fn(|cx| listener.poll_accept(cx)).await
     }
 
