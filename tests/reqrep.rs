@@ -129,6 +129,75 @@ async fn thousand_concurrent_requests_are_answered_by_id_in_reverse_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_yields_replies_in_request_order_whatever_order_they_come_in() {
+    const N: u32 = 300;
+    let answered = Arc::new(Mutex::new(Vec::new()));
+    let mut rep = RepSocket::new(Tcp::default());
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    tokio::spawn(serve(
+        rep,
+        service_fn({
+            let answered = answered.clone();
+            move |req: Request| {
+                let answered = answered.clone();
+                async move {
+                    let k = u32::from_be_bytes(req.msg()[..4].try_into().unwrap());
+                    // Every third request is held back, so replies leave out of order.
+                    if k % 3 == 0 {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    answered.lock().unwrap().push(k);
+                    Ok::<_, Infallible>(Bytes::from(format!("reply {k}")))
+                }
+            }
+        }),
+    ));
+    let mut req = ReqSocket::new(Tcp::default());
+    req.connect(addr).await.unwrap();
+
+    let requests = tokio_stream::iter(0..N).map(|k| Bytes::from(k.to_be_bytes().to_vec()));
+    let replies: Vec<_> = within(req.pipeline(requests, 32).collect()).await;
+    assert_eq!(replies.len(), N as usize);
+    for (k, reply) in replies.into_iter().enumerate() {
+        assert_eq!(reply.unwrap(), format!("reply {k}"));
+    }
+    let answered = answered.lock().unwrap();
+    assert_eq!(answered.len(), N as usize);
+    assert!(
+        answered.windows(2).any(|w| w[0] > w[1]),
+        "the server answered in order, so the test proved nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_ends_with_typed_errors_when_the_server_goes_away() {
+    let mut rep = RepSocket::new(Tcp::default());
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    let mut req = ReqSocket::new(Tcp::default());
+    req.connect(addr).await.unwrap();
+
+    let requests = tokio_stream::iter(0..1000u32).map(|k| Bytes::from(k.to_be_bytes().to_vec()));
+    let mut replies = req.pipeline(requests, 16);
+    // A first poll sends the window; the server takes the first request and goes away
+    // without answering anything.
+    assert!(replies.next().now_or_never().is_none());
+    let pending = within(rep.next()).await;
+    drop((pending, rep));
+    let outcomes = within(replies.collect::<Vec<_>>()).await;
+    assert!(!outcomes.is_empty() && outcomes.len() <= 1000);
+    for outcome in &outcomes {
+        match outcome {
+            // Requests the server had read when it went away are refused as dropped.
+            Err(Error::Remote { .. }) => {}
+            Err(e) => assert!(e.is_connection_error(), "{e:?}"),
+            Ok(reply) => panic!("a reply came from a server that answered nothing: {reply:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_two_clients_at_once_each_get_their_own_replies() {
     let addr = echo_server().await;
     let mut tasks = tokio::task::JoinSet::new();

@@ -2,6 +2,7 @@
 
 mod driver;
 mod future;
+mod pipeline;
 mod shared;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use driver::ReqDriver;
 use shared::{Shared, SlotId, Ticket};
 
 pub use future::ResponseFuture;
+pub use pipeline::Pipeline;
 
 /// Options of a [`ReqSocket`].
 ///
@@ -286,12 +288,60 @@ impl<T: Transport> ReqSocket<T> {
                 .map_err(|_| Error::Timeout { after })??,
             None => self.send(Message::new(payload)).await?,
         };
-        if !reply.encoding().is_identity() {
-            return Err(Error::UnsupportedEncoding {
-                encoding: reply.encoding(),
-            });
-        }
-        Ok(reply.into_payload())
+        checked_payload(reply)
+    }
+
+    /// Sends every payload of `requests`, keeping up to `window` of them in flight, and
+    /// yields their replies in the order of the requests.
+    ///
+    /// This is the fast way to keep many requests in flight from one task. (A
+    /// `FuturesUnordered` of [`request`](Self::request) futures works too, but it yields
+    /// to the scheduler each time it has polled all its futures without one finishing,
+    /// which a full window of fresh requests always does; on a multi-thread runtime each
+    /// such yield hands the task to another worker.) [`ReqOptions::timeout`] does not
+    /// apply here.
+    ///
+    /// # Errors
+    ///
+    /// Each reply is what [`request`](Self::request) would have returned for it. If the
+    /// connection fails, the requests in flight fail with [`Error::ConnectionClosed`] and
+    /// the stream ends.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use futures_util::{stream, StreamExt};
+    /// # use msg::{serve, RepSocket, Request};
+    /// use msg::{ReqSocket, Tcp};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), msg::Error> {
+    /// # let mut rep = RepSocket::new(Tcp::default());
+    /// # rep.bind("127.0.0.1:0").await?;
+    /// # let addr = rep.local_addr().unwrap();
+    /// # tokio::spawn(serve(rep, tower::service_fn(|req: Request| async move {
+    /// #     Ok::<_, std::convert::Infallible>(req.msg().clone())
+    /// # })));
+    /// let mut req = ReqSocket::new(Tcp::default());
+    /// req.connect(addr).await?;
+    ///
+    /// let requests = stream::iter(0..1000).map(|i| Bytes::from(format!("request {i}")));
+    /// let mut replies = req.pipeline(requests, 64);
+    /// let mut n = 0;
+    /// while let Some(reply) = replies.next().await {
+    ///     assert_eq!(reply?, format!("request {n}"));
+    ///     n += 1;
+    /// }
+    /// assert_eq!(n, 1000);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn pipeline<S>(&self, requests: S, window: usize) -> Pipeline<T, S>
+    where
+        S: futures_core::Stream<Item = Bytes>,
+    {
+        Pipeline::new(self.clone(), requests, window)
     }
 
     /// Sends a message and waits for the reply message, headers included.
@@ -345,6 +395,16 @@ impl<T: Transport> tower::Service<Message> for ReqSocket<T> {
             Err(e) => ResponseFuture::failed(e),
         }
     }
+}
+
+/// The payload of a reply, provided no layer left it encoded.
+fn checked_payload(reply: Message) -> Result<Bytes, Error> {
+    if !reply.encoding().is_identity() {
+        return Err(Error::UnsupportedEncoding {
+            encoding: reply.encoding(),
+        });
+    }
+    Ok(reply.into_payload())
 }
 
 /// Waits for a free slot on behalf of [`ReqSocket::send`].
