@@ -1,16 +1,12 @@
 //! `msg`: a `ReqSocket` against `msg::serve` with an echo `service_fn`.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
 use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use msg::req::ResponseFuture;
-use msg::{serve, Message, RepSocket, ReqSocket, Request, Tcp, Transport};
-use tower::{service_fn, Service, ServiceExt};
+use msg::{serve, RepSocket, ReqSocket, Request, Tcp, Transport};
+use tower::service_fn;
 
 use crate::{Latency, Plan, System};
 
@@ -36,51 +32,23 @@ async fn connected_pair() -> ReqSocket<Tcp> {
 /// Sends `total` requests of `payload`, `in_flight` at a time, and returns requests per
 /// second.
 ///
-/// The client is the socket as a [`tower::Service`], with a fixed window of reply futures
-/// polled in place, all in one task.
+/// The client is [`ReqSocket::pipeline`]: one task, a window of requests in flight,
+/// replies in order.
 pub(crate) async fn window<T: Transport>(
-    mut req: ReqSocket<T>,
+    req: ReqSocket<T>,
     payload: Bytes,
     in_flight: usize,
     total: usize,
 ) -> f64 {
     let t = Instant::now();
-    let mut window: Vec<Option<ResponseFuture>> = Vec::new();
-    window.resize_with(in_flight.min(total), || None);
-    let mut sent = 0;
+    let requests = futures_util::stream::repeat(payload).take(total);
+    let mut replies = req.pipeline(requests, in_flight);
     let mut received = 0;
-    req.ready().await.expect("ready");
-    std::future::poll_fn(|cx| {
-        for slot in window.iter_mut() {
-            loop {
-                match slot {
-                    Some(fut) => match Pin::new(fut).poll(cx) {
-                        Poll::Pending => break,
-                        Poll::Ready(reply) => {
-                            reply.expect("reply");
-                            received += 1;
-                            *slot = None;
-                        }
-                    },
-                    None if sent < total => {
-                        match req.poll_ready(cx) {
-                            Poll::Ready(ready) => ready.expect("ready"),
-                            Poll::Pending => unreachable!("the window is below the limit"),
-                        }
-                        *slot = Some(req.call(Message::new(payload.clone())));
-                        sent += 1;
-                    }
-                    None => break,
-                }
-            }
-        }
-        if received == total {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    })
-    .await;
+    while let Some(reply) = replies.next().await {
+        reply.expect("reply");
+        received += 1;
+    }
+    assert_eq!(received, total);
     total as f64 / t.elapsed().as_secs_f64()
 }
 
