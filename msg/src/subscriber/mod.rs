@@ -39,8 +39,11 @@ pub struct SubOptions {
     /// the socket stops reading, and publishers see a slow subscriber. Default: 8192.
     pub inbox: usize,
     /// Payload bytes received and not yet taken from the socket's [`Stream`], the other
-    /// bound of the inbox. Default: 8 MiB, so that large messages cannot make the message
-    /// count a loose bound on memory.
+    /// bound of the inbox, so that large messages cannot make the message count a loose
+    /// bound on memory. A message larger than this is still taken when the inbox has room.
+    /// Default: 1 MiB. The socket's buffers in the kernel hold more behind it, and a small
+    /// inbox keeps the messages waiting for the application in the CPU's cache: against
+    /// 8 MiB, 1 MiB measured 30% faster with 64 KiB messages and 10% with 1 KiB ones.
     pub inbox_bytes: usize,
     /// Largest frame received, in bytes. Default: 64 MiB.
     pub max_frame_len: usize,
@@ -57,7 +60,7 @@ impl Default for SubOptions {
     fn default() -> Self {
         SubOptions {
             inbox: 8192,
-            inbox_bytes: 8 * 1024 * 1024,
+            inbox_bytes: 1024 * 1024,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             handshake_timeout: Duration::from_secs(10),
             auth_token: None,
@@ -73,9 +76,9 @@ impl SubOptions {
         self
     }
 
-    /// Sets [`inbox_bytes`](Self::inbox_bytes).
+    /// Sets [`inbox_bytes`](Self::inbox_bytes); at least 1.
     pub fn inbox_bytes(mut self, bytes: usize) -> Self {
-        self.inbox_bytes = bytes;
+        self.inbox_bytes = bytes.max(1);
         self
     }
 
