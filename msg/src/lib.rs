@@ -1,5 +1,6 @@
-//! `msg`: brokerless Request/Reply (and, soon, Publish/Subscribe) sockets on tokio, in
-//! the family of ZeroMQ and nanomsg, where every socket is a [`tower::Service`].
+//! `msg`: brokerless Request/Reply and Publish/Subscribe sockets on tokio, over TCP, TLS,
+//! QUIC and Unix-socket IPC, in the family of ZeroMQ and nanomsg, where every socket is a
+//! [`tower::Service`].
 //!
 //! Timeouts, retries, concurrency limits and tracing are tower layers stacked on a socket,
 //! the way they are on a tonic channel or an axum router; the server side runs any
@@ -39,6 +40,21 @@
 //!     println!("Response: {:?}", res);
 //! }
 //! ```
+//!
+//! # Throughput
+//!
+//! On tokio's multi-thread runtime, what costs most is not the work per message but a
+//! task handed from one worker to another: the worker that is woken takes over the I/O
+//! driver and sleeps in it, and from then on every readiness event needs a cross-CPU
+//! wake-up. A task that yields to the scheduler causes exactly that. So, for the most
+//! messages per second:
+//!
+//! - keep many requests in flight from one task with [`ReqSocket::pipeline`]. A
+//!   `FuturesUnordered` of requests yields each time it has polled a full window of fresh
+//!   ones, and halves the rate; so does a request stream that yields, such as
+//!   `tokio_stream::iter` (every 32 items);
+//! - run clients in spawned tasks: the future given to `#[tokio::main]` runs on the main
+//!   thread, outside the workers, and each of its wake-ups crosses threads.
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
