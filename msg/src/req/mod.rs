@@ -376,8 +376,7 @@ impl<T: Transport> tower::Service<Message> for ReqSocket<T> {
         if client.reserved.is_some() {
             return Poll::Ready(Ok(()));
         }
-        let shared = client.handle.shared.clone();
-        let slot = std::task::ready!(shared.poll_reserve(&mut client.ticket, cx))?;
+        let slot = std::task::ready!(client.handle.shared.poll_reserve(&mut client.ticket, cx))?;
         client.reserved = Some(slot);
         Poll::Ready(Ok(()))
     }
