@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use msg::wire::{Frame, FrameCodec, FrameKind, Hello};
-use msg::{serve, RepSocket, Request, SocketType, Tcp};
+use msg::{serve, Message, RepSocket, Request, SocketType, Tcp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Encoder};
-use tower::service_fn;
+use tower::{service_fn, BoxError, Service};
 
 /// The longest any single step of a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -24,16 +24,28 @@ pub async fn within<F: Future>(fut: F) -> F::Output {
         .expect("step did not finish in time")
 }
 
-/// Binds a reply socket on loopback that echoes every request, served by `msg::serve`.
-pub async fn echo_server() -> SocketAddr {
+/// Binds a reply socket on loopback and serves `service` on it with `msg::serve`, in a task
+/// of its own. Returns the socket's address.
+pub async fn serve_on_loopback<S, R>(service: S) -> SocketAddr
+where
+    S: Service<Request<SocketAddr>, Response = R> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + 'static,
+    R: Into<Message> + 'static,
+{
     let mut rep = RepSocket::new(Tcp::default());
     rep.bind("127.0.0.1:0").await.expect("bind");
     let addr = rep.local_addr().expect("bound");
-    tokio::spawn(serve(
-        rep,
-        service_fn(|req: Request| async move { Ok::<_, Infallible>(req.msg().clone()) }),
-    ));
+    tokio::spawn(serve(rep, service));
     addr
+}
+
+/// Binds a reply socket on loopback that echoes every request, served by `msg::serve`.
+pub async fn echo_server() -> SocketAddr {
+    serve_on_loopback(service_fn(|req: Request| async move {
+        Ok::<_, Infallible>(req.msg().clone())
+    }))
+    .await
 }
 
 /// Encodes one frame as it goes on the wire.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use msg::{serve, Error, Message, RepOptions, RepSocket, ReqOptions, ReqSocket, Request, Tcp};
-use msg_tests::{echo_server, within};
+use msg_tests::{echo_server, serve_on_loopback, within};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_stream::StreamExt;
 use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
@@ -78,27 +78,22 @@ async fn thousand_concurrent_requests_are_answered_by_id_in_reverse_order() {
     let (turn_tx, turn_rx) = watch::channel(0usize);
     let turn_tx = Arc::new(turn_tx);
     let answered = Arc::new(Mutex::new(Vec::with_capacity(N)));
-    let mut rep = RepSocket::new(Tcp::default());
-    rep.bind("127.0.0.1:0").await.unwrap();
-    let addr = rep.local_addr().unwrap();
-    tokio::spawn(serve(
-        rep,
-        service_fn({
+    let addr = serve_on_loopback(service_fn({
+        let answered = answered.clone();
+        move |req: Request| {
+            let mut turn = turn_rx.clone();
+            let turn_tx = turn_tx.clone();
             let answered = answered.clone();
-            move |req: Request| {
-                let mut turn = turn_rx.clone();
-                let turn_tx = turn_tx.clone();
-                let answered = answered.clone();
-                async move {
-                    let k = u32::from_be_bytes(req.msg()[..4].try_into().unwrap()) as usize;
-                    turn.wait_for(|t| *t == N - 1 - k).await.unwrap();
-                    answered.lock().unwrap().push(k);
-                    turn_tx.send_modify(|t| *t += 1);
-                    Ok::<_, Infallible>(Bytes::from(format!("reply {k}")))
-                }
+            async move {
+                let k = u32::from_be_bytes(req.msg()[..4].try_into().unwrap()) as usize;
+                turn.wait_for(|t| *t == N - 1 - k).await.unwrap();
+                answered.lock().unwrap().push(k);
+                turn_tx.send_modify(|t| *t += 1);
+                Ok::<_, Infallible>(Bytes::from(format!("reply {k}")))
             }
-        }),
-    ));
+        }
+    }))
+    .await;
 
     let mut req = ReqSocket::new(Tcp::default());
     req.connect(addr).await.unwrap();
@@ -132,27 +127,22 @@ async fn thousand_concurrent_requests_are_answered_by_id_in_reverse_order() {
 async fn pipeline_yields_replies_in_request_order_whatever_order_they_come_in() {
     const N: u32 = 300;
     let answered = Arc::new(Mutex::new(Vec::new()));
-    let mut rep = RepSocket::new(Tcp::default());
-    rep.bind("127.0.0.1:0").await.unwrap();
-    let addr = rep.local_addr().unwrap();
-    tokio::spawn(serve(
-        rep,
-        service_fn({
+    let addr = serve_on_loopback(service_fn({
+        let answered = answered.clone();
+        move |req: Request| {
             let answered = answered.clone();
-            move |req: Request| {
-                let answered = answered.clone();
-                async move {
-                    let k = u32::from_be_bytes(req.msg()[..4].try_into().unwrap());
-                    // Every third request is held back, so replies leave out of order.
-                    if k % 3 == 0 {
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
-                    answered.lock().unwrap().push(k);
-                    Ok::<_, Infallible>(Bytes::from(format!("reply {k}")))
+            async move {
+                let k = u32::from_be_bytes(req.msg()[..4].try_into().unwrap());
+                // Every third request is held back, so replies leave out of order.
+                if k % 3 == 0 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
                 }
+                answered.lock().unwrap().push(k);
+                Ok::<_, Infallible>(Bytes::from(format!("reply {k}")))
             }
-        }),
-    ));
+        }
+    }))
+    .await;
     let mut req = ReqSocket::new(Tcp::default());
     req.connect(addr).await.unwrap();
 
@@ -387,37 +377,49 @@ async fn request_to_a_closed_server_fails_with_a_typed_error() {
     assert!(matches!(later, Error::ConnectionClosed), "{later:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn poll_ready_is_pending_at_the_in_flight_limit() {
+/// An echo server whose handlers all wait for a gate to open. Returns its address, the
+/// gate, and a count of the handler calls started.
+async fn gated_echo_server() -> (std::net::SocketAddr, watch::Sender<bool>, Arc<AtomicUsize>) {
     let (open_gate, gate) = watch::channel(false);
     let started = Arc::new(AtomicUsize::new(0));
-    let mut rep = RepSocket::new(Tcp::default());
-    rep.bind("127.0.0.1:0").await.unwrap();
-    let addr = rep.local_addr().unwrap();
-    {
-        let gate = gate.clone();
-        let started = started.clone();
-        tokio::spawn(serve(
-            rep,
-            service_fn(move |req: Request| {
-                let mut gate = gate.clone();
-                started.fetch_add(1, Ordering::SeqCst);
-                async move {
-                    gate.wait_for(|open| *open).await.unwrap();
-                    Ok::<_, Infallible>(req.msg().clone())
-                }
-            }),
-        ));
-    }
+    let counter = started.clone();
+    let addr = serve_on_loopback(service_fn(move |req: Request| {
+        let mut gate = gate.clone();
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            gate.wait_for(|open| *open).await.unwrap();
+            Ok::<_, Infallible>(req.msg().clone())
+        }
+    }))
+    .await;
+    (addr, open_gate, started)
+}
+
+/// A client limited to two requests in flight, both taken by requests `a` and `b`.
+async fn client_at_its_limit_of_two(
+    addr: std::net::SocketAddr,
+    a: &'static str,
+    b: &'static str,
+) -> (
+    ReqSocket<Tcp>,
+    msg::req::ResponseFuture,
+    msg::req::ResponseFuture,
+) {
     let mut req = ReqSocket::with_options(Tcp::default(), ReqOptions::default().max_in_flight(2));
     req.connect(addr).await.unwrap();
-
-    let first = req.ready().await.unwrap().call(Message::from("1"));
-    let second = req.ready().await.unwrap().call(Message::from("2"));
+    let first = req.ready().await.unwrap().call(Message::from(a));
+    let second = req.ready().await.unwrap().call(Message::from(b));
     assert!(
         req.ready().now_or_never().is_none(),
         "a third request was accepted past the limit of 2"
     );
+    (req, first, second)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_ready_is_pending_at_the_in_flight_limit() {
+    let (addr, open_gate, started) = gated_echo_server().await;
+    let (mut req, first, second) = client_at_its_limit_of_two(addr, "1", "2").await;
     within(async {
         while started.load(Ordering::SeqCst) < 2 {
             tokio::task::yield_now().await;
@@ -433,27 +435,9 @@ async fn poll_ready_is_pending_at_the_in_flight_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_requests_give_their_slots_back_to_waiting_callers() {
-    let (open_gate, gate) = watch::channel(false);
-    let mut rep = RepSocket::new(Tcp::default());
-    rep.bind("127.0.0.1:0").await.unwrap();
-    let addr = rep.local_addr().unwrap();
-    tokio::spawn(serve(
-        rep,
-        service_fn(move |req: Request| {
-            let mut gate = gate.clone();
-            async move {
-                gate.wait_for(|open| *open).await.unwrap();
-                Ok::<_, Infallible>(req.msg().clone())
-            }
-        }),
-    ));
-    let mut req = ReqSocket::with_options(Tcp::default(), ReqOptions::default().max_in_flight(2));
-    req.connect(addr).await.unwrap();
-
+    let (addr, open_gate, _) = gated_echo_server().await;
     // Both slots taken by requests whose callers give up while they are on the wire.
-    let first = req.ready().await.unwrap().call(Message::from("gone 1"));
-    let second = req.ready().await.unwrap().call(Message::from("gone 2"));
-    assert!(req.ready().now_or_never().is_none());
+    let (mut req, first, second) = client_at_its_limit_of_two(addr, "gone 1", "gone 2").await;
     drop((first, second));
 
     // Eight callers queue for the two slots, then the server answers everything.

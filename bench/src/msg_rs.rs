@@ -10,7 +10,7 @@ use tower::service_fn;
 
 use crate::{Latency, Plan, System};
 
-/// `msg` with the throughput client of [`window`].
+/// `msg` with the throughput client of [`pipelined`].
 pub(crate) struct Msg;
 
 /// `msg` with the throughput client of [`unordered`].
@@ -34,7 +34,7 @@ async fn connected_pair() -> ReqSocket<Tcp> {
 ///
 /// The client is [`ReqSocket::pipeline`]: one task, a window of requests in flight,
 /// replies in order.
-pub(crate) async fn window<T: Transport>(
+pub(crate) async fn pipelined<T: Transport>(
     req: ReqSocket<T>,
     payload: Bytes,
     in_flight: usize,
@@ -52,7 +52,7 @@ pub(crate) async fn window<T: Transport>(
     total as f64 / t.elapsed().as_secs_f64()
 }
 
-/// As [`window`], with the client most users would write first: `request` futures in a
+/// As [`pipelined`], with the client most users would write first: `request` futures in a
 /// `FuturesUnordered`.
 ///
 /// A `FuturesUnordered` yields to the scheduler whenever it has polled every future it
@@ -107,7 +107,7 @@ impl System for Msg {
     async fn throughput(plan: Plan, size: usize) -> f64 {
         let req = connected_pair().await;
         let payload = Bytes::from(vec![7u8; size]);
-        window(req, payload, plan.in_flight, plan.throughput_requests).await
+        pipelined(req, payload, plan.in_flight, plan.throughput_requests).await
     }
 }
 

@@ -133,7 +133,7 @@ pub(crate) async fn latency<S: Setup>(warmup: usize, round_trips: usize) -> Late
 /// Requests per second with `in_flight` outstanding.
 pub(crate) async fn throughput<S: Setup>(size: usize, in_flight: usize, total: usize) -> f64 {
     let req = pair::<S>().await;
-    crate::msg_rs::window(req, Bytes::from(vec![7u8; size]), in_flight, total).await
+    crate::msg_rs::pipelined(req, Bytes::from(vec![7u8; size]), in_flight, total).await
 }
 
 /// Messages per second received by one subscriber, the publisher waiting for room so that
