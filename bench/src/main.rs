@@ -4,9 +4,9 @@
 //! Workloads (each repeated `--runs` times, default 3, and the median reported):
 //! - latency: 64 B echo with one request outstanding, 20,000 round trips after 2,000
 //!   warm-up, p50 / p99 / p99.9;
-//! - throughput: 64 requests in flight on one client, 64 B and 1 KiB. `msg` runs twice:
-//!   with a fixed window of reply futures polled in place, and (`msg/fu`) with `request`
-//!   futures in a `FuturesUnordered`;
+//! - throughput: 64 requests in flight on one client, 64 B and 1 KiB. `msg` runs three
+//!   times: with `ReqSocket::pipeline`, with `request` futures in a `FuturesUnordered`
+//!   (`msg/fu`), and with the socket shared by 64 tasks (`msg/tasks`);
 //! - pub/sub: one publisher sending flat out for 2 s to 1 subscriber (64 B, 1 KiB,
 //!   64 KiB) and to 4 subscribers (1 KiB): messages and MB per second received, the share
 //!   dropped, whether the drops the system reports match sent minus received, and the
@@ -197,6 +197,7 @@ fn main() {
             "baseline" => measure_throughput::<baseline::Baseline>(plan, 64, 1),
             "zeromq" => measure_throughput::<zmq::Zmq>(plan, 64, 1),
             "msg/fu" => measure_throughput::<msg_rs::MsgUnordered>(plan, 64, 1),
+            "msg/tasks" => measure_throughput::<msg_rs::MsgTasks>(plan, 64, 1),
             // One transport's 1 KiB throughput.
             "tcp" => run_on_workers(transports::throughput::<transports::Tcp>(
                 1024, 64, 1_000_000,
@@ -297,11 +298,13 @@ fn reqrep_section(plan: Plan, runs: usize) {
         let base = measure_throughput::<baseline::Baseline>(plan, size, runs);
         let msg = measure_throughput::<msg_rs::Msg>(plan, size, runs);
         let msg_fu = measure_throughput::<msg_rs::MsgUnordered>(plan, size, runs);
+        let msg_tasks = measure_throughput::<msg_rs::MsgTasks>(plan, size, runs);
         let zmq = measure_throughput::<zmq::Zmq>(plan, size, runs);
         for (name, rate) in [
             (baseline::Baseline::NAME, base),
             (msg_rs::Msg::NAME, msg),
             (msg_rs::MsgUnordered::NAME, msg_fu),
+            (msg_rs::MsgTasks::NAME, msg_tasks),
             (zmq::Zmq::NAME, zmq),
         ] {
             println!(

@@ -124,3 +124,46 @@ impl System for MsgUnordered {
         unordered(req, payload, plan.in_flight, plan.throughput_requests).await
     }
 }
+
+/// As [`pipelined`], with the socket shared by `in_flight` tasks, each sending one request
+/// at a time.
+pub(crate) async fn tasks<T: Transport>(
+    req: ReqSocket<T>,
+    payload: Bytes,
+    in_flight: usize,
+    total: usize,
+) -> f64 {
+    let t = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for task in 0..in_flight {
+        let req = req.clone();
+        let payload = payload.clone();
+        let count = total / in_flight + usize::from(task < total % in_flight);
+        set.spawn(async move {
+            for _ in 0..count {
+                req.request(payload.clone()).await.expect("reply");
+            }
+        });
+    }
+    while let Some(done) = set.join_next().await {
+        done.expect("client task panicked");
+    }
+    total as f64 / t.elapsed().as_secs_f64()
+}
+
+/// `msg` with the throughput client of [`tasks`].
+pub(crate) struct MsgTasks;
+
+impl System for MsgTasks {
+    const NAME: &'static str = "msg/tasks";
+
+    async fn latency(plan: Plan, size: usize) -> Latency {
+        latency(plan, size).await
+    }
+
+    async fn throughput(plan: Plan, size: usize) -> f64 {
+        let req = connected_pair().await;
+        let payload = Bytes::from(vec![7u8; size]);
+        tasks(req, payload, plan.in_flight, plan.throughput_requests).await
+    }
+}
