@@ -10,12 +10,6 @@ use tower::service_fn;
 
 use crate::{Latency, Plan, System};
 
-/// `msg` with the throughput client of [`pipelined`].
-pub(crate) struct Msg;
-
-/// `msg` with the throughput client of [`unordered`].
-pub(crate) struct MsgUnordered;
-
 async fn connected_pair() -> ReqSocket<Tcp> {
     let mut rep = RepSocket::new(Tcp::default());
     rep.bind("127.0.0.1:0").await.expect("bind");
@@ -97,34 +91,6 @@ async fn latency(plan: Plan, size: usize) -> Latency {
     Latency::from_samples(samples)
 }
 
-impl System for Msg {
-    const NAME: &'static str = "msg";
-
-    async fn latency(plan: Plan, size: usize) -> Latency {
-        latency(plan, size).await
-    }
-
-    async fn throughput(plan: Plan, size: usize) -> f64 {
-        let req = connected_pair().await;
-        let payload = Bytes::from(vec![7u8; size]);
-        pipelined(req, payload, plan.in_flight, plan.throughput_requests).await
-    }
-}
-
-impl System for MsgUnordered {
-    const NAME: &'static str = "msg/fu";
-
-    async fn latency(plan: Plan, size: usize) -> Latency {
-        latency(plan, size).await
-    }
-
-    async fn throughput(plan: Plan, size: usize) -> f64 {
-        let req = connected_pair().await;
-        let payload = Bytes::from(vec![7u8; size]);
-        unordered(req, payload, plan.in_flight, plan.throughput_requests).await
-    }
-}
-
 /// As [`pipelined`], with the socket shared by `in_flight` tasks, each sending one request
 /// at a time.
 pub(crate) async fn tasks<T: Transport>(
@@ -151,19 +117,43 @@ pub(crate) async fn tasks<T: Transport>(
     total as f64 / t.elapsed().as_secs_f64()
 }
 
-/// `msg` with the throughput client of [`tasks`].
-pub(crate) struct MsgTasks;
+/// Declares `msg` as a system under test, with one of the throughput clients above.
+macro_rules! msg_system {
+    ($(#[$doc:meta])* $name:ident, $label:literal, $client:ident) => {
+        $(#[$doc])*
+        pub(crate) struct $name;
 
-impl System for MsgTasks {
-    const NAME: &'static str = "msg/tasks";
+        impl System for $name {
+            const NAME: &'static str = $label;
 
-    async fn latency(plan: Plan, size: usize) -> Latency {
-        latency(plan, size).await
-    }
+            async fn latency(plan: Plan, size: usize) -> Latency {
+                latency(plan, size).await
+            }
 
-    async fn throughput(plan: Plan, size: usize) -> f64 {
-        let req = connected_pair().await;
-        let payload = Bytes::from(vec![7u8; size]);
-        tasks(req, payload, plan.in_flight, plan.throughput_requests).await
-    }
+            async fn throughput(plan: Plan, size: usize) -> f64 {
+                let req = connected_pair().await;
+                let payload = Bytes::from(vec![7u8; size]);
+                $client(req, payload, plan.in_flight, plan.throughput_requests).await
+            }
+        }
+    };
 }
+
+msg_system!(
+    /// `msg` with the throughput client of [`pipelined`].
+    Msg,
+    "msg",
+    pipelined
+);
+msg_system!(
+    /// `msg` with the throughput client of [`unordered`].
+    MsgUnordered,
+    "msg/fu",
+    unordered
+);
+msg_system!(
+    /// `msg` with the throughput client of [`tasks`].
+    MsgTasks,
+    "msg/tasks",
+    tasks
+);
