@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use msg_core::{Frame, FrameKind, Message};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::shared::{Reply, Shared, SlotId};
+use super::shared::{Completions, Shared, SlotId};
 use crate::error::frame_refused;
 use crate::ids::IdMap;
 use crate::io::FramedIo;
@@ -26,7 +26,7 @@ pub(crate) struct ReqDriver<Io> {
     in_flight: IdMap<SlotId>,
     next_id: u64,
     batch: Vec<(SlotId, Message)>,
-    replies: Vec<(SlotId, Reply)>,
+    done: Completions,
     closing: bool,
 }
 
@@ -38,7 +38,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> ReqDriver<Io> {
             in_flight: IdMap::default(),
             next_id: 1,
             batch: Vec::new(),
-            replies: Vec::new(),
+            done: Completions::default(),
             closing: false,
         }
     }
@@ -57,10 +57,10 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> ReqDriver<Io> {
                 Ok(()) => {
                     self.in_flight.insert(id, slot);
                 }
-                Err(e) => self.replies.push((slot, Err(frame_refused(e)))),
+                Err(e) => self.done.push(slot, Err(frame_refused(e))),
             }
         }
-        self.shared.complete(&mut self.replies);
+        self.shared.complete(&mut self.done);
         taken
     }
 
@@ -76,7 +76,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> ReqDriver<Io> {
                 Err(e) => break Poll::Ready(Err(e.into())),
             }
             // Replies decoded so far reach their callers before the next read.
-            self.shared.complete(&mut self.replies);
+            self.shared.complete(&mut self.done);
             match self.io.poll_fill(cx) {
                 Poll::Pending => break Poll::Pending,
                 Poll::Ready(Ok(true)) => {}
@@ -92,7 +92,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> ReqDriver<Io> {
                 Poll::Ready(Err(e)) => break Poll::Ready(Err(Error::Io(e))),
             }
         };
-        self.shared.complete(&mut self.replies);
+        self.shared.complete(&mut self.done);
         result
     }
 
@@ -109,7 +109,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> ReqDriver<Io> {
             tracing::warn!(id = frame.id, "response to a request that was never sent");
             return Err(Error::UnexpectedFrame { kind: frame.kind });
         };
-        self.replies.push((slot, reply));
+        self.done.push(slot, reply);
         Ok(())
     }
 
@@ -122,7 +122,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> ReqDriver<Io> {
                 "request connection failed"
             );
         }
-        self.shared.complete(&mut self.replies);
+        self.shared.complete(&mut self.done);
         self.shared
             .fail(self.in_flight.drain().map(|(_, slot)| slot));
     }

@@ -45,6 +45,21 @@ enum Slot {
     Abandoned,
 }
 
+/// Replies the driver has matched and not yet delivered, with a buffer for their callers'
+/// wakers; both are kept from batch to batch, so that delivering allocates nothing.
+#[derive(Default)]
+pub(crate) struct Completions {
+    replies: Vec<(SlotId, Reply)>,
+    wakers: Vec<Waker>,
+}
+
+impl Completions {
+    /// Adds the reply for slot `id`.
+    pub(crate) fn push(&mut self, id: SlotId, reply: Reply) {
+        self.replies.push((id, reply));
+    }
+}
+
 /// The table and queue behind the lock.
 #[derive(Default)]
 struct State {
@@ -301,18 +316,19 @@ impl Shared {
     }
 
     /// Driver: delivers a batch of replies, each to its slot, and wakes their callers.
-    pub(crate) fn complete(&self, replies: &mut Vec<(SlotId, Reply)>) {
-        if replies.is_empty() {
+    pub(crate) fn complete(&self, done: &mut Completions) {
+        if done.replies.is_empty() {
             return;
         }
-        let mut wake = Vec::with_capacity(replies.len());
         {
             let mut state = self.lock();
-            for (id, reply) in replies.drain(..) {
-                Self::fill(&mut state, id, reply, &mut wake);
+            for (id, reply) in done.replies.drain(..) {
+                Self::fill(&mut state, id, reply, &mut done.wakers);
             }
         }
-        wake_all(wake);
+        for waker in done.wakers.drain(..) {
+            waker.wake();
+        }
     }
 
     fn fill(state: &mut State, id: SlotId, reply: Reply, wake: &mut Vec<Waker>) {
