@@ -21,7 +21,7 @@
 //! Run with `cargo run --release -p msg-bench`; `--runs N` and `--quick` change the effort,
 //! `BENCH_WORKERS=N` the number of workers, `--reqrep`, `--pubsub` and `--transports` run
 //! those sections alone. For a profiler, `--profile SYSTEM` runs one system's 64 B
-//! throughput alone (2 M requests), `--profile tcp|tls|quic|ipc` `msg`'s 1 KiB throughput
+//! throughput alone (2 M requests; `--size N` for another size), `--profile tcp|tls|quic|ipc` `msg`'s 1 KiB throughput
 //! over that transport (1 M requests), and `--profile pubsub-SIZE` msg's pub/sub with the
 //! waiting policy, one subscriber, for 3 s. Built with
 //! `RUSTFLAGS="--cfg tokio_unstable"`, it also prints tokio's per-worker metrics.
@@ -193,11 +193,17 @@ fn main() {
             );
             return;
         }
+        let size = args
+            .iter()
+            .position(|a| a == "--size")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(64);
         let rate = match name {
-            "baseline" => measure_throughput::<baseline::Baseline>(plan, 64, 1),
-            "zeromq" => measure_throughput::<zmq::Zmq>(plan, 64, 1),
-            "msg/fu" => measure_throughput::<msg_rs::MsgUnordered>(plan, 64, 1),
-            "msg/tasks" => measure_throughput::<msg_rs::MsgTasks>(plan, 64, 1),
+            "baseline" => measure_throughput::<baseline::Baseline>(plan, size, 1),
+            "zeromq" => measure_throughput::<zmq::Zmq>(plan, size, 1),
+            "msg/fu" => measure_throughput::<msg_rs::MsgUnordered>(plan, size, 1),
+            "msg/tasks" => measure_throughput::<msg_rs::MsgTasks>(plan, size, 1),
             // One transport's 1 KiB throughput.
             "tcp" => run_on_workers(transports::throughput::<transports::Tcp>(
                 1024, 64, 1_000_000,
@@ -211,7 +217,7 @@ fn main() {
             "ipc" => run_on_workers(transports::throughput::<transports::Ipc>(
                 1024, 64, 1_000_000,
             )),
-            _ => measure_throughput::<msg_rs::Msg>(plan, 64, 1),
+            _ => measure_throughput::<msg_rs::Msg>(plan, size, 1),
         };
         println!("{name}: {rate:.0} req/s");
         return;
