@@ -3,9 +3,9 @@
 //! Every request in flight holds a slot in a table under one lock. A handle reserves a slot
 //! (that is the in-flight limit), queues its message for the driver and then waits on the
 //! slot; the driver writes the queue out, and fills the slot when the reply comes. No
-//! channel, semaphore or allocation per request: one lock taken by the caller to queue,
-//! one taken by the driver per batch of writes and per batch of replies, and one by the
-//! caller to collect its reply.
+//! channel, semaphore or allocation per request: the caller takes the lock to reserve a
+//! slot, to queue and to collect its reply, and the driver once per batch of writes and
+//! once per batch of replies.
 //!
 //! None of this spends tokio's cooperative budget. A caller with many requests in flight
 //! in one task (a `FuturesUnordered`, say) would otherwise run out of budget on every
