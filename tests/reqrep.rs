@@ -461,6 +461,82 @@ async fn abandoned_requests_give_their_slots_back_to_waiting_callers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_handed_to_a_handle_that_goes_away_is_passed_on() {
+    let (addr, open_gate, _) = gated_echo_server().await;
+    let (mut req, first, second) = client_at_its_limit_of_two(addr, "1", "2").await;
+    // A clone waits in line for a slot, then is dropped without coming back for it.
+    let mut waiting = req.clone();
+    assert!(waiting.ready().now_or_never().is_none());
+    open_gate.send(true).unwrap();
+    within(first).await.unwrap(); // this slot is handed to `waiting`
+    within(second).await.unwrap();
+    drop(waiting);
+    // Both slots are free again.
+    let mut other = req.clone();
+    assert!(req.ready().now_or_never().is_some(), "no slot was free");
+    assert!(
+        other.ready().now_or_never().is_some(),
+        "the slot handed to the dropped handle was lost"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_give_up_at_random_leave_no_slot_behind() {
+    // Every other request is slow, so that callers time out while waiting for a slot, while
+    // their request is queued, and while it is on the wire.
+    let addr = serve_on_loopback(service_fn(|req: Request| async move {
+        if req.msg()[0] % 2 == 0 {
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        Ok::<_, Infallible>(req.msg().clone())
+    }))
+    .await;
+    let mut req = ReqSocket::with_options(Tcp::default(), ReqOptions::default().max_in_flight(4));
+    req.connect(addr).await.unwrap();
+
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..32u8 {
+        let req = req.clone();
+        let answered = answered.clone();
+        tasks.spawn(async move {
+            for i in 0..50u8 {
+                let payload = Bytes::from(vec![task.wrapping_add(i), task, i]);
+                let patience = Duration::from_micros(500 * u64::from(i % 7));
+                // A caller that runs out of patience abandons its request wherever it is.
+                let reply = tokio::time::timeout(patience, req.request(payload.clone())).await;
+                if let Ok(reply) = reply {
+                    assert_eq!(reply.unwrap(), payload, "a reply went to the wrong caller");
+                    answered.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+    }
+    within(async {
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+    })
+    .await;
+    assert!(answered.load(Ordering::SeqCst) > 0, "nothing was answered");
+    // Every slot comes back: four calls are admitted at once, and all four are answered.
+    let replies = within(async {
+        let mut replies = Vec::new();
+        for k in 1..=4u8 {
+            let svc = req.ready().await.unwrap();
+            replies.push(svc.call(Message::from(Bytes::from(vec![k]))));
+        }
+        futures_util::future::join_all(replies).await
+    })
+    .await;
+    assert_eq!(replies.len(), 4);
+    for reply in replies {
+        reply.unwrap();
+    }
+    assert!(req.ready().now_or_never().is_some(), "a slot stayed taken");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tower_timeouts_apply_on_both_sides() {
     let mut rep = RepSocket::new(Tcp::default());
     rep.bind("127.0.0.1:0").await.unwrap();
