@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use msg_core::Message;
 use msg_transports::Transport;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::{CancellationToken, PollSendError, PollSender};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::{BoxError, Service};
 
@@ -209,14 +209,32 @@ where
 
 /// The service behind a [`RepSocket`] read as a stream: each request goes out through the
 /// socket's channel as a [`PendingRequest`], and the reply comes back on a oneshot.
+///
+/// Neither hand-off spends tokio's cooperative budget while there is room in the channel:
+/// a connection hands over a whole batch of requests per wake-up, and a budget spent on
+/// every batch would make it yield each time, which hands it to another worker.
 pub(super) struct ChannelService<A> {
-    tx: PollSender<PendingRequest<A>>,
+    tx: mpsc::Sender<PendingRequest<A>>,
+    /// Room reserved in the channel for the next call.
+    permit: Option<mpsc::OwnedPermit<PendingRequest<A>>>,
+    /// Waiting for room, when the channel was full.
+    reserving: Option<Reserving<A>>,
 }
+
+type Reserving<A> = Pin<
+    Box<
+        dyn Future<
+                Output = Result<mpsc::OwnedPermit<PendingRequest<A>>, mpsc::error::SendError<()>>,
+            > + Send,
+    >,
+>;
 
 impl<A: Send + 'static> ChannelService<A> {
     pub(super) fn new(tx: mpsc::Sender<PendingRequest<A>>) -> Self {
         ChannelService {
-            tx: PollSender::new(tx),
+            tx,
+            permit: None,
+            reserving: None,
         }
     }
 }
@@ -236,24 +254,66 @@ impl std::error::Error for Unanswered {}
 impl<A: Send + 'static> Service<Request<A>> for ChannelService<A> {
     type Response = Message;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Message, BoxError>> + Send>>;
+    type Future = ReplyFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.tx
-            .poll_reserve(cx)
-            .map_err(|_: PollSendError<_>| Box::new(Unanswered) as BoxError)
+        if self.permit.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        let reserving = match &mut self.reserving {
+            Some(reserving) => reserving,
+            None => match self.tx.clone().try_reserve_owned() {
+                Ok(permit) => {
+                    self.permit = Some(permit);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    return Poll::Ready(Err(Box::new(Unanswered)));
+                }
+                Err(mpsc::error::TrySendError::Full(tx)) => {
+                    self.reserving.insert(Box::pin(tx.reserve_owned()))
+                }
+            },
+        };
+        let reserved = std::task::ready!(reserving.as_mut().poll(cx));
+        self.reserving = None;
+        match reserved {
+            Ok(permit) => {
+                self.permit = Some(permit);
+                Poll::Ready(Ok(()))
+            }
+            Err(_) => Poll::Ready(Err(Box::new(Unanswered))),
+        }
     }
 
-    fn call(&mut self, request: Request<A>) -> Self::Future {
+    fn call(&mut self, request: Request<A>) -> ReplyFuture {
+        let Some(permit) = self.permit.take() else {
+            return ReplyFuture { reply: None };
+        };
         let (responder, reply) = oneshot::channel();
-        let sent = self.tx.send_item(PendingRequest { request, responder });
-        Box::pin(async move {
-            sent.map_err(|_| Box::new(Unanswered) as BoxError)?;
-            match reply.await {
-                Ok(Ok(msg)) => Ok(msg),
-                Ok(Err(message)) => Err(message.into()),
-                Err(_) => Err(Box::new(Unanswered) as BoxError),
-            }
+        permit.send(PendingRequest { request, responder });
+        ReplyFuture {
+            reply: Some(tokio::task::unconstrained(reply)),
+        }
+    }
+}
+
+/// The reply to a request handed out through a [`RepSocket`]'s stream.
+pub(super) struct ReplyFuture {
+    reply: Option<tokio::task::Unconstrained<oneshot::Receiver<Result<Message, String>>>>,
+}
+
+impl Future for ReplyFuture {
+    type Output = Result<Message, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(reply) = self.reply.as_mut() else {
+            return Poll::Ready(Err(Box::new(Unanswered)));
+        };
+        Poll::Ready(match std::task::ready!(Pin::new(reply).poll(cx)) {
+            Ok(Ok(msg)) => Ok(msg),
+            Ok(Err(message)) => Err(message.into()),
+            Err(_) => Err(Box::new(Unanswered)),
         })
     }
 }
