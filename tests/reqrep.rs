@@ -187,6 +187,47 @@ async fn pipeline_ends_with_typed_errors_when_the_server_goes_away() {
     }
 }
 
+/// Pending `n` times, waking its own task at once each time, then ready.
+struct WakeSelf(u8);
+
+impl std::future::Future for WakeSelf {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 == 0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 -= 1;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_that_wake_themselves_again_and_again_are_all_answered() {
+    // Each call wakes itself ten times, within its own poll, before answering, while
+    // hundreds run at once.
+    let addr = serve_on_loopback(service_fn(|req: Request| async move {
+        WakeSelf(10).await;
+        Ok::<_, Infallible>(req.msg().clone())
+    }))
+    .await;
+    let mut req = ReqSocket::new(Tcp::default());
+    req.connect(addr).await.unwrap();
+    let requests = tokio_stream::iter(0..2000u32).map(|k| Bytes::from(k.to_be_bytes().to_vec()));
+    let replies: Vec<_> = within(req.pipeline(requests, 256).collect()).await;
+    assert_eq!(replies.len(), 2000);
+    for (k, reply) in replies.into_iter().enumerate() {
+        assert_eq!(
+            reply.unwrap(),
+            Bytes::from((k as u32).to_be_bytes().to_vec())
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_two_clients_at_once_each_get_their_own_replies() {
     let addr = echo_server().await;

@@ -2,10 +2,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll, Wake, Waker};
 
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::task::AtomicWaker;
 use msg_core::{Encoding, Frame, FrameKind, Message};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::WaitForCancellationFutureOwned;
@@ -22,6 +25,37 @@ const WRITE_HIGH_WATER: usize = 1024 * 1024;
 
 /// Spare call boxes kept for reuse.
 const SPARE_CALLS: usize = 64;
+/// Rounds of polling the running calls in one wake-up while they keep waking each other.
+const CALL_ROUNDS: usize = 4;
+
+/// The waker the running calls see.
+///
+/// It passes their wake-ups on to the connection's task, except while the task is polling
+/// them itself. `FuturesUnordered` wakes its parent to ask for another poll when it has
+/// polled every call without one finishing, as it does with each batch of calls that wait
+/// on something. To tokio that is a yield: the task goes to the back of the queue and
+/// another worker is woken to take it, which then sleeps in the I/O driver and makes every
+/// later readiness event a cross-CPU wake-up. Those wake-ups are noted instead, and the
+/// calls polled again at once.
+struct CallsWaker {
+    task: AtomicWaker,
+    polling: AtomicBool,
+    woken: AtomicBool,
+}
+
+impl Wake for CallsWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // Noted first, so that a poll ending now sees it, or the task is woken.
+        self.woken.store(true, Ordering::SeqCst);
+        if !self.polling.load(Ordering::SeqCst) {
+            self.task.wake();
+        }
+    }
+}
 
 pin_project_lite::pin_project! {
     /// One handler call, tagged with the id of its request. It lives in a box that outlasts
@@ -74,6 +108,9 @@ pub(crate) struct Connection<Io, S: Service<Request<A>>, A> {
     calls: FuturesUnordered<Pin<Box<Call<S::Future>>>>,
     /// Empty call boxes: a call that finishes at once costs no allocation.
     spare: Vec<Pin<Box<Call<S::Future>>>>,
+    /// What the running calls wake, and the same as a [`Waker`].
+    calls_waker: Arc<CallsWaker>,
+    calls_waker_handle: Waker,
     /// A request read while the service was not ready.
     stalled: Option<Frame>,
     max_in_flight: usize,
@@ -97,12 +134,19 @@ where
         max_in_flight: usize,
         shutdown: Option<WaitForCancellationFutureOwned>,
     ) -> Self {
+        let calls_waker = Arc::new(CallsWaker {
+            task: AtomicWaker::new(),
+            polling: AtomicBool::new(false),
+            woken: AtomicBool::new(false),
+        });
         Connection {
             io,
             service,
             peer,
             calls: FuturesUnordered::new(),
             spare: Vec::new(),
+            calls_waker: calls_waker.clone(),
+            calls_waker_handle: Waker::from(calls_waker),
             stalled: None,
             max_in_flight: max_in_flight.max(1),
             shutdown: shutdown.map(Box::pin),
@@ -186,9 +230,25 @@ where
 
     /// Step: queues the reply of every call that has finished.
     fn reply_finished(&mut self, cx: &mut Context<'_>) {
-        while let Poll::Ready(Some((id, result))) = self.calls.poll_next_unpin(cx) {
-            self.queue_reply(id, result);
+        if self.calls.is_empty() {
+            return;
         }
+        self.calls_waker.task.register(cx.waker());
+        let waker = self.calls_waker_handle.clone();
+        let mut calls_cx = Context::from_waker(&waker);
+        for _ in 0..CALL_ROUNDS {
+            self.calls_waker.woken.store(false, Ordering::SeqCst);
+            self.calls_waker.polling.store(true, Ordering::SeqCst);
+            while let Poll::Ready(Some((id, result))) = self.calls.poll_next_unpin(&mut calls_cx) {
+                self.queue_reply(id, result);
+            }
+            self.calls_waker.polling.store(false, Ordering::SeqCst);
+            if !self.calls_waker.woken.load(Ordering::SeqCst) {
+                return;
+            }
+        }
+        // The calls keep waking one another: let other tasks run first.
+        cx.waker().wake_by_ref();
     }
 
     /// Queues the reply to request `id`: the response, or an error frame.
