@@ -458,6 +458,31 @@ async fn client_at_its_limit_of_two(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_on_a_slot_reserved_before_the_connection_died_fails_as_closed() {
+    let mut rep = RepSocket::new(Tcp::default());
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    let mut req = ReqSocket::new(Tcp::default());
+    req.connect(addr).await.unwrap();
+    let mut reserved = req.clone();
+    within(reserved.ready()).await.unwrap();
+
+    // The server goes away; wait until the client has seen the connection die.
+    drop(rep);
+    within(async {
+        loop {
+            match req.request(Bytes::from("anyone?")).await {
+                Err(e) if e.is_connection_error() => return,
+                _ => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    })
+    .await;
+    let late = within(reserved.call(Message::from("late"))).await;
+    assert!(matches!(late, Err(Error::ConnectionClosed)), "{late:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poll_ready_is_pending_at_the_in_flight_limit() {
     let (addr, open_gate, started) = gated_echo_server().await;
     let (mut req, first, second) = client_at_its_limit_of_two(addr, "1", "2").await;

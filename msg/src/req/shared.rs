@@ -198,30 +198,40 @@ impl Shared {
         wake_all(wake);
     }
 
-    /// Queues `msg` in reserved slot `id` for the driver. On error the slot is freed.
+    /// Queues `msg` in reserved slot `id` for the driver.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::FrameTooLarge`] or, once the connection has failed,
+    /// [`Error::ConnectionClosed`]; either way the slot is freed.
     pub(crate) fn enqueue(&self, id: SlotId, msg: Message) -> Result<(), Error> {
         let len = msg.payload().len();
-        let too_large = len > self.max_frame_len;
+        let refused = if len > self.max_frame_len {
+            Some(Error::FrameTooLarge {
+                len: len as u64,
+                max: self.max_frame_len,
+            })
+        } else {
+            None
+        };
         let mut wake = Vec::new();
-        let driver = {
+        let outcome = {
             let mut state = self.lock();
-            if too_large || state.failed {
-                state.release(id, &mut wake);
-                None
-            } else {
-                state.slots[id as usize] = Slot::Waiting(None);
-                state.queue.push((id, msg));
-                state.driver.take()
+            match refused.or(state.failed.then_some(Error::ConnectionClosed)) {
+                Some(e) => {
+                    // The slot goes back: no request will wait on it.
+                    state.release(id, &mut wake);
+                    Err(e)
+                }
+                None => {
+                    state.slots[id as usize] = Slot::Waiting(None);
+                    state.queue.push((id, msg));
+                    Ok(state.driver.take())
+                }
             }
         };
         wake_all(wake);
-        if too_large {
-            return Err(Error::FrameTooLarge {
-                len: len as u64,
-                max: self.max_frame_len,
-            });
-        }
-        if let Some(driver) = driver {
+        if let Some(driver) = outcome? {
             driver.wake();
         }
         Ok(())
