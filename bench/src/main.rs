@@ -6,7 +6,9 @@
 //!   warm-up, p50 / p99 / p99.9;
 //! - throughput: 64 requests in flight on one client, 64 B and 1 KiB. `msg` runs three
 //!   times: with `ReqSocket::pipeline`, with `request` futures in a `FuturesUnordered`
-//!   (`msg/fu`), and with the socket shared by 64 tasks (`msg/tasks`);
+//!   (`msg/fu`), and with the socket shared by 64 tasks (`msg/tasks`); `msg/stream` is the
+//!   first of those against a server written the book's way (the reply socket read as a
+//!   stream, each request answered with `respond`) instead of `msg::serve`;
 //! - pub/sub: one publisher sending flat out for 2 s to 1 subscriber (64 B, 1 KiB,
 //!   64 KiB) and to 4 subscribers (1 KiB): messages and MB per second received, the share
 //!   dropped, whether the drops the system reports match sent minus received, and the
@@ -204,6 +206,7 @@ fn main() {
             "zeromq" => measure_throughput::<zmq::Zmq>(plan, size, 1),
             "msg/fu" => measure_throughput::<msg_rs::MsgUnordered>(plan, size, 1),
             "msg/tasks" => measure_throughput::<msg_rs::MsgTasks>(plan, size, 1),
+            "msg/stream" => measure_throughput::<msg_rs::MsgStream>(plan, size, 1),
             // One transport's 1 KiB throughput.
             "tcp" => run_on_workers(transports::throughput::<transports::Tcp>(
                 1024, 64, 1_000_000,
@@ -305,12 +308,14 @@ fn reqrep_section(plan: Plan, runs: usize) {
         let msg = measure_throughput::<msg_rs::Msg>(plan, size, runs);
         let msg_fu = measure_throughput::<msg_rs::MsgUnordered>(plan, size, runs);
         let msg_tasks = measure_throughput::<msg_rs::MsgTasks>(plan, size, runs);
+        let msg_stream = measure_throughput::<msg_rs::MsgStream>(plan, size, runs);
         let zmq = measure_throughput::<zmq::Zmq>(plan, size, runs);
         for (name, rate) in [
             (baseline::Baseline::NAME, base),
             (msg_rs::Msg::NAME, msg),
             (msg_rs::MsgUnordered::NAME, msg_fu),
             (msg_rs::MsgTasks::NAME, msg_tasks),
+            (msg_rs::MsgStream::NAME, msg_stream),
             (zmq::Zmq::NAME, zmq),
         ] {
             println!(

@@ -23,6 +23,24 @@ async fn connected_pair() -> ReqSocket<Tcp> {
     req
 }
 
+/// As [`connected_pair`], with the server written the book's way: the reply socket read as
+/// a stream, each request answered with `respond`.
+async fn connected_to_stream_server() -> ReqSocket<Tcp> {
+    use futures_util::StreamExt as _;
+    let mut rep = RepSocket::new(Tcp::default());
+    rep.bind("127.0.0.1:0").await.expect("bind");
+    let addr = rep.local_addr().expect("bound");
+    tokio::spawn(async move {
+        while let Some(request) = rep.next().await {
+            let payload = request.msg().clone();
+            let _ = request.respond(payload);
+        }
+    });
+    let mut req = ReqSocket::new(Tcp::default());
+    req.connect(addr).await.expect("connect");
+    req
+}
+
 /// Sends `total` requests of `payload`, `in_flight` at a time, and returns requests per
 /// second.
 ///
@@ -120,6 +138,9 @@ pub(crate) async fn tasks<T: Transport>(
 /// Declares `msg` as a system under test, with one of the throughput clients above.
 macro_rules! msg_system {
     ($(#[$doc:meta])* $name:ident, $label:literal, $client:ident) => {
+        msg_system!($(#[$doc])* $name, $label, $client, connected_pair);
+    };
+    ($(#[$doc:meta])* $name:ident, $label:literal, $client:ident, $pair:ident) => {
         $(#[$doc])*
         pub(crate) struct $name;
 
@@ -131,7 +152,7 @@ macro_rules! msg_system {
             }
 
             async fn throughput(plan: Plan, size: usize) -> f64 {
-                let req = connected_pair().await;
+                let req = $pair().await;
                 let payload = Bytes::from(vec![7u8; size]);
                 $client(req, payload, plan.in_flight, plan.throughput_requests).await
             }
@@ -156,4 +177,12 @@ msg_system!(
     MsgTasks,
     "msg/tasks",
     tasks
+);
+msg_system!(
+    /// `msg` with the throughput client of [`pipelined`], against a server written the
+    /// book's way ([`connected_to_stream_server`]).
+    MsgStream,
+    "msg/stream",
+    pipelined,
+    connected_to_stream_server
 );
