@@ -471,26 +471,13 @@ impl Transport for Quic {
 
     async fn bind(&self, target: Target) -> Result<QuicListener, TransportError> {
         let config = self.server_config()?;
-        let addrs = target.resolve().await?;
-        let mut last = None;
-        for addr in addrs {
-            match Endpoint::server(config.clone(), addr) {
-                Ok(endpoint) => {
-                    return Ok(QuicListener {
-                        endpoint,
-                        next: None,
-                        accepting: FuturesUnordered::new(),
-                    })
-                }
-                Err(source) => last = Some((addr, source)),
-            }
-        }
-        let (addr, source) = last.ok_or(TransportError::NoAddress {
-            target: target.to_string(),
-        })?;
-        Err(TransportError::Bind {
-            addr: addr.to_string(),
-            source,
+        let endpoint = target
+            .bind_first(|addr| std::future::ready(Endpoint::server(config.clone(), addr)))
+            .await?;
+        Ok(QuicListener {
+            endpoint,
+            next: None,
+            accepting: FuturesUnordered::new(),
         })
     }
 

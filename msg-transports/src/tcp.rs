@@ -112,6 +112,33 @@ impl Endpoint {
             }
         }
     }
+
+    /// Resolves the endpoint and binds the first address that `bind` accepts.
+    ///
+    /// # Errors
+    ///
+    /// As [`resolve`](Self::resolve), or [`TransportError::Bind`] with the last address
+    /// tried if none could be bound.
+    pub(crate) async fn bind_first<L, F, Fut>(&self, mut bind: F) -> Result<L, TransportError>
+    where
+        F: FnMut(SocketAddr) -> Fut,
+        Fut: std::future::Future<Output = io::Result<L>>,
+    {
+        let mut last = None;
+        for addr in self.resolve().await? {
+            match bind(addr).await {
+                Ok(bound) => return Ok(bound),
+                Err(source) => last = Some((addr, source)),
+            }
+        }
+        let (addr, source) = last.ok_or(TransportError::NoAddress {
+            target: self.to_string(),
+        })?;
+        Err(TransportError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
+    }
 }
 
 /// The TCP transport, with `TCP_NODELAY` set on every connection so that small messages
@@ -207,21 +234,8 @@ impl Transport for Tcp {
     type Listener = TcpAcceptor;
 
     async fn bind(&self, target: Endpoint) -> Result<TcpAcceptor, TransportError> {
-        let addrs = target.resolve().await?;
-        let mut last = None;
-        for addr in addrs {
-            match TcpListener::bind(addr).await {
-                Ok(inner) => return Ok(TcpAcceptor { inner }),
-                Err(source) => last = Some((addr, source)),
-            }
-        }
-        let (addr, source) = last.ok_or(TransportError::NoAddress {
-            target: target.to_string(),
-        })?;
-        Err(TransportError::Bind {
-            addr: addr.to_string(),
-            source,
-        })
+        let inner = target.bind_first(TcpListener::bind).await?;
+        Ok(TcpAcceptor { inner })
     }
 
     fn connect(
