@@ -165,7 +165,8 @@ async fn pipeline_ends_with_typed_errors_when_the_server_goes_away() {
     let mut rep = RepSocket::new(Tcp::default());
     rep.bind("127.0.0.1:0").await.unwrap();
     let addr = rep.local_addr().unwrap();
-    let mut req = ReqSocket::new(Tcp::default());
+    let options = ReqOptions::default().reconnect_wait(Duration::from_millis(200));
+    let mut req = ReqSocket::with_options(Tcp::default(), options);
     req.connect(addr).await.unwrap();
 
     let requests = tokio_stream::iter(0..1000u32).map(|k| Bytes::from(k.to_be_bytes().to_vec()));
@@ -383,7 +384,8 @@ async fn request_to_a_closed_server_fails_with_a_typed_error() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let mut req = ReqSocket::new(Tcp::default());
+    let options = ReqOptions::default().reconnect_wait(Duration::from_millis(200));
+    let mut req = ReqSocket::with_options(Tcp::default(), options);
     assert!(matches!(
         within(req.connect(addr)).await,
         Err(Error::Transport(_))
@@ -393,8 +395,13 @@ async fn request_to_a_closed_server_fails_with_a_typed_error() {
         Err(Error::NotConnected)
     ));
 
-    // The server goes away with a request in flight: it fails at once, and so do later ones.
-    let mut rep = RepSocket::new(Tcp::default());
+    // The server goes away with a request in flight: it fails as soon as the server's
+    // linger is over; a later request waits for the server to come back, and fails once
+    // `reconnect_wait` has passed.
+    let mut rep = RepSocket::with_options(
+        Tcp::default(),
+        RepOptions::default().linger(Duration::from_millis(100)),
+    );
     rep.bind("127.0.0.1:0").await.unwrap();
     let addr = rep.local_addr().unwrap();
     req.connect(addr).await.unwrap();
@@ -403,19 +410,12 @@ async fn request_to_a_closed_server_fails_with_a_typed_error() {
         tokio::spawn(async move { req.request(Bytes::from("never answered")).await })
     };
     let pending = within(rep.next()).await.unwrap();
-    drop(pending);
     drop(rep);
-    let _ = within(in_flight).await.unwrap();
-    let later = within(async {
-        loop {
-            match req.request(Bytes::from("again")).await {
-                Err(e) if e.is_connection_error() => return e,
-                _ => tokio::time::sleep(Duration::from_millis(5)).await,
-            }
-        }
-    })
-    .await;
-    assert!(matches!(later, Error::ConnectionClosed), "{later:?}");
+    let failed = within(in_flight).await.unwrap();
+    assert!(matches!(failed, Err(Error::ConnectionClosed)), "{failed:?}");
+    drop(pending);
+    let later = within(req.request(Bytes::from("again"))).await;
+    assert!(matches!(later, Err(Error::NotConnected)), "{later:?}");
 }
 
 /// An echo server whose handlers all wait for a gate to open. Returns its address, the
@@ -458,7 +458,7 @@ async fn client_at_its_limit_of_two(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_on_a_slot_reserved_before_the_connection_died_fails_as_closed() {
+async fn a_call_on_a_slot_reserved_before_the_connection_died_goes_out_on_the_next_one() {
     let mut rep = RepSocket::new(Tcp::default());
     rep.bind("127.0.0.1:0").await.unwrap();
     let addr = rep.local_addr().unwrap();
@@ -466,20 +466,32 @@ async fn a_call_on_a_slot_reserved_before_the_connection_died_fails_as_closed() 
     req.connect(addr).await.unwrap();
     let mut reserved = req.clone();
     within(reserved.ready()).await.unwrap();
+    let mut events = req.events();
 
     // The server goes away; wait until the client has seen the connection die.
+    rep.close().await;
     drop(rep);
     within(async {
-        loop {
-            match req.request(Bytes::from("anyone?")).await {
-                Err(e) if e.is_connection_error() => return,
-                _ => tokio::time::sleep(Duration::from_millis(5)).await,
-            }
+        while !matches!(
+            events.next().await,
+            Some(msg::SocketEvent::Disconnected { .. })
+        ) {}
+    })
+    .await;
+    // The call made meanwhile waits for the server to come back on the same port.
+    let late = tokio::spawn(async move { reserved.call(Message::from("late")).await });
+    let mut rep = RepSocket::new(Tcp::default());
+    within(async {
+        while rep.bind(addr).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await;
-    let late = within(reserved.call(Message::from("late"))).await;
-    assert!(matches!(late, Err(Error::ConnectionClosed)), "{late:?}");
+    let pending = within(rep.next()).await.unwrap();
+    assert_eq!(pending.msg(), "late");
+    pending.respond(Bytes::from("answered")).unwrap();
+    let reply = within(late).await.unwrap().unwrap();
+    assert_eq!(reply.payload(), "answered");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

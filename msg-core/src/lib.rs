@@ -31,6 +31,7 @@
 mod auth;
 mod codec;
 mod error;
+mod heartbeat;
 mod message;
 pub mod wire;
 mod write_buf;
@@ -38,6 +39,7 @@ mod write_buf;
 pub use auth::Authenticator;
 pub use codec::{FrameCodec, DEFAULT_MAX_FRAME_LEN};
 pub use error::FrameError;
+pub use heartbeat::{Beat, Heartbeat, HeartbeatConfig};
 pub use message::{Encoding, Headers, Message};
 pub use wire::{Frame, FrameKind, SocketType};
 pub use write_buf::{WriteBuf, COPY_THRESHOLD, MAX_IO_SLICES};

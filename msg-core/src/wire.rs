@@ -39,12 +39,20 @@ pub enum FrameKind {
     Welcome = 0x02,
     /// The server refuses the connection: a UTF-8 reason. The server closes after it.
     Reject = 0x03,
+    /// Asks the peer for a sign of life; sent only after a heartbeat interval in which
+    /// nothing arrived. No body.
+    Ping = 0x04,
+    /// Answers a ping. No body.
+    Pong = 0x05,
     /// A request: `id` names it, the payload is the request.
     Request = 0x10,
     /// A response to the request with the same `id`.
     Response = 0x11,
     /// The request with the same `id` failed in the handler: a UTF-8 message.
     ErrorResponse = 0x12,
+    /// The client gave up on the request with the same `id`: the server drops its call and
+    /// sends no reply. No body.
+    Cancel = 0x13,
     /// Subscribe to the topic pattern in the topic field; `id` is echoed by the ack.
     Subscribe = 0x20,
     /// Unsubscribe from the topic pattern in the topic field; `id` is echoed by the ack.
@@ -62,9 +70,12 @@ impl FrameKind {
             FrameKind::Hello => "hello",
             FrameKind::Welcome => "welcome",
             FrameKind::Reject => "reject",
+            FrameKind::Ping => "ping",
+            FrameKind::Pong => "pong",
             FrameKind::Request => "request",
             FrameKind::Response => "response",
             FrameKind::ErrorResponse => "error-response",
+            FrameKind::Cancel => "cancel",
             FrameKind::Subscribe => "subscribe",
             FrameKind::Unsubscribe => "unsubscribe",
             FrameKind::SubscriptionAck => "subscription-ack",
@@ -81,13 +92,16 @@ impl FrameKind {
     }
 
     /// All kinds, in code order.
-    pub const ALL: [FrameKind; 10] = [
+    pub const ALL: [FrameKind; 13] = [
         FrameKind::Hello,
         FrameKind::Welcome,
         FrameKind::Reject,
+        FrameKind::Ping,
+        FrameKind::Pong,
         FrameKind::Request,
         FrameKind::Response,
         FrameKind::ErrorResponse,
+        FrameKind::Cancel,
         FrameKind::Subscribe,
         FrameKind::Unsubscribe,
         FrameKind::SubscriptionAck,
@@ -103,9 +117,12 @@ impl TryFrom<u8> for FrameKind {
             0x01 => FrameKind::Hello,
             0x02 => FrameKind::Welcome,
             0x03 => FrameKind::Reject,
+            0x04 => FrameKind::Ping,
+            0x05 => FrameKind::Pong,
             0x10 => FrameKind::Request,
             0x11 => FrameKind::Response,
             0x12 => FrameKind::ErrorResponse,
+            0x13 => FrameKind::Cancel,
             0x20 => FrameKind::Subscribe,
             0x21 => FrameKind::Unsubscribe,
             0x22 => FrameKind::SubscriptionAck,

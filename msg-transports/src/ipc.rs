@@ -124,7 +124,7 @@ pub struct IpcListener {
 }
 
 impl Listener for IpcListener {
-    type Io = UnixStream;
+    type Conn = UnixStream;
     type Addr = IpcAddr;
 
     fn poll_accept(
@@ -211,6 +211,14 @@ impl Transport for Ipc {
         path: PathBuf,
     ) -> impl Future<Output = Result<Connected<UnixStream, IpcAddr>, TransportError>> + Send {
         connect_path(path)
+    }
+
+    /// Nothing to set up: a Unix socket is ready once accepted.
+    async fn accept(
+        &self,
+        conn: Connected<UnixStream, IpcAddr>,
+    ) -> Result<Connected<UnixStream, IpcAddr>, TransportError> {
+        Ok(conn)
     }
 }
 

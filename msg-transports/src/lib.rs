@@ -32,5 +32,5 @@ pub use quic::Quic;
 pub use tcp::Tcp;
 pub use tls::Tls;
 pub use transport::{
-    is_connection_error, ConnectFuture, Connected, Listener, Transport, TransportError,
+    is_connection_error, BoxError, ConnectFuture, Connected, Listener, Transport, TransportError,
 };

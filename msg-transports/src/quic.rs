@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Connection, Endpoint, RecvStream, SendStream, TransportConfig};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -27,8 +26,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::tcp::Endpoint as Target;
 use crate::transport::{Connected, Listener, Transport, TransportError};
 
-/// How long a server waits for a client's QUIC handshake and first stream.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The protocol name both sides announce in the TLS handshake.
 const ALPN: &[u8] = b"msg/1";
 
@@ -69,8 +66,11 @@ impl QuicOptions {
     fn transport(&self) -> Result<Arc<TransportConfig>, TransportError> {
         let mut transport = TransportConfig::default();
         transport.keep_alive_interval(Some(self.keep_alive));
-        let idle = quinn::IdleTimeout::try_from(self.idle_timeout)
-            .map_err(|e| certificate_error("bad idle timeout", e))?;
+        let idle = quinn::IdleTimeout::try_from(self.idle_timeout).map_err(|e| {
+            TransportError::Config {
+                reason: format!("bad idle timeout: {e}"),
+            }
+        })?;
         transport.max_idle_timeout(Some(idle));
         Ok(Arc::new(transport))
     }
@@ -373,82 +373,61 @@ impl Drop for QuicStream {
     }
 }
 
-type Accepting =
-    Pin<Box<dyn Future<Output = Result<Connected<QuicStream, SocketAddr>, String>> + Send>>;
 type NextIncoming = Pin<Box<dyn Future<Output = Option<quinn::Incoming>> + Send>>;
 
-/// A bound QUIC endpoint accepting connections, their handshakes side by side.
+/// A bound QUIC endpoint accepting connections. What it yields is a connection still
+/// handshaking; [`Quic`]'s [`accept`](Transport::accept) finishes it.
 pub struct QuicListener {
     endpoint: Endpoint,
     next: Option<NextIncoming>,
-    accepting: FuturesUnordered<Accepting>,
 }
 
 impl fmt::Debug for QuicListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("QuicListener")
             .field("local_addr", &self.endpoint.local_addr().ok())
-            .field("handshakes", &self.accepting.len())
             .finish()
     }
 }
 
-fn accept(incoming: quinn::Incoming) -> Accepting {
-    Box::pin(async move {
-        let setup = async {
-            let connection = incoming.await.map_err(|e| e.to_string())?;
-            let (send, recv) = connection.accept_bi().await.map_err(|e| e.to_string())?;
-            let peer = connection.remote_address();
-            Ok(Connected {
-                io: QuicStream {
-                    send: Some(send),
-                    recv,
-                    connection,
-                    _endpoint: None,
-                },
-                peer,
-            })
-        };
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, setup)
-            .await
-            .map_err(|_| "QUIC handshake timed out".to_owned())?
-    })
+/// A QUIC connection attempt the listener has accepted, its handshake not yet run.
+pub struct QuicIncoming(quinn::Incoming);
+
+impl fmt::Debug for QuicIncoming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("QuicIncoming")
+            .field(&self.0.remote_address())
+            .finish()
+    }
 }
 
 impl Listener for QuicListener {
-    type Io = QuicStream;
+    type Conn = QuicIncoming;
     type Addr = SocketAddr;
 
     fn poll_accept(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<io::Result<Connected<QuicStream, SocketAddr>>> {
-        loop {
-            let next = self.next.get_or_insert_with(|| {
-                let endpoint = self.endpoint.clone();
-                Box::pin(async move { endpoint.accept().await })
-            });
-            match next.as_mut().poll(cx) {
-                Poll::Ready(Some(incoming)) => {
-                    self.next = None;
-                    self.accepting.push(accept(incoming));
-                }
-                Poll::Ready(None) => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::NotConnected,
-                        "QUIC endpoint closed",
-                    )))
-                }
-                Poll::Pending => break,
+    ) -> Poll<io::Result<Connected<QuicIncoming, SocketAddr>>> {
+        let next = self.next.get_or_insert_with(|| {
+            let endpoint = self.endpoint.clone();
+            Box::pin(async move { endpoint.accept().await })
+        });
+        let incoming = std::task::ready!(next.as_mut().poll(cx));
+        self.next = None;
+        Poll::Ready(match incoming {
+            Some(incoming) => {
+                let peer = incoming.remote_address();
+                Ok(Connected {
+                    io: QuicIncoming(incoming),
+                    peer,
+                })
             }
-        }
-        while let Poll::Ready(Some(result)) = self.accepting.poll_next_unpin(cx) {
-            match result {
-                Ok(connected) => return Poll::Ready(Ok(connected)),
-                Err(e) => tracing::info!(error = %e, "QUIC connection not established"),
-            }
-        }
-        Poll::Pending
+            None => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "QUIC endpoint closed",
+            )),
+        })
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -477,7 +456,29 @@ impl Transport for Quic {
         Ok(QuicListener {
             endpoint,
             next: None,
-            accepting: FuturesUnordered::new(),
+        })
+    }
+
+    /// Runs the connection's handshake and waits for the client's stream.
+    async fn accept(
+        &self,
+        conn: Connected<QuicIncoming, SocketAddr>,
+    ) -> Result<Connected<QuicStream, SocketAddr>, TransportError> {
+        let Connected { io, peer } = conn;
+        let failed = |e: &dyn fmt::Display| TransportError::TlsHandshake {
+            addr: peer.to_string(),
+            source: io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+        };
+        let connection = io.0.await.map_err(|e| failed(&e))?;
+        let (send, recv) = connection.accept_bi().await.map_err(|e| failed(&e))?;
+        Ok(Connected {
+            io: QuicStream {
+                send: Some(send),
+                recv,
+                connection,
+                _endpoint: None,
+            },
+            peer,
         })
     }
 

@@ -185,7 +185,7 @@ pub struct TcpAcceptor {
 }
 
 impl Listener for TcpAcceptor {
-    type Io = TcpStream;
+    type Conn = TcpStream;
     type Addr = SocketAddr;
 
     fn poll_accept(
@@ -243,6 +243,14 @@ impl Transport for Tcp {
         target: Endpoint,
     ) -> impl Future<Output = Result<Connected<TcpStream, SocketAddr>, TransportError>> + Send {
         connect_endpoint(target)
+    }
+
+    /// Nothing to set up: a TCP stream is ready once accepted.
+    async fn accept(
+        &self,
+        conn: Connected<TcpStream, SocketAddr>,
+    ) -> Result<Connected<TcpStream, SocketAddr>, TransportError> {
+        Ok(conn)
     }
 }
 

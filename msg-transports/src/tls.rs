@@ -6,14 +6,9 @@
 
 use std::fmt;
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::RootCertStore;
@@ -24,10 +19,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
 use crate::tcp::{Endpoint, Tcp, TcpAcceptor};
-use crate::transport::{Connected, Listener, Transport, TransportError};
-
-/// How long a server waits for a client's TLS handshake before it drops the connection.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::transport::{Connected, Transport, TransportError};
 
 fn certificate_error(what: &str, e: impl fmt::Display) -> TransportError {
     TransportError::Certificate {
@@ -248,11 +240,12 @@ impl TestPki {
 /// )?);
 /// let client = Tls::client(client_config(pki.ca_pem.as_bytes())?, "localhost")?;
 ///
-/// let listener = server.bind("127.0.0.1:0".into()).await?;
+/// let mut listener = server.bind("127.0.0.1:0".into()).await?;
 /// let addr = listener.local_addr()?;
 /// tokio::spawn(async move {
-///     let mut listener = listener;
-///     let _conn = std::future::poll_fn(|cx| listener.poll_accept(cx)).await;
+///     // What the listener accepts is TCP; `accept` runs the TLS handshake on it.
+///     let tcp = std::future::poll_fn(|cx| listener.poll_accept(cx)).await.unwrap();
+///     let _tls = server.accept(tcp).await;
 /// });
 /// client.connect(addr.into()).await?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -327,88 +320,44 @@ const READ_BUFFER: usize = 64 * 1024;
 /// A TLS connection's stream: rustls over TCP, with reads buffered underneath.
 pub type TlsIo = TlsStream<BufReader<TcpStream>>;
 
-type Handshake = Pin<Box<dyn Future<Output = (io::Result<TlsIo>, SocketAddr)> + Send>>;
-
-/// A bound TLS listener: accepts TCP connections and runs their TLS handshakes side by
-/// side, so a slow client holds up no one.
-pub struct TlsListener {
-    tcp: TcpAcceptor,
-    acceptor: TlsAcceptor,
-    handshakes: FuturesUnordered<Handshake>,
-}
-
-impl fmt::Debug for TlsListener {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsListener")
-            .field("tcp", &self.tcp)
-            .field("handshakes", &self.handshakes.len())
-            .finish()
-    }
-}
-
-impl Listener for TlsListener {
-    type Io = TlsIo;
-    type Addr = SocketAddr;
-
-    fn poll_accept(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<Connected<Self::Io, SocketAddr>>> {
-        // Take every connection waiting and start its handshake.
-        loop {
-            match self.tcp.poll_accept(cx) {
-                Poll::Ready(Ok(Connected { io, peer })) => {
-                    let accept = self
-                        .acceptor
-                        .accept(BufReader::with_capacity(READ_BUFFER, io));
-                    self.handshakes.push(Box::pin(async move {
-                        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
-                            Ok(Ok(stream)) => Ok(TlsStream::Server(stream)),
-                            Ok(Err(e)) => Err(e),
-                            Err(_) => Err(io::Error::new(
-                                io::ErrorKind::TimedOut,
-                                "TLS handshake timed out",
-                            )),
-                        };
-                        (stream, peer)
-                    }));
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => break,
-            }
-        }
-        while let Poll::Ready(Some((result, peer))) = self.handshakes.poll_next_unpin(cx) {
-            match result {
-                Ok(io) => return Poll::Ready(Ok(Connected { io, peer })),
-                Err(e) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
-            }
-        }
-        Poll::Pending
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp.local_addr()
-    }
-}
-
 impl Transport for Tls {
     type Target = Endpoint;
     type Addr = SocketAddr;
     type Io = TlsIo;
-    type Listener = TlsListener;
+    type Listener = TcpAcceptor;
 
-    async fn bind(&self, target: Endpoint) -> Result<TlsListener, TransportError> {
-        let acceptor = self
-            .acceptor
-            .clone()
-            .ok_or_else(|| TransportError::Certificate {
+    async fn bind(&self, target: Endpoint) -> Result<TcpAcceptor, TransportError> {
+        if self.acceptor.is_none() {
+            return Err(TransportError::Config {
+                reason: "this Tls transport has no server configuration".into(),
+            });
+        }
+        self.tcp.bind(target).await
+    }
+
+    /// Runs the server side of the TLS handshake.
+    fn accept(
+        &self,
+        conn: Connected<TcpStream, SocketAddr>,
+    ) -> impl Future<Output = Result<Connected<TlsIo, SocketAddr>, TransportError>> + Send {
+        let acceptor = self.acceptor.clone();
+        async move {
+            let Connected { io, peer } = conn;
+            let acceptor = acceptor.ok_or_else(|| TransportError::Config {
                 reason: "this Tls transport has no server configuration".into(),
             })?;
-        Ok(TlsListener {
-            tcp: self.tcp.bind(target).await?,
-            acceptor,
-            handshakes: FuturesUnordered::new(),
-        })
+            let stream = acceptor
+                .accept(BufReader::with_capacity(READ_BUFFER, io))
+                .await
+                .map_err(|source| TransportError::TlsHandshake {
+                    addr: peer.to_string(),
+                    source,
+                })?;
+            Ok(Connected {
+                io: TlsStream::Server(stream),
+                peer,
+            })
+        }
     }
 
     fn connect(
@@ -418,7 +367,7 @@ impl Transport for Tls {
         let tcp = self.tcp.clone();
         let connector = self.connector.clone();
         async move {
-            let (connector, name) = connector.ok_or_else(|| TransportError::Certificate {
+            let (connector, name) = connector.ok_or_else(|| TransportError::Config {
                 reason: "this Tls transport has no client configuration".into(),
             })?;
             let Connected { io, peer } = tcp.connect(target).await?;
@@ -441,12 +390,20 @@ crate::transport::connector_service!(Tls);
 
 #[cfg(test)]
 mod tests {
+    use std::io;
+
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::transport::Listener;
 
     use super::*;
 
-    async fn accept_one(mut listener: TlsListener) -> io::Result<Connected<TlsIo, SocketAddr>> {
-        std::future::poll_fn(|cx| listener.poll_accept(cx)).await
+    async fn accept_one(
+        tls: Tls,
+        mut listener: TcpAcceptor,
+    ) -> Result<Connected<TlsIo, SocketAddr>, TransportError> {
+        let conn = std::future::poll_fn(|cx| listener.poll_accept(cx)).await?;
+        tls.accept(conn).await
     }
 
     #[tokio::test]
@@ -464,7 +421,7 @@ mod tests {
         let listener = server.bind("127.0.0.1:0".into()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server_side = tokio::spawn(async move {
-            let mut conn = accept_one(listener).await.unwrap();
+            let mut conn = accept_one(server, listener).await.unwrap();
             let mut buf = [0; 4];
             conn.io.read_exact(&mut buf).await.unwrap();
             conn.io.write_all(&buf).await.unwrap();
@@ -492,7 +449,7 @@ mod tests {
         );
         let listener = server.bind("127.0.0.1:0".into()).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(accept_one(listener));
+        tokio::spawn(accept_one(server, listener));
         let untrusting =
             Tls::client(client_config(other.ca_pem.as_bytes()).unwrap(), "localhost").unwrap();
         match untrusting.connect(addr.into()).await {

@@ -61,9 +61,51 @@ pub enum TransportError {
         #[source]
         source: io::Error,
     },
+    /// A transport was used for something it has no configuration for (a TLS transport
+    /// without a server side asked to bind, say).
+    #[error("transport not configured: {reason}")]
+    Config {
+        /// What is missing.
+        reason: String,
+    },
+    /// Connecting took longer than a timeout layered over the transport allows (tower's
+    /// `TimeoutLayer`, say).
+    #[error("connecting timed out")]
+    TimedOut,
+    /// An exchange a transport layer runs on a new connection failed: the peer failed a
+    /// challenge, or spoke something else.
+    #[error("connection setup with {addr} failed: {source}")]
+    Handshake {
+        /// The peer's address.
+        addr: String,
+        /// Why the exchange failed.
+        #[source]
+        source: BoxError,
+    },
     /// Any other I/O failure of the transport.
     #[error("transport i/o error: {0}")]
     Io(#[from] io::Error),
+}
+
+/// A boxed error, as tower's middleware returns them.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl TransportError {
+    /// The error of a connector wrapped in tower middleware, made typed again: tower's
+    /// `Elapsed` becomes [`TimedOut`](Self::TimedOut), a boxed `TransportError` is
+    /// unboxed, anything else becomes [`Io`](Self::Io).
+    pub fn from_boxed(e: BoxError) -> Self {
+        if e.is::<tower::timeout::error::Elapsed>() {
+            return TransportError::TimedOut;
+        }
+        match e.downcast::<TransportError>() {
+            Ok(e) => *e,
+            Err(e) => match e.downcast::<io::Error>() {
+                Ok(e) => TransportError::Io(*e),
+                Err(e) => TransportError::Io(io::Error::other(e)),
+            },
+        }
+    }
 }
 
 /// The future of a connection being made by a transport used as a [`tower::Service`].
@@ -110,10 +152,63 @@ pub struct Connected<Io, Addr> {
     pub peer: Addr,
 }
 
-/// A way of making connections: bind a [`Listener`] on a server, dial a peer on a client.
+/// A way of making connections: bind a [`Listener`] on a server and set up what it accepts,
+/// dial a peer on a client.
 ///
 /// Sockets are generic over their transport, so the same socket code runs over TCP, Unix
 /// sockets or QUIC. A transport value is cheap to clone and holds only configuration.
+///
+/// **A layer over a transport is a transport.** A layer wraps both sides of the same
+/// exchange: [`connect`](Transport::connect) runs the inner transport's and then the
+/// layer's client half; [`accept`](Transport::accept) runs the inner transport's and then
+/// the layer's server half; [`bind`](Transport::bind) is the inner one's. One layered
+/// value then serves client and server sockets alike. [`Tls`](crate::Tls) is Tcp with a
+/// TLS exchange on both sides, and tower's `Timeout` over any transport bounds connect.
+///
+/// # Example
+///
+/// A layer that sends a greeting on every new connection and checks it on the other side:
+///
+/// ```
+/// use msg_transports::{Connected, Transport, TransportError};
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// #[derive(Clone)]
+/// struct Greeting<T>(T);
+///
+/// impl<T: Transport> Transport for Greeting<T> {
+///     type Target = T::Target;
+///     type Addr = T::Addr;
+///     type Io = T::Io;
+///     type Listener = T::Listener;
+///
+///     async fn bind(&self, target: T::Target) -> Result<T::Listener, TransportError> {
+///         self.0.bind(target).await
+///     }
+///
+///     async fn connect(&self, target: T::Target) -> Result<Connected<T::Io, T::Addr>, TransportError> {
+///         let mut conn = self.0.connect(target).await?;
+///         conn.io.write_all(b"hi").await?;
+///         Ok(conn)
+///     }
+///
+///     async fn accept(
+///         &self,
+///         conn: Connected<<T::Listener as msg_transports::Listener>::Conn, T::Addr>,
+///     ) -> Result<Connected<T::Io, T::Addr>, TransportError> {
+///         let mut conn = self.0.accept(conn).await?;
+///         let mut greeting = [0; 2];
+///         conn.io.read_exact(&mut greeting).await?;
+///         if &greeting != b"hi" {
+///             return Err(TransportError::Handshake {
+///                 addr: conn.peer.to_string(),
+///                 source: "no greeting".into(),
+///             });
+///         }
+///         Ok(conn)
+///     }
+/// }
+/// ```
 pub trait Transport: Clone + Send + Sync + Unpin + 'static {
     /// What a user names an endpoint with: for TCP a `host:port` string or a socket
     /// address, for IPC a path.
@@ -123,7 +218,7 @@ pub trait Transport: Clone + Send + Sync + Unpin + 'static {
     /// The byte stream of one connection.
     type Io: AsyncRead + AsyncWrite + Send + Unpin + 'static;
     /// The listener [`bind`](Transport::bind) returns.
-    type Listener: Listener<Io = Self::Io, Addr = Self::Addr>;
+    type Listener: Listener<Addr = Self::Addr>;
 
     /// Binds a listener on `target`.
     ///
@@ -146,12 +241,29 @@ pub trait Transport: Clone + Send + Sync + Unpin + 'static {
         &self,
         target: Self::Target,
     ) -> impl Future<Output = Result<Connected<Self::Io, Self::Addr>, TransportError>> + Send;
+
+    /// Sets up a connection the listener accepted: the server half of this transport's
+    /// exchange (a TLS or QUIC handshake, a layer's challenge). Sockets run it in a task per
+    /// connection, under their handshake timeout and their bound on concurrent handshakes,
+    /// so a peer that says nothing holds up no one.
+    ///
+    /// # Errors
+    ///
+    /// The exchange's failure; the connection is dropped.
+    fn accept(
+        &self,
+        conn: Connected<<Self::Listener as Listener>::Conn, Self::Addr>,
+    ) -> impl Future<Output = Result<Connected<Self::Io, Self::Addr>, TransportError>> + Send;
 }
 
 /// A bound listener that accepts connections.
+///
+/// What it yields is a connection not yet set up: its transport's
+/// [`accept`](Transport::accept) finishes it (for TCP there is nothing to do, for TLS the
+/// handshake, for QUIC the connection's handshake and its stream).
 pub trait Listener: Send + Unpin + 'static {
-    /// The byte stream of one accepted connection.
-    type Io: AsyncRead + AsyncWrite + Send + Unpin + 'static;
+    /// One accepted connection, before its transport's [`accept`](Transport::accept).
+    type Conn: Send + 'static;
     /// A peer's or the listener's own address.
     type Addr: Clone + Debug + Display + Eq + Hash + Send + Sync + Unpin + 'static;
 
@@ -165,7 +277,7 @@ pub trait Listener: Send + Unpin + 'static {
     fn poll_accept(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<io::Result<Connected<Self::Io, Self::Addr>>>;
+    ) -> Poll<io::Result<Connected<Self::Conn, Self::Addr>>>;
 
     /// The address the listener is bound to, with the real port if port 0 was asked for.
     ///
@@ -187,4 +299,48 @@ pub fn is_connection_error(e: &io::Error) -> bool {
             | io::ErrorKind::InvalidData
             | io::ErrorKind::UnexpectedEof
     )
+}
+
+/// tower's `Timeout` over a transport is a transport whose [`connect`](Transport::connect)
+/// is bounded: `ServiceBuilder::new().timeout(d).service(Tcp::default())`. A connect that
+/// takes longer fails with [`TransportError::TimedOut`]. The accept side is the inner
+/// transport's, bounded by the socket's own handshake timeout.
+impl<T> Transport for tower::timeout::Timeout<T>
+where
+    T: Transport
+        + tower::Service<T::Target, Response = Connected<T::Io, T::Addr>, Error = TransportError>
+        + Send,
+    T::Future: Send,
+{
+    type Target = T::Target;
+    type Addr = T::Addr;
+    type Io = T::Io;
+    type Listener = T::Listener;
+
+    fn bind(
+        &self,
+        target: T::Target,
+    ) -> impl Future<Output = Result<T::Listener, TransportError>> + Send {
+        self.get_ref().bind(target)
+    }
+
+    fn connect(
+        &self,
+        target: T::Target,
+    ) -> impl Future<Output = Result<Connected<T::Io, T::Addr>, TransportError>> + Send {
+        use tower::ServiceExt;
+        let svc = self.clone();
+        async move {
+            svc.oneshot(target)
+                .await
+                .map_err(TransportError::from_boxed)
+        }
+    }
+
+    fn accept(
+        &self,
+        conn: Connected<<T::Listener as Listener>::Conn, T::Addr>,
+    ) -> impl Future<Output = Result<Connected<T::Io, T::Addr>, TransportError>> + Send {
+        self.get_ref().accept(conn)
+    }
 }

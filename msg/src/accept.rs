@@ -1,14 +1,24 @@
-//! The accept loop shared by the server-side sockets: accept, handshake, hand over.
+//! The accept loop shared by the server-side sockets: accept, set up, handshake, admit, hand
+//! over.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use msg_core::{Authenticator, SocketType};
-use msg_transports::{is_connection_error, Connected, Listener};
+use msg_core::{HeartbeatConfig, SocketType};
+use msg_transports::{is_connection_error, Connected, Listener, Transport};
+use tokio::task::{AbortHandle, JoinSet};
 
+use crate::admission::Admission;
+use crate::events::{EventSink, SocketEvent};
 use crate::handshake;
 use crate::io::FramedIo;
+use crate::Error;
+
+/// Default bound on connections in their handshake at once; see
+/// [`RepOptions::max_handshakes`](crate::RepOptions::max_handshakes).
+pub(crate) const DEFAULT_MAX_HANDSHAKES: usize = 256;
 
 /// A welcomed connection, waiting to be served.
 pub(crate) struct Established<Io, Addr> {
@@ -17,36 +27,59 @@ pub(crate) struct Established<Io, Addr> {
 }
 
 /// What the accept loop needs to know of its socket.
-#[derive(Clone)]
-pub(crate) struct AcceptConfig {
+pub(crate) struct AcceptConfig<A> {
     pub(crate) socket_type: SocketType,
     pub(crate) max_frame_len: usize,
     pub(crate) handshake_timeout: Duration,
-    pub(crate) auth: Option<Arc<dyn Authenticator>>,
+    pub(crate) max_handshakes: usize,
+    pub(crate) heartbeat: Option<HeartbeatConfig>,
+    pub(crate) admission: Option<Admission<A>>,
+    pub(crate) events: Arc<EventSink<A>>,
 }
 
-/// Accepts connections until `stop` completes. Each connection's handshake runs in a task
-/// of its own, so a peer that says nothing holds up no one; a welcomed connection is given
-/// to `welcome`.
-pub(crate) async fn accept_loop<L, S, W, F>(
-    mut listener: L,
-    config: AcceptConfig,
+impl<A> Clone for AcceptConfig<A> {
+    fn clone(&self) -> Self {
+        AcceptConfig {
+            socket_type: self.socket_type,
+            max_frame_len: self.max_frame_len,
+            handshake_timeout: self.handshake_timeout,
+            max_handshakes: self.max_handshakes,
+            heartbeat: self.heartbeat,
+            admission: self.admission.clone(),
+            events: self.events.clone(),
+        }
+    }
+}
+
+/// Accepts connections until `stop` completes. Each connection is set up by the transport,
+/// then says hello and is admitted, in a task of its own under the handshake timeout, so a
+/// peer that says nothing holds up no one. At most `max_handshakes` run at once: a new
+/// connection beyond that evicts the oldest handshake still running, so that silent
+/// connections cannot lock good ones out. A welcomed connection is given to `welcome`.
+pub(crate) async fn accept_loop<T, S, W, F>(
+    transport: T,
+    mut listener: T::Listener,
+    config: AcceptConfig<T::Addr>,
     stop: S,
     welcome: W,
 ) where
-    L: Listener,
+    T: Transport,
     S: Future<Output = ()>,
-    W: Fn(Established<L::Io, L::Addr>) -> F + Clone + Send + 'static,
-    F: Future<Output = ()> + Send,
+    W: Fn(Established<T::Io, T::Addr>) -> F + Clone + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
 {
     let mut stop = std::pin::pin!(stop);
+    let mut handshakes = JoinSet::new();
+    // Running handshakes, oldest first.
+    let mut running: VecDeque<(T::Addr, AbortHandle)> = VecDeque::new();
     loop {
         let accepted = tokio::select! {
             biased;
             _ = stop.as_mut() => return,
+            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => continue,
             accepted = std::future::poll_fn(|cx| listener.poll_accept(cx)) => accepted,
         };
-        let Connected { io, peer } = match accepted {
+        let conn = match accepted {
             Ok(conn) => conn,
             Err(e) if is_connection_error(&e) => continue,
             Err(e) => {
@@ -58,22 +91,70 @@ pub(crate) async fn accept_loop<L, S, W, F>(
                 }
             }
         };
-        let config = config.clone();
-        let welcome = welcome.clone();
-        tokio::spawn(async move {
-            let mut io = FramedIo::new(io, config.max_frame_len);
-            let welcomed = handshake::within(
-                config.handshake_timeout,
-                handshake::server(&mut io, config.socket_type, config.auth.as_deref()),
-            )
-            .await;
-            match welcomed {
-                Ok(_) => {
-                    tracing::debug!(%peer, "connection accepted");
-                    welcome(Established { io, peer }).await;
-                }
-                Err(e) => tracing::info!(%peer, error = %e, "handshake failed; connection closed"),
+        running.retain(|(_, handle)| !handle.is_finished());
+        if running.len() >= config.max_handshakes.max(1) {
+            if let Some((peer, oldest)) = running.pop_front() {
+                oldest.abort();
+                tracing::info!(%peer, "handshake evicted to make room for a newer connection");
             }
-        });
+        }
+        let peer = conn.peer.clone();
+        let handle = handshakes.spawn(handshake(
+            transport.clone(),
+            conn,
+            config.clone(),
+            welcome.clone(),
+        ));
+        running.push_back((peer, handle));
+    }
+}
+
+/// One connection's way in: the transport's setup, the hello, admission; then the welcome
+/// in a task of its own.
+async fn handshake<T, W, F>(
+    transport: T,
+    conn: Connected<<T::Listener as Listener>::Conn, T::Addr>,
+    config: AcceptConfig<T::Addr>,
+    welcome: W,
+) where
+    T: Transport,
+    W: Fn(Established<T::Io, T::Addr>) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let peer = conn.peer.clone();
+    let setup = async {
+        let Connected { io, peer } = transport.accept(conn).await?;
+        let mut io = FramedIo::new(io, config.max_frame_len);
+        handshake::server(
+            &mut io,
+            config.socket_type,
+            &peer,
+            config.admission.as_ref(),
+        )
+        .await?;
+        Ok::<_, Error>(Established { io, peer })
+    };
+    let after = config.handshake_timeout;
+    let outcome = tokio::time::timeout(after, setup)
+        .await
+        .unwrap_or(Err(Error::HandshakeTimeout { after }));
+    match outcome {
+        Ok(mut established) => {
+            established.io.start_heartbeat(config.heartbeat);
+            tracing::debug!(%peer, socket = %config.socket_type, "connection accepted");
+            config.events.emit(|| SocketEvent::Accepted { peer });
+            tokio::spawn(welcome(established));
+        }
+        Err(Error::Refused { reason }) => {
+            tracing::info!(%peer, %reason, "peer refused");
+            config.events.emit(|| SocketEvent::Refused { peer, reason });
+        }
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "handshake failed; connection closed");
+            config.events.emit(|| SocketEvent::HandshakeFailed {
+                peer,
+                error: Arc::new(e),
+            });
+        }
     }
 }

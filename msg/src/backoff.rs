@@ -5,7 +5,9 @@ use std::time::Duration;
 
 /// Delays between redials of a lost connection: doubling from
 /// [`initial`](Self::initial) up to [`max`](Self::max), each shortened by a random share
-/// of up to [`jitter`](Self::jitter) so that many clients do not redial in lockstep.
+/// of up to [`jitter`](Self::jitter) so that many clients do not redial in lockstep
+/// (jitter 1 is "full jitter": each delay is random between 0 and its cap). Redials go on
+/// forever unless [`max_attempts`](Self::max_attempts) is set.
 ///
 /// # Example
 ///
@@ -26,8 +28,14 @@ pub struct Backoff {
     pub initial: Duration,
     /// Longest delay. Default: 5 s, so a peer that comes back is found soon.
     pub max: Duration,
-    /// Share of each delay that is random, from 0 to 1. Default: 0.5, to spread redials.
+    /// Share of each delay that is random, from 0 to 1 (values outside are clamped). Default:
+    /// 1, full jitter: many clients that lost the same server spread their redials over the
+    /// whole delay instead of arriving together.
     pub jitter: f64,
+    /// Dials after a connection is lost (or, for `connect_lazy`, before the first) before
+    /// the socket gives up; a socket that gave up fails every request. Default: none,
+    /// redial forever, as ZeroMQ does.
+    pub max_attempts: Option<u32>,
 }
 
 impl Default for Backoff {
@@ -35,7 +43,8 @@ impl Default for Backoff {
         Backoff {
             initial: Duration::from_millis(50),
             max: Duration::from_secs(5),
-            jitter: 0.5,
+            jitter: 1.0,
+            max_attempts: None,
         }
     }
 }
@@ -59,13 +68,22 @@ impl Backoff {
         self
     }
 
+    /// Sets [`max_attempts`](Self::max_attempts).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts);
+        self
+    }
+
     /// The delays, one per failed attempt, forever.
     pub fn delays(&self) -> impl Iterator<Item = Duration> {
-        let Backoff {
-            initial,
-            max,
-            jitter,
-        } = *self;
+        let Backoff { initial, max, .. } = *self;
+        // The field is public: a value out of range must not reach `mul_f64`, which
+        // panics on a negative factor.
+        let jitter = if self.jitter.is_nan() {
+            0.0
+        } else {
+            self.jitter.clamp(0.0, 1.0)
+        };
         // A seed that differs between processes and sockets; the spread matters, not its
         // quality.
         static SALT: AtomicU64 = AtomicU64::new(0);
@@ -85,5 +103,33 @@ impl Backoff {
             let share = (state >> 11) as f64 / (1u64 << 53) as f64;
             Some(delay.mul_f64(1.0 - jitter * share))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_range_jitter_is_clamped_instead_of_panicking() {
+        for jitter in [2.0, -1.0, f64::NAN, f64::INFINITY] {
+            let backoff = Backoff {
+                jitter,
+                ..Backoff::default()
+            };
+            for delay in backoff.delays().take(20) {
+                assert!(delay <= backoff.max, "{jitter}: {delay:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn delays_are_capped_and_jittered_below_the_cap() {
+        let backoff = Backoff::default().max(Duration::from_millis(400));
+        let delays: Vec<_> = backoff.delays().take(50).collect();
+        assert!(delays.iter().all(|d| *d <= Duration::from_millis(400)));
+        // Full jitter: not all the capped delays are equal.
+        let capped = &delays[10..];
+        assert!(capped.iter().any(|d| *d != capped[0]), "{capped:?}");
     }
 }

@@ -22,8 +22,8 @@ pub enum Error {
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
     /// The peer sent bytes that break the wire protocol; the connection was closed.
-    #[error("protocol error: {0}")]
-    Protocol(FrameError),
+    #[error("protocol error")]
+    Protocol(#[source] FrameError),
     /// The peer sent a well-formed frame that has no place at this point of the protocol.
     #[error("unexpected {} frame from the peer", kind.name())]
     UnexpectedFrame {
@@ -36,6 +36,24 @@ pub enum Error {
         /// The server's reason.
         reason: String,
     },
+    /// This server refused the peer: its socket type does not fit, or admission (an
+    /// [`Authenticator`](crate::Authenticator), a service given to `with_admission`)
+    /// said no. The peer was told the reason and disconnected.
+    #[error("refused the peer: {reason}")]
+    Refused {
+        /// The reason the peer was given.
+        reason: String,
+    },
+    /// The peer sent nothing, not even an answer to a ping, for the heartbeat timeout:
+    /// the link is frozen or the peer is gone. The connection was closed.
+    #[error("the peer was silent for {after:?}")]
+    HeartbeatTimeout {
+        /// The heartbeat timeout in force.
+        after: Duration,
+    },
+    /// The socket was closed with `close`, or its last handle dropped.
+    #[error("the socket is closed")]
+    Closed,
     /// The handshake did not finish in time.
     #[error("handshake did not finish within {after:?}")]
     HandshakeTimeout {
@@ -50,7 +68,9 @@ pub enum Error {
         /// The peer's type.
         remote: SocketType,
     },
-    /// The socket has no connection: call `connect` first.
+    /// The socket has no connection: `connect` was never called, or a request waited
+    /// longer than [`ReqOptions::reconnect_wait`](crate::ReqOptions::reconnect_wait) for a
+    /// lost connection to come back.
     #[error("the socket is not connected")]
     NotConnected,
     /// The socket has no listener: call `bind` first.
@@ -91,10 +111,14 @@ pub enum Error {
     /// `call` was used without a successful `poll_ready` first.
     #[error("service called before it was ready")]
     NotReady,
+    /// A future was polled again after it had completed.
+    #[error("future polled after it completed")]
+    PolledAfterCompletion,
 }
 
 impl Error {
-    /// Whether the error ended the connection, so that a retry needs a new one.
+    /// Whether the error is about the connection, not the request: it ended, or there was
+    /// none. A retry needs a connection (which a `ReqSocket` redials by itself).
     pub fn is_connection_error(&self) -> bool {
         matches!(
             self,
@@ -102,6 +126,8 @@ impl Error {
                 | Error::Protocol(_)
                 | Error::UnexpectedFrame { .. }
                 | Error::ConnectionClosed
+                | Error::NotConnected
+                | Error::HeartbeatTimeout { .. }
         )
     }
 }

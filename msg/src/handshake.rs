@@ -3,25 +3,14 @@
 //! The client sends `Hello` (its socket type and optional auth token); the server answers
 //! `Welcome` (its socket type) or `Reject` (a reason) and closes.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use msg_core::wire::{parse_welcome, welcome_frame, Hello};
-use msg_core::{Authenticator, Frame, FrameError, FrameKind, SocketType};
+use msg_core::{Frame, FrameError, FrameKind, SocketType};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::admission::{self, Admission, AdmissionRequest, Verdict};
 use crate::io::FramedIo;
 use crate::Error;
-
-/// Runs `fut` under the handshake timeout.
-pub(crate) async fn within<T>(
-    after: Duration,
-    fut: impl std::future::Future<Output = Result<T, Error>>,
-) -> Result<T, Error> {
-    tokio::time::timeout(after, fut)
-        .await
-        .map_err(|_| Error::HandshakeTimeout { after })?
-}
 
 /// The client's side: says hello and waits for the verdict.
 pub(crate) async fn client<Io: AsyncRead + AsyncWrite + Unpin>(
@@ -51,11 +40,13 @@ pub(crate) async fn client<Io: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// The server's side: reads the hello, checks it, and welcomes or rejects the client.
-pub(crate) async fn server<Io: AsyncRead + AsyncWrite + Unpin>(
+/// The server's side: reads the hello, checks it, asks admission, and welcomes or rejects
+/// the client.
+pub(crate) async fn server<Io: AsyncRead + AsyncWrite + Unpin, A: Clone + Send + 'static>(
     io: &mut FramedIo<Io>,
     local: SocketType,
-    auth: Option<&dyn Authenticator>,
+    peer: &A,
+    admission: Option<&Admission<A>>,
 ) -> Result<Hello, Error> {
     let frame = match io.next_frame().await {
         Ok(Some(frame)) => frame,
@@ -78,27 +69,19 @@ pub(crate) async fn server<Io: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     if hello.socket_type != local.peer() {
-        let err = Error::SocketTypeMismatch {
-            local,
-            remote: hello.socket_type,
-        };
-        reject(
-            io,
-            &format!(
-                "a {} socket cannot connect to a {local} socket",
-                hello.socket_type
-            ),
-        )
-        .await;
-        return Err(err);
+        let reason = format!(
+            "a {} socket cannot connect to a {local} socket",
+            hello.socket_type
+        );
+        reject(io, &reason).await;
+        return Err(Error::Refused { reason });
     }
-    if let Some(auth) = auth {
-        let token = hello.auth_token.clone().unwrap_or_default();
-        if !auth.authenticate(&token) {
-            reject(io, "authentication failed").await;
-            return Err(Error::HandshakeRejected {
-                reason: "authentication failed".into(),
-            });
+    if let Some(admission) = admission {
+        let request =
+            AdmissionRequest::new(peer.clone(), hello.socket_type, hello.auth_token.clone());
+        if let Verdict::Reject { reason } = admission::decide(admission, request).await {
+            reject(io, &reason).await;
+            return Err(Error::Refused { reason });
         }
     }
     io.queue_frame(&welcome_frame(local))?;

@@ -2,15 +2,23 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use msg_core::wire::HEADER_LEN;
-use msg_core::{Encoding, Frame, FrameCodec, FrameError, FrameKind, WriteBuf, MAX_IO_SLICES};
+use msg_core::{
+    Beat, Encoding, Frame, FrameCodec, FrameError, FrameKind, Heartbeat, HeartbeatConfig, Message,
+    WriteBuf, MAX_IO_SLICES,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Sleep;
 use tokio_util::codec::Decoder;
+
+use crate::Error;
 
 /// How much the read buffer grows by when it runs out of room, for small frames.
 const READ_CHUNK: usize = 64 * 1024;
@@ -21,12 +29,32 @@ const MAX_READ_CHUNK: usize = 1024 * 1024;
 /// application still holds. 16 measured no faster than 8.
 const POOLED_BUFFERS: usize = 8;
 
-/// A connection's stream with its framing state.
+/// A received frame's payload and encoding as a [`Message`]: the one Frame-to-Message
+/// conversion.
+pub(crate) fn into_message(frame: Frame) -> Message {
+    Message::new(frame.payload).with_encoding(frame.encoding)
+}
+
+/// Heartbeat settings as the socket options give them: `None` turns heartbeats off.
+pub(crate) fn heartbeat_config(interval: Duration, timeout: Duration) -> Option<HeartbeatConfig> {
+    (!interval.is_zero()).then(|| HeartbeatConfig::new(interval, timeout))
+}
+
+/// A connection's heartbeat: the sans-IO state and its one timer.
+#[derive(Debug)]
+struct Liveness {
+    heartbeat: Heartbeat,
+    timer: Pin<Box<Sleep>>,
+}
+
+/// A connection's stream with its framing state: the one frame connection under every
+/// socket's driver.
 ///
-/// The steps are separate so that a driver can order them: [`decode`](Self::decode) yields
-/// buffered frames without I/O, [`poll_fill`](Self::poll_fill) reads once,
-/// [`queue`](Self::queue) adds a frame to the write buffer and
-/// [`poll_flush`](Self::poll_flush) writes everything queued, in as few writes as it can.
+/// The steps are separate so that a driver can order them: [`poll_read`](Self::poll_read)
+/// yields the next frame for the driver, answering pings on the way;
+/// [`poll_liveness`](Self::poll_liveness) runs the heartbeat; [`queue`](Self::queue) adds a
+/// frame to the write buffer and [`poll_flush`](Self::poll_flush) writes everything queued,
+/// in as few writes as it can.
 #[derive(Debug)]
 pub(crate) struct FramedIo<Io> {
     io: Io,
@@ -40,6 +68,8 @@ pub(crate) struct FramedIo<Io> {
     chunk: usize,
     /// Retired read buffers, reclaimed once the frames cut from them are gone.
     pool: VecDeque<BytesMut>,
+    /// The heartbeat, once the handshake is done and if the socket wants one.
+    liveness: Option<Liveness>,
 }
 
 impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
@@ -52,7 +82,87 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
             eof: false,
             chunk: READ_CHUNK,
             pool: VecDeque::new(),
+            liveness: None,
         }
+    }
+
+    /// Starts the heartbeat (after the handshake); `None` leaves it off.
+    pub(crate) fn start_heartbeat(&mut self, config: Option<HeartbeatConfig>) {
+        self.liveness = config.map(|config| {
+            let heartbeat = Heartbeat::new(config, Instant::now());
+            let deadline = tokio::time::Instant::from_std(heartbeat.deadline());
+            Liveness {
+                heartbeat,
+                timer: Box::pin(tokio::time::sleep_until(deadline)),
+            }
+        });
+    }
+
+    /// Step: the next frame for the driver. Pings are answered (the pong is queued for the
+    /// driver's next flush) and pongs absorbed on the way; any bytes that arrive count as a
+    /// sign of life. `Ok(None)` means the peer closed cleanly between frames.
+    pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, Error>> {
+        loop {
+            if let Some(frame) = self.buffered()? {
+                return Poll::Ready(Ok(Some(frame)));
+            }
+            if self.eof {
+                return Poll::Ready(Ok(None));
+            }
+            ready!(self.poll_fill(cx)).map_err(Error::Io)?;
+        }
+    }
+
+    /// Step: the next frame for the driver that is already in the read buffer, without
+    /// I/O; pings and pongs are handled on the way, as in [`poll_read`](Self::poll_read).
+    pub(crate) fn buffered(&mut self) -> Result<Option<Frame>, Error> {
+        while let Some(frame) = self.decode()? {
+            match frame.kind {
+                FrameKind::Ping => {
+                    self.wbuf
+                        .push(FrameKind::Pong, Encoding::IDENTITY, 0, b"", &Bytes::new())?;
+                }
+                FrameKind::Pong => {}
+                _ => return Ok(Some(frame)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether the peer has closed its side.
+    pub(crate) fn at_eof(&self) -> bool {
+        self.eof
+    }
+
+    /// Step: runs the heartbeat when its timer is due: queues a ping after an idle interval,
+    /// and fails with [`Error::HeartbeatTimeout`] once the peer has been silent for the
+    /// timeout. `paused` says the driver stopped reading on purpose (its own
+    /// back-pressure), which is not the peer's silence.
+    pub(crate) fn poll_liveness(
+        &mut self,
+        cx: &mut Context<'_>,
+        paused: bool,
+    ) -> Result<(), Error> {
+        let Some(liveness) = self.liveness.as_mut() else {
+            return Ok(());
+        };
+        while liveness.timer.as_mut().poll(cx).is_ready() {
+            match liveness.heartbeat.tick(Instant::now(), paused) {
+                Beat::Quiet => {}
+                Beat::Ping => {
+                    self.wbuf
+                        .push(FrameKind::Ping, Encoding::IDENTITY, 0, b"", &Bytes::new())?;
+                }
+                Beat::Dead => {
+                    return Err(Error::HeartbeatTimeout {
+                        after: liveness.heartbeat.config().timeout,
+                    })
+                }
+            }
+            let deadline = tokio::time::Instant::from_std(liveness.heartbeat.deadline());
+            liveness.timer.as_mut().reset(deadline);
+        }
+        Ok(())
     }
 
     /// Step: the next frame already in the read buffer, if a whole one is there.
@@ -82,6 +192,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
         ))?;
         if n == 0 {
             self.eof = true;
+        } else if let Some(liveness) = self.liveness.as_mut() {
+            liveness.heartbeat.heard(Instant::now());
         }
         Poll::Ready(Ok(n > 0))
     }
@@ -129,8 +241,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
         self.pool.push_back(retired);
     }
 
-    /// Reads until a whole frame is buffered. `None` means the peer closed cleanly between
-    /// frames.
+    /// Reads until a whole frame is buffered, whatever its kind (for the handshake). `None`
+    /// means the peer closed cleanly between frames.
     pub(crate) fn poll_frame(
         &mut self,
         cx: &mut Context<'_>,
@@ -159,6 +271,16 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
         payload: &Bytes,
     ) -> Result<(), FrameError> {
         self.wbuf.push(kind, encoding, id, b"", payload)
+    }
+
+    /// Queues `msg` as a frame of `kind`: the one Message-to-Frame conversion.
+    pub(crate) fn queue_message(
+        &mut self,
+        kind: FrameKind,
+        id: u64,
+        msg: &Message,
+    ) -> Result<(), FrameError> {
+        self.wbuf.push(kind, msg.encoding(), id, b"", msg.payload())
     }
 
     /// Queues a frame from its parts, topic included.

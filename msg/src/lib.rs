@@ -59,8 +59,11 @@
 #![forbid(unsafe_code)]
 
 mod accept;
+pub mod admission;
 mod backoff;
+mod dial;
 mod error;
+pub mod events;
 mod handshake;
 mod ids;
 mod io;
@@ -72,11 +75,12 @@ pub mod topic;
 
 pub use backoff::Backoff;
 pub use error::Error;
+pub use events::{Events, SocketEvent};
 pub use msg_core::{Authenticator, Encoding, Headers, Message, SocketType};
 pub use msg_transports::{ipc, quic, tcp, tls, Ipc, Quic, Tcp, Tls, Transport};
 pub use publisher::{PubOptions, PubSocket, PubStats, Publication, SlowSubscriber};
 pub use rep::{serve, PendingRequest, RepOptions, RepSocket, Request};
-pub use req::{ReqOptions, ReqSocket};
+pub use req::{ReqOptions, ReqSocket, ReqStats};
 pub use subscriber::{SubMessage, SubOptions, SubSocket, SubStats};
 
 /// The wire protocol and its codec, for tools that speak it directly.
@@ -85,7 +89,10 @@ pub mod wire {
     pub use msg_core::{FrameCodec, FrameError, DEFAULT_MAX_FRAME_LEN};
 }
 
-/// The transport traits and their error, for writing a transport of your own.
+/// The transport traits and their error, for writing a transport, or a layer over one, of
+/// your own.
 pub mod transport {
-    pub use msg_transports::{is_connection_error, Connected, Listener, Transport, TransportError};
+    pub use msg_transports::{
+        is_connection_error, BoxError, Connected, Listener, Transport, TransportError,
+    };
 }

@@ -17,9 +17,15 @@ use msg_core::{Authenticator, Encoding, Message, SocketType, DEFAULT_MAX_FRAME_L
 use msg_transports::{Listener, Transport};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::BoxError;
 
-use crate::accept::{accept_loop, AcceptConfig};
+use crate::accept::{accept_loop, AcceptConfig, DEFAULT_MAX_HANDSHAKES};
+use crate::admission::{self, Admission, AdmissionRequest, Authenticate, Verdict};
+use crate::events::{EventSink, Events};
 use crate::ids::IdMap;
+use crate::io::heartbeat_config;
+use crate::req::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT};
 use crate::topic::{validate_topic, Trie};
 use crate::Error;
 
@@ -61,6 +67,17 @@ pub struct PubOptions {
     pub max_frame_len: usize,
     /// Longest wait for a new subscriber's hello. Default: 10 s.
     pub handshake_timeout: Duration,
+    /// Most connections in their handshake at once; see
+    /// [`RepOptions::max_handshakes`](crate::RepOptions::max_handshakes). Default: 256.
+    pub max_handshakes: usize,
+    /// Silence from a subscriber after which a ping is sent. Default: 5 s; zero turns
+    /// heartbeats off.
+    pub heartbeat_interval: Duration,
+    /// Silence from a subscriber after which its session is dropped. Default: 20 s.
+    pub heartbeat_timeout: Duration,
+    /// Longest [`PubSocket::close`] waits for the subscribers' queues to be written.
+    /// Default: 2 s.
+    pub linger: Duration,
 }
 
 impl Default for PubOptions {
@@ -71,6 +88,10 @@ impl Default for PubOptions {
             slow_subscriber: SlowSubscriber::Drop,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             handshake_timeout: Duration::from_secs(10),
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+            linger: Duration::from_secs(2),
         }
     }
 }
@@ -97,6 +118,20 @@ impl PubOptions {
     /// Sets [`max_frame_len`](Self::max_frame_len).
     pub fn max_frame_len(mut self, max: usize) -> Self {
         self.max_frame_len = max;
+        self
+    }
+
+    /// Sets [`heartbeat_interval`](Self::heartbeat_interval) and
+    /// [`heartbeat_timeout`](Self::heartbeat_timeout).
+    pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self.heartbeat_timeout = timeout;
+        self
+    }
+
+    /// Sets [`linger`](Self::linger).
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
         self
     }
 }
@@ -270,6 +305,8 @@ pub(crate) struct Shared<A> {
     queued: AtomicU64,
     dropped: AtomicU64,
     born: Instant,
+    /// Set by `close`: publishing fails.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl<A: Clone + fmt::Display> Shared<A> {
@@ -372,6 +409,9 @@ impl<A: Clone + fmt::Display> Shared<A> {
     }
 
     async fn publish(&self, topic: &str, msg: &Message) -> Result<(), Error> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(Error::Closed);
+        }
         // A publish under the drop policy never waits. So that a loop of them still gives
         // way to the other tasks on its worker (the subscribers' sessions among them), every
         // 16th publish on a thread spends a unit of tokio's cooperative budget: a forced
@@ -394,9 +434,13 @@ impl<A: Clone + fmt::Display> Shared<A> {
     }
 }
 
-/// Ends the accept loop when the last handle of a socket is gone.
+/// Ends the accept loop and the sessions when the last handle of a socket is gone.
 struct Guard {
     stop: CancellationToken,
+    /// The sessions, to wait for on close.
+    sessions: TaskTracker,
+    /// Stops the sessions once they have written what is queued: cancelled by `close`.
+    drain: CancellationToken,
 }
 
 impl Drop for Guard {
@@ -440,7 +484,8 @@ impl Drop for Guard {
 /// ```
 pub struct PubSocket<T: Transport> {
     transport: T,
-    auth: Option<Arc<dyn Authenticator>>,
+    admission: Option<Admission<T::Addr>>,
+    events: Arc<EventSink<T::Addr>>,
     shared: Arc<Shared<T::Addr>>,
     local_addr: Option<T::Addr>,
     guard: Option<Arc<Guard>>,
@@ -450,7 +495,8 @@ impl<T: Transport> Clone for PubSocket<T> {
     fn clone(&self) -> Self {
         PubSocket {
             transport: self.transport.clone(),
-            auth: self.auth.clone(),
+            admission: self.admission.clone(),
+            events: self.events.clone(),
             shared: self.shared.clone(),
             local_addr: self.local_addr.clone(),
             guard: self.guard.clone(),
@@ -477,7 +523,8 @@ impl<T: Transport> PubSocket<T> {
     pub fn with_options(transport: T, options: PubOptions) -> Self {
         PubSocket {
             transport,
-            auth: None,
+            admission: None,
+            events: EventSink::new(),
             shared: Arc::new(Shared {
                 registry: RwLock::new(Registry {
                     trie: Trie::default(),
@@ -489,17 +536,40 @@ impl<T: Transport> PubSocket<T> {
                 queued: AtomicU64::new(0),
                 dropped: AtomicU64::new(0),
                 born: Instant::now(),
+                closed: std::sync::atomic::AtomicBool::new(false),
             }),
             local_addr: None,
             guard: None,
         }
     }
 
-    /// Requires every subscriber to pass `auth` in the handshake. Call before
-    /// [`bind`](Self::bind).
-    pub fn with_auth(mut self, auth: impl Authenticator) -> Self {
-        self.auth = Some(Arc::new(auth));
+    /// Requires every subscriber to pass `auth` in the handshake (the book's way). It
+    /// installs admission by [`Authenticate`]; see [`with_admission`](Self::with_admission).
+    /// Call before [`bind`](Self::bind).
+    pub fn with_auth(self, auth: impl Authenticator) -> Self {
+        self.with_admission(Authenticate::new(auth))
+    }
+
+    /// Decides with `admission` whether each subscriber, once it said hello, may use the
+    /// socket; see [`admission`](mod@crate::admission). Call before [`bind`](Self::bind).
+    pub fn with_admission<S>(mut self, admission: S) -> Self
+    where
+        S: tower::Service<AdmissionRequest<T::Addr>, Response = Verdict>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+    {
+        self.admission = Some(admission::boxed(admission));
         self
+    }
+
+    /// The socket's connection events: accepted subscribers, refused ones with the reason,
+    /// failed handshakes. See [`Events`].
+    pub fn events(&self) -> Events<T::Addr> {
+        self.events.subscribe()
     }
 
     /// The options in force.
@@ -516,30 +586,65 @@ impl<T: Transport> PubSocket<T> {
         let listener = self.transport.bind(target.into()).await?;
         let local = listener.local_addr()?;
         let stop = CancellationToken::new();
+        let drain = CancellationToken::new();
+        let sessions = TaskTracker::new();
+        let options = &self.shared.options;
         let config = AcceptConfig {
             socket_type: SocketType::Pub,
-            max_frame_len: self.shared.options.max_frame_len,
-            handshake_timeout: self.shared.options.handshake_timeout,
-            auth: self.auth.clone(),
+            max_frame_len: options.max_frame_len,
+            handshake_timeout: options.handshake_timeout,
+            max_handshakes: options.max_handshakes,
+            heartbeat: heartbeat_config(options.heartbeat_interval, options.heartbeat_timeout),
+            admission: self.admission.clone(),
+            events: self.events.clone(),
         };
         let shared = self.shared.clone();
-        let sessions_stop = stop.clone();
+        let (sessions_stop, sessions_drain, tracker) =
+            (stop.clone(), drain.clone(), sessions.clone());
         tokio::spawn(accept_loop(
+            self.transport.clone(),
             listener,
             config,
             stop.clone().cancelled_owned(),
             move |conn| {
                 let shared = shared.clone();
                 let stop = sessions_stop.clone();
+                let drain = sessions_drain.clone();
+                let tracker = tracker.clone();
                 async move {
-                    session::spawn(conn, shared, stop);
+                    session::spawn(conn, shared, stop, drain, &tracker);
                 }
             },
         ));
         tracing::debug!(addr = %local, "publisher socket bound");
         self.local_addr = Some(local);
-        self.guard = Some(Arc::new(Guard { stop }));
+        self.guard = Some(Arc::new(Guard {
+            stop,
+            sessions,
+            drain,
+        }));
         Ok(())
+    }
+
+    /// Closes the socket gracefully, for every clone: stops accepting, lets every
+    /// subscriber's session write what is queued for it for up to [`PubOptions::linger`],
+    /// then closes the sessions. Publishing afterwards fails with [`Error::Closed`].
+    pub async fn close(&self) {
+        let Some(guard) = self.guard.as_ref() else {
+            return;
+        };
+        self.shared.closed.store(true, Ordering::SeqCst);
+        guard.drain.cancel();
+        guard.sessions.close();
+        let linger = self.shared.options.linger;
+        if tokio::time::timeout(linger, guard.sessions.wait())
+            .await
+            .is_err()
+        {
+            guard.stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(1), guard.sessions.wait()).await;
+        }
+        guard.stop.cancel();
     }
 
     /// The address the socket is bound to; `None` before [`bind`](Self::bind).

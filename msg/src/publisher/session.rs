@@ -12,6 +12,7 @@ use msg_core::{Encoding, Frame, FrameKind};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::{lock, OutFrame, Session, SessionQueue, Shared};
 use crate::accept::Established;
@@ -23,11 +24,15 @@ use crate::Error;
 /// memory stays bounded by the high-water marks, not by the socket's speed.
 const WRITE_CHUNK: usize = 256 * 1024;
 
-/// Registers a new subscriber and runs its session in a task of its own.
+/// Registers a new subscriber and runs its session in a task of its own, tracked by
+/// `tracker`. `stop` ends the session at once; `drain` ends it once what is queued is
+/// written.
 pub(super) fn spawn<Io, A>(
     conn: Established<Io, A>,
     shared: Arc<Shared<A>>,
     stop: CancellationToken,
+    drain: CancellationToken,
+    tracker: &TaskTracker,
 ) where
     Io: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     A: Clone + fmt::Display + Send + Sync + 'static,
@@ -50,10 +55,18 @@ pub(super) fn spawn<Io, A>(
         shared,
         batch: Vec::new(),
     };
-    tokio::spawn(async move {
+    tracker.spawn(async move {
         let result = tokio::select! {
-            result = std::future::poll_fn(|cx| task.poll_run(cx)) => result,
-            _ = stop.cancelled() => Ok(()),
+            result = std::future::poll_fn(|cx| task.poll_run(cx, false)) => Some(result),
+            _ = stop.cancelled() => Some(Ok(())),
+            _ = drain.cancelled() => None,
+        };
+        let result = match result {
+            Some(result) => result,
+            None => tokio::select! {
+                result = std::future::poll_fn(|cx| task.poll_run(cx, true)) => result,
+                _ = stop.cancelled() => Ok(()),
+            },
         };
         if let Err(e) = &result {
             tracing::warn!(peer = %task.session.peer, error = %e, "subscriber session closed");
@@ -76,18 +89,21 @@ where
     Io: AsyncRead + AsyncWrite + Unpin,
     A: Clone + fmt::Display,
 {
-    /// Runs until the subscriber leaves (`Ok`) or breaks the protocol.
-    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+    /// Runs until the subscriber leaves (`Ok`), breaks the protocol or falls silent, or,
+    /// `draining`, until everything queued for it is written.
+    fn poll_run(&mut self, cx: &mut Context<'_>, draining: bool) -> Poll<Result<(), Error>> {
         self.session.waker.register(cx.waker());
         loop {
             if self.read_subscriptions(cx)? {
                 return Poll::Ready(Ok(()));
             }
+            self.io.poll_liveness(cx, false)?;
             self.take_queued();
             match self.io.poll_flush(cx) {
                 // Everything written: carry on while messages wait. A full queue wakes no
                 // one when a publish is dropped, so the session must not stop short.
                 Poll::Ready(Ok(())) if !lock(&self.session.queue).frames.is_empty() => continue,
+                Poll::Ready(Ok(())) if draining => return Poll::Ready(Ok(())),
                 Poll::Ready(Ok(())) | Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
             }
@@ -98,19 +114,11 @@ where
     /// Returns whether the subscriber has closed its side.
     fn read_subscriptions(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
         loop {
-            while let Some(frame) = self.io.decode()? {
-                self.apply(frame)?;
-            }
-            match self.io.poll_fill(cx) {
+            match self.io.poll_read(cx) {
                 Poll::Pending => return Ok(false),
-                Poll::Ready(Ok(true)) => {}
-                Poll::Ready(Ok(false)) => {
-                    while let Some(frame) = self.io.decode()? {
-                        self.apply(frame)?;
-                    }
-                    return Ok(true);
-                }
-                Poll::Ready(Err(e)) => return Err(Error::Io(e)),
+                Poll::Ready(Ok(Some(frame))) => self.apply(frame)?,
+                Poll::Ready(Ok(None)) => return Ok(true),
+                Poll::Ready(Err(e)) => return Err(e),
             }
         }
     }

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -16,7 +16,7 @@ use tower::{BoxError, Service};
 
 use super::Request;
 use crate::error::frame_refused;
-use crate::io::FramedIo;
+use crate::io::{into_message, FramedIo};
 use crate::Error;
 
 /// Stop reading new requests while this many reply bytes wait for a peer that is not
@@ -64,12 +64,19 @@ pin_project_lite::pin_project! {
         #[pin]
         fut: Option<F>,
         id: u64,
+        // The waker of the last poll that left the call pending: a cancellation wakes it,
+        // so that the set of running calls polls the emptied call and lets it go.
+        waker: Option<Waker>,
     }
 }
 
 impl<F: Future> Call<F> {
     fn boxed() -> Pin<Box<Self>> {
-        Box::pin(Call { fut: None, id: 0 })
+        Box::pin(Call {
+            fut: None,
+            id: 0,
+            waker: None,
+        })
     }
 
     /// Puts a new call in an empty box.
@@ -78,19 +85,46 @@ impl<F: Future> Call<F> {
         this.fut.set(Some(fut));
         *this.id = id;
     }
+
+    /// Drops the handler's future if this is the call of request `id`; the call then
+    /// finishes without a reply. Returns whether it was.
+    fn cancel(self: Pin<&mut Self>, id: u64) -> bool {
+        let mut this = self.project();
+        if *this.id != id || this.fut.is_none() {
+            return false;
+        }
+        this.fut.set(None);
+        if let Some(waker) = this.waker.take() {
+            waker.wake();
+        }
+        true
+    }
 }
 
 impl<F: Future> Future for Call<F> {
-    type Output = (u64, F::Output);
+    /// The request id and the handler's outcome; `None` for a cancelled call.
+    type Output = Option<(u64, F::Output)>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let Some(fut) = this.fut.as_mut().as_pin_mut() else {
-            panic!("an empty call box was polled");
+            *this.waker = None;
+            return Poll::Ready(None);
         };
-        let out = ready!(fut.poll(cx));
-        this.fut.set(None);
-        Poll::Ready((*this.id, out))
+        match fut.poll(cx) {
+            Poll::Ready(out) => {
+                this.fut.set(None);
+                *this.waker = None;
+                Poll::Ready(Some((*this.id, out)))
+            }
+            Poll::Pending => {
+                match this.waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *this.waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+        }
     }
 }
 
@@ -166,36 +200,38 @@ where
     }
 
     /// Step: hands every readable request to the service, while it is ready and there is
-    /// room. Returns whether any call started.
+    /// room, and drops the calls the client cancels. Returns whether any call started or
+    /// was cancelled.
+    ///
+    /// At the in-flight limit, frames are still read up to the next request, so that the
+    /// client's cancellations and pings ahead of it are seen: a client whose requests all
+    /// hang can still cancel them.
     fn read_requests(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
-        let mut started = false;
-        while !self.reading_done
-            && self.calls.len() < self.max_in_flight
-            && self.io.queued_len() < WRITE_HIGH_WATER
-        {
+        let mut progress = false;
+        while !self.reading_done && self.io.queued_len() < WRITE_HIGH_WATER {
             let frame = match self.stalled.take() {
                 Some(frame) => frame,
-                None => match self.io.decode()? {
-                    Some(frame) => frame,
-                    None => match self.io.poll_fill(cx) {
-                        Poll::Pending => break,
-                        Poll::Ready(Ok(true)) => continue,
-                        Poll::Ready(Ok(false)) => {
-                            // The peer closed its side; a partial frame left behind is an error.
-                            match self.io.decode()? {
-                                Some(frame) => frame,
-                                None => {
-                                    self.reading_done = true;
-                                    break;
-                                }
-                            }
-                        }
-                        Poll::Ready(Err(e)) => return Err(Error::Io(e)),
-                    },
+                None => match self.io.poll_read(cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(Ok(Some(frame))) => frame,
+                    Poll::Ready(Ok(None)) => {
+                        self.reading_done = true;
+                        break;
+                    }
+                    Poll::Ready(Err(e)) => return Err(e),
                 },
             };
-            if frame.kind != FrameKind::Request {
-                return Err(Error::UnexpectedFrame { kind: frame.kind });
+            match frame.kind {
+                FrameKind::Request => {}
+                FrameKind::Cancel => {
+                    progress |= self.cancel(frame.id);
+                    continue;
+                }
+                kind => return Err(Error::UnexpectedFrame { kind }),
+            }
+            if self.calls.len() >= self.max_in_flight {
+                self.stalled = Some(frame);
+                break;
             }
             match self.service.poll_ready(cx) {
                 Poll::Pending => {
@@ -209,23 +245,34 @@ where
                 }
                 Poll::Ready(Ok(())) => {}
             }
-            let msg = Message::new(frame.payload).with_encoding(frame.encoding);
-            let request = Request::new(msg, self.peer.clone());
+            let id = frame.id;
+            let request = Request::new(into_message(frame), self.peer.clone());
             let mut call = self.spare.pop().unwrap_or_else(Call::boxed);
-            call.as_mut().start(frame.id, self.service.call(request));
+            call.as_mut().start(id, self.service.call(request));
             // Most handlers answer at once: those never enter the set of running calls.
             match call.as_mut().poll(cx) {
-                Poll::Ready((id, result)) => {
-                    self.queue_reply(id, result);
+                Poll::Ready(done) => {
+                    if let Some((id, result)) = done {
+                        self.queue_reply(id, result);
+                    }
                     if self.spare.len() < SPARE_CALLS {
                         self.spare.push(call);
                     }
                 }
                 Poll::Pending => self.calls.push(call),
             }
-            started = true;
+            progress = true;
         }
-        Ok(started)
+        Ok(progress)
+    }
+
+    /// Drops the running call of request `id`, if there is one: the client gave up on it.
+    fn cancel(&mut self, id: u64) -> bool {
+        let cancelled = self.calls.iter_mut().any(|call| call.as_mut().cancel(id));
+        if cancelled {
+            tracing::trace!(peer = %self.peer, id, "request cancelled by the client");
+        }
+        cancelled
     }
 
     /// Step: queues the reply of every call that has finished.
@@ -239,8 +286,10 @@ where
         for _ in 0..CALL_ROUNDS {
             self.calls_waker.woken.store(false, Ordering::SeqCst);
             self.calls_waker.polling.store(true, Ordering::SeqCst);
-            while let Poll::Ready(Some((id, result))) = self.calls.poll_next_unpin(&mut calls_cx) {
-                self.queue_reply(id, result);
+            while let Poll::Ready(Some(done)) = self.calls.poll_next_unpin(&mut calls_cx) {
+                if let Some((id, result)) = done {
+                    self.queue_reply(id, result);
+                }
             }
             self.calls_waker.polling.store(false, Ordering::SeqCst);
             if !self.calls_waker.woken.load(Ordering::SeqCst) {
@@ -290,6 +339,10 @@ where
         let this = self;
         this.watch_shutdown(cx);
         loop {
+            if let Err(e) = this.io.poll_liveness(cx, this.stalled.is_some()) {
+                tracing::info!(peer = %this.peer, error = %e, "closing connection");
+                return Poll::Ready(());
+            }
             let started = match this.read_requests(cx) {
                 Ok(started) => started,
                 Err(e) => {

@@ -16,8 +16,15 @@ use futures_core::Stream;
 use msg_core::{Authenticator, Message, SocketType, DEFAULT_MAX_FRAME_LEN};
 use msg_transports::{Listener, Transport};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::BoxError;
 
-use crate::accept::{accept_loop, AcceptConfig, Established};
+use crate::accept::{accept_loop, AcceptConfig, Established, DEFAULT_MAX_HANDSHAKES};
+use crate::admission::{self, Admission, AdmissionRequest, Authenticate, Verdict};
+use crate::events::{EventSink, Events};
+use crate::io::heartbeat_config;
+use crate::req::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT};
 use crate::Error;
 use conn::Connection;
 
@@ -50,6 +57,18 @@ pub struct RepOptions {
     pub backlog: usize,
     /// Requests received and not yet taken from the socket's [`Stream`]. Default: 1024.
     pub stream_buffer: usize,
+    /// Most connections in their handshake at once (the transport's setup, the hello,
+    /// admission). A new connection beyond it evicts the oldest handshake still running, so
+    /// that connections that say nothing cannot lock good ones out: a good client finishes
+    /// in a round trip or two. Default: 256.
+    pub max_handshakes: usize,
+    /// Silence from a client after which a ping is sent. Default: 5 s; zero turns
+    /// heartbeats off.
+    pub heartbeat_interval: Duration,
+    /// Silence from a client after which its connection is dropped. Default: 20 s.
+    pub heartbeat_timeout: Duration,
+    /// Longest [`RepSocket::close`] waits for the requests being handled. Default: 2 s.
+    pub linger: Duration,
 }
 
 impl Default for RepOptions {
@@ -60,6 +79,10 @@ impl Default for RepOptions {
             handshake_timeout: Duration::from_secs(10),
             backlog: 128,
             stream_buffer: 1024,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+            linger: Duration::from_secs(2),
         }
     }
 }
@@ -80,6 +103,26 @@ impl RepOptions {
     /// Sets [`handshake_timeout`](Self::handshake_timeout).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets [`max_handshakes`](Self::max_handshakes); at least 1.
+    pub fn max_handshakes(mut self, max: usize) -> Self {
+        self.max_handshakes = max.max(1);
+        self
+    }
+
+    /// Sets [`heartbeat_interval`](Self::heartbeat_interval) and
+    /// [`heartbeat_timeout`](Self::heartbeat_timeout).
+    pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self.heartbeat_timeout = timeout;
+        self
+    }
+
+    /// Sets [`linger`](Self::linger).
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
         self
     }
 }
@@ -130,7 +173,8 @@ type Responder = oneshot::Sender<Result<Message, String>>;
 ///
 /// Answer it with [`respond`](Self::respond), or fail it with
 /// [`respond_error`](Self::respond_error). Dropping it unanswered fails the request with a
-/// remote error, so the client never waits forever.
+/// remote error, so the client never waits forever. If the client gives up on the request
+/// first, [`is_cancelled`](Self::is_cancelled) says so, and an answer goes nowhere.
 #[derive(Debug)]
 pub struct PendingRequest<A = SocketAddr> {
     request: Request<A>,
@@ -153,11 +197,18 @@ impl<A> PendingRequest<A> {
         self.request.peer()
     }
 
+    /// Whether nobody waits for the answer any more: the client cancelled the request (it
+    /// timed out, or dropped its future), or its connection is gone. Work on it can stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.responder.is_closed()
+    }
+
     /// Sends `payload` back as the response.
     ///
     /// # Errors
     ///
-    /// [`Error::ConnectionClosed`] if the requester's connection is gone.
+    /// [`Error::ConnectionClosed`] if nobody waits for it any more: the requester's
+    /// connection is gone, or it cancelled the request. Nothing is sent either way.
     pub fn respond(self, payload: Bytes) -> Result<(), Error> {
         self.respond_message(Message::new(payload))
     }
@@ -226,12 +277,48 @@ type RequestChannel<A> = (
 pub struct RepSocket<T: Transport> {
     transport: T,
     options: RepOptions,
-    auth: Option<Arc<dyn Authenticator>>,
+    admission: Option<Admission<T::Addr>>,
+    events: Arc<EventSink<T::Addr>>,
     local_addr: Option<T::Addr>,
     /// Welcomed connections, from the accept task.
     incoming: Option<mpsc::Receiver<Established<T::Io, T::Addr>>>,
     /// Requests of the connections served as a stream.
     requests: Option<RequestChannel<T::Addr>>,
+    /// Stops the accept loop and, gracefully, the connections served as a stream; cancelled
+    /// by `close` and on drop.
+    shutdown: CancellationToken,
+    /// Closes the connections served as a stream at once: cancelled a linger after
+    /// `shutdown`.
+    abort: CancellationToken,
+    /// The connections served as a stream.
+    tracker: TaskTracker,
+}
+
+impl<T: Transport> Drop for RepSocket<T> {
+    /// Stops accepting and reading new requests; the requests already taken from the
+    /// stream get [`RepOptions::linger`] to be answered, then the connections close. Never
+    /// blocks.
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if self.abort.is_cancelled() || self.tracker.is_empty() {
+            return;
+        }
+        let (abort, linger, tracker) = (
+            self.abort.clone(),
+            self.options.linger,
+            self.tracker.clone(),
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            tracker.close();
+            runtime.spawn(async move {
+                if tokio::time::timeout(linger, tracker.wait()).await.is_err() {
+                    abort.cancel();
+                }
+            });
+        } else {
+            abort.cancel();
+        }
+    }
 }
 
 impl<T: Transport> fmt::Debug for RepSocket<T> {
@@ -254,18 +341,44 @@ impl<T: Transport> RepSocket<T> {
         RepSocket {
             transport,
             options,
-            auth: None,
+            admission: None,
+            events: EventSink::new(),
             local_addr: None,
             incoming: None,
             requests: None,
+            shutdown: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            tracker: TaskTracker::new(),
         }
     }
 
-    /// Requires every client to pass `auth` in the handshake. Call before
-    /// [`bind`](Self::bind).
-    pub fn with_auth(mut self, auth: impl Authenticator) -> Self {
-        self.auth = Some(Arc::new(auth));
+    /// Requires every client to pass `auth` in the handshake (the book's way). It installs
+    /// admission by [`Authenticate`]; see [`with_admission`](Self::with_admission). Call
+    /// before [`bind`](Self::bind).
+    pub fn with_auth(self, auth: impl Authenticator) -> Self {
+        self.with_admission(Authenticate::new(auth))
+    }
+
+    /// Decides with `admission` whether each client, once it said hello, may use the
+    /// socket; see [`admission`](mod@crate::admission). Call before [`bind`](Self::bind).
+    pub fn with_admission<S>(mut self, admission: S) -> Self
+    where
+        S: tower::Service<AdmissionRequest<T::Addr>, Response = Verdict>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+    {
+        self.admission = Some(admission::boxed(admission));
         self
+    }
+
+    /// The socket's connection events: accepted clients, refused ones with the reason,
+    /// failed handshakes. See [`Events`].
+    pub fn events(&self) -> Events<T::Addr> {
+        self.events.subscribe()
     }
 
     /// The options in force.
@@ -290,18 +403,37 @@ impl<T: Transport> RepSocket<T> {
             socket_type: SocketType::Rep,
             max_frame_len: self.options.max_frame_len,
             handshake_timeout: self.options.handshake_timeout,
-            auth: self.auth.clone(),
+            max_handshakes: self.options.max_handshakes,
+            heartbeat: heartbeat_config(
+                self.options.heartbeat_interval,
+                self.options.heartbeat_timeout,
+            ),
+            admission: self.admission.clone(),
+            events: self.events.clone(),
         };
         let stop = {
             let tx = tx.clone();
-            async move { tx.closed().await }
-        };
-        tokio::spawn(accept_loop(listener, config, stop, move |conn| {
-            let tx = tx.clone();
+            let shutdown = self.shutdown.clone();
             async move {
-                let _ = tx.send(conn).await;
+                tokio::select! {
+                    _ = tx.closed() => {}
+                    _ = shutdown.cancelled() => {}
+                }
             }
-        }));
+        };
+        let transport = self.transport.clone();
+        tokio::spawn(accept_loop(
+            transport,
+            listener,
+            config,
+            stop,
+            move |conn| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(conn).await;
+                }
+            },
+        ));
         tracing::debug!(addr = %local, "reply socket bound");
         self.local_addr = Some(local);
         self.incoming = Some(rx);
@@ -316,6 +448,26 @@ impl<T: Transport> RepSocket<T> {
 
     pub(crate) fn take_incoming(&mut self) -> Option<mpsc::Receiver<Established<T::Io, T::Addr>>> {
         self.incoming.take()
+    }
+
+    /// Closes the socket gracefully: stops accepting, stops reading new requests on every
+    /// connection read as a stream, gives the requests already read up to
+    /// [`RepOptions::linger`] to be answered, then closes the connections. Requests
+    /// received but not yet taken from the stream are answered with an error. (A socket
+    /// given to [`serve`](crate::serve) is closed with
+    /// [`with_graceful_shutdown`](Serve::with_graceful_shutdown) instead.)
+    pub async fn close(&mut self) {
+        self.shutdown.cancel();
+        self.incoming = None;
+        self.requests = None;
+        self.tracker.close();
+        if tokio::time::timeout(self.options.linger, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            self.abort.cancel();
+            self.tracker.wait().await;
+        }
     }
 }
 
@@ -337,9 +489,15 @@ impl<T: Transport> Stream for RepSocket<T> {
                 service,
                 conn.peer,
                 this.options.max_in_flight_per_conn,
-                None,
+                Some(this.shutdown.clone().cancelled_owned()),
             );
-            tokio::spawn(conn.run());
+            let abort = this.abort.clone();
+            this.tracker.spawn(async move {
+                tokio::select! {
+                    _ = conn.run() => {}
+                    _ = abort.cancelled() => {}
+                }
+            });
         }
         rx.poll_recv(cx)
     }

@@ -1,120 +1,138 @@
-//! The connection driver of a [`ReqSocket`](super::ReqSocket): one task per connection.
+//! The connection driver of a [`ReqSocket`](super::ReqSocket): one task per connection,
+//! run by the socket's reconnect supervisor.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use msg_core::{Frame, FrameKind, Message};
+use msg_core::{Encoding, Frame, FrameError, FrameKind};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::shared::{Completions, Shared, SlotId};
+use super::slots::{Batch, Completions, SlotId, SlotTable, WireId};
+use crate::dial::End;
 use crate::error::frame_refused;
 use crate::ids::IdMap;
-use crate::io::FramedIo;
+use crate::io::{into_message, FramedIo};
 use crate::Error;
 
 /// Passes through the queue in one wake-up before the driver lets other tasks run.
 const MAX_PASSES: usize = 32;
+/// Requests are taken from the queue only while less than this waits to be written, so
+/// that the write buffer is bounded in bytes, not by `max_in_flight` times the frame limit.
+const WRITE_HIGH_WATER: usize = 1024 * 1024;
 
-/// Drives one client connection: writes queued requests, reads responses, and completes
-/// each request's slot by id, in whatever order the responses come.
+/// Drives one client connection: writes queued requests and cancellations, reads
+/// responses, and completes each request's slot by id, in whatever order the responses
+/// come.
 pub(crate) struct ReqDriver<Io> {
     io: FramedIo<Io>,
-    shared: Arc<Shared>,
-    /// The slot of each request on the wire, by request id.
+    slots: Arc<SlotTable>,
+    /// The slot of each request on the wire, by wire id.
     in_flight: IdMap<SlotId>,
-    next_id: u64,
-    batch: Vec<(SlotId, Message)>,
+    next_wire: WireId,
+    batch: Batch,
     done: Completions,
     closing: bool,
 }
 
 impl<Io: AsyncRead + AsyncWrite + Unpin> ReqDriver<Io> {
-    pub(crate) fn new(io: FramedIo<Io>, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(io: FramedIo<Io>, slots: Arc<SlotTable>) -> Self {
+        slots.connected();
         ReqDriver {
             io,
-            shared,
+            slots,
             in_flight: IdMap::default(),
-            next_id: 1,
-            batch: Vec::new(),
+            next_wire: 1,
+            batch: Batch::default(),
             done: Completions::default(),
             closing: false,
         }
     }
 
-    /// Step: moves every queued request into the write buffer. Returns how many it took.
-    fn take_queued(&mut self, cx: &mut Context<'_>) -> usize {
-        self.closing = self.shared.take_queue(&mut self.batch, cx);
-        let taken = self.batch.len();
-        for (slot, msg) in self.batch.drain(..) {
-            let id = self.next_id;
-            self.next_id += 1;
-            match self
-                .io
-                .queue(FrameKind::Request, msg.encoding(), id, msg.payload())
-            {
-                Ok(()) => {
-                    self.in_flight.insert(id, slot);
-                }
-                Err(e) => self.done.push(slot, Err(frame_refused(e))),
+    /// Step: moves queued requests and cancellations into the write buffer. Returns whether
+    /// it took anything, or left the queue for later because the write buffer is full.
+    fn take_queued(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.io.queued_len() >= WRITE_HIGH_WATER {
+            return true;
+        }
+        self.closing = self.slots.take(&mut self.batch, &mut self.next_wire, cx);
+        let took = !self.batch.requests.is_empty() || !self.batch.cancels.is_empty();
+        for wire in self.batch.cancels.drain(..) {
+            if self.in_flight.remove(&wire).is_some() {
+                // A bodiless frame always fits.
+                let _ = self.io.queue(
+                    FrameKind::Cancel,
+                    Encoding::IDENTITY,
+                    wire,
+                    &bytes::Bytes::new(),
+                );
             }
         }
-        self.shared.complete(&mut self.done);
-        taken
+        for (slot, wire, msg) in self.batch.requests.drain(..) {
+            match self.io.queue_message(FrameKind::Request, wire, &msg) {
+                Ok(()) => {
+                    self.in_flight.insert(wire, slot);
+                }
+                Err(e) => self.done.push(slot, wire, Err(frame_refused(e))),
+            }
+        }
+        self.slots.complete(&mut self.done);
+        took
     }
 
     /// Step: reads and completes every response that has arrived.
-    fn read_responses(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+    fn read_responses(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
         let result = loop {
-            match self.io.decode() {
+            match self.io.buffered() {
                 Ok(Some(frame)) => match self.reply(frame) {
                     Ok(()) => continue,
-                    Err(e) => break Poll::Ready(Err(e)),
+                    Err(e) => break Err(e),
                 },
+                Ok(None) if self.io.at_eof() => break Err(Error::ConnectionClosed),
                 Ok(None) => {}
-                Err(e) => break Poll::Ready(Err(e.into())),
+                Err(e) => break Err(e),
             }
             // Replies decoded so far reach their callers before the next read.
-            self.shared.complete(&mut self.done);
+            self.slots.complete(&mut self.done);
             match self.io.poll_fill(cx) {
-                Poll::Pending => break Poll::Pending,
-                Poll::Ready(Ok(true)) => {}
-                Poll::Ready(Ok(false)) => {
-                    if let Some(frame) = self.io.decode()? {
-                        if let Err(e) = self.reply(frame) {
-                            break Poll::Ready(Err(e));
-                        }
-                        continue;
-                    }
-                    break Poll::Ready(Err(Error::ConnectionClosed));
-                }
-                Poll::Ready(Err(e)) => break Poll::Ready(Err(Error::Io(e))),
+                Poll::Pending => break Ok(()),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => break Err(Error::Io(e)),
             }
         };
-        self.shared.complete(&mut self.done);
+        self.slots.complete(&mut self.done);
         result
     }
 
-    /// Matches a response to its request.
+    /// Matches a response to its request. A response to a request that was given up on
+    /// is dropped; one to a request never sent breaks the protocol.
     fn reply(&mut self, frame: Frame) -> Result<(), Error> {
-        let reply = match frame.kind {
-            FrameKind::Response => Ok(Message::new(frame.payload).with_encoding(frame.encoding)),
+        let (id, kind) = (frame.id, frame.kind);
+        let reply = match kind {
+            FrameKind::Response => Ok(into_message(frame)),
             FrameKind::ErrorResponse => Err(Error::Remote {
                 message: String::from_utf8_lossy(&frame.payload).into_owned(),
             }),
             kind => return Err(Error::UnexpectedFrame { kind }),
         };
-        let Some(slot) = self.in_flight.remove(&frame.id) else {
-            tracing::warn!(id = frame.id, "response to a request that was never sent");
-            return Err(Error::UnexpectedFrame { kind: frame.kind });
-        };
-        self.done.push(slot, reply);
+        match self.in_flight.remove(&id) {
+            Some(slot) => self.done.push(slot, id, reply),
+            None if id != 0 && id < self.next_wire => {
+                tracing::trace!(id, "late reply to a cancelled request dropped");
+            }
+            None => {
+                return Err(Error::Protocol(FrameError::Malformed {
+                    kind: kind.name(),
+                    reason: "answers a request that was never sent",
+                }))
+            }
+        }
         Ok(())
     }
 
-    /// Fails everything in flight or queued, and every later request.
-    fn fail(&mut self, cause: &Error) {
+    /// The connection is gone: fails what was on its wire.
+    fn lost(&mut self, cause: Error) -> End {
         if !self.in_flight.is_empty() {
             tracing::debug!(
                 error = %cause,
@@ -122,36 +140,52 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> ReqDriver<Io> {
                 "request connection failed"
             );
         }
-        self.shared.complete(&mut self.done);
-        self.shared
-            .fail(self.in_flight.drain().map(|(_, slot)| slot));
+        self.slots.complete(&mut self.done);
+        self.slots
+            .disconnected(self.in_flight.drain().map(|(wire, slot)| (slot, wire)));
+        End::Lost(cause)
     }
 }
 
 impl<Io: AsyncRead + AsyncWrite + Unpin> Future for ReqDriver<Io> {
-    type Output = ();
+    type Output = End;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<End> {
         let this = self.get_mut();
         // Requests queued while a pass wrote and read leave in the next pass, without
         // another trip through the scheduler. A pass that finds the queue empty has
         // registered this task to be woken by the next request.
         for _ in 0..MAX_PASSES {
-            let taken = this.take_queued(cx);
+            let took = this.take_queued(cx);
+            if this.slots.is_stopped() {
+                let _ = this.lost(Error::Closed);
+                return Poll::Ready(End::Closed);
+            }
+            if let Err(e) = this.io.poll_liveness(cx, false) {
+                return Poll::Ready(this.lost(e));
+            }
             if let Poll::Ready(Err(e)) = this.io.poll_flush(cx) {
-                this.fail(&Error::Io(e));
-                return Poll::Ready(());
+                return Poll::Ready(this.lost(Error::Io(e)));
             }
-            if let Poll::Ready(Err(e)) = this.read_responses(cx) {
-                this.fail(&e);
-                return Poll::Ready(());
+            if let Err(e) = this.read_responses(cx) {
+                return Poll::Ready(this.lost(e));
             }
-            if this.closing && this.in_flight.is_empty() && this.io.queued_len() == 0 {
+            // A pong queued while reading leaves now.
+            if this.io.queued_len() > 0 {
+                if let Poll::Ready(Err(e)) = this.io.poll_flush(cx) {
+                    return Poll::Ready(this.lost(Error::Io(e)));
+                }
+            }
+            if this.closing
+                && this.in_flight.is_empty()
+                && this.io.queued_len() == 0
+                && !this.slots.has_queued()
+            {
                 let _ = this.io.poll_close(cx);
-                this.fail(&Error::ConnectionClosed);
-                return Poll::Ready(());
+                let _ = this.lost(Error::Closed);
+                return Poll::Ready(End::Closed);
             }
-            if taken == 0 {
+            if !took {
                 return Poll::Pending;
             }
         }

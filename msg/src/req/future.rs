@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use msg_core::Message;
 
-use super::shared::{Shared, SlotId};
+use super::slots::{SlotId, SlotTable};
 use crate::Error;
 
 /// The reply to a request sent through [`ReqSocket`](super::ReqSocket) as a
@@ -22,7 +22,7 @@ pub struct ResponseFuture {
 }
 
 enum State {
-    Waiting { shared: Arc<Shared>, slot: SlotId },
+    Waiting { slots: Arc<SlotTable>, slot: SlotId },
     Failed(Error),
     Finished,
 }
@@ -41,9 +41,9 @@ impl fmt::Debug for ResponseFuture {
 }
 
 impl ResponseFuture {
-    pub(crate) fn waiting(shared: Arc<Shared>, slot: SlotId) -> Self {
+    pub(crate) fn waiting(slots: Arc<SlotTable>, slot: SlotId) -> Self {
         ResponseFuture {
-            state: State::Waiting { shared, slot },
+            state: State::Waiting { slots, slot },
         }
     }
 
@@ -59,14 +59,14 @@ impl Future for ResponseFuture {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let reply = match &self.state {
-            State::Waiting { shared, slot } => match shared.poll_reply(*slot, cx) {
+            State::Waiting { slots, slot } => match slots.poll_reply(*slot, cx) {
                 Poll::Ready(reply) => reply,
                 Poll::Pending => return Poll::Pending,
             },
             State::Failed(_) | State::Finished => {
                 match std::mem::replace(&mut self.state, State::Finished) {
                     State::Failed(e) => Err(e),
-                    _ => Err(Error::NotReady),
+                    _ => Err(Error::PolledAfterCompletion),
                 }
             }
         };
@@ -77,8 +77,8 @@ impl Future for ResponseFuture {
 
 impl Drop for ResponseFuture {
     fn drop(&mut self) {
-        if let State::Waiting { shared, slot } = &self.state {
-            shared.abandon(*slot);
+        if let State::Waiting { slots, slot } = &self.state {
+            slots.abandon(*slot);
         }
     }
 }

@@ -3,21 +3,24 @@
 mod driver;
 mod future;
 mod pipeline;
-mod shared;
+mod slots;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use msg_core::{Message, SocketType, DEFAULT_MAX_FRAME_LEN};
-use msg_transports::{Connected, Transport};
+use msg_transports::Transport;
+use tokio_util::sync::CancellationToken;
 
-use crate::handshake;
-use crate::io::FramedIo;
-use crate::Error;
+use crate::accept::Established;
+use crate::dial::{self, Dialer, End, Session};
+use crate::events::{EventSink, Events};
+use crate::io::heartbeat_config;
+use crate::{Backoff, Error};
 use driver::ReqDriver;
-use shared::{Shared, SlotId, Ticket};
+use slots::{SlotId, SlotTable, Ticket};
 
 pub use future::ResponseFuture;
 pub use pipeline::Pipeline;
@@ -54,6 +57,23 @@ pub struct ReqOptions {
     /// Longest wait for a reply in [`ReqSocket::request`]. Default: none; with tower, use
     /// `tower::timeout` instead, which applies to every call.
     pub timeout: Option<Duration>,
+    /// Delays between redials of a lost server. Default: [`Backoff::default`], redialing
+    /// forever.
+    pub reconnect: Backoff,
+    /// Longest a request made while the socket is disconnected waits for the connection to
+    /// come back before it fails with [`Error::NotConnected`] (a request waits between half
+    /// of this and all of it). Default: 10 s: longer than a server takes to restart, short
+    /// enough that no caller without a timeout of its own hangs.
+    pub reconnect_wait: Duration,
+    /// Silence from the server after which a ping is sent. Default: 5 s; zero turns
+    /// heartbeats off.
+    pub heartbeat_interval: Duration,
+    /// Silence from the server after which the connection is given up, its requests failed
+    /// and the server redialed. Default: 20 s, four intervals.
+    pub heartbeat_timeout: Duration,
+    /// Longest [`ReqSocket::close`] waits for the requests in flight and queued. Default:
+    /// 2 s.
+    pub linger: Duration,
 }
 
 impl Default for ReqOptions {
@@ -64,9 +84,19 @@ impl Default for ReqOptions {
             auth_token: None,
             handshake_timeout: Duration::from_secs(10),
             timeout: None,
+            reconnect: Backoff::default(),
+            reconnect_wait: Duration::from_secs(10),
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+            linger: Duration::from_secs(2),
         }
     }
 }
+
+/// Default silence before a ping, on every socket.
+pub(crate) const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// Default silence before a connection is given up, on every socket.
+pub(crate) const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl ReqOptions {
     /// Sets [`max_in_flight`](Self::max_in_flight); at least 1.
@@ -98,16 +128,87 @@ impl ReqOptions {
         self.timeout = Some(timeout);
         self
     }
+
+    /// Sets [`reconnect`](Self::reconnect).
+    pub fn reconnect(mut self, backoff: Backoff) -> Self {
+        self.reconnect = backoff;
+        self
+    }
+
+    /// Sets [`reconnect_wait`](Self::reconnect_wait).
+    pub fn reconnect_wait(mut self, wait: Duration) -> Self {
+        self.reconnect_wait = wait;
+        self
+    }
+
+    /// Sets [`heartbeat_interval`](Self::heartbeat_interval) and
+    /// [`heartbeat_timeout`](Self::heartbeat_timeout).
+    pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self.heartbeat_timeout = timeout;
+        self
+    }
+
+    /// Sets [`linger`](Self::linger).
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
 }
 
-/// The handle to a connection's driver; the last one to go closes the connection.
+/// Counters of a [`ReqSocket`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ReqStats {
+    /// Slots held: requests queued, on the wire, or with a reply not yet collected (and
+    /// capacity reserved by `poll_ready`). At most
+    /// [`max_in_flight`](ReqOptions::max_in_flight).
+    pub in_flight: usize,
+    /// Requests waiting to be written, or for a connection.
+    pub queued: usize,
+    /// Replies that came after their caller had given up, and were dropped.
+    pub late_replies: u64,
+    /// Whether the socket has a connection now.
+    pub connected: bool,
+}
+
+/// The socket's state that every clone shares; the last one to go closes the socket.
 struct Handle {
-    shared: Arc<Shared>,
+    slots: Arc<SlotTable>,
+    /// Cancelled when the supervisor has stopped.
+    done: CancellationToken,
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        self.shared.close();
+        self.slots.close();
+    }
+}
+
+/// What the reconnect supervisor runs on each connection of a request socket.
+struct ReqSession<A> {
+    slots: Arc<SlotTable>,
+    peer: Arc<Mutex<Option<A>>>,
+}
+
+impl<T: Transport> Session<T> for ReqSession<T::Addr> {
+    fn serve(
+        &mut self,
+        conn: Established<T::Io, T::Addr>,
+    ) -> impl std::future::Future<Output = End> + Send {
+        *self.peer.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.peer);
+        ReqDriver::new(conn.io, self.slots.clone())
+    }
+
+    fn sweep(&mut self) {
+        self.slots.sweep();
+    }
+
+    fn stop(&mut self, error: Error) {
+        self.slots.stop(match error {
+            Error::Closed => || Error::Closed,
+            _ => || Error::NotConnected,
+        });
     }
 }
 
@@ -129,18 +230,18 @@ impl Client {
         }
     }
 
-    fn shared(&self) -> &Arc<Shared> {
-        &self.handle.shared
+    fn slots(&self) -> &Arc<SlotTable> {
+        &self.handle.slots
     }
 }
 
 impl Drop for Client {
     fn drop(&mut self) {
         if let Some(slot) = self.reserved.take() {
-            self.shared().unreserve(slot);
+            self.slots().unreserve(slot);
         }
         if let Some(ticket) = self.ticket.take() {
-            self.shared().cancel(ticket);
+            self.slots().cancel(ticket);
         }
     }
 }
@@ -148,9 +249,16 @@ impl Drop for Client {
 /// The client side of Request/Reply.
 ///
 /// Many requests may be in flight on its one connection; replies are matched by id and may
-/// come in any order. A `ReqSocket` is a cheap [`Clone`] handle to its connection, so many
-/// tasks can share it, and it is a [`tower::Service`] from [`Message`] to [`Message`], so
-/// tower's layers stack on it.
+/// come in any order. A `ReqSocket` is a cheap [`Clone`] handle, so many tasks can share
+/// it, and it is a [`tower::Service`] from [`Message`] to [`Message`], so tower's layers
+/// stack on it.
+///
+/// Once connected it keeps itself connected: a lost connection fails the requests on its
+/// wire at once with [`Error::ConnectionClosed`], and the socket redials with
+/// [`ReqOptions::reconnect`]; requests made meanwhile wait for the new connection (up to
+/// [`ReqOptions::reconnect_wait`]). Every clone follows the socket to its new connection.
+/// A caller that gives up on a request (a dropped future, a timeout) frees its slot at once,
+/// and the server is told to drop the call.
 ///
 /// # Example
 ///
@@ -187,7 +295,8 @@ pub struct ReqSocket<T: Transport> {
     transport: T,
     options: ReqOptions,
     client: Option<Client>,
-    peer: Option<T::Addr>,
+    peer: Arc<Mutex<Option<T::Addr>>>,
+    events: Arc<EventSink<T::Addr>>,
 }
 
 impl<T: Transport> Clone for ReqSocket<T> {
@@ -198,6 +307,7 @@ impl<T: Transport> Clone for ReqSocket<T> {
             // A clone starts without the original's reserved capacity.
             client: self.client.as_ref().map(|c| Client::new(c.handle.clone())),
             peer: self.peer.clone(),
+            events: self.events.clone(),
         }
     }
 }
@@ -223,7 +333,8 @@ impl<T: Transport> ReqSocket<T> {
             transport,
             options,
             client: None,
-            peer: None,
+            peer: Arc::new(Mutex::new(None)),
+            events: EventSink::new(),
         }
     }
 
@@ -232,41 +343,118 @@ impl<T: Transport> ReqSocket<T> {
         &self.options
     }
 
-    /// The address of the server this socket is connected to.
-    pub fn peer_addr(&self) -> Option<&T::Addr> {
-        self.peer.as_ref()
+    /// The address of the server this socket is connected to, or was last connected to.
+    pub fn peer_addr(&self) -> Option<T::Addr> {
+        self.peer.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Connects to a reply socket at `target` and completes the handshake. A socket that
-    /// was connected before is moved to the new connection; requests in flight on the old
-    /// one still complete.
+    /// The socket's counters; all zero before [`connect`](Self::connect).
+    pub fn stats(&self) -> ReqStats {
+        self.client
+            .as_ref()
+            .map(|c| c.slots().stats())
+            .unwrap_or_default()
+    }
+
+    /// The socket's connection events: connected, disconnected with the reason,
+    /// reconnecting, dial failures and rejections. See [`Events`].
+    pub fn events(&self) -> Events<T::Addr> {
+        self.events.subscribe()
+    }
+
+    /// Connects to a reply socket at `target`: dials once and completes the handshake,
+    /// then keeps the socket connected, redialing whenever the connection is lost.
     ///
     /// For TCP, `target` is what a user would write: `"127.0.0.1:4444"`,
-    /// `"localhost:4444"`, or a [`SocketAddr`](std::net::SocketAddr).
+    /// `"localhost:4444"`, or a [`SocketAddr`](std::net::SocketAddr). Call it once;
+    /// clones made before or after share the connection.
     ///
     /// # Errors
     ///
-    /// [`Error::Transport`] if the server cannot be reached,
+    /// If the first dial fails: [`Error::Transport`] if the server cannot be reached,
     /// [`Error::HandshakeRejected`] if it refuses this socket (wrong socket type, failed
-    /// authentication), [`Error::HandshakeTimeout`] if it does not answer in time.
+    /// authentication or admission), [`Error::HandshakeTimeout`] if it does not answer in
+    /// time.
     pub async fn connect(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
-        let Connected { io, peer } = self.transport.connect(target.into()).await?;
-        let mut io = FramedIo::new(io, self.options.max_frame_len);
-        let token = self.options.auth_token.clone();
-        handshake::within(
-            self.options.handshake_timeout,
-            handshake::client(&mut io, SocketType::Req, token),
-        )
-        .await?;
-        let shared = Arc::new(Shared::new(
+        let dialer = self.dialer(target.into());
+        let first = dialer.dial().await?;
+        self.start(dialer, Some(first));
+        Ok(())
+    }
+
+    /// Connects to a reply socket at `target` in the background and returns at once, so
+    /// that client and server may start in any order (ZeroMQ's way). Requests made before
+    /// the connection is up wait for it, up to [`ReqOptions::reconnect_wait`]; failed dials
+    /// are retried with [`ReqOptions::reconnect`] and reported in [`events`](Self::events).
+    ///
+    /// Must be called within a tokio runtime.
+    pub fn connect_lazy(&mut self, target: impl Into<T::Target>) {
+        let dialer = self.dialer(target.into());
+        self.start(dialer, None);
+    }
+
+    fn dialer(&self, target: T::Target) -> Dialer<T> {
+        Dialer {
+            transport: self.transport.clone(),
+            target,
+            socket_type: SocketType::Req,
+            token: self.options.auth_token.clone(),
+            max_frame_len: self.options.max_frame_len,
+            handshake_timeout: self.options.handshake_timeout,
+            heartbeat: heartbeat_config(
+                self.options.heartbeat_interval,
+                self.options.heartbeat_timeout,
+            ),
+            backoff: self.options.reconnect,
+            events: self.events.clone(),
+        }
+    }
+
+    /// Starts the socket's reconnect supervisor, on `first` if the connection is made.
+    fn start(&mut self, dialer: Dialer<T>, first: Option<Established<T::Io, T::Addr>>) {
+        let slots = Arc::new(SlotTable::new(
             self.options.max_in_flight,
             self.options.max_frame_len,
         ));
-        tokio::spawn(ReqDriver::new(io, shared.clone()));
-        tracing::debug!(%peer, "request socket connected");
-        self.client = Some(Client::new(Arc::new(Handle { shared })));
-        self.peer = Some(peer);
-        Ok(())
+        if let Some(conn) = &first {
+            *self.peer.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.peer.clone());
+        }
+        let session = ReqSession {
+            slots: slots.clone(),
+            peer: self.peer.clone(),
+        };
+        let done = CancellationToken::new();
+        let closed = slots.closed_token().clone();
+        let sweep = self.options.reconnect_wait / 2;
+        let finished = done.clone();
+        tokio::spawn(async move {
+            let _finished = finished.drop_guard();
+            dial::supervise(dialer, session, first, closed, sweep).await;
+        });
+        self.client = Some(Client::new(Arc::new(Handle { slots, done })));
+    }
+
+    /// Closes the socket gracefully: no new request is taken (they fail with
+    /// [`Error::Closed`]), the requests in flight and queued get up to
+    /// [`ReqOptions::linger`] to be answered, then the connection is closed and whatever
+    /// is left fails with [`Error::Closed`]. It closes the socket for every clone.
+    ///
+    /// Dropping every handle closes the socket the same way, in the background; drop never
+    /// blocks.
+    pub async fn close(&self) {
+        let Some(client) = self.client.as_ref() else {
+            return;
+        };
+        let handle = &client.handle;
+        handle.slots.close();
+        if tokio::time::timeout(self.options.linger, handle.done.cancelled())
+            .await
+            .is_err()
+        {
+            handle.slots.stop(|| Error::Closed);
+            // The driver ends at once when stopped.
+            let _ = tokio::time::timeout(Duration::from_secs(1), handle.done.cancelled()).await;
+        }
     }
 
     /// Sends `payload` as a request and waits for its reply.
@@ -351,14 +539,14 @@ impl<T: Transport> ReqSocket<T> {
     /// As [`request`](Self::request), but the reply's encoding is not checked.
     pub async fn send(&self, msg: Message) -> Result<Message, Error> {
         let client = self.client.as_ref().ok_or(Error::NotConnected)?;
-        let shared = client.shared();
+        let slots = client.slots();
         let slot = Reserve {
-            shared,
+            slots,
             ticket: None,
         }
         .await?;
-        shared.enqueue(slot, msg)?;
-        ResponseFuture::waiting(shared.clone(), slot).await
+        slots.enqueue(slot, msg)?;
+        ResponseFuture::waiting(slots.clone(), slot).await
     }
 }
 
@@ -376,7 +564,7 @@ impl<T: Transport> tower::Service<Message> for ReqSocket<T> {
         if client.reserved.is_some() {
             return Poll::Ready(Ok(()));
         }
-        let slot = std::task::ready!(client.handle.shared.poll_reserve(&mut client.ticket, cx))?;
+        let slot = std::task::ready!(client.handle.slots.poll_reserve(&mut client.ticket, cx))?;
         client.reserved = Some(slot);
         Poll::Ready(Ok(()))
     }
@@ -388,9 +576,9 @@ impl<T: Transport> tower::Service<Message> for ReqSocket<T> {
         let Some(slot) = client.reserved.take() else {
             return ResponseFuture::failed(Error::NotReady);
         };
-        let shared = client.shared();
-        match shared.enqueue(slot, msg) {
-            Ok(()) => ResponseFuture::waiting(shared.clone(), slot),
+        let slots = client.slots();
+        match slots.enqueue(slot, msg) {
+            Ok(()) => ResponseFuture::waiting(slots.clone(), slot),
             Err(e) => ResponseFuture::failed(e),
         }
     }
@@ -408,7 +596,7 @@ fn checked_payload(reply: Message) -> Result<Bytes, Error> {
 
 /// Waits for a free slot on behalf of [`ReqSocket::send`].
 struct Reserve<'a> {
-    shared: &'a Shared,
+    slots: &'a SlotTable,
     ticket: Option<Ticket>,
 }
 
@@ -417,14 +605,14 @@ impl std::future::Future for Reserve<'_> {
 
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        this.shared.poll_reserve(&mut this.ticket, cx)
+        this.slots.poll_reserve(&mut this.ticket, cx)
     }
 }
 
 impl Drop for Reserve<'_> {
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket.take() {
-            self.shared.cancel(ticket);
+            self.slots.cancel(ticket);
         }
     }
 }

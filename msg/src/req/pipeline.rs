@@ -100,6 +100,10 @@ where
         };
         let reply = std::task::ready!(Pin::new(oldest).poll(cx));
         this.in_flight.pop_front();
+        if matches!(&reply, Err(e) if e.is_connection_error()) {
+            // The connection failed: send nothing more, report what was in flight, end.
+            *this.requests_done = true;
+        }
         Poll::Ready(Some(reply.and_then(checked_payload)))
     }
 

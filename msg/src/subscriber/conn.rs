@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use msg_core::{Encoding, Frame, FrameError, FrameKind, SocketType};
-use msg_transports::{Connected, Transport};
+use msg_core::{Encoding, Frame, FrameError, FrameKind};
+use msg_transports::Transport;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{lock, Change, Shared, SubMessage, SubOptions};
-use crate::handshake;
+use super::{lock, Change, Shared, SubMessage};
+use crate::accept::Established;
+use crate::dial::{self, End};
 use crate::io::FramedIo;
 use crate::Error;
 
@@ -23,91 +24,41 @@ const BATCH: usize = 256;
 /// stays within the inbox's own bound.
 const BATCH_BYTES: usize = 256 * 1024;
 
-/// Dials `target` and completes the handshake.
-pub(super) async fn dial<T: Transport>(
-    transport: &T,
-    target: T::Target,
-    options: &SubOptions,
-) -> Result<(FramedIo<T::Io>, T::Addr), Error> {
-    let Connected { io, peer } = transport.connect(target).await?;
-    let mut io = FramedIo::new(io, options.max_frame_len);
-    handshake::within(
-        options.handshake_timeout,
-        handshake::client(&mut io, SocketType::Sub, options.auth_token.clone()),
-    )
-    .await?;
-    Ok((io, peer))
-}
-
-/// Everything one connection's task owns.
-pub(super) struct Conn<T: Transport> {
-    pub(super) transport: T,
-    pub(super) target: T::Target,
-    pub(super) first: Option<(FramedIo<T::Io>, T::Addr)>,
-    pub(super) shared: Arc<Shared<T::Addr>>,
-    pub(super) changes: mpsc::UnboundedReceiver<Change>,
+/// What the reconnect supervisor runs on each connection of a subscriber socket to one
+/// publisher.
+pub(super) struct SubSession<A> {
+    pub(super) shared: Arc<Shared<A>>,
+    pub(super) changes: mpsc::Receiver<Change>,
     pub(super) connected: Arc<AtomicBool>,
     /// Told once the first connection's replayed subscriptions are applied.
     pub(super) ready: Option<oneshot::Sender<()>>,
-    pub(super) options: SubOptions,
     pub(super) stop: CancellationToken,
 }
 
-/// How a session ended.
-enum End {
-    /// The socket is gone.
-    Closed,
-    /// The connection is lost; redial.
-    Lost(Error),
-}
-
-/// Runs the connection until the socket is dropped, redialling whenever it is lost.
-pub(super) async fn run<T: Transport>(mut conn: Conn<T>) {
-    let mut delays = conn.options.reconnect.delays();
-    let mut next = conn.first.take();
-    loop {
-        let (io, peer) = match next.take() {
-            Some(established) => established,
-            None => {
-                conn.connected.store(false, Ordering::SeqCst);
-                let delay = delays.next().unwrap_or_default();
-                tokio::select! {
-                    _ = conn.stop.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-                match dial(&conn.transport, conn.target.clone(), &conn.options).await {
-                    Ok(established) => {
-                        delays = conn.options.reconnect.delays();
-                        established
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, ?delay, "redial of publisher failed");
-                        continue;
-                    }
-                }
-            }
-        };
-        tracing::debug!(%peer, "subscriber connected to publisher");
-        let mut session = Session::new(io, peer, conn.shared.clone(), conn.ready.take());
+impl<T: Transport> dial::Session<T> for SubSession<T::Addr> {
+    async fn serve(&mut self, conn: Established<T::Io, T::Addr>) -> End {
+        let mut session = Session::new(conn.io, conn.peer, self.shared.clone(), self.ready.take());
+        // Marked connected before the replay: a subscription made from here on is sent
+        // on this connection, at worst twice, never missed.
+        self.connected.store(true, Ordering::SeqCst);
         if let Err(e) = session.replay() {
-            tracing::warn!(error = %e, "could not replay subscriptions");
-            continue;
+            self.connected.store(false, Ordering::SeqCst);
+            return End::Lost(e);
         }
-        conn.connected.store(true, Ordering::SeqCst);
+        let changes = &mut self.changes;
         let end = tokio::select! {
-            _ = conn.stop.cancelled() => End::Closed,
-            end = std::future::poll_fn(|cx| session.poll_run(cx, &mut conn.changes)) => end,
+            _ = self.stop.cancelled() => End::Closed,
+            end = std::future::poll_fn(|cx| session.poll_run(cx, changes)) => end,
         };
-        conn.ready = session.ready.take();
-        match end {
-            End::Closed => return,
-            End::Lost(e) => {
-                tracing::info!(peer = %session.peer, error = %e, "lost publisher; redialling");
-                conn.connected.store(false, Ordering::SeqCst);
-                // Changes asked for meanwhile are replayed on the next connection.
-                while conn.changes.try_recv().is_ok() {}
-            }
-        }
+        self.connected.store(false, Ordering::SeqCst);
+        self.ready = session.ready.take();
+        // Changes asked for meanwhile are replayed on the next connection.
+        while self.changes.try_recv().is_ok() {}
+        end
+    }
+
+    fn stop(&mut self, _error: Error) {
+        self.connected.store(false, Ordering::SeqCst);
     }
 }
 
@@ -202,9 +153,13 @@ where
     fn poll_run(
         &mut self,
         cx: &mut Context<'_>,
-        changes: &mut mpsc::UnboundedReceiver<Change>,
+        changes: &mut mpsc::Receiver<Change>,
     ) -> Poll<End> {
         loop {
+            // Step: the heartbeat; a full inbox is this side's own back-pressure.
+            if let Err(e) = self.io.poll_liveness(cx, !self.batch.is_empty()) {
+                return Poll::Ready(End::Lost(e));
+            }
             // Step: send the subscription changes asked for.
             loop {
                 match changes.poll_recv(cx) {
@@ -245,6 +200,12 @@ where
                     return Poll::Ready(End::Lost(e));
                 }
             };
+            // A pong queued while reading leaves now.
+            if self.io.queued_len() > 0 {
+                if let Poll::Ready(Err(e)) = self.io.poll_flush(cx) {
+                    return Poll::Ready(End::Lost(Error::Io(e)));
+                }
+            }
             if !self.batch.is_empty()
                 && !self
                     .shared
@@ -261,22 +222,16 @@ where
 
     fn read_frames(&mut self, cx: &mut Context<'_>) -> Result<Read, Error> {
         loop {
-            while let Some(frame) = self.io.decode()? {
-                self.receive(frame)?;
-                if self.batch.len() >= BATCH || self.batch_bytes >= BATCH_BYTES {
-                    return Ok(Read::Full);
-                }
-            }
-            match self.io.poll_fill(cx) {
+            match self.io.poll_read(cx) {
                 Poll::Pending => return Ok(Read::Pending),
-                Poll::Ready(Ok(true)) => {}
-                Poll::Ready(Ok(false)) => {
-                    while let Some(frame) = self.io.decode()? {
-                        self.receive(frame)?;
+                Poll::Ready(Ok(Some(frame))) => {
+                    self.receive(frame)?;
+                    if self.batch.len() >= BATCH || self.batch_bytes >= BATCH_BYTES {
+                        return Ok(Read::Full);
                     }
-                    return Err(Error::ConnectionClosed);
                 }
-                Poll::Ready(Err(e)) => return Err(Error::Io(e)),
+                Poll::Ready(Ok(None)) => return Err(Error::ConnectionClosed),
+                Poll::Ready(Err(e)) => return Err(e),
             }
         }
     }

@@ -14,13 +14,21 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_core::Stream;
 use futures_util::task::AtomicWaker;
-use msg_core::{Encoding, DEFAULT_MAX_FRAME_LEN};
+use msg_core::{Encoding, SocketType, DEFAULT_MAX_FRAME_LEN};
 use msg_transports::Transport;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::accept::Established;
+use crate::dial::{self, Dialer};
+use crate::events::{EventSink, Events};
+use crate::io::heartbeat_config;
+use crate::req::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT};
 use crate::topic::validate_pattern;
 use crate::{Backoff, Error};
+
+/// Subscription changes waiting for one connection's task; `subscribe` waits for room.
+const CHANGES: usize = 64;
 
 /// Options of a [`SubSocket`].
 ///
@@ -54,6 +62,12 @@ pub struct SubOptions {
     pub auth_token: Option<Bytes>,
     /// Delays between redials of a lost publisher. Default: [`Backoff::default`].
     pub reconnect: Backoff,
+    /// Silence from a publisher after which a ping is sent. Default: 5 s; zero turns
+    /// heartbeats off.
+    pub heartbeat_interval: Duration,
+    /// Silence from a publisher after which the connection is given up and the publisher
+    /// redialed. Default: 20 s.
+    pub heartbeat_timeout: Duration,
 }
 
 impl Default for SubOptions {
@@ -65,6 +79,8 @@ impl Default for SubOptions {
             handshake_timeout: Duration::from_secs(10),
             auth_token: None,
             reconnect: Backoff::default(),
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
         }
     }
 }
@@ -91,6 +107,14 @@ impl SubOptions {
     /// Sets [`reconnect`](Self::reconnect).
     pub fn reconnect(mut self, backoff: Backoff) -> Self {
         self.reconnect = backoff;
+        self
+    }
+
+    /// Sets [`heartbeat_interval`](Self::heartbeat_interval) and
+    /// [`heartbeat_timeout`](Self::heartbeat_timeout).
+    pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self.heartbeat_timeout = timeout;
         self
     }
 }
@@ -179,7 +203,7 @@ struct Change {
 }
 
 struct ConnHandle {
-    changes: mpsc::UnboundedSender<Change>,
+    changes: mpsc::Sender<Change>,
     connected: Arc<AtomicBool>,
 }
 
@@ -212,7 +236,10 @@ impl<A> Shared<A> {
         {
             let mut inbox = lock(&self.inbox);
             if inbox.messages.len() >= self.capacity || inbox.bytes >= self.capacity_bytes {
-                inbox.waiting.push(cx.waker().clone());
+                // Once per connection, however often it finds the inbox full.
+                if !inbox.waiting.iter().any(|w| w.will_wake(cx.waker())) {
+                    inbox.waiting.push(cx.waker().clone());
+                }
                 return false;
             }
             self.received
@@ -272,6 +299,7 @@ impl Drop for Guard {
 pub struct SubSocket<T: Transport> {
     transport: T,
     options: SubOptions,
+    events: Arc<EventSink<T::Addr>>,
     shared: Arc<Shared<T::Addr>>,
     /// Messages taken from the inbox in one go, handed out one by one.
     local: VecDeque<SubMessage<T::Addr>>,
@@ -299,6 +327,7 @@ impl<T: Transport> SubSocket<T> {
         let stop = CancellationToken::new();
         SubSocket {
             transport,
+            events: EventSink::new(),
             shared: Arc::new(Shared {
                 inbox: Mutex::new(Inbox {
                     messages: VecDeque::new(),
@@ -326,37 +355,92 @@ impl<T: Transport> SubSocket<T> {
     }
 
     /// Connects to a publisher at `target` and applies the current subscriptions there.
-    /// A socket may be connected to many publishers; a lost one is redialled.
+    /// A socket may be connected to many publishers; a lost one is redialed, and the
+    /// subscriptions replayed before any message flows.
     ///
     /// # Errors
     ///
-    /// [`Error::Transport`] if the publisher cannot be reached,
+    /// If the first dial fails: [`Error::Transport`] if the publisher cannot be reached,
     /// [`Error::HandshakeRejected`] if it refuses this socket,
     /// [`Error::HandshakeTimeout`] if it does not answer in time.
     pub async fn connect(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
-        let target = target.into();
-        let (io, peer) = conn::dial(&self.transport, target.clone(), &self.options).await?;
-        let (changes, changes_rx) = mpsc::unbounded_channel();
-        let connected = Arc::new(AtomicBool::new(true));
+        let dialer = self.dialer(target.into());
+        let first = dialer.dial().await?;
+        let ready = self.start(dialer, Some(first));
+        // The replayed subscriptions are applied before `connect` returns.
+        let _ = ready.await;
+        Ok(())
+    }
+
+    /// Connects to a publisher at `target` in the background and returns at once, so that
+    /// publisher and subscriber may start in any order. Failed dials are retried with
+    /// [`SubOptions::reconnect`] and reported in [`events`](Self::events).
+    ///
+    /// Must be called within a tokio runtime.
+    pub fn connect_lazy(&mut self, target: impl Into<T::Target>) {
+        let dialer = self.dialer(target.into());
+        drop(self.start(dialer, None));
+    }
+
+    /// The socket's connection events: connected, disconnected with the reason,
+    /// reconnecting, dial failures and rejections, for every publisher. See [`Events`].
+    pub fn events(&self) -> Events<T::Addr> {
+        self.events.subscribe()
+    }
+
+    fn dialer(&self, target: T::Target) -> Dialer<T> {
+        Dialer {
+            transport: self.transport.clone(),
+            target,
+            socket_type: SocketType::Sub,
+            token: self.options.auth_token.clone(),
+            max_frame_len: self.options.max_frame_len,
+            handshake_timeout: self.options.handshake_timeout,
+            heartbeat: heartbeat_config(
+                self.options.heartbeat_interval,
+                self.options.heartbeat_timeout,
+            ),
+            backoff: self.options.reconnect,
+            events: self.events.clone(),
+        }
+    }
+
+    /// Starts a reconnect supervisor for one publisher; the receiver is told once the
+    /// first connection's subscriptions are applied.
+    fn start(
+        &mut self,
+        dialer: Dialer<T>,
+        first: Option<Established<T::Io, T::Addr>>,
+    ) -> oneshot::Receiver<()> {
+        let (changes, changes_rx) = mpsc::channel(CHANGES);
+        let connected = Arc::new(AtomicBool::new(false));
         lock(&self.shared.conns).push(ConnHandle {
             changes,
             connected: connected.clone(),
         });
         let (ready, ready_rx) = oneshot::channel();
-        tokio::spawn(conn::run(conn::Conn {
-            transport: self.transport.clone(),
-            target,
-            first: Some((io, peer)),
+        let session = conn::SubSession {
             shared: self.shared.clone(),
             changes: changes_rx,
             connected,
             ready: Some(ready),
-            options: self.options.clone(),
             stop: self.stop.clone(),
-        }));
-        // The replayed subscriptions are applied before `connect` returns.
-        let _ = ready_rx.await;
-        Ok(())
+        };
+        let stop = self.stop.clone();
+        tokio::spawn(dial::supervise(
+            dialer,
+            session,
+            first,
+            stop,
+            Duration::from_secs(1),
+        ));
+        ready_rx
+    }
+
+    /// Closes the socket: every publisher connection is closed, and the stream ends once
+    /// the messages already received are taken.
+    pub fn close(&mut self) {
+        self.stop.cancel();
     }
 
     /// Subscribes to `pattern` (a topic, or a pattern with `*` and `>` wildcards) and waits
@@ -390,18 +474,21 @@ impl<T: Transport> SubSocket<T> {
                 subscriptions.remove(&pattern);
             }
         }
+        let connected: Vec<mpsc::Sender<Change>> = lock(&self.shared.conns)
+            .iter()
+            // The others replay the subscriptions when they are back.
+            .filter(|conn| conn.connected.load(Ordering::SeqCst))
+            .map(|conn| conn.changes.clone())
+            .collect();
         let mut applied = Vec::new();
-        for conn in lock(&self.shared.conns).iter() {
-            if !conn.connected.load(Ordering::SeqCst) {
-                continue; // replayed when it is back
-            }
+        for changes in connected {
             let (tx, rx) = oneshot::channel();
             let change = Change {
                 subscribe,
                 pattern: pattern.clone(),
                 applied: tx,
             };
-            if conn.changes.send(change).is_ok() {
+            if changes.send(change).await.is_ok() {
                 applied.push(rx);
             }
         }
@@ -450,6 +537,8 @@ impl<T: Transport> Stream for SubSocket<T> {
         }
         match this.local.pop_front() {
             Some(msg) => Poll::Ready(Some(msg)),
+            // Closed, and everything received taken.
+            None if this.stop.is_cancelled() => Poll::Ready(None),
             None => Poll::Pending,
         }
     }

@@ -1,0 +1,186 @@
+//! The client side's way to a server: [`Dialer`] dials through the transport stack and says
+//! hello; [`supervise`] is the one reconnect supervisor every socket that dials runs.
+//!
+//! The supervisor owns the redial loop: it serves a connection through the socket's
+//! [`Session`] until the connection is lost, then redials with [`Backoff`], forever unless
+//! told otherwise. The socket's own state (its slot table, its subscriptions) lives in the
+//! session and outlasts every connection.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use msg_core::{HeartbeatConfig, SocketType};
+use msg_transports::{Connected, Transport};
+use tokio_util::sync::CancellationToken;
+
+use crate::accept::Established;
+use crate::events::{EventSink, SocketEvent};
+use crate::handshake;
+use crate::io::FramedIo;
+use crate::{Backoff, Error};
+
+/// Everything needed to make a connection to one server.
+pub(crate) struct Dialer<T: Transport> {
+    pub(crate) transport: T,
+    pub(crate) target: T::Target,
+    pub(crate) socket_type: SocketType,
+    pub(crate) token: Option<Bytes>,
+    pub(crate) max_frame_len: usize,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) heartbeat: Option<HeartbeatConfig>,
+    pub(crate) backoff: Backoff,
+    pub(crate) events: Arc<EventSink<T::Addr>>,
+}
+
+impl<T: Transport> Dialer<T> {
+    /// Dials through the transport stack and completes the handshake, reporting the
+    /// outcome as an event.
+    ///
+    /// # Errors
+    ///
+    /// The transport's error, [`Error::HandshakeRejected`] with the server's reason, or
+    /// [`Error::HandshakeTimeout`].
+    pub(crate) async fn dial(&self) -> Result<Established<T::Io, T::Addr>, Error> {
+        let outcome = async {
+            let Connected { io, peer } = self.transport.connect(self.target.clone()).await?;
+            let mut io = FramedIo::new(io, self.max_frame_len);
+            let after = self.handshake_timeout;
+            tokio::time::timeout(
+                after,
+                handshake::client(&mut io, self.socket_type, self.token.clone()),
+            )
+            .await
+            .map_err(|_| Error::HandshakeTimeout { after })??;
+            io.start_heartbeat(self.heartbeat);
+            Ok::<_, Error>(Established { io, peer })
+        }
+        .await;
+        match &outcome {
+            Ok(conn) => {
+                tracing::debug!(peer = %conn.peer, socket = %self.socket_type, "connected");
+                self.events.emit(|| SocketEvent::Connected {
+                    peer: conn.peer.clone(),
+                });
+            }
+            Err(Error::HandshakeRejected { reason }) => {
+                tracing::info!(%reason, socket = %self.socket_type, "server refused this socket");
+                self.events.emit(|| SocketEvent::Rejected {
+                    reason: reason.clone(),
+                });
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, socket = %self.socket_type, "dial failed");
+                self.events.emit(|| SocketEvent::ConnectFailed {
+                    error: Arc::new(clone_error(e)),
+                });
+            }
+        }
+        outcome
+    }
+}
+
+/// A copy of `e` for an event: errors hold I/O errors, which do not clone, so the copy keeps
+/// the kind and the text.
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::HandshakeTimeout { after } => Error::HandshakeTimeout { after: *after },
+        Error::ConnectionClosed => Error::ConnectionClosed,
+        other => Error::Io(std::io::Error::other(other.to_string())),
+    }
+}
+
+/// How one connection of a dialing socket ended.
+pub(crate) enum End {
+    /// The socket is closed: stop.
+    Closed,
+    /// The connection is lost: redial.
+    Lost(Error),
+}
+
+/// What a dialing socket does with its connections.
+pub(crate) trait Session<T: Transport>: Send {
+    /// Serves one connection until it is lost or the socket is closed.
+    fn serve(&mut self, conn: Established<T::Io, T::Addr>) -> impl Future<Output = End> + Send;
+
+    /// Called now and then while there is no connection, so that work waiting for one can
+    /// expire.
+    fn sweep(&mut self) {}
+
+    /// The supervisor stops: the socket was closed while disconnected, or redialing gave up.
+    fn stop(&mut self, error: Error);
+}
+
+/// Runs `session` over connections to `dialer`'s server until the socket is closed
+/// (`closed`) or redialing gives up. `first` is a connection already made; without one,
+/// the first dial is at once. While disconnected, `session.sweep()` runs every `sweep`.
+pub(crate) async fn supervise<T: Transport, S: Session<T>>(
+    dialer: Dialer<T>,
+    mut session: S,
+    mut first: Option<Established<T::Io, T::Addr>>,
+    closed: CancellationToken,
+    sweep: Duration,
+) {
+    let mut delays = dialer.backoff.delays();
+    let mut attempt: u32 = 0;
+    let mut at_once = first.is_none();
+    let mut sweeps = tokio::time::interval(sweep.max(Duration::from_millis(1)));
+    sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let conn = match first.take() {
+            Some(conn) => conn,
+            None => {
+                attempt = attempt.saturating_add(1);
+                if dialer.backoff.max_attempts.is_some_and(|max| attempt > max) {
+                    tracing::warn!(attempts = attempt - 1, "giving up redialing");
+                    session.stop(Error::NotConnected);
+                    return;
+                }
+                let delay = if at_once {
+                    Duration::ZERO
+                } else {
+                    delays.next().unwrap_or_default()
+                };
+                at_once = false;
+                if !delay.is_zero() {
+                    dialer
+                        .events
+                        .emit(|| SocketEvent::Reconnecting { attempt, delay });
+                }
+                let dial = async {
+                    tokio::time::sleep(delay).await;
+                    dialer.dial().await
+                };
+                let mut dial = std::pin::pin!(dial);
+                let dialed = loop {
+                    tokio::select! {
+                        _ = closed.cancelled() => {
+                            session.stop(Error::Closed);
+                            return;
+                        }
+                        _ = sweeps.tick() => session.sweep(),
+                        dialed = &mut dial => break dialed,
+                    }
+                };
+                match dialed {
+                    Ok(conn) => conn,
+                    Err(_) => continue,
+                }
+            }
+        };
+        attempt = 0;
+        delays = dialer.backoff.delays();
+        let peer = conn.peer.clone();
+        match session.serve(conn).await {
+            End::Closed => return,
+            End::Lost(error) => {
+                tracing::info!(%peer, %error, "connection lost; redialing");
+                dialer.events.emit(|| SocketEvent::Disconnected {
+                    peer,
+                    error: Arc::new(error),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,527 @@
+//! [`SlotTable`]: what a [`ReqSocket`](super::ReqSocket)'s handles, its connection driver
+//! and its reconnect supervisor share.
+//!
+//! Every request in flight holds a slot in a table under one lock. A handle reserves a slot
+//! (that is the in-flight limit), queues its message for the driver and then waits on the
+//! slot; the driver writes the queue out, and fills the slot when the reply comes. No
+//! channel, semaphore or allocation per request: the caller takes the lock to reserve a
+//! slot, to queue and to collect its reply, and the driver once per batch of writes and
+//! once per batch of replies.
+//!
+//! The table outlives connections. When one is lost, the requests on its wire fail at once
+//! and the queue waits for the next connection, swept of requests that waited longer than
+//! the socket's `reconnect_wait`. A caller that gives up on a request on the wire frees its
+//! slot at once and leaves the wire id for the driver to cancel; a late reply finds the
+//! slot's wire id changed and is dropped.
+//!
+//! None of this spends tokio's cooperative budget. A caller with many requests in flight
+//! in one task (a `FuturesUnordered`, say) would otherwise run out of budget on every
+//! batch, and each forced yield wakes another worker to steal the task: a cross-thread
+//! hand-off per batch that costs more than the batch itself.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use msg_core::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::Error;
+
+/// What a request resolves to.
+pub(crate) type Reply = Result<Message, Error>;
+
+/// A slot's index in the table.
+pub(crate) type SlotId = u32;
+
+/// A handle's place in the line for a slot.
+pub(crate) type Ticket = u64;
+
+/// A request's id on the wire of the connection it was sent on; 0 while it is queued.
+pub(crate) type WireId = u64;
+
+/// One request's place in the table.
+#[derive(Debug)]
+enum Slot {
+    /// Nobody holds it.
+    Free,
+    /// Held for a request not yet made ([`tower::Service::poll_ready`] reserved it).
+    Reserved,
+    /// The request is queued (`wire` 0) or on the wire; the waker is its caller's.
+    Waiting { waker: Option<Waker>, wire: WireId },
+    /// The reply has come and waits for its caller.
+    Done(Reply),
+    /// The caller gave up while the request was still queued; the slot is freed when the
+    /// driver or a sweep drops it from the queue.
+    Abandoned,
+}
+
+/// Replies the driver has matched and not yet delivered, with a buffer for their callers'
+/// wakers; both are kept from batch to batch, so that delivering allocates nothing.
+#[derive(Default)]
+pub(crate) struct Completions {
+    replies: Vec<(SlotId, WireId, Reply)>,
+    wakers: Vec<Waker>,
+}
+
+impl Completions {
+    /// Adds the reply for slot `id`, sent as `wire`.
+    pub(crate) fn push(&mut self, id: SlotId, wire: WireId, reply: Reply) {
+        self.replies.push((id, wire, reply));
+    }
+}
+
+/// A request waiting for the driver; `marked` by one sweep, failed by the next.
+struct Queued {
+    slot: SlotId,
+    msg: Message,
+    marked: bool,
+}
+
+/// What the driver takes from the table in one go.
+#[derive(Default)]
+pub(crate) struct Batch {
+    /// Requests to write, with their new wire ids.
+    pub(crate) requests: Vec<(SlotId, WireId, Message)>,
+    /// Wire ids to cancel.
+    pub(crate) cancels: Vec<WireId>,
+}
+
+/// The table and queue behind the lock.
+#[derive(Default)]
+struct State {
+    slots: Vec<Slot>,
+    free: Vec<SlotId>,
+    /// Requests for the driver to send, in order.
+    queue: Vec<Queued>,
+    /// The queue's other buffer, swapped in when the driver takes the queue.
+    spare: Vec<Queued>,
+    /// Wire ids of requests given up while on the wire, for the driver to cancel.
+    cancels: Vec<WireId>,
+    /// The driver, when it found nothing to do and went to sleep.
+    driver: Option<Waker>,
+    /// Handles waiting for a free slot, first come first served.
+    waiters: VecDeque<(Ticket, Waker)>,
+    /// Slots handed to waiting handles that have not yet come for them.
+    granted: Vec<(Ticket, SlotId)>,
+    next_ticket: Ticket,
+    /// A driver is serving a connection.
+    connected: bool,
+    /// No new request is taken: the socket is closing. The driver finishes what is in
+    /// flight or queued, then closes.
+    closing: bool,
+    /// The socket has stopped for good; every request fails with this.
+    stopped: Option<fn() -> Error>,
+    /// Replies dropped because their request had been given up.
+    late: u64,
+}
+
+impl State {
+    /// Frees slot `id`: hands it to the first waiting handle, if any, so that the wake-up
+    /// cannot be lost even if that handle never comes back for it.
+    fn release(&mut self, id: SlotId, wake: &mut Vec<Waker>) {
+        match self.waiters.pop_front() {
+            Some((ticket, waker)) => {
+                self.slots[id as usize] = Slot::Reserved;
+                self.granted.push((ticket, id));
+                wake.push(waker);
+            }
+            None => {
+                self.slots[id as usize] = Slot::Free;
+                self.free.push(id);
+            }
+        }
+    }
+
+    /// Fills slot `id` with `reply` if it still waits for the request sent as `wire` (or,
+    /// with `wire` 0, for a queued one); anything else is a late reply and is dropped.
+    fn fill(&mut self, id: SlotId, wire: WireId, reply: Reply, wake: &mut Vec<Waker>) {
+        match &mut self.slots[id as usize] {
+            Slot::Waiting { wire: w, .. } if *w == wire => {
+                let old = std::mem::replace(&mut self.slots[id as usize], Slot::Done(reply));
+                if let Slot::Waiting {
+                    waker: Some(waker), ..
+                } = old
+                {
+                    wake.push(waker);
+                }
+            }
+            Slot::Abandoned if wire == 0 => self.release(id, wake),
+            _ => self.late += 1,
+        }
+    }
+
+    /// Why a new request cannot be taken, if it cannot.
+    fn refusal(&self) -> Option<Error> {
+        match self.stopped {
+            Some(error) => Some(error()),
+            None if self.closing => Some(Error::Closed),
+            None => None,
+        }
+    }
+}
+
+/// The shared half of a request socket: its slots, its queue, and its state.
+pub(crate) struct SlotTable {
+    state: Mutex<State>,
+    max_in_flight: usize,
+    max_frame_len: usize,
+    /// Cancelled when the socket closes, to stop the supervisor.
+    closed: CancellationToken,
+}
+
+/// Wakes every waker in `wakers`, after the lock is released.
+fn wake_all(wakers: Vec<Waker>) {
+    for waker in wakers {
+        waker.wake();
+    }
+}
+
+impl SlotTable {
+    pub(crate) fn new(max_in_flight: usize, max_frame_len: usize) -> Self {
+        SlotTable {
+            state: Mutex::new(State::default()),
+            max_in_flight: max_in_flight.max(1),
+            max_frame_len,
+            closed: CancellationToken::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every step leaves the state consistent, so a panic elsewhere cannot poison it
+        // into a wrong one.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Cancelled once the socket is closed.
+    pub(crate) fn closed_token(&self) -> &CancellationToken {
+        &self.closed
+    }
+
+    /// Reserves a slot, or queues `cx` to be handed one when it frees up. `ticket` is the
+    /// caller's place in that queue, kept between polls; a caller that stops waiting must
+    /// pass it to [`cancel`](Self::cancel).
+    pub(crate) fn poll_reserve(
+        &self,
+        ticket: &mut Option<Ticket>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<SlotId, Error>> {
+        let mut state = self.lock();
+        if let Some(e) = state.refusal() {
+            *ticket = None;
+            return Poll::Ready(Err(e));
+        }
+        if let Some(mine) = *ticket {
+            if let Some(i) = state.granted.iter().position(|(t, _)| *t == mine) {
+                *ticket = None;
+                return Poll::Ready(Ok(state.granted.swap_remove(i).1));
+            }
+            if let Some((_, waker)) = state.waiters.iter_mut().find(|(t, _)| *t == mine) {
+                if !waker.will_wake(cx.waker()) {
+                    *waker = cx.waker().clone();
+                }
+            }
+            return Poll::Pending;
+        }
+        let id = match state.free.pop() {
+            Some(id) => id,
+            None if state.slots.len() < self.max_in_flight => {
+                state.slots.push(Slot::Free);
+                (state.slots.len() - 1) as SlotId
+            }
+            None => {
+                let mine = state.next_ticket;
+                state.next_ticket += 1;
+                state.waiters.push_back((mine, cx.waker().clone()));
+                *ticket = Some(mine);
+                return Poll::Pending;
+            }
+        };
+        state.slots[id as usize] = Slot::Reserved;
+        Poll::Ready(Ok(id))
+    }
+
+    /// A handle stopped waiting for a slot: leaves the queue, and passes on a slot that was
+    /// handed to it meanwhile.
+    pub(crate) fn cancel(&self, ticket: Ticket) {
+        let mut wake = Vec::new();
+        {
+            let mut state = self.lock();
+            if let Some(i) = state.granted.iter().position(|(t, _)| *t == ticket) {
+                let (_, id) = state.granted.swap_remove(i);
+                state.release(id, &mut wake);
+            } else {
+                state.waiters.retain(|(t, _)| *t != ticket);
+            }
+        }
+        wake_all(wake);
+    }
+
+    /// Gives back a reserved slot that no request used.
+    pub(crate) fn unreserve(&self, id: SlotId) {
+        let mut wake = Vec::new();
+        {
+            let mut state = self.lock();
+            if matches!(state.slots.get(id as usize), Some(Slot::Reserved)) {
+                state.release(id, &mut wake);
+            }
+        }
+        wake_all(wake);
+    }
+
+    /// Queues `msg` in reserved slot `id` for the driver. While there is no connection it
+    /// waits in the queue for the next one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::FrameTooLarge`], [`Error::Closed`] once the socket is closing, or the
+    /// error the socket stopped with; either way the slot is freed.
+    pub(crate) fn enqueue(&self, id: SlotId, msg: Message) -> Result<(), Error> {
+        let len = msg.payload().len();
+        let too_large = (len > self.max_frame_len).then_some(Error::FrameTooLarge {
+            len: len as u64,
+            max: self.max_frame_len,
+        });
+        let mut wake = Vec::new();
+        let outcome = {
+            let mut state = self.lock();
+            match too_large.or_else(|| state.refusal()) {
+                Some(e) => {
+                    // The slot goes back: no request will wait on it.
+                    state.release(id, &mut wake);
+                    Err(e)
+                }
+                None => {
+                    state.slots[id as usize] = Slot::Waiting {
+                        waker: None,
+                        wire: 0,
+                    };
+                    state.queue.push(Queued {
+                        slot: id,
+                        msg,
+                        marked: false,
+                    });
+                    Ok(state.driver.take())
+                }
+            }
+        };
+        wake_all(wake);
+        if let Some(driver) = outcome? {
+            driver.wake();
+        }
+        Ok(())
+    }
+
+    /// The reply in slot `id`, once it has come; frees the slot when it is taken.
+    pub(crate) fn poll_reply(&self, id: SlotId, cx: &mut Context<'_>) -> Poll<Reply> {
+        let mut wake = Vec::new();
+        let reply = {
+            let mut state = self.lock();
+            match &mut state.slots[id as usize] {
+                Slot::Waiting { waker, .. } => {
+                    match waker {
+                        Some(w) if w.will_wake(cx.waker()) => {}
+                        _ => *waker = Some(cx.waker().clone()),
+                    }
+                    return Poll::Pending;
+                }
+                slot @ Slot::Done(_) => {
+                    let Slot::Done(reply) = std::mem::replace(slot, Slot::Free) else {
+                        unreachable!("matched as done")
+                    };
+                    state.release(id, &mut wake);
+                    reply
+                }
+                _ => Err(Error::PolledAfterCompletion),
+            }
+        };
+        wake_all(wake);
+        Poll::Ready(reply)
+    }
+
+    /// The caller of slot `id` gave up on its reply. A request still queued is dropped from
+    /// the queue; one on the wire frees its slot at once and is cancelled on the wire.
+    pub(crate) fn abandon(&self, id: SlotId) {
+        let mut wake = Vec::new();
+        let driver = {
+            let mut state = self.lock();
+            match state.slots[id as usize] {
+                Slot::Waiting { wire: 0, .. } => {
+                    state.slots[id as usize] = Slot::Abandoned;
+                    None
+                }
+                Slot::Waiting { wire, .. } => {
+                    state.release(id, &mut wake);
+                    state.cancels.push(wire);
+                    state.driver.take()
+                }
+                Slot::Done(_) => {
+                    state.release(id, &mut wake);
+                    None
+                }
+                _ => None,
+            }
+        };
+        wake_all(wake);
+        if let Some(driver) = driver {
+            driver.wake();
+        }
+    }
+
+    /// The socket is closing (the last handle is gone, or `close` was called): no new
+    /// request is taken, and the driver closes once what is in flight is done.
+    pub(crate) fn close(&self) {
+        let driver = {
+            let mut state = self.lock();
+            state.closing = true;
+            state.driver.take()
+        };
+        self.closed.cancel();
+        if let Some(driver) = driver {
+            driver.wake();
+        }
+    }
+
+    /// Driver: a connection is up.
+    pub(crate) fn connected(&self) {
+        let mut state = self.lock();
+        state.connected = true;
+        state.cancels.clear();
+    }
+
+    /// Driver: takes the queued requests, numbering them from `next_wire`, and the wire ids
+    /// to cancel. With nothing to do, registers `cx` to be woken by the next request or
+    /// cancellation. Returns whether the socket is closing.
+    pub(crate) fn take(
+        &self,
+        batch: &mut Batch,
+        next_wire: &mut WireId,
+        cx: &mut Context<'_>,
+    ) -> bool {
+        let mut wake = Vec::new();
+        let closing = {
+            let mut state = self.lock();
+            let state = &mut *state;
+            // The queue's buffer is kept from batch to batch, so that taking allocates
+            // nothing.
+            let mut queue = std::mem::take(&mut state.spare);
+            std::mem::swap(&mut queue, &mut state.queue);
+            for queued in queue.drain(..) {
+                match &mut state.slots[queued.slot as usize] {
+                    Slot::Waiting { wire, .. } => {
+                        *wire = *next_wire;
+                        batch.requests.push((queued.slot, *next_wire, queued.msg));
+                        *next_wire += 1;
+                    }
+                    Slot::Abandoned => state.release(queued.slot, &mut wake),
+                    _ => {}
+                }
+            }
+            state.spare = queue;
+            std::mem::swap(&mut state.cancels, &mut batch.cancels);
+            // Registered only once there is nothing to do, so that a request queued while
+            // the driver is busy costs no wake-up.
+            if batch.requests.is_empty() && batch.cancels.is_empty() {
+                match &state.driver {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => state.driver = Some(cx.waker().clone()),
+                }
+            }
+            state.closing
+        };
+        wake_all(wake);
+        closing
+    }
+
+    /// Driver: whether requests are queued and not yet taken.
+    pub(crate) fn has_queued(&self) -> bool {
+        !self.lock().queue.is_empty()
+    }
+
+    /// Driver: delivers a batch of replies, each to its slot, and wakes their callers.
+    pub(crate) fn complete(&self, done: &mut Completions) {
+        if done.replies.is_empty() {
+            return;
+        }
+        {
+            let mut state = self.lock();
+            for (id, wire, reply) in done.replies.drain(..) {
+                state.fill(id, wire, reply, &mut done.wakers);
+            }
+        }
+        for waker in done.wakers.drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// Driver: the connection is gone. Fails the requests that were on its wire, given as
+    /// (slot, wire id); what is queued waits for the next connection.
+    pub(crate) fn disconnected(&self, on_wire: impl Iterator<Item = (SlotId, WireId)>) {
+        let mut wake = Vec::new();
+        {
+            let mut state = self.lock();
+            state.connected = false;
+            state.cancels.clear();
+            for (id, wire) in on_wire {
+                state.fill(id, wire, Err(Error::ConnectionClosed), &mut wake);
+            }
+        }
+        wake_all(wake);
+    }
+
+    /// Supervisor, while disconnected: fails the queued requests that were already queued at
+    /// the last sweep, with [`Error::NotConnected`], and marks the others.
+    pub(crate) fn sweep(&self) {
+        let mut wake = Vec::new();
+        {
+            let mut state = self.lock();
+            if state.connected {
+                return;
+            }
+            let queue = std::mem::take(&mut state.queue);
+            for mut queued in queue {
+                if queued.marked {
+                    state.fill(queued.slot, 0, Err(Error::NotConnected), &mut wake);
+                } else {
+                    queued.marked = true;
+                    state.queue.push(queued);
+                }
+            }
+        }
+        wake_all(wake);
+    }
+
+    /// Supervisor: the socket stops for good (closed while disconnected, or redialing gave
+    /// up). Everything queued fails with `error`, and so does every later request.
+    pub(crate) fn stop(&self, error: fn() -> Error) {
+        let mut wake = Vec::new();
+        {
+            let mut state = self.lock();
+            state.stopped = Some(error);
+            let queue = std::mem::take(&mut state.queue);
+            for queued in queue {
+                state.fill(queued.slot, 0, Err(error()), &mut wake);
+            }
+            wake.extend(state.waiters.drain(..).map(|(_, waker)| waker));
+            wake.extend(state.driver.take());
+        }
+        self.closed.cancel();
+        wake_all(wake);
+    }
+
+    /// Whether the socket has stopped for good.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.lock().stopped.is_some()
+    }
+
+    /// The socket's counters.
+    pub(crate) fn stats(&self) -> super::ReqStats {
+        let state = self.lock();
+        super::ReqStats {
+            in_flight: state.slots.len() - state.free.len(),
+            queued: state.queue.len(),
+            late_replies: state.late,
+            connected: state.connected,
+        }
+    }
+}
