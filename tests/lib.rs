@@ -112,3 +112,157 @@ pub async fn assert_closed_by_server(stream: &mut TcpStream) {
 pub fn request_frame(id: u64, payload: &'static [u8]) -> Frame {
     Frame::new(FrameKind::Request, id, Bytes::from_static(payload))
 }
+
+/// What a [`Relay`] does with the bytes of its links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// Bytes pass both ways.
+    Open,
+    /// Bytes are read and dropped both ways, as by a frozen NAT or a peer that lost power:
+    /// the connections stay open, nothing arrives.
+    Frozen,
+}
+
+/// A TCP relay on loopback between clients and one server, that a test can freeze, resume,
+/// and cut. Every connection made to [`addr`](Relay::addr) is relayed to the server as a
+/// link of its own.
+pub struct Relay {
+    addr: SocketAddr,
+    flow: tokio::sync::watch::Sender<Flow>,
+    /// Bumped by [`cut`](Relay::cut): links older than the count are reset.
+    cuts: tokio::sync::watch::Sender<u64>,
+    /// Links whose server side closed, counted.
+    server_closed: tokio::sync::watch::Sender<usize>,
+    /// Links whose client side closed, counted.
+    client_closed: tokio::sync::watch::Sender<usize>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+impl Relay {
+    /// Starts a relay to `server` on a free loopback port.
+    pub async fn start(server: SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind relay");
+        let addr = listener.local_addr().expect("relay address");
+        let (flow, _) = tokio::sync::watch::channel(Flow::Open);
+        let (cuts, _) = tokio::sync::watch::channel(0u64);
+        let (server_closed, _) = tokio::sync::watch::channel(0usize);
+        let (client_closed, _) = tokio::sync::watch::channel(0usize);
+        let links = (
+            flow.clone(),
+            cuts.clone(),
+            server_closed.clone(),
+            client_closed.clone(),
+        );
+        let accept = tokio::spawn(async move {
+            let (flow, cuts, server_closed, client_closed) = links;
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(upstream) = TcpStream::connect(server).await else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = upstream.set_nodelay(true);
+                let epoch = *cuts.borrow();
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = upstream.into_split();
+                tokio::spawn(pump(
+                    client_read,
+                    server_write,
+                    flow.subscribe(),
+                    cuts.subscribe(),
+                    epoch,
+                    client_closed.clone(),
+                ));
+                tokio::spawn(pump(
+                    server_read,
+                    client_write,
+                    flow.subscribe(),
+                    cuts.subscribe(),
+                    epoch,
+                    server_closed.clone(),
+                ));
+            }
+        });
+        Relay {
+            addr,
+            flow,
+            cuts,
+            server_closed,
+            client_closed,
+            accept,
+        }
+    }
+
+    /// The address clients dial.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// From now on nothing arrives either way; the connections stay open.
+    pub fn freeze(&self) {
+        self.flow.send_replace(Flow::Frozen);
+    }
+
+    /// Bytes flow again (those sent while frozen are lost).
+    pub fn resume(&self) {
+        self.flow.send_replace(Flow::Open);
+    }
+
+    /// Closes every link open now, both ways, without a word to either end; later
+    /// connections are relayed as before.
+    pub fn cut(&self) {
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// Waits until the server side of `n` links in all has closed.
+    pub async fn server_closed(&self, n: usize) {
+        let mut closed = self.server_closed.subscribe();
+        let _ = closed.wait_for(|c| *c >= n).await;
+    }
+
+    /// Waits until the client side of `n` links in all has closed.
+    pub async fn client_closed(&self, n: usize) {
+        let mut closed = self.client_closed.subscribe();
+        let _ = closed.wait_for(|c| *c >= n).await;
+    }
+}
+
+/// Copies `from` to `to` while the link flows, drops what arrives while it is frozen, and
+/// stops when the link is cut. Counts in `closed` when `from` closes.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    flow: tokio::sync::watch::Receiver<Flow>,
+    mut cuts: tokio::sync::watch::Receiver<u64>,
+    epoch: u64,
+    closed: tokio::sync::watch::Sender<usize>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let read = tokio::select! {
+            read = from.read(&mut buf) => read,
+            // Both pumps of the link return, and the link's sockets close both ways.
+            _ = cuts.wait_for(|n| *n > epoch) => return,
+        };
+        match read {
+            Ok(0) | Err(_) => {
+                closed.send_modify(|n| *n += 1);
+                let _ = to.shutdown().await;
+                return;
+            }
+            Ok(n) => {
+                if *flow.borrow() == Flow::Open && to.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -26,7 +26,8 @@ use std::time::Duration;
 pub struct Backoff {
     /// First delay. Default: 50 ms, so a peer that restarts is found again at once.
     pub initial: Duration,
-    /// Longest delay. Default: 5 s, so a peer that comes back is found soon.
+    /// Longest delay. Default: 1 s, so a peer that comes back is found within a second,
+    /// while a client redialing a peer that stays away costs it one attempt a second.
     pub max: Duration,
     /// Share of each delay that is random, from 0 to 1 (values outside are clamped). Default:
     /// 1, full jitter: many clients that lost the same server spread their redials over the
@@ -42,7 +43,7 @@ impl Default for Backoff {
     fn default() -> Self {
         Backoff {
             initial: Duration::from_millis(50),
-            max: Duration::from_secs(5),
+            max: Duration::from_secs(1),
             jitter: 1.0,
             max_attempts: None,
         }

@@ -131,8 +131,14 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> ReqDriver<Io> {
         Ok(())
     }
 
-    /// The connection is gone: fails what was on its wire.
+    /// The connection is gone: fails what was on its wire with
+    /// [`Error::ConnectionClosed`].
     fn lost(&mut self, cause: Error) -> End {
+        self.end(cause, || Error::ConnectionClosed)
+    }
+
+    /// Ends the connection, failing what was on its wire with `error`.
+    fn end(&mut self, cause: Error, error: fn() -> Error) -> End {
         if !self.in_flight.is_empty() {
             tracing::debug!(
                 error = %cause,
@@ -141,8 +147,10 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> ReqDriver<Io> {
             );
         }
         self.slots.complete(&mut self.done);
-        self.slots
-            .disconnected(self.in_flight.drain().map(|(wire, slot)| (slot, wire)));
+        self.slots.disconnected(
+            self.in_flight.drain().map(|(wire, slot)| (slot, wire)),
+            error,
+        );
         End::Lost(cause)
     }
 }
@@ -158,7 +166,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Future for ReqDriver<Io> {
         for _ in 0..MAX_PASSES {
             let took = this.take_queued(cx);
             if this.slots.is_stopped() {
-                let _ = this.lost(Error::Closed);
+                // Closed, and the linger is over: what is still on the wire fails.
+                let _ = this.end(Error::Closed, || Error::Closed);
                 return Poll::Ready(End::Closed);
             }
             if let Err(e) = this.io.poll_liveness(cx, false) {
@@ -182,7 +191,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Future for ReqDriver<Io> {
                 && !this.slots.has_queued()
             {
                 let _ = this.io.poll_close(cx);
-                let _ = this.lost(Error::Closed);
+                let _ = this.end(Error::Closed, || Error::Closed);
                 return Poll::Ready(End::Closed);
             }
             if !took {

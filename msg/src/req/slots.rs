@@ -51,8 +51,8 @@ enum Slot {
     Waiting { waker: Option<Waker>, wire: WireId },
     /// The reply has come and waits for its caller.
     Done(Reply),
-    /// The caller gave up while the request was still queued; the slot is freed when the
-    /// driver or a sweep drops it from the queue.
+    /// The caller gave up while the request was still queued, and it could not be found in
+    /// the queue (the driver had taken it and not yet numbered it); the driver frees it.
     Abandoned,
 }
 
@@ -347,7 +347,14 @@ impl SlotTable {
             let mut state = self.lock();
             match state.slots[id as usize] {
                 Slot::Waiting { wire: 0, .. } => {
-                    state.slots[id as usize] = Slot::Abandoned;
+                    // Still queued: it leaves the queue, and the slot is free at once.
+                    match state.queue.iter().position(|q| q.slot == id) {
+                        Some(i) => {
+                            state.queue.remove(i);
+                            state.release(id, &mut wake);
+                        }
+                        None => state.slots[id as usize] = Slot::Abandoned,
+                    }
                     None
                 }
                 Slot::Waiting { wire, .. } => {
@@ -455,15 +462,19 @@ impl SlotTable {
     }
 
     /// Driver: the connection is gone. Fails the requests that were on its wire, given as
-    /// (slot, wire id); what is queued waits for the next connection.
-    pub(crate) fn disconnected(&self, on_wire: impl Iterator<Item = (SlotId, WireId)>) {
+    /// (slot, wire id), with `error`; what is queued waits for the next connection.
+    pub(crate) fn disconnected(
+        &self,
+        on_wire: impl Iterator<Item = (SlotId, WireId)>,
+        error: fn() -> Error,
+    ) {
         let mut wake = Vec::new();
         {
             let mut state = self.lock();
             state.connected = false;
             state.cancels.clear();
             for (id, wire) in on_wire {
-                state.fill(id, wire, Err(Error::ConnectionClosed), &mut wake);
+                state.fill(id, wire, Err(error()), &mut wake);
             }
         }
         wake_all(wake);
@@ -523,5 +534,122 @@ impl SlotTable {
             late_replies: state.late,
             connected: state.connected,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cx() -> Context<'static> {
+        Context::from_waker(Waker::noop())
+    }
+
+    /// Makes a request and has the driver take it; returns its slot and wire id.
+    fn on_the_wire(table: &SlotTable, next: &mut WireId) -> (SlotId, WireId) {
+        let slot = match table.poll_reserve(&mut None, &mut cx()) {
+            Poll::Ready(Ok(slot)) => slot,
+            other => panic!("{other:?}"),
+        };
+        table.enqueue(slot, Message::from("x")).unwrap();
+        let mut batch = Batch::default();
+        table.take(&mut batch, next, &mut cx());
+        assert_eq!(batch.requests.len(), 1);
+        (slot, batch.requests[0].1)
+    }
+
+    #[test]
+    fn giving_up_on_the_wire_frees_the_slot_at_once_and_leaves_a_cancel() {
+        let table = SlotTable::new(1, 1024);
+        table.connected();
+        let (slot, wire) = on_the_wire(&table, &mut 7);
+        assert_eq!(wire, 7);
+        table.abandon(slot);
+        assert_eq!(table.stats().in_flight, 0);
+        let mut batch = Batch::default();
+        table.take(&mut batch, &mut 8, &mut cx());
+        assert_eq!(batch.cancels, vec![7]);
+    }
+
+    #[test]
+    fn a_late_reply_never_reaches_the_request_that_reused_the_slot() {
+        let table = SlotTable::new(1, 1024);
+        table.connected();
+        let mut next = 1;
+        let (slot, old_wire) = on_the_wire(&table, &mut next);
+        table.abandon(slot);
+        // The one slot is taken again by a new request, sent as another wire id.
+        let (again, new_wire) = on_the_wire(&table, &mut next);
+        assert_eq!(again, slot);
+        assert_ne!(old_wire, new_wire);
+        let mut done = Completions::default();
+        done.push(slot, old_wire, Ok(Message::from("late")));
+        table.complete(&mut done);
+        assert!(table.poll_reply(slot, &mut cx()).is_pending());
+        assert_eq!(table.stats().late_replies, 1);
+        done.push(slot, new_wire, Ok(Message::from("mine")));
+        table.complete(&mut done);
+        match table.poll_reply(slot, &mut cx()) {
+            Poll::Ready(Ok(msg)) => assert_eq!(msg.payload(), "mine"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn giving_up_while_queued_leaves_the_queue_and_frees_the_slot() {
+        let table = SlotTable::new(1, 1024);
+        let slot = match table.poll_reserve(&mut None, &mut cx()) {
+            Poll::Ready(Ok(slot)) => slot,
+            other => panic!("{other:?}"),
+        };
+        table.enqueue(slot, Message::from("x")).unwrap();
+        table.abandon(slot);
+        let stats = table.stats();
+        assert_eq!((stats.in_flight, stats.queued), (0, 0));
+        // No cancel goes out for a request that never left.
+        let mut batch = Batch::default();
+        table.take(&mut batch, &mut 1, &mut cx());
+        assert!(batch.requests.is_empty() && batch.cancels.is_empty());
+    }
+
+    #[test]
+    fn a_lost_connection_fails_the_wire_and_the_queue_waits_two_sweeps() {
+        let table = SlotTable::new(4, 1024);
+        table.connected();
+        let (sent, wire) = on_the_wire(&table, &mut 1);
+        let queued = match table.poll_reserve(&mut None, &mut cx()) {
+            Poll::Ready(Ok(slot)) => slot,
+            other => panic!("{other:?}"),
+        };
+        table.disconnected([(sent, wire)].into_iter(), || Error::ConnectionClosed);
+        table.enqueue(queued, Message::from("waits")).unwrap();
+        assert!(matches!(
+            table.poll_reply(sent, &mut cx()),
+            Poll::Ready(Err(Error::ConnectionClosed))
+        ));
+        table.sweep();
+        assert!(
+            table.poll_reply(queued, &mut cx()).is_pending(),
+            "one sweep only marks"
+        );
+        table.sweep();
+        assert!(matches!(
+            table.poll_reply(queued, &mut cx()),
+            Poll::Ready(Err(Error::NotConnected))
+        ));
+        assert_eq!(table.stats().in_flight, 0);
+    }
+
+    #[test]
+    fn cancels_left_for_a_lost_connection_are_not_sent_on_the_next() {
+        let table = SlotTable::new(1, 1024);
+        table.connected();
+        let (slot, _) = on_the_wire(&table, &mut 1);
+        table.abandon(slot);
+        table.disconnected(std::iter::empty(), || Error::ConnectionClosed);
+        table.connected();
+        let mut batch = Batch::default();
+        table.take(&mut batch, &mut 1, &mut cx());
+        assert!(batch.cancels.is_empty());
     }
 }
