@@ -445,3 +445,50 @@ async fn subscriber_that_catches_up_receives_new_messages_again() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_publisher_is_not_ready_while_a_subscriber_queue_is_full() {
+    use tower::{Service, ServiceExt};
+
+    let options = PubOptions::default()
+        .slow_subscriber(SlowSubscriber::Wait)
+        .high_water_mark(4);
+    let (mut publisher, addr) = publisher(options).await;
+    let mut sub = SubSocket::with_options(Tcp::default(), SubOptions::default().inbox(1));
+    within(sub.connect(addr)).await.unwrap();
+    within(sub.subscribe("big")).await.unwrap();
+
+    // Publish until the subscriber, which reads nothing, has filled its socket buffers and
+    // then its queue: from then on the publisher is not ready.
+    let payload = Bytes::from(vec![7u8; 64 * 1024]);
+    let mut published = 0;
+    let full = within(async {
+        for _ in 0..10_000 {
+            match tokio::time::timeout(Duration::from_millis(200), publisher.ready()).await {
+                Err(_) => return true,
+                Ok(ready) => ready.unwrap(),
+            };
+            publisher
+                .call(msg::Publication::new("big", payload.clone()))
+                .await
+                .unwrap();
+            published += 1;
+        }
+        false
+    })
+    .await;
+    assert!(
+        full,
+        "the publisher stayed ready after {published} publications"
+    );
+    // The subscriber reads, and the publisher is ready again.
+    let reader = tokio::spawn(async move {
+        let mut n = 0;
+        while sub.next().await.is_some() {
+            n += 1;
+        }
+        n
+    });
+    within(publisher.ready()).await.unwrap();
+    reader.abort();
+}

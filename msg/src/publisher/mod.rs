@@ -225,7 +225,7 @@ pub(crate) struct Session<A> {
     /// The session task, woken when something is queued.
     waker: AtomicWaker,
     /// Publishers waiting for room, under [`SlowSubscriber::Wait`].
-    space: Notify,
+    space: Arc<Notify>,
     sent: AtomicU64,
     dropped: AtomicU64,
     /// When a drop was last logged, in milliseconds since the socket was made.
@@ -296,8 +296,9 @@ struct Registry<A> {
     sessions: SessionMap<A>,
 }
 
-/// What the socket handles, the accept loop and the sessions share.
-pub(crate) struct Shared<A> {
+/// The publisher's hub: the subscriber sessions, their subscriptions, and the
+/// counters, shared by the socket handles, the accept loop and the sessions.
+pub(crate) struct Hub<A> {
     registry: RwLock<Registry<A>>,
     options: PubOptions,
     next_session: AtomicU64,
@@ -309,7 +310,7 @@ pub(crate) struct Shared<A> {
     closed: std::sync::atomic::AtomicBool,
 }
 
-impl<A: Clone + fmt::Display> Shared<A> {
+impl<A: Clone + fmt::Display> Hub<A> {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Registry<A>> {
         self.registry.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -331,6 +332,17 @@ impl<A: Clone + fmt::Display> Shared<A> {
             topic: topic_bytes(topic),
             payload: msg.payload().clone(),
             encoding: msg.encoding(),
+        })
+    }
+
+    /// The room signal of the first subscriber whose queue is full, if any.
+    fn first_full(&self) -> Option<Arc<Notify>> {
+        let registry = self.read();
+        registry.sessions.values().find_map(|session| {
+            let queue = lock(&session.queue);
+            let full = queue.frames.len() >= self.options.high_water_mark
+                || queue.bytes >= self.options.high_water_bytes;
+            full.then(|| session.space.clone())
         })
     }
 
@@ -484,9 +496,11 @@ impl Drop for Guard {
 /// ```
 pub struct PubSocket<T: Transport> {
     transport: T,
+    /// What `poll_ready` waits on under [`SlowSubscriber::Wait`]: room in a full queue.
+    waiting: Option<Pin<Box<tokio::sync::futures::OwnedNotified>>>,
     admission: Option<Admission<T::Addr>>,
     events: Arc<EventSink<T::Addr>>,
-    shared: Arc<Shared<T::Addr>>,
+    shared: Arc<Hub<T::Addr>>,
     local_addr: Option<T::Addr>,
     guard: Option<Arc<Guard>>,
 }
@@ -495,6 +509,7 @@ impl<T: Transport> Clone for PubSocket<T> {
     fn clone(&self) -> Self {
         PubSocket {
             transport: self.transport.clone(),
+            waiting: None,
             admission: self.admission.clone(),
             events: self.events.clone(),
             shared: self.shared.clone(),
@@ -523,9 +538,10 @@ impl<T: Transport> PubSocket<T> {
     pub fn with_options(transport: T, options: PubOptions) -> Self {
         PubSocket {
             transport,
+            waiting: None,
             admission: None,
             events: EventSink::new(),
-            shared: Arc::new(Shared {
+            shared: Arc::new(Hub {
                 registry: RwLock::new(Registry {
                     trie: Trie::default(),
                     sessions: SessionMap::default(),
@@ -599,8 +615,12 @@ impl<T: Transport> PubSocket<T> {
             events: self.events.clone(),
         };
         let shared = self.shared.clone();
-        let (sessions_stop, sessions_drain, tracker) =
-            (stop.clone(), drain.clone(), sessions.clone());
+        let (sessions_stop, sessions_drain, tracker, events) = (
+            stop.clone(),
+            drain.clone(),
+            sessions.clone(),
+            self.events.clone(),
+        );
         tokio::spawn(accept_loop(
             self.transport.clone(),
             listener,
@@ -611,8 +631,9 @@ impl<T: Transport> PubSocket<T> {
                 let stop = sessions_stop.clone();
                 let drain = sessions_drain.clone();
                 let tracker = tracker.clone();
+                let events = events.clone();
                 async move {
-                    session::spawn(conn, shared, stop, drain, &tracker);
+                    session::spawn(conn, shared, stop, drain, &tracker, events);
                 }
             },
         ));
@@ -731,14 +752,36 @@ impl<T: Transport> tower::Service<Publication> for PubSocket<T> {
     type Error = Error;
     type Future = PublishFuture;
 
-    /// Always ready: a full subscriber queue drops or, under [`SlowSubscriber::Wait`],
-    /// makes the publish itself wait.
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        Poll::Ready(if self.guard.is_some() {
-            Ok(())
-        } else {
-            Err(Error::NotBound)
-        })
+    /// Under [`SlowSubscriber::Drop`], always ready: a full subscriber queue drops. Under
+    /// [`SlowSubscriber::Wait`], pending while any subscriber's queue is full, so that
+    /// back-pressure reaches the caller before it makes the publication (and a
+    /// `tower::limit` or `tower::load_shed` above sees it).
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.guard.is_none() {
+            return Poll::Ready(Err(Error::NotBound));
+        }
+        if self.shared.closed.load(Ordering::Relaxed) {
+            return Poll::Ready(Err(Error::Closed));
+        }
+        if self.shared.options.slow_subscriber == SlowSubscriber::Drop {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            if let Some(waiting) = self.waiting.as_mut() {
+                std::task::ready!(waiting.as_mut().poll(cx));
+                self.waiting = None;
+            }
+            let Some(space) = self.shared.first_full() else {
+                return Poll::Ready(Ok(()));
+            };
+            let mut waiting = Box::pin(space.notified_owned());
+            // Registered before the second look, so that room made in between wakes it.
+            waiting.as_mut().enable();
+            if self.shared.first_full().is_none() {
+                return Poll::Ready(Ok(()));
+            }
+            self.waiting = Some(waiting);
+        }
     }
 
     fn call(&mut self, publication: Publication) -> PublishFuture {

@@ -14,8 +14,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{lock, OutFrame, Session, SessionQueue, Shared};
+use super::{lock, Hub, OutFrame, Session, SessionQueue};
 use crate::accept::Established;
+use crate::events::{EventSink, SocketEvent};
 use crate::io::FramedIo;
 use crate::topic::validate_pattern;
 use crate::Error;
@@ -29,10 +30,11 @@ const WRITE_CHUNK: usize = 256 * 1024;
 /// written.
 pub(super) fn spawn<Io, A>(
     conn: Established<Io, A>,
-    shared: Arc<Shared<A>>,
+    shared: Arc<Hub<A>>,
     stop: CancellationToken,
     drain: CancellationToken,
     tracker: &TaskTracker,
+    events: Arc<EventSink<A>>,
 ) where
     Io: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     A: Clone + fmt::Display + Send + Sync + 'static,
@@ -43,7 +45,7 @@ pub(super) fn spawn<Io, A>(
         peer: conn.peer,
         queue: Mutex::new(SessionQueue::default()),
         waker: AtomicWaker::new(),
-        space: Notify::new(),
+        space: Arc::new(Notify::new()),
         sent: AtomicU64::new(0),
         dropped: AtomicU64::new(0),
         last_drop_log: AtomicU64::new(0),
@@ -72,13 +74,18 @@ pub(super) fn spawn<Io, A>(
             tracing::warn!(peer = %task.session.peer, error = %e, "subscriber session closed");
         }
         task.close();
+        let peer = task.session.peer.clone();
+        events.emit(|| SocketEvent::Disconnected {
+            peer,
+            error: Arc::new(result.err().unwrap_or(Error::ConnectionClosed)),
+        });
     });
 }
 
 struct SessionTask<Io, A> {
     io: FramedIo<Io>,
     session: Arc<Session<A>>,
-    shared: Arc<Shared<A>>,
+    shared: Arc<Hub<A>>,
     /// Messages taken from the queue with their sequence numbers, reused from one batch
     /// to the next.
     batch: Vec<(u64, OutFrame)>,

@@ -16,6 +16,7 @@ use tower::{BoxError, Service};
 
 use super::Request;
 use crate::error::frame_refused;
+use crate::events::{EventSink, SocketEvent};
 use crate::io::{into_message, FramedIo};
 use crate::Error;
 
@@ -331,35 +332,51 @@ where
     }
 
     /// Serves the connection to its end.
-    pub(crate) async fn run(mut self) {
-        std::future::poll_fn(|cx| self.poll_run(cx)).await
+    /// Serves the connection to its end, and reports the end as an event.
+    pub(crate) async fn run(mut self, events: Arc<EventSink<A>>)
+    where
+        A: Send + 'static,
+    {
+        let end = std::future::poll_fn(|cx| self.poll_run(cx)).await;
+        match &end {
+            Error::ConnectionClosed | Error::Closed => {
+                tracing::debug!(peer = %self.peer, "connection closed")
+            }
+            e => tracing::info!(peer = %self.peer, error = %e, "connection closed"),
+        }
+        let peer = self.peer.clone();
+        events.emit(|| SocketEvent::Disconnected {
+            peer,
+            error: Arc::new(end),
+        });
     }
 
-    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    /// Serves until the connection ends; the error says how (`ConnectionClosed` for a
+    /// client that left, `Closed` for a graceful shutdown).
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Error> {
         let this = self;
         this.watch_shutdown(cx);
         loop {
             if let Err(e) = this.io.poll_liveness(cx, this.stalled.is_some()) {
-                tracing::info!(peer = %this.peer, error = %e, "closing connection");
-                return Poll::Ready(());
+                return Poll::Ready(e);
             }
             let started = match this.read_requests(cx) {
                 Ok(started) => started,
-                Err(e) => {
-                    tracing::warn!(peer = %this.peer, error = %e, "closing connection");
-                    return Poll::Ready(());
-                }
+                Err(e) => return Poll::Ready(e),
             };
             let before = this.calls.len();
             this.reply_finished(cx);
             let finished = before != this.calls.len();
             if let Poll::Ready(Err(e)) = this.io.poll_flush(cx) {
-                tracing::debug!(peer = %this.peer, error = %e, "connection write failed");
-                return Poll::Ready(());
+                return Poll::Ready(Error::Io(e));
             }
             if this.reading_done && this.calls.is_empty() && this.io.queued_len() == 0 {
                 let _ = this.io.poll_close(cx);
-                return Poll::Ready(());
+                return Poll::Ready(if this.io.at_eof() {
+                    Error::ConnectionClosed
+                } else {
+                    Error::Closed
+                });
             }
             // Room freed by finished calls may let more requests in; otherwise every step
             // is waiting on a registered waker.

@@ -492,9 +492,10 @@ impl<T: Transport> Stream for RepSocket<T> {
                 Some(this.shutdown.clone().cancelled_owned()),
             );
             let abort = this.abort.clone();
+            let events = this.events.clone();
             this.tracker.spawn(async move {
                 tokio::select! {
-                    _ = conn.run() => {}
+                    _ = conn.run(events) => {}
                     _ = abort.cancelled() => {}
                 }
             });

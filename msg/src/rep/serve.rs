@@ -196,7 +196,7 @@ where
             max_in_flight,
             Some(shutdown.clone().cancelled_owned()),
         );
-        tracker.spawn(conn.run());
+        tracker.spawn(conn.run(socket.events.clone()));
     }
     // Stop accepting: the accept task ends when its channel closes, dropping the listener.
     drop(incoming);

@@ -12,7 +12,7 @@ use msg_transports::Transport;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{lock, Change, Shared, SubMessage};
+use super::{lock, Change, Mailbox, SubMessage};
 use crate::accept::Established;
 use crate::dial::{self, End};
 use crate::io::FramedIo;
@@ -27,7 +27,7 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// What the reconnect supervisor runs on each connection of a subscriber socket to one
 /// publisher.
 pub(super) struct SubSession<A> {
-    pub(super) shared: Arc<Shared<A>>,
+    pub(super) shared: Arc<Mailbox<A>>,
     pub(super) changes: mpsc::Receiver<Change>,
     pub(super) connected: Arc<AtomicBool>,
     /// Told once the first connection's replayed subscriptions are applied.
@@ -65,7 +65,7 @@ impl<T: Transport> dial::Session<T> for SubSession<T::Addr> {
 struct Session<Io, A> {
     io: FramedIo<Io>,
     peer: A,
-    shared: Arc<Shared<A>>,
+    shared: Arc<Mailbox<A>>,
     /// Subscription changes sent and not yet acknowledged, by ack id.
     pending: HashMap<u64, Option<oneshot::Sender<()>>>,
     next_ack: u64,
@@ -94,7 +94,7 @@ where
     fn new(
         io: FramedIo<Io>,
         peer: A,
-        shared: Arc<Shared<A>>,
+        shared: Arc<Mailbox<A>>,
         ready: Option<oneshot::Sender<()>>,
     ) -> Self {
         Session {

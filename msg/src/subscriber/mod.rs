@@ -207,8 +207,9 @@ struct ConnHandle {
     connected: Arc<AtomicBool>,
 }
 
-/// What the socket and its connections share.
-struct Shared<A> {
+/// The subscriber's mailbox: the inbox its connections deliver to, the subscriptions
+/// they replay, and the counters.
+struct Mailbox<A> {
     inbox: Mutex<Inbox<A>>,
     capacity: usize,
     capacity_bytes: usize,
@@ -224,7 +225,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl<A> Shared<A> {
+impl<A> Mailbox<A> {
     /// Hands a batch to the consumer, or registers `cx` to be woken when there is room.
     /// Returns whether the batch was taken.
     fn deliver(
@@ -300,7 +301,7 @@ pub struct SubSocket<T: Transport> {
     transport: T,
     options: SubOptions,
     events: Arc<EventSink<T::Addr>>,
-    shared: Arc<Shared<T::Addr>>,
+    shared: Arc<Mailbox<T::Addr>>,
     /// Messages taken from the inbox in one go, handed out one by one.
     local: VecDeque<SubMessage<T::Addr>>,
     stop: CancellationToken,
@@ -328,7 +329,7 @@ impl<T: Transport> SubSocket<T> {
         SubSocket {
             transport,
             events: EventSink::new(),
-            shared: Arc::new(Shared {
+            shared: Arc::new(Mailbox {
                 inbox: Mutex::new(Inbox {
                     messages: VecDeque::new(),
                     bytes: 0,
