@@ -628,3 +628,84 @@ async fn the_events_of_a_restart_arrive_in_order() {
         .collect();
     assert_eq!(attempts, (1..=attempts.len() as u32).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_link_between_publisher_and_subscriber_is_found_on_both_sides() {
+    let options = msg::PubOptions::default().heartbeat(BEAT, SILENCE);
+    let mut publisher = PubSocket::with_options(Tcp::default(), options);
+    let mut publisher_events = publisher.events();
+    publisher.bind("127.0.0.1:0").await.unwrap();
+    let relay = Relay::start(publisher.local_addr().unwrap()).await;
+    let options = msg::SubOptions::default().heartbeat(BEAT, SILENCE);
+    let mut sub = SubSocket::with_options(Tcp::default(), options);
+    let mut sub_events = sub.events();
+    within(sub.connect(relay.addr())).await.unwrap();
+    within(sub.subscribe("t")).await.unwrap();
+    publisher.publish("t", Bytes::from("live")).await.unwrap();
+    assert_eq!(within(sub.next()).await.unwrap().payload(), "live");
+
+    relay.freeze();
+    let bound = SILENCE + Duration::from_secs(2);
+    let seen = tokio::time::timeout(
+        bound,
+        until(&mut sub_events, |e| {
+            matches!(e, SocketEvent::Disconnected { .. })
+        }),
+    )
+    .await
+    .expect("the subscriber noticed the frozen link in time");
+    assert!(
+        matches!(seen.last(), Some(SocketEvent::Disconnected { error, .. }) if matches!(**error, Error::HeartbeatTimeout { .. }))
+    );
+    let seen = tokio::time::timeout(
+        bound,
+        until(&mut publisher_events, |e| {
+            matches!(e, SocketEvent::Disconnected { .. })
+        }),
+    )
+    .await
+    .expect("the publisher noticed the frozen link in time");
+    assert!(
+        matches!(seen.last(), Some(SocketEvent::Disconnected { error, .. }) if matches!(**error, Error::HeartbeatTimeout { .. }))
+    );
+    // The link thaws: the subscriber redials through it and gets what is published.
+    relay.resume();
+    let received = within(async {
+        loop {
+            publisher.publish("t", Bytes::from("again")).await.unwrap();
+            if let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(50), sub.next()).await
+            {
+                return msg;
+            }
+        }
+    })
+    .await;
+    assert_eq!(received.payload(), "again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_close_writes_what_is_queued_before_it_closes() {
+    let mut publisher = PubSocket::new(Tcp::default());
+    publisher.bind("127.0.0.1:0").await.unwrap();
+    let mut sub = SubSocket::new(Tcp::default());
+    within(sub.connect(publisher.local_addr().unwrap()))
+        .await
+        .unwrap();
+    within(sub.subscribe("t")).await.unwrap();
+    for i in 0..500u32 {
+        publisher
+            .publish("t", Bytes::copy_from_slice(&i.to_be_bytes()))
+            .await
+            .unwrap();
+    }
+    within(publisher.close()).await;
+    assert!(matches!(
+        publisher.publish("t", Bytes::from("late")).await,
+        Err(Error::Closed)
+    ));
+    for i in 0..500u32 {
+        let msg = within(sub.next()).await.unwrap();
+        assert_eq!(msg.payload()[..], i.to_be_bytes());
+    }
+    assert_eq!(publisher.stats().dropped, 0);
+}

@@ -255,6 +255,13 @@ async fn pump(
         match read {
             Ok(0) | Err(_) => {
                 closed.send_modify(|n| *n += 1);
+                // A frozen link carries no goodbye either: it reaches the other end only
+                // once the link flows again.
+                let mut flow = flow;
+                tokio::select! {
+                    _ = flow.wait_for(|f| *f == Flow::Open) => {}
+                    _ = cuts.wait_for(|n| *n > epoch) => return,
+                }
                 let _ = to.shutdown().await;
                 return;
             }

@@ -5,9 +5,12 @@
 //! silence lasts; the peer answers with a pong. A peer silent for
 //! [`timeout`](HeartbeatConfig::timeout) is dead: its connection is closed.
 //!
-//! Time is an argument: the driver tells [`Heartbeat::heard`] when bytes arrived and calls
-//! [`Heartbeat::tick`] when the deadline it was given last has passed. The data path sets no
-//! timer: the one timer is re-armed only when it fires.
+//! Time is an argument: the driver calls [`Heartbeat::tick`] when the deadline it was given
+//! last has passed, saying whether bytes arrived since the tick before. The data path sets
+//! no timer and reads no clock: it only notes that something arrived, and the one timer is
+//! re-armed when it fires. So the peer's silence is measured from the first tick that found
+//! nothing new: a dead peer is given up after at least the timeout and at most one interval
+//! more, and never early.
 //!
 //! # Example
 //!
@@ -21,9 +24,9 @@
 //! assert_eq!(hb.deadline(), start + Duration::from_secs(1));
 //!
 //! // A second of silence: ping.
-//! assert_eq!(hb.tick(start + Duration::from_secs(1), false), Beat::Ping);
+//! assert_eq!(hb.tick(start + Duration::from_secs(1), false, false), Beat::Ping);
 //! // Three seconds of silence: the peer is dead.
-//! assert_eq!(hb.tick(start + Duration::from_secs(3), false), Beat::Dead);
+//! assert_eq!(hb.tick(start + Duration::from_secs(3), false, false), Beat::Dead);
 //! ```
 
 use std::time::{Duration, Instant};
@@ -84,26 +87,20 @@ impl Heartbeat {
         self.config
     }
 
-    /// Bytes arrived from the peer at `now`.
-    pub fn heard(&mut self, now: Instant) {
-        if now > self.last_heard {
-            self.last_heard = now;
-        }
-    }
-
     /// When [`tick`](Self::tick) is next due. It only moves when `tick` runs.
     pub fn deadline(&self) -> Instant {
         self.deadline
     }
 
-    /// Runs the heartbeat at `now`, at or after [`deadline`](Self::deadline).
+    /// Runs the heartbeat at `now`, at or after [`deadline`](Self::deadline). `heard` says
+    /// bytes arrived from the peer since the last tick.
     ///
     /// `paused` says this side has stopped reading on purpose (its own back-pressure):
     /// silence then is not the peer's fault, so the peer is not given up, but it is still
     /// pinged every interval so that it hears from this side.
-    pub fn tick(&mut self, now: Instant, paused: bool) -> Beat {
-        if paused {
-            self.heard(now);
+    pub fn tick(&mut self, now: Instant, heard: bool, paused: bool) -> Beat {
+        if (heard || paused) && now > self.last_heard {
+            self.last_heard = now;
         }
         let HeartbeatConfig { interval, timeout } = self.config;
         let silent = now.saturating_duration_since(self.last_heard);
@@ -143,13 +140,12 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_heard_within_the_interval_is_not_pinged() {
+    fn a_peer_heard_since_the_last_tick_is_not_pinged() {
         let t0 = Instant::now();
         let mut hb = Heartbeat::new(config(), t0);
-        hb.heard(t0 + 60 * MS);
-        assert_eq!(hb.tick(t0 + 100 * MS, false), Beat::Quiet);
-        // The next tick is an interval after what was heard, not after the tick.
-        assert_eq!(hb.deadline(), t0 + 160 * MS);
+        assert_eq!(hb.tick(t0 + 100 * MS, true, false), Beat::Quiet);
+        // The next tick is an interval later.
+        assert_eq!(hb.deadline(), t0 + 200 * MS);
     }
 
     #[test]
@@ -159,7 +155,7 @@ mod tests {
         let mut beats = Vec::new();
         let mut now = hb.deadline();
         for _ in 0..10 {
-            let beat = hb.tick(now, false);
+            let beat = hb.tick(now, false, false);
             beats.push((now - t0, beat));
             if beat == Beat::Dead {
                 break;
@@ -180,16 +176,30 @@ mod tests {
     fn an_answer_to_a_ping_keeps_the_connection() {
         let t0 = Instant::now();
         let mut hb = Heartbeat::new(config(), t0);
-        assert_eq!(hb.tick(t0 + 100 * MS, false), Beat::Ping);
-        hb.heard(t0 + 101 * MS);
-        // The pong moved the silence on: no ping until an interval after it.
-        assert_eq!(hb.tick(t0 + 200 * MS, false), Beat::Quiet);
-        assert_eq!(hb.deadline(), t0 + 201 * MS);
-        assert_eq!(hb.tick(t0 + 201 * MS, false), Beat::Ping);
-        assert_eq!(hb.deadline(), t0 + 301 * MS);
-        hb.heard(t0 + 250 * MS);
-        assert_eq!(hb.tick(t0 + 301 * MS, false), Beat::Quiet);
-        assert_eq!(hb.tick(t0 + 540 * MS, false), Beat::Ping);
+        assert_eq!(hb.tick(t0 + 100 * MS, false, false), Beat::Ping);
+        assert_eq!(hb.deadline(), t0 + 200 * MS);
+        // The pong came: the silence starts again from this tick.
+        assert_eq!(hb.tick(t0 + 200 * MS, true, false), Beat::Quiet);
+        assert_eq!(hb.deadline(), t0 + 300 * MS);
+        assert_eq!(hb.tick(t0 + 300 * MS, false, false), Beat::Ping);
+        assert_eq!(hb.tick(t0 + 400 * MS, false, false), Beat::Ping);
+        assert_eq!(hb.tick(t0 + 500 * MS, false, false), Beat::Dead);
+    }
+
+    #[test]
+    fn a_peer_is_never_given_up_before_the_timeout() {
+        let t0 = Instant::now();
+        let mut hb = Heartbeat::new(config(), t0);
+        // Traffic until 250 ms, seen by the tick at 300 ms.
+        for at in [100, 200, 300] {
+            assert_ne!(hb.tick(t0 + at * MS, true, false), Beat::Dead);
+        }
+        let mut now = hb.deadline();
+        while hb.tick(now, false, false) != Beat::Dead {
+            now = hb.deadline();
+        }
+        assert!(now - t0 >= 250 * MS + 300 * MS, "{:?}", now - t0);
+        assert!(now - t0 <= 300 * MS + 300 * MS + 100 * MS, "{:?}", now - t0);
     }
 
     #[test]
@@ -198,7 +208,7 @@ mod tests {
         let mut hb = Heartbeat::new(config(), t0);
         let mut pings = 0;
         for i in 1..=20u32 {
-            match hb.tick(t0 + i * 100 * MS, true) {
+            match hb.tick(t0 + i * 100 * MS, false, true) {
                 Beat::Ping => pings += 1,
                 Beat::Dead => panic!("a paused side gave its peer up"),
                 Beat::Quiet => {}
@@ -211,7 +221,7 @@ mod tests {
     fn a_late_tick_still_detects_death() {
         let t0 = Instant::now();
         let mut hb = Heartbeat::new(config(), t0);
-        assert_eq!(hb.tick(t0 + 10_000 * MS, false), Beat::Dead);
+        assert_eq!(hb.tick(t0 + 10_000 * MS, false, false), Beat::Dead);
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! Transports for `msg`: the [`Transport`] and [`Listener`] traits every socket is generic
 //! over, and their implementations. [`Tcp`] is the first.
 //!
-//! A transport holds configuration only. It binds listeners and dials peers, and it is also
-//! a connector: a [`tower::Service`] from a target to a connection, so connection-level
-//! layers (timeouts, backoff, authentication) wrap it like any other service.
+//! A transport holds configuration only. It binds listeners, sets up what they accept
+//! ([`Transport::accept`]: nothing for TCP, the handshake for TLS and QUIC) and dials
+//! peers. A layer over a transport is a transport: it wraps both sides of the same
+//! exchange, so one layered value serves client and server sockets alike. The built-in
+//! transports are also connectors, [`tower::Service`]s from a target to a connection, so
+//! tower's `Timeout` over one is a transport whose connect is bounded.
 //!
 //! # Example
 //!

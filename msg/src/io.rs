@@ -5,10 +5,13 @@ use std::future::poll_fn;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use futures_util::task::AtomicWaker;
 use msg_core::wire::HEADER_LEN;
 use msg_core::{
     Beat, Encoding, Frame, FrameCodec, FrameError, FrameKind, Heartbeat, HeartbeatConfig, Message,
@@ -45,6 +48,31 @@ pub(crate) fn heartbeat_config(interval: Duration, timeout: Duration) -> Option<
 struct Liveness {
     heartbeat: Heartbeat,
     timer: Pin<Box<Sleep>>,
+    /// What the timer wakes: it notes that the timer fired, then wakes the driver.
+    alarm: Arc<Alarm>,
+    alarm_waker: Waker,
+    /// The driver's waker the alarm holds.
+    registered: Option<Waker>,
+    /// Bytes arrived since the last tick.
+    heard: bool,
+}
+
+/// The timer's waker: a flag the driver reads instead of the clock, and the driver's waker.
+#[derive(Debug, Default)]
+struct Alarm {
+    fired: AtomicBool,
+    driver: AtomicWaker,
+}
+
+impl Wake for Alarm {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        self.driver.wake();
+    }
 }
 
 /// A connection's stream with its framing state: the one frame connection under every
@@ -91,9 +119,16 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
         self.liveness = config.map(|config| {
             let heartbeat = Heartbeat::new(config, Instant::now());
             let deadline = tokio::time::Instant::from_std(heartbeat.deadline());
+            let alarm = Arc::new(Alarm::default());
+            // Set, so that the first step arms the timer.
+            alarm.fired.store(true, Ordering::Relaxed);
             Liveness {
                 heartbeat,
                 timer: Box::pin(tokio::time::sleep_until(deadline)),
+                alarm_waker: Waker::from(alarm.clone()),
+                alarm,
+                registered: None,
+                heard: false,
             }
         });
     }
@@ -146,8 +181,28 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
         let Some(liveness) = self.liveness.as_mut() else {
             return Ok(());
         };
-        while liveness.timer.as_mut().poll(cx).is_ready() {
-            match liveness.heartbeat.tick(Instant::now(), paused) {
+        // The data path reads no clock and polls no timer (polling a tokio `Sleep` spends
+        // the task's cooperative budget, and a driver made to yield is handed to another
+        // worker): the timer is polled only once its alarm went off.
+        let changed = !liveness
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()));
+        if changed {
+            liveness.alarm.driver.register(cx.waker());
+            liveness.registered = Some(cx.waker().clone());
+        }
+        if !liveness.alarm.fired.swap(false, Ordering::Acquire) {
+            return Ok(());
+        }
+        if !changed {
+            // Waking the driver took its waker out of the alarm.
+            liveness.alarm.driver.register(cx.waker());
+        }
+        let mut alarm_cx = Context::from_waker(&liveness.alarm_waker);
+        while liveness.timer.as_mut().poll(&mut alarm_cx).is_ready() {
+            let heard = std::mem::take(&mut liveness.heard);
+            match liveness.heartbeat.tick(Instant::now(), heard, paused) {
                 Beat::Quiet => {}
                 Beat::Ping => {
                     self.wbuf
@@ -193,7 +248,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
         if n == 0 {
             self.eof = true;
         } else if let Some(liveness) = self.liveness.as_mut() {
-            liveness.heartbeat.heard(Instant::now());
+            liveness.heard = true;
         }
         Poll::Ready(Ok(n > 0))
     }

@@ -41,6 +41,26 @@
 //! }
 //! ```
 //!
+//! # The two stacks
+//!
+//! Each socket sits between two stacks of layers.
+//!
+//! - **Above it, messages.** A `ReqSocket` is a `tower::Service<Message>` and a
+//!   `PubSocket` a `tower::Service<Publication>`; tower's layers (timeout, retry,
+//!   concurrency limit) and your own stack on them. On the server, [`serve`] runs any
+//!   `tower::Service<Request>` with its own layers in front.
+//! - **Below it, connections.** A transport ([`Tcp`], [`Tls`], [`Quic`], [`Ipc`]) dials,
+//!   binds, and sets up what its listener accepts; a layer over a transport is a transport
+//!   (see [`Transport`]), so an exchange on the raw connection (a challenge, a proxy
+//!   header) or tower's `TimeoutLayer` on connect is written once and used by every socket.
+//!   After msg's hello, server sockets ask their [`admission`](mod@admission) service
+//!   whether to let the client in.
+//!
+//! Between them, the sockets' drivers own framing, id correlation, write batching,
+//! back-pressure, heartbeats, cancellation, and the reconnect supervisor that keeps a
+//! dialing socket connected. Each socket's [`events`](ReqSocket::events) tell what happens
+//! to its connections.
+//!
 //! # Throughput
 //!
 //! On tokio's multi-thread runtime, what costs most is not the work per message but a

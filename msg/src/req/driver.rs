@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use msg_core::{Encoding, Frame, FrameError, FrameKind};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::slots::{Batch, Completions, SlotId, SlotTable, WireId};
+use super::slots::{Batch, Completions, Flow, Generation, SlotId, SlotTable};
 use crate::dial::End;
 use crate::error::frame_refused;
 use crate::ids::IdMap;
@@ -28,12 +28,15 @@ const WRITE_HIGH_WATER: usize = 1024 * 1024;
 pub(crate) struct ReqDriver<Io> {
     io: FramedIo<Io>,
     slots: Arc<SlotTable>,
-    /// The slot of each request on the wire, by wire id.
-    in_flight: IdMap<SlotId>,
-    next_wire: WireId,
+    /// The slot and generation of each request on the wire, by wire id.
+    in_flight: IdMap<(SlotId, Generation)>,
+    /// The last request sent from each slot, as (generation, wire id), to find what to
+    /// cancel.
+    sent: Vec<(Generation, u64)>,
+    next_wire: u64,
     batch: Batch,
     done: Completions,
-    closing: bool,
+    flow: Flow,
 }
 
 impl<Io: AsyncRead + AsyncWrite + Unpin> ReqDriver<Io> {
@@ -43,10 +46,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> ReqDriver<Io> {
             io,
             slots,
             in_flight: IdMap::default(),
+            sent: Vec::new(),
             next_wire: 1,
             batch: Batch::default(),
             done: Completions::default(),
-            closing: false,
+            flow: Flow::Open,
         }
     }
 
@@ -56,10 +60,16 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> ReqDriver<Io> {
         if self.io.queued_len() >= WRITE_HIGH_WATER {
             return true;
         }
-        self.closing = self.slots.take(&mut self.batch, &mut self.next_wire, cx);
+        self.flow = self.slots.take(&mut self.batch, cx);
         let took = !self.batch.requests.is_empty() || !self.batch.cancels.is_empty();
-        for wire in self.batch.cancels.drain(..) {
-            if self.in_flight.remove(&wire).is_some() {
+        // Cancellations first: they are for requests sent in earlier batches (one given up
+        // before it was taken leaves the queue instead), and a request of this batch may
+        // reuse the slot.
+        for (slot, generation) in self.batch.cancels.drain(..) {
+            let Some(&(sent, wire)) = self.sent.get(slot as usize) else {
+                continue;
+            };
+            if sent == generation && self.in_flight.remove(&wire).is_some() {
                 // A bodiless frame always fits.
                 let _ = self.io.queue(
                     FrameKind::Cancel,
@@ -69,12 +79,22 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> ReqDriver<Io> {
                 );
             }
         }
-        for (slot, wire, msg) in self.batch.requests.drain(..) {
-            match self.io.queue_message(FrameKind::Request, wire, &msg) {
+        for queued in self.batch.requests.drain(..) {
+            let wire = self.next_wire;
+            match self.io.queue_message(FrameKind::Request, wire, &queued.msg) {
                 Ok(()) => {
-                    self.in_flight.insert(wire, slot);
+                    self.next_wire += 1;
+                    self.in_flight
+                        .insert(wire, (queued.slot, queued.generation));
+                    let i = queued.slot as usize;
+                    if self.sent.len() <= i {
+                        self.sent.resize(i + 1, (0, 0));
+                    }
+                    self.sent[i] = (queued.generation, wire);
                 }
-                Err(e) => self.done.push(slot, wire, Err(frame_refused(e))),
+                Err(e) => self
+                    .done
+                    .push(queued.slot, queued.generation, Err(frame_refused(e))),
             }
         }
         self.slots.complete(&mut self.done);
@@ -117,7 +137,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> ReqDriver<Io> {
             kind => return Err(Error::UnexpectedFrame { kind }),
         };
         match self.in_flight.remove(&id) {
-            Some(slot) => self.done.push(slot, id, reply),
+            Some((slot, generation)) => self.done.push(slot, generation, reply),
             None if id != 0 && id < self.next_wire => {
                 tracing::trace!(id, "late reply to a cancelled request dropped");
             }
@@ -147,10 +167,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> ReqDriver<Io> {
             );
         }
         self.slots.complete(&mut self.done);
-        self.slots.disconnected(
-            self.in_flight.drain().map(|(wire, slot)| (slot, wire)),
-            error,
-        );
+        self.slots
+            .disconnected(self.in_flight.drain().map(|(_, sent)| sent), error);
         End::Lost(cause)
     }
 }
@@ -165,7 +183,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Future for ReqDriver<Io> {
         // registered this task to be woken by the next request.
         for _ in 0..MAX_PASSES {
             let took = this.take_queued(cx);
-            if this.slots.is_stopped() {
+            if this.flow == Flow::Stopped {
                 // Closed, and the linger is over: what is still on the wire fails.
                 let _ = this.end(Error::Closed, || Error::Closed);
                 return Poll::Ready(End::Closed);
@@ -185,7 +203,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Future for ReqDriver<Io> {
                     return Poll::Ready(this.lost(Error::Io(e)));
                 }
             }
-            if this.closing
+            if this.flow == Flow::Closing
                 && this.in_flight.is_empty()
                 && this.io.queued_len() == 0
                 && !this.slots.has_queued()

@@ -6,13 +6,16 @@
 //! slot; the driver writes the queue out, and fills the slot when the reply comes. No
 //! channel, semaphore or allocation per request: the caller takes the lock to reserve a
 //! slot, to queue and to collect its reply, and the driver once per batch of writes and
-//! once per batch of replies.
+//! once per batch of replies. The driver only swaps buffers under the lock, and writes a
+//! slot only to fill it: a slot's memory stays with its caller's core.
 //!
-//! The table outlives connections. When one is lost, the requests on its wire fail at once
-//! and the queue waits for the next connection, swept of requests that waited longer than
-//! the socket's `reconnect_wait`. A caller that gives up on a request on the wire frees its
-//! slot at once and leaves the wire id for the driver to cancel; a late reply finds the
-//! slot's wire id changed and is dropped.
+//! Each request made in a slot gets a generation, so that a reply or a cancellation meant
+//! for an earlier request in the same slot is told apart. The table outlives connections.
+//! When one is lost, the requests on its wire fail at once and the queue waits for the next
+//! connection, swept of requests that waited longer than the socket's `reconnect_wait`. A
+//! caller that gives up on a queued request takes it out of the queue; one that gives up on
+//! a request on the wire frees its slot at once and leaves (slot, generation) for the driver
+//! to cancel on the wire; a late reply finds a newer generation in the slot and is dropped.
 //!
 //! None of this spends tokio's cooperative budget. A caller with many requests in flight
 //! in one task (a `FuturesUnordered`, say) would otherwise run out of budget on every
@@ -37,8 +40,8 @@ pub(crate) type SlotId = u32;
 /// A handle's place in the line for a slot.
 pub(crate) type Ticket = u64;
 
-/// A request's id on the wire of the connection it was sent on; 0 while it is queued.
-pub(crate) type WireId = u64;
+/// Which request made in a slot: each request gets the next one.
+pub(crate) type Generation = u64;
 
 /// One request's place in the table.
 #[derive(Debug)]
@@ -47,44 +50,56 @@ enum Slot {
     Free,
     /// Held for a request not yet made ([`tower::Service::poll_ready`] reserved it).
     Reserved,
-    /// The request is queued (`wire` 0) or on the wire; the waker is its caller's.
-    Waiting { waker: Option<Waker>, wire: WireId },
+    /// Request `generation` is queued or on the wire; the waker is its caller's.
+    Waiting {
+        waker: Option<Waker>,
+        generation: Generation,
+    },
     /// The reply has come and waits for its caller.
     Done(Reply),
-    /// The caller gave up while the request was still queued, and it could not be found in
-    /// the queue (the driver had taken it and not yet numbered it); the driver frees it.
-    Abandoned,
 }
 
 /// Replies the driver has matched and not yet delivered, with a buffer for their callers'
 /// wakers; both are kept from batch to batch, so that delivering allocates nothing.
 #[derive(Default)]
 pub(crate) struct Completions {
-    replies: Vec<(SlotId, WireId, Reply)>,
+    replies: Vec<(SlotId, Generation, Reply)>,
     wakers: Vec<Waker>,
 }
 
 impl Completions {
-    /// Adds the reply for slot `id`, sent as `wire`.
-    pub(crate) fn push(&mut self, id: SlotId, wire: WireId, reply: Reply) {
-        self.replies.push((id, wire, reply));
+    /// Adds the reply for request `generation` of slot `id`.
+    pub(crate) fn push(&mut self, id: SlotId, generation: Generation, reply: Reply) {
+        self.replies.push((id, generation, reply));
     }
 }
 
 /// A request waiting for the driver; `marked` by one sweep, failed by the next.
-struct Queued {
-    slot: SlotId,
-    msg: Message,
+pub(crate) struct Queued {
+    pub(crate) slot: SlotId,
+    pub(crate) generation: Generation,
+    pub(crate) msg: Message,
     marked: bool,
+}
+
+/// Whether the socket takes new requests, as the driver sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// Yes.
+    Open,
+    /// No: it is closing, and the driver closes once what is in flight is done.
+    Closing,
+    /// No, and what is in flight fails now: the linger is over, or redialing gave up.
+    Stopped,
 }
 
 /// What the driver takes from the table in one go.
 #[derive(Default)]
 pub(crate) struct Batch {
-    /// Requests to write, with their new wire ids.
-    pub(crate) requests: Vec<(SlotId, WireId, Message)>,
-    /// Wire ids to cancel.
-    pub(crate) cancels: Vec<WireId>,
+    /// Requests to write.
+    pub(crate) requests: Vec<Queued>,
+    /// Requests on the wire to cancel.
+    pub(crate) cancels: Vec<(SlotId, Generation)>,
 }
 
 /// The table and queue behind the lock.
@@ -94,10 +109,9 @@ struct State {
     free: Vec<SlotId>,
     /// Requests for the driver to send, in order.
     queue: Vec<Queued>,
-    /// The queue's other buffer, swapped in when the driver takes the queue.
-    spare: Vec<Queued>,
-    /// Wire ids of requests given up while on the wire, for the driver to cancel.
-    cancels: Vec<WireId>,
+    /// Requests given up while on the wire, for the driver to cancel.
+    cancels: Vec<(SlotId, Generation)>,
+    next_generation: Generation,
     /// The driver, when it found nothing to do and went to sleep.
     driver: Option<Waker>,
     /// Handles waiting for a free slot, first come first served.
@@ -133,20 +147,19 @@ impl State {
         }
     }
 
-    /// Fills slot `id` with `reply` if it still waits for the request sent as `wire` (or,
-    /// with `wire` 0, for a queued one); anything else is a late reply and is dropped.
-    fn fill(&mut self, id: SlotId, wire: WireId, reply: Reply, wake: &mut Vec<Waker>) {
-        match &mut self.slots[id as usize] {
-            Slot::Waiting { wire: w, .. } if *w == wire => {
-                let old = std::mem::replace(&mut self.slots[id as usize], Slot::Done(reply));
+    /// Fills slot `id` with `reply` if it still waits for request `generation`; anything
+    /// else is a late reply and is dropped.
+    fn fill(&mut self, id: SlotId, generation: Generation, reply: Reply, wake: &mut Vec<Waker>) {
+        let slot = &mut self.slots[id as usize];
+        match slot {
+            Slot::Waiting { generation: g, .. } if *g == generation => {
                 if let Slot::Waiting {
                     waker: Some(waker), ..
-                } = old
+                } = std::mem::replace(slot, Slot::Done(reply))
                 {
                     wake.push(waker);
                 }
             }
-            Slot::Abandoned if wire == 0 => self.release(id, wake),
             _ => self.late += 1,
         }
     }
@@ -278,35 +291,39 @@ impl SlotTable {
     /// error the socket stopped with; either way the slot is freed.
     pub(crate) fn enqueue(&self, id: SlotId, msg: Message) -> Result<(), Error> {
         let len = msg.payload().len();
-        let too_large = (len > self.max_frame_len).then_some(Error::FrameTooLarge {
-            len: len as u64,
-            max: self.max_frame_len,
-        });
         let mut wake = Vec::new();
-        let outcome = {
+        let driver = {
             let mut state = self.lock();
-            match too_large.or_else(|| state.refusal()) {
-                Some(e) => {
-                    // The slot goes back: no request will wait on it.
-                    state.release(id, &mut wake);
-                    Err(e)
-                }
-                None => {
-                    state.slots[id as usize] = Slot::Waiting {
-                        waker: None,
-                        wire: 0,
-                    };
-                    state.queue.push(Queued {
-                        slot: id,
-                        msg,
-                        marked: false,
-                    });
-                    Ok(state.driver.take())
-                }
+            let refused = if len > self.max_frame_len {
+                Some(Error::FrameTooLarge {
+                    len: len as u64,
+                    max: self.max_frame_len,
+                })
+            } else {
+                state.refusal()
+            };
+            if let Some(e) = refused {
+                // The slot goes back: no request will wait on it.
+                state.release(id, &mut wake);
+                drop(state);
+                wake_all(wake);
+                return Err(e);
             }
+            let generation = state.next_generation;
+            state.next_generation += 1;
+            state.slots[id as usize] = Slot::Waiting {
+                waker: None,
+                generation,
+            };
+            state.queue.push(Queued {
+                slot: id,
+                generation,
+                msg,
+                marked: false,
+            });
+            state.driver.take()
         };
-        wake_all(wake);
-        if let Some(driver) = outcome? {
+        if let Some(driver) = driver {
             driver.wake();
         }
         Ok(())
@@ -339,35 +356,31 @@ impl SlotTable {
         Poll::Ready(reply)
     }
 
-    /// The caller of slot `id` gave up on its reply. A request still queued is dropped from
-    /// the queue; one on the wire frees its slot at once and is cancelled on the wire.
+    /// The caller of slot `id` gave up on its reply. A request still queued leaves the
+    /// queue; one on the wire is left for the driver to cancel. Either way the slot is free
+    /// at once.
     pub(crate) fn abandon(&self, id: SlotId) {
         let mut wake = Vec::new();
         let driver = {
             let mut state = self.lock();
-            match state.slots[id as usize] {
-                Slot::Waiting { wire: 0, .. } => {
-                    // Still queued: it leaves the queue, and the slot is free at once.
+            let driver = match state.slots[id as usize] {
+                Slot::Waiting { generation, .. } => {
                     match state.queue.iter().position(|q| q.slot == id) {
                         Some(i) => {
                             state.queue.remove(i);
-                            state.release(id, &mut wake);
+                            None
                         }
-                        None => state.slots[id as usize] = Slot::Abandoned,
+                        None => {
+                            state.cancels.push((id, generation));
+                            state.driver.take()
+                        }
                     }
-                    None
                 }
-                Slot::Waiting { wire, .. } => {
-                    state.release(id, &mut wake);
-                    state.cancels.push(wire);
-                    state.driver.take()
-                }
-                Slot::Done(_) => {
-                    state.release(id, &mut wake);
-                    None
-                }
-                _ => None,
-            }
+                Slot::Done(_) => None,
+                _ => return,
+            };
+            state.release(id, &mut wake);
+            driver
         };
         wake_all(wake);
         if let Some(driver) = driver {
@@ -396,48 +409,26 @@ impl SlotTable {
         state.cancels.clear();
     }
 
-    /// Driver: takes the queued requests, numbering them from `next_wire`, and the wire ids
-    /// to cancel. With nothing to do, registers `cx` to be woken by the next request or
-    /// cancellation. Returns whether the socket is closing.
-    pub(crate) fn take(
-        &self,
-        batch: &mut Batch,
-        next_wire: &mut WireId,
-        cx: &mut Context<'_>,
-    ) -> bool {
-        let mut wake = Vec::new();
-        let closing = {
-            let mut state = self.lock();
-            let state = &mut *state;
-            // The queue's buffer is kept from batch to batch, so that taking allocates
-            // nothing.
-            let mut queue = std::mem::take(&mut state.spare);
-            std::mem::swap(&mut queue, &mut state.queue);
-            for queued in queue.drain(..) {
-                match &mut state.slots[queued.slot as usize] {
-                    Slot::Waiting { wire, .. } => {
-                        *wire = *next_wire;
-                        batch.requests.push((queued.slot, *next_wire, queued.msg));
-                        *next_wire += 1;
-                    }
-                    Slot::Abandoned => state.release(queued.slot, &mut wake),
-                    _ => {}
-                }
+    /// Driver: swaps the queued requests and the cancellations into `batch`, whose buffers
+    /// must be empty. With nothing to do, registers `cx` to be woken by the next request or
+    /// cancellation. Returns whether the socket is open, closing, or stopped.
+    pub(crate) fn take(&self, batch: &mut Batch, cx: &mut Context<'_>) -> Flow {
+        let mut state = self.lock();
+        std::mem::swap(&mut state.queue, &mut batch.requests);
+        std::mem::swap(&mut state.cancels, &mut batch.cancels);
+        // Registered only once there is nothing to do, so that a request queued while the
+        // driver is busy costs no wake-up.
+        if batch.requests.is_empty() && batch.cancels.is_empty() {
+            match &state.driver {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => state.driver = Some(cx.waker().clone()),
             }
-            state.spare = queue;
-            std::mem::swap(&mut state.cancels, &mut batch.cancels);
-            // Registered only once there is nothing to do, so that a request queued while
-            // the driver is busy costs no wake-up.
-            if batch.requests.is_empty() && batch.cancels.is_empty() {
-                match &state.driver {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => state.driver = Some(cx.waker().clone()),
-                }
-            }
-            state.closing
-        };
-        wake_all(wake);
-        closing
+        }
+        match (state.stopped.is_some(), state.closing) {
+            (true, _) => Flow::Stopped,
+            (false, true) => Flow::Closing,
+            (false, false) => Flow::Open,
+        }
     }
 
     /// Driver: whether requests are queued and not yet taken.
@@ -452,8 +443,8 @@ impl SlotTable {
         }
         {
             let mut state = self.lock();
-            for (id, wire, reply) in done.replies.drain(..) {
-                state.fill(id, wire, reply, &mut done.wakers);
+            for (id, generation, reply) in done.replies.drain(..) {
+                state.fill(id, generation, reply, &mut done.wakers);
             }
         }
         for waker in done.wakers.drain(..) {
@@ -462,10 +453,10 @@ impl SlotTable {
     }
 
     /// Driver: the connection is gone. Fails the requests that were on its wire, given as
-    /// (slot, wire id), with `error`; what is queued waits for the next connection.
+    /// (slot, generation), with `error`; what is queued waits for the next connection.
     pub(crate) fn disconnected(
         &self,
-        on_wire: impl Iterator<Item = (SlotId, WireId)>,
+        on_wire: impl Iterator<Item = (SlotId, Generation)>,
         error: fn() -> Error,
     ) {
         let mut wake = Vec::new();
@@ -473,8 +464,8 @@ impl SlotTable {
             let mut state = self.lock();
             state.connected = false;
             state.cancels.clear();
-            for (id, wire) in on_wire {
-                state.fill(id, wire, Err(error()), &mut wake);
+            for (id, generation) in on_wire {
+                state.fill(id, generation, Err(error()), &mut wake);
             }
         }
         wake_all(wake);
@@ -492,7 +483,12 @@ impl SlotTable {
             let queue = std::mem::take(&mut state.queue);
             for mut queued in queue {
                 if queued.marked {
-                    state.fill(queued.slot, 0, Err(Error::NotConnected), &mut wake);
+                    state.fill(
+                        queued.slot,
+                        queued.generation,
+                        Err(Error::NotConnected),
+                        &mut wake,
+                    );
                 } else {
                     queued.marked = true;
                     state.queue.push(queued);
@@ -511,18 +507,13 @@ impl SlotTable {
             state.stopped = Some(error);
             let queue = std::mem::take(&mut state.queue);
             for queued in queue {
-                state.fill(queued.slot, 0, Err(error()), &mut wake);
+                state.fill(queued.slot, queued.generation, Err(error()), &mut wake);
             }
             wake.extend(state.waiters.drain(..).map(|(_, waker)| waker));
             wake.extend(state.driver.take());
         }
         self.closed.cancel();
         wake_all(wake);
-    }
-
-    /// Whether the socket has stopped for good.
-    pub(crate) fn is_stopped(&self) -> bool {
-        self.lock().stopped.is_some()
     }
 
     /// The socket's counters.
@@ -545,49 +536,47 @@ mod tests {
         Context::from_waker(Waker::noop())
     }
 
-    /// Makes a request and has the driver take it; returns its slot and wire id.
-    fn on_the_wire(table: &SlotTable, next: &mut WireId) -> (SlotId, WireId) {
+    /// Makes a request and has the driver take it; returns its slot and generation.
+    fn on_the_wire(table: &SlotTable) -> (SlotId, Generation) {
         let slot = match table.poll_reserve(&mut None, &mut cx()) {
             Poll::Ready(Ok(slot)) => slot,
             other => panic!("{other:?}"),
         };
         table.enqueue(slot, Message::from("x")).unwrap();
         let mut batch = Batch::default();
-        table.take(&mut batch, next, &mut cx());
+        table.take(&mut batch, &mut cx());
         assert_eq!(batch.requests.len(), 1);
-        (slot, batch.requests[0].1)
+        (slot, batch.requests[0].generation)
     }
 
     #[test]
     fn giving_up_on_the_wire_frees_the_slot_at_once_and_leaves_a_cancel() {
         let table = SlotTable::new(1, 1024);
         table.connected();
-        let (slot, wire) = on_the_wire(&table, &mut 7);
-        assert_eq!(wire, 7);
+        let (slot, generation) = on_the_wire(&table);
         table.abandon(slot);
         assert_eq!(table.stats().in_flight, 0);
         let mut batch = Batch::default();
-        table.take(&mut batch, &mut 8, &mut cx());
-        assert_eq!(batch.cancels, vec![7]);
+        table.take(&mut batch, &mut cx());
+        assert_eq!(batch.cancels, vec![(slot, generation)]);
     }
 
     #[test]
     fn a_late_reply_never_reaches_the_request_that_reused_the_slot() {
         let table = SlotTable::new(1, 1024);
         table.connected();
-        let mut next = 1;
-        let (slot, old_wire) = on_the_wire(&table, &mut next);
+        let (slot, old) = on_the_wire(&table);
         table.abandon(slot);
-        // The one slot is taken again by a new request, sent as another wire id.
-        let (again, new_wire) = on_the_wire(&table, &mut next);
+        // The one slot is taken again by a new request.
+        let (again, new) = on_the_wire(&table);
         assert_eq!(again, slot);
-        assert_ne!(old_wire, new_wire);
+        assert_ne!(old, new);
         let mut done = Completions::default();
-        done.push(slot, old_wire, Ok(Message::from("late")));
+        done.push(slot, old, Ok(Message::from("late")));
         table.complete(&mut done);
         assert!(table.poll_reply(slot, &mut cx()).is_pending());
         assert_eq!(table.stats().late_replies, 1);
-        done.push(slot, new_wire, Ok(Message::from("mine")));
+        done.push(slot, new, Ok(Message::from("mine")));
         table.complete(&mut done);
         match table.poll_reply(slot, &mut cx()) {
             Poll::Ready(Ok(msg)) => assert_eq!(msg.payload(), "mine"),
@@ -608,7 +597,7 @@ mod tests {
         assert_eq!((stats.in_flight, stats.queued), (0, 0));
         // No cancel goes out for a request that never left.
         let mut batch = Batch::default();
-        table.take(&mut batch, &mut 1, &mut cx());
+        table.take(&mut batch, &mut cx());
         assert!(batch.requests.is_empty() && batch.cancels.is_empty());
     }
 
@@ -616,12 +605,12 @@ mod tests {
     fn a_lost_connection_fails_the_wire_and_the_queue_waits_two_sweeps() {
         let table = SlotTable::new(4, 1024);
         table.connected();
-        let (sent, wire) = on_the_wire(&table, &mut 1);
+        let (sent, generation) = on_the_wire(&table);
         let queued = match table.poll_reserve(&mut None, &mut cx()) {
             Poll::Ready(Ok(slot)) => slot,
             other => panic!("{other:?}"),
         };
-        table.disconnected([(sent, wire)].into_iter(), || Error::ConnectionClosed);
+        table.disconnected([(sent, generation)].into_iter(), || Error::ConnectionClosed);
         table.enqueue(queued, Message::from("waits")).unwrap();
         assert!(matches!(
             table.poll_reply(sent, &mut cx()),
@@ -644,12 +633,12 @@ mod tests {
     fn cancels_left_for_a_lost_connection_are_not_sent_on_the_next() {
         let table = SlotTable::new(1, 1024);
         table.connected();
-        let (slot, _) = on_the_wire(&table, &mut 1);
+        let (slot, _) = on_the_wire(&table);
         table.abandon(slot);
         table.disconnected(std::iter::empty(), || Error::ConnectionClosed);
         table.connected();
         let mut batch = Batch::default();
-        table.take(&mut batch, &mut 1, &mut cx());
+        table.take(&mut batch, &mut cx());
         assert!(batch.cancels.is_empty());
     }
 }
