@@ -34,6 +34,7 @@ const POOLED_BUFFERS: usize = 8;
 
 /// A received frame's payload and encoding as a [`Message`]: the one Frame-to-Message
 /// conversion.
+#[inline]
 pub(crate) fn into_message(frame: Frame) -> Message {
     Message::new(frame.payload).with_encoding(frame.encoding)
 }
@@ -136,7 +137,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
     /// Step: the next frame for the driver. Pings are answered (the pong is queued for the
     /// driver's next flush) and pongs absorbed on the way; any bytes that arrive count as a
     /// sign of life. `Ok(None)` means the peer closed cleanly between frames.
-    pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, Error>> {
+    #[inline]
+    pub(crate) fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Frame>, FrameError>> {
         loop {
             if let Some(frame) = self.buffered()? {
                 return Poll::Ready(Ok(Some(frame)));
@@ -144,13 +149,17 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
             if self.eof {
                 return Poll::Ready(Ok(None));
             }
-            ready!(self.poll_fill(cx)).map_err(Error::Io)?;
+            ready!(self.poll_fill(cx))?;
         }
     }
 
     /// Step: the next frame for the driver that is already in the read buffer, without
     /// I/O; pings and pongs are handled on the way, as in [`poll_read`](Self::poll_read).
-    pub(crate) fn buffered(&mut self) -> Result<Option<Frame>, Error> {
+    #[inline]
+    ///
+    /// Errors stay [`FrameError`]s here, converted by the driver only when one happens: the
+    /// smaller result keeps the per-frame path free of copies.
+    pub(crate) fn buffered(&mut self) -> Result<Option<Frame>, FrameError> {
         while let Some(frame) = self.decode()? {
             match frame.kind {
                 FrameKind::Ping => {
@@ -221,6 +230,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
     }
 
     /// Step: the next frame already in the read buffer, if a whole one is there.
+    #[inline]
     pub(crate) fn decode(&mut self) -> Result<Option<Frame>, FrameError> {
         let frame = if self.eof {
             self.codec.decode_eof(&mut self.rbuf)?

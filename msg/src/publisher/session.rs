@@ -125,7 +125,7 @@ where
                 Poll::Pending => return Ok(false),
                 Poll::Ready(Ok(Some(frame))) => self.apply(frame)?,
                 Poll::Ready(Ok(None)) => return Ok(true),
-                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Ready(Err(e)) => return Err(e.into()),
             }
         }
     }

@@ -219,7 +219,7 @@ where
                         self.reading_done = true;
                         break;
                     }
-                    Poll::Ready(Err(e)) => return Err(e),
+                    Poll::Ready(Err(e)) => return Err(e.into()),
                 },
             };
             match frame.kind {

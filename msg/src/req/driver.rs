@@ -111,7 +111,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> ReqDriver<Io> {
                 },
                 Ok(None) if self.io.at_eof() => break Err(Error::ConnectionClosed),
                 Ok(None) => {}
-                Err(e) => break Err(e),
+                Err(e) => break Err(e.into()),
             }
             // Replies decoded so far reach their callers before the next read.
             self.slots.complete(&mut self.done);

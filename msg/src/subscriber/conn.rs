@@ -231,7 +231,7 @@ where
                     }
                 }
                 Poll::Ready(Ok(None)) => return Err(Error::ConnectionClosed),
-                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Ready(Err(e)) => return Err(e.into()),
             }
         }
     }
