@@ -35,8 +35,8 @@ pub(crate) struct Dialer<T: Transport> {
 }
 
 impl<T: Transport> Dialer<T> {
-    /// Dials through the transport stack and completes the handshake, reporting the
-    /// outcome as an event.
+    /// Dials through the transport stack and completes the handshake, reporting a
+    /// connection or a rejection as an event (other failures are the caller's to report).
     ///
     /// # Errors
     ///
@@ -70,10 +70,19 @@ impl<T: Transport> Dialer<T> {
                     reason: reason.clone(),
                 });
             }
-            Err(e) => {
-                tracing::debug!(error = %e, socket = %self.socket_type, "dial failed");
+            Err(e) => tracing::debug!(error = %e, socket = %self.socket_type, "dial failed"),
+        }
+        outcome
+    }
+
+    /// The first dial, for `connect`: its error goes to the caller, and a copy to the
+    /// events.
+    pub(crate) async fn dial_first(&self) -> Result<Established<T::Io, T::Addr>, Error> {
+        let outcome = self.dial().await;
+        if let Err(e) = &outcome {
+            if !matches!(e, Error::HandshakeRejected { .. }) {
                 self.events.emit(|| SocketEvent::ConnectFailed {
-                    error: Arc::new(clone_error(e)),
+                    error: Arc::new(copy_error(e)),
                 });
             }
         }
@@ -81,12 +90,13 @@ impl<T: Transport> Dialer<T> {
     }
 }
 
-/// A copy of `e` for an event: errors hold I/O errors, which do not clone, so the copy keeps
-/// the kind and the text.
-fn clone_error(e: &Error) -> Error {
+/// A copy of `e` for an event. Errors hold I/O errors, which do not clone: those become
+/// [`Error::Io`] with the same kind and text.
+fn copy_error(e: &Error) -> Error {
     match e {
         Error::HandshakeTimeout { after } => Error::HandshakeTimeout { after: *after },
         Error::ConnectionClosed => Error::ConnectionClosed,
+        Error::Io(io) => Error::Io(std::io::Error::new(io.kind(), io.to_string())),
         other => Error::Io(std::io::Error::other(other.to_string())),
     }
 }
@@ -165,7 +175,13 @@ pub(crate) async fn supervise<T: Transport, S: Session<T>>(
                 };
                 match dialed {
                     Ok(conn) => conn,
-                    Err(_) => continue,
+                    Err(Error::HandshakeRejected { .. }) => continue,
+                    Err(error) => {
+                        dialer.events.emit(|| SocketEvent::ConnectFailed {
+                            error: Arc::new(error),
+                        });
+                        continue;
+                    }
                 }
             }
         };

@@ -377,7 +377,7 @@ impl<T: Transport> ReqSocket<T> {
     /// time.
     pub async fn connect(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
         let dialer = self.dialer(target.into());
-        let first = dialer.dial().await?;
+        let first = dialer.dial_first().await?;
         self.start(dialer, Some(first));
         Ok(())
     }

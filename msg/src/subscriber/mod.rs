@@ -366,7 +366,7 @@ impl<T: Transport> SubSocket<T> {
     /// [`Error::HandshakeTimeout`] if it does not answer in time.
     pub async fn connect(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
         let dialer = self.dialer(target.into());
-        let first = dialer.dial().await?;
+        let first = dialer.dial_first().await?;
         let ready = self.start(dialer, Some(first));
         // The replayed subscriptions are applied before `connect` returns.
         let _ = ready.await;
