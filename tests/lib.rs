@@ -135,6 +135,8 @@ pub struct Relay {
     server_closed: tokio::sync::watch::Sender<usize>,
     /// Links whose client side closed, counted.
     client_closed: tokio::sync::watch::Sender<usize>,
+    /// Bytes relayed from clients to the server.
+    to_server: std::sync::Arc<std::sync::atomic::AtomicU64>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -156,14 +158,16 @@ impl Relay {
         let (cuts, _) = tokio::sync::watch::channel(0u64);
         let (server_closed, _) = tokio::sync::watch::channel(0usize);
         let (client_closed, _) = tokio::sync::watch::channel(0usize);
+        let to_server = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let links = (
             flow.clone(),
             cuts.clone(),
             server_closed.clone(),
             client_closed.clone(),
+            to_server.clone(),
         );
         let accept = tokio::spawn(async move {
-            let (flow, cuts, server_closed, client_closed) = links;
+            let (flow, cuts, server_closed, client_closed, to_server) = links;
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(upstream) = TcpStream::connect(server).await else {
                     continue;
@@ -180,6 +184,7 @@ impl Relay {
                     cuts.subscribe(),
                     epoch,
                     client_closed.clone(),
+                    Some(to_server.clone()),
                 ));
                 tokio::spawn(pump(
                     server_read,
@@ -188,6 +193,7 @@ impl Relay {
                     cuts.subscribe(),
                     epoch,
                     server_closed.clone(),
+                    None,
                 ));
             }
         });
@@ -197,8 +203,14 @@ impl Relay {
             cuts,
             server_closed,
             client_closed,
+            to_server,
             accept,
         }
+    }
+
+    /// Bytes relayed from clients to the server so far.
+    pub fn bytes_to_server(&self) -> u64 {
+        self.to_server.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The address clients dial.
@@ -244,6 +256,7 @@ async fn pump(
     mut cuts: tokio::sync::watch::Receiver<u64>,
     epoch: u64,
     closed: tokio::sync::watch::Sender<usize>,
+    counted: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -266,6 +279,9 @@ async fn pump(
                 return;
             }
             Ok(n) => {
+                if let Some(counted) = &counted {
+                    counted.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+                }
                 if *flow.borrow() == Flow::Open && to.write_all(&buf[..n]).await.is_err() {
                     return;
                 }

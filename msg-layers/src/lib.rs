@@ -2,8 +2,8 @@
 //!
 //! Every `msg` socket is a [`tower::Service`] over [`Message`](msg_core::Message)s, so tower's own layers
 //! (timeout, retry, concurrency limit, load shedding) stack on it unchanged. This crate
-//! holds the layers that know about messages: [`SetEncodingLayer`] today, compression,
-//! authentication and metrics as they land.
+//! holds the layers that know about messages: [`compression`] ([`GzipLayer`] and its
+//! siblings, [`CompressionLayer`] for any codec) and [`SetEncodingLayer`].
 //!
 //! # Example
 //!
@@ -22,6 +22,16 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+pub mod compression;
 mod set_encoding;
 
+#[cfg(feature = "gzip")]
+pub use compression::GzipLayer;
+#[cfg(feature = "lz4")]
+pub use compression::Lz4Layer;
+#[cfg(feature = "snappy")]
+pub use compression::SnappyLayer;
+#[cfg(feature = "zstd")]
+pub use compression::ZstdLayer;
+pub use compression::{Compression, CompressionLayer};
 pub use set_encoding::{SetEncoding, SetEncodingLayer};

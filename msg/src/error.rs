@@ -105,6 +105,10 @@ pub enum Error {
         /// The encoding received.
         encoding: Encoding,
     },
+    /// A received payload could not be decoded: it would inflate past the frame limit (a
+    /// decompression bomb), or it is corrupt. Only this message is lost.
+    #[error("could not decode the payload")]
+    Decompress(#[source] msg_layers::compression::DecompressError),
     /// A topic or subscription pattern is not valid.
     #[error("invalid topic: {0}")]
     InvalidTopic(#[from] crate::topic::TopicError),
@@ -148,5 +152,15 @@ pub(crate) fn frame_refused(e: FrameError) -> Error {
     match e {
         FrameError::TooLarge { len, max } => Error::FrameTooLarge { len, max },
         other => Error::Protocol(other),
+    }
+}
+
+/// A payload that could not be decoded, as the error a caller sees.
+pub(crate) fn undecodable(e: msg_layers::compression::DecompressError) -> Error {
+    match e {
+        msg_layers::compression::DecompressError::Unsupported { encoding } => {
+            Error::UnsupportedEncoding { encoding }
+        }
+        other => Error::Decompress(other),
     }
 }

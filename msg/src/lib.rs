@@ -103,6 +103,29 @@ pub use rep::{serve, PendingRequest, RepOptions, RepSocket, Request};
 pub use req::{ReqOptions, ReqSocket, ReqStats};
 pub use subscriber::{SubMessage, SubOptions, SubSocket, SubStats};
 
+/// Compression of whole messages, the book's way (`with_compressor`) and the tower way
+/// ([`layers`]): the codecs, the [`Compressor`](compression::Compressor) trait for codecs of
+/// your own, and the decoders every receiving socket uses, by each message's encoding
+/// header, with no configuration.
+pub mod compression {
+    pub use msg_layers::compression::*;
+}
+
+/// The tower layers that know about messages, to stack over a `ReqSocket`, a `PubSocket`
+/// or a [`serve`] handler: `ServiceBuilder::new().layer(GzipLayer::new(6))`.
+pub mod layers {
+    #[cfg(feature = "gzip")]
+    pub use msg_layers::compression::GzipLayer;
+    #[cfg(feature = "lz4")]
+    pub use msg_layers::compression::Lz4Layer;
+    #[cfg(feature = "snappy")]
+    pub use msg_layers::compression::SnappyLayer;
+    #[cfg(feature = "zstd")]
+    pub use msg_layers::compression::ZstdLayer;
+    pub use msg_layers::compression::{Compression, CompressionLayer};
+    pub use msg_layers::{SetEncoding, SetEncodingLayer};
+}
+
 /// The wire protocol and its codec, for tools that speak it directly.
 pub mod wire {
     pub use msg_core::wire::*;

@@ -28,6 +28,7 @@ use crate::io::heartbeat_config;
 use crate::req::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT};
 use crate::topic::{validate_topic, Trie};
 use crate::Error;
+use msg_layers::compression::{Codec, Compressor, DEFAULT_MIN_LEN};
 
 /// What a publisher does when a subscriber's queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -496,6 +497,8 @@ impl Drop for Guard {
 /// ```
 pub struct PubSocket<T: Transport> {
     transport: T,
+    /// Compresses publications, if set.
+    codec: Option<Codec>,
     /// What `poll_ready` waits on under [`SlowSubscriber::Wait`]: room in a full queue.
     waiting: Option<Pin<Box<tokio::sync::futures::OwnedNotified>>>,
     admission: Option<Admission<T::Addr>>,
@@ -509,6 +512,7 @@ impl<T: Transport> Clone for PubSocket<T> {
     fn clone(&self) -> Self {
         PubSocket {
             transport: self.transport.clone(),
+            codec: self.codec.clone(),
             waiting: None,
             admission: self.admission.clone(),
             events: self.events.clone(),
@@ -538,6 +542,7 @@ impl<T: Transport> PubSocket<T> {
     pub fn with_options(transport: T, options: PubOptions) -> Self {
         PubSocket {
             transport,
+            codec: None,
             waiting: None,
             admission: None,
             events: EventSink::new(),
@@ -557,6 +562,24 @@ impl<T: Transport> PubSocket<T> {
             local_addr: None,
             guard: None,
         }
+    }
+
+    /// Compresses every publication of at least
+    /// [`compression::DEFAULT_MIN_LEN`](crate::compression::DEFAULT_MIN_LEN) bytes with `compressor`, once
+    /// for all its subscribers (the book's way; a
+    /// [`CompressionLayer`](crate::layers::CompressionLayer) over the socket does the same).
+    /// Subscribers decode it whatever their configuration.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use msg::{compression::GzipCompressor, PubSocket, Tcp};
+    ///
+    /// let publisher = PubSocket::new(Tcp::new()).with_compressor(GzipCompressor::new(6));
+    /// ```
+    pub fn with_compressor(mut self, compressor: impl Compressor) -> Self {
+        self.codec = Some(Codec::new(Arc::new(compressor), DEFAULT_MIN_LEN));
+        self
     }
 
     /// Requires every subscriber to pass `auth` in the handshake (the book's way). It
@@ -697,7 +720,14 @@ impl<T: Transport> PubSocket<T> {
         if self.guard.is_none() {
             return Err(Error::NotBound);
         }
-        self.shared.publish(topic, msg).await
+        match &self.codec {
+            Some(codec) => {
+                self.shared
+                    .publish(topic, &codec.compress(msg.clone()))
+                    .await
+            }
+            None => self.shared.publish(topic, msg).await,
+        }
     }
 
     /// The socket's counters.
@@ -784,7 +814,10 @@ impl<T: Transport> tower::Service<Publication> for PubSocket<T> {
         }
     }
 
-    fn call(&mut self, publication: Publication) -> PublishFuture {
+    fn call(&mut self, mut publication: Publication) -> PublishFuture {
+        if let Some(codec) = &self.codec {
+            publication.message = codec.compress(publication.message);
+        }
         let shared = self.shared.clone();
         let bound = self.guard.is_some();
         PublishFuture {
@@ -798,4 +831,16 @@ impl<T: Transport> tower::Service<Publication> for PubSocket<T> {
             }),
         }
     }
+}
+
+/// A publication: compressed on the way out, once for all subscribers.
+impl msg_layers::compression::Compress<()> for Publication {
+    type Output = ();
+
+    fn compress_request(mut self, codec: &Codec) -> Self {
+        self.message = codec.compress(self.message);
+        self
+    }
+
+    fn compress_response(_: (), _codec: &Codec) {}
 }

@@ -19,6 +19,7 @@ use crate::error::frame_refused;
 use crate::events::{EventSink, SocketEvent};
 use crate::io::{into_message, FramedIo};
 use crate::Error;
+use msg_layers::compression::{Codec, Decoders};
 
 /// Stop reading new requests while this many reply bytes wait for a peer that is not
 /// reading them.
@@ -129,6 +130,16 @@ impl<F: Future> Future for Call<F> {
     }
 }
 
+/// How a server connection decodes requests and encodes responses.
+#[derive(Clone, Debug)]
+pub(crate) struct Coding {
+    pub(crate) decoders: Decoders,
+    /// Compresses responses, if set.
+    pub(crate) codec: Option<Codec>,
+    /// The most a request may inflate to: the frame limit.
+    pub(crate) limit: usize,
+}
+
 /// Serves one connection until the peer closes it, it breaks the protocol, or a graceful
 /// shutdown has drained it.
 ///
@@ -148,6 +159,7 @@ pub(crate) struct Connection<Io, S: Service<Request<A>>, A> {
     calls_waker_handle: Waker,
     /// A request read while the service was not ready.
     stalled: Option<Frame>,
+    coding: Coding,
     max_in_flight: usize,
     shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     /// No more requests will be read: the peer closed, or shutdown began.
@@ -167,6 +179,7 @@ where
         service: S,
         peer: A,
         max_in_flight: usize,
+        coding: Coding,
         shutdown: Option<WaitForCancellationFutureOwned>,
     ) -> Self {
         let calls_waker = Arc::new(CallsWaker {
@@ -183,6 +196,7 @@ where
             calls_waker: calls_waker.clone(),
             calls_waker_handle: Waker::from(calls_waker),
             stalled: None,
+            coding,
             max_in_flight: max_in_flight.max(1),
             shutdown: shutdown.map(Box::pin),
             reading_done: false,
@@ -247,7 +261,21 @@ where
                 Poll::Ready(Ok(())) => {}
             }
             let id = frame.id;
-            let request = Request::new(into_message(frame), self.peer.clone());
+            let mut msg = into_message(frame);
+            if !msg.encoding().is_identity() {
+                match self.coding.decoders.decode(msg, self.coding.limit) {
+                    Ok(plain) => msg = plain,
+                    Err(e) => {
+                        // Only this request is lost: the client gets the reason.
+                        let e = crate::error::undecodable(e);
+                        tracing::info!(peer = %self.peer, id, error = %e, "request not decoded");
+                        self.queue_error(id, Bytes::from(format!("{e}: {}", error_chain(&e))));
+                        progress = true;
+                        continue;
+                    }
+                }
+            }
+            let request = Request::new(msg, self.peer.clone());
             let mut call = self.spare.pop().unwrap_or_else(Call::boxed);
             call.as_mut().start(id, self.service.call(request));
             // Most handlers answer at once: those never enter the set of running calls.
@@ -305,7 +333,10 @@ where
     fn queue_reply(&mut self, id: u64, result: Result<R, S::Error>) {
         let queued = match result {
             Ok(reply) => {
-                let reply: Message = reply.into();
+                let mut reply: Message = reply.into();
+                if let Some(codec) = &self.coding.codec {
+                    reply = codec.compress(reply);
+                }
                 self.io
                     .queue(FrameKind::Response, reply.encoding(), id, reply.payload())
                     .map_err(|e| frame_refused(e).to_string())
@@ -313,25 +344,29 @@ where
             Err(e) => Err(e.into().to_string()),
         };
         if let Err(message) = queued {
-            let payload = Bytes::from(message);
-            // An error message always fits: it is far below any sane frame limit, and
-            // one that does not is cut to what does.
-            if self
-                .io
-                .queue(FrameKind::ErrorResponse, Encoding::IDENTITY, id, &payload)
-                .is_err()
-            {
-                let _ = self.io.queue(
-                    FrameKind::ErrorResponse,
-                    Encoding::IDENTITY,
-                    id,
-                    &Bytes::from_static(b"error"),
-                );
-            }
+            self.queue_error(id, Bytes::from(message));
         }
     }
 
     /// Serves the connection to its end.
+    /// Queues an error-response to request `id`.
+    fn queue_error(&mut self, id: u64, payload: Bytes) {
+        // An error message always fits: it is far below any sane frame limit, and one that
+        // does not is cut to what does.
+        if self
+            .io
+            .queue(FrameKind::ErrorResponse, Encoding::IDENTITY, id, &payload)
+            .is_err()
+        {
+            let _ = self.io.queue(
+                FrameKind::ErrorResponse,
+                Encoding::IDENTITY,
+                id,
+                &Bytes::from_static(b"error"),
+            );
+        }
+    }
+
     /// Serves the connection to its end, and reports the end as an event.
     pub(crate) async fn run(mut self, events: Arc<EventSink<A>>)
     where
@@ -385,4 +420,15 @@ where
             }
         }
     }
+}
+
+/// The sources of `e`, as text.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut chain = Vec::new();
+    let mut source = e.source();
+    while let Some(e) = source {
+        chain.push(e.to_string());
+        source = e.source();
+    }
+    chain.join(": ")
 }

@@ -26,7 +26,8 @@ use crate::events::{EventSink, Events};
 use crate::io::heartbeat_config;
 use crate::req::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT};
 use crate::Error;
-use conn::Connection;
+use conn::{Coding, Connection};
+use msg_layers::compression::{Codec, Compressor, Decoders, DEFAULT_MIN_LEN};
 
 pub use serve::{serve, Serve, WithGracefulShutdown};
 
@@ -277,6 +278,9 @@ type RequestChannel<A> = (
 pub struct RepSocket<T: Transport> {
     transport: T,
     options: RepOptions,
+    /// Compresses responses, if set.
+    codec: Option<Codec>,
+    decoders: Decoders,
     admission: Option<Admission<T::Addr>>,
     events: Arc<EventSink<T::Addr>>,
     local_addr: Option<T::Addr>,
@@ -341,6 +345,8 @@ impl<T: Transport> RepSocket<T> {
         RepSocket {
             transport,
             options,
+            codec: None,
+            decoders: Decoders::default(),
             admission: None,
             events: EventSink::new(),
             local_addr: None,
@@ -349,6 +355,40 @@ impl<T: Transport> RepSocket<T> {
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),
             tracker: TaskTracker::new(),
+        }
+    }
+
+    /// Compresses every response of at least
+    /// [`compression::DEFAULT_MIN_LEN`](crate::compression::DEFAULT_MIN_LEN) bytes with `compressor`, for
+    /// the stream and for [`serve`](crate::serve) (the book's way; a
+    /// [`CompressionLayer`](crate::layers::CompressionLayer) in front of a `serve` handler
+    /// does the same). Requests are decoded whatever their encoding.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use msg::{compression::GzipCompressor, RepSocket, Tcp};
+    ///
+    /// let rep = RepSocket::new(Tcp::default()).with_compressor(GzipCompressor::new(6));
+    /// ```
+    pub fn with_compressor(mut self, compressor: impl Compressor) -> Self {
+        self.codec = Some(Codec::new(Arc::new(compressor), DEFAULT_MIN_LEN));
+        self
+    }
+
+    /// Registers a codec of your own for the requests this socket decodes (the built-in
+    /// codecs need no registration).
+    pub fn with_decompressor(mut self, codec: impl Compressor) -> Self {
+        self.decoders = std::mem::take(&mut self.decoders).register(codec);
+        self
+    }
+
+    /// How the socket's connections decode requests and encode responses.
+    pub(crate) fn coding(&self) -> Coding {
+        Coding {
+            decoders: self.decoders.clone(),
+            codec: self.codec.clone(),
+            limit: self.options.max_frame_len,
         }
     }
 
@@ -483,12 +523,18 @@ impl<T: Transport> Stream for RepSocket<T> {
             .requests
             .get_or_insert_with(|| mpsc::channel(this.options.stream_buffer.max(1)));
         while let Poll::Ready(Some(conn)) = incoming.poll_recv(cx) {
+            let coding = Coding {
+                decoders: this.decoders.clone(),
+                codec: this.codec.clone(),
+                limit: this.options.max_frame_len,
+            };
             let service = serve::ChannelService::new(tx.clone());
             let conn = Connection::new(
                 conn.io,
                 service,
                 conn.peer,
                 this.options.max_in_flight_per_conn,
+                coding,
                 Some(this.shutdown.clone().cancelled_owned()),
             );
             let abort = this.abort.clone();

@@ -177,6 +177,7 @@ where
 {
     let mut incoming = socket.take_incoming().ok_or(Error::NotBound)?;
     let max_in_flight = socket.options.max_in_flight_per_conn;
+    let coding = socket.coding();
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let mut signal = std::pin::pin!(signal);
@@ -194,6 +195,7 @@ where
             service.clone(),
             conn.peer,
             max_in_flight,
+            coding.clone(),
             Some(shutdown.clone().cancelled_owned()),
         );
         tracker.spawn(conn.run(socket.events.clone()));
@@ -315,5 +317,19 @@ impl Future for ReplyFuture {
             Ok(Err(message)) => Err(message.into()),
             Err(_) => Err(Box::new(Unanswered)),
         })
+    }
+}
+
+/// A server's request: its response is compressed on the way out; the request itself came
+/// in decoded by the socket.
+impl<A, R: Into<Message>> msg_layers::compression::Compress<R> for Request<A> {
+    type Output = Message;
+
+    fn compress_request(self, _codec: &msg_layers::compression::Codec) -> Self {
+        self
+    }
+
+    fn compress_response(response: R, codec: &msg_layers::compression::Codec) -> Message {
+        codec.compress(response.into())
     }
 }

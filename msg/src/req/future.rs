@@ -60,6 +60,9 @@ impl Future for ResponseFuture {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let reply = match &self.state {
             State::Waiting { slots, slot } => match slots.poll_reply(*slot, cx) {
+                // A reply encoded by the server's compression is decoded here, in the
+                // caller's task.
+                Poll::Ready(Ok(msg)) if !msg.encoding().is_identity() => slots.decode(msg),
                 Poll::Ready(reply) => reply,
                 Poll::Pending => return Poll::Pending,
             },

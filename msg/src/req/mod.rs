@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use msg_core::{Message, SocketType, DEFAULT_MAX_FRAME_LEN};
+use msg_layers::compression::{Codec, Compressor, Decoders, DEFAULT_MIN_LEN};
 use msg_transports::Transport;
 use tokio_util::sync::CancellationToken;
 
@@ -294,6 +295,9 @@ impl Drop for Client {
 pub struct ReqSocket<T: Transport> {
     transport: T,
     options: ReqOptions,
+    /// Compresses requests, if set.
+    codec: Option<Codec>,
+    decoders: Decoders,
     client: Option<Client>,
     peer: Arc<Mutex<Option<T::Addr>>>,
     events: Arc<EventSink<T::Addr>>,
@@ -304,6 +308,8 @@ impl<T: Transport> Clone for ReqSocket<T> {
         ReqSocket {
             transport: self.transport.clone(),
             options: self.options.clone(),
+            codec: self.codec.clone(),
+            decoders: self.decoders.clone(),
             // A clone starts without the original's reserved capacity.
             client: self.client.as_ref().map(|c| Client::new(c.handle.clone())),
             peer: self.peer.clone(),
@@ -332,10 +338,36 @@ impl<T: Transport> ReqSocket<T> {
         ReqSocket {
             transport,
             options,
+            codec: None,
+            decoders: Decoders::default(),
             client: None,
             peer: Arc::new(Mutex::new(None)),
             events: EventSink::new(),
         }
+    }
+
+    /// Compresses every request of at least
+    /// [`compression::DEFAULT_MIN_LEN`](crate::compression::DEFAULT_MIN_LEN) bytes with `compressor` (the
+    /// book's way; the tower way is a [`CompressionLayer`](crate::layers::CompressionLayer)
+    /// over the socket, which does the same). Replies are decoded whatever their encoding.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use msg::{compression::GzipCompressor, ReqSocket, Tcp};
+    ///
+    /// let req = ReqSocket::new(Tcp::default()).with_compressor(GzipCompressor::new(6));
+    /// ```
+    pub fn with_compressor(mut self, compressor: impl Compressor) -> Self {
+        self.codec = Some(Codec::new(Arc::new(compressor), DEFAULT_MIN_LEN));
+        self
+    }
+
+    /// Registers a codec of your own for the replies this socket decodes (the built-in
+    /// codecs need no registration). Call before [`connect`](Self::connect).
+    pub fn with_decompressor(mut self, codec: impl Compressor) -> Self {
+        self.decoders = self.decoders.register(codec);
+        self
     }
 
     /// The options in force.
@@ -415,6 +447,7 @@ impl<T: Transport> ReqSocket<T> {
         let slots = Arc::new(SlotTable::new(
             self.options.max_in_flight,
             self.options.max_frame_len,
+            self.decoders.clone(),
         ));
         if let Some(conn) = &first {
             *self.peer.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.peer.clone());
@@ -539,6 +572,7 @@ impl<T: Transport> ReqSocket<T> {
     /// As [`request`](Self::request), but the reply's encoding is not checked.
     pub async fn send(&self, msg: Message) -> Result<Message, Error> {
         let client = self.client.as_ref().ok_or(Error::NotConnected)?;
+        let msg = self.compressed(msg);
         let slots = client.slots();
         let slot = Reserve {
             slots,
@@ -570,6 +604,7 @@ impl<T: Transport> tower::Service<Message> for ReqSocket<T> {
     }
 
     fn call(&mut self, msg: Message) -> ResponseFuture {
+        let msg = self.compressed(msg);
         let Some(client) = self.client.as_mut() else {
             return ResponseFuture::failed(Error::NotReady);
         };
@@ -580,6 +615,16 @@ impl<T: Transport> tower::Service<Message> for ReqSocket<T> {
         match slots.enqueue(slot, msg) {
             Ok(()) => ResponseFuture::waiting(slots.clone(), slot),
             Err(e) => ResponseFuture::failed(e),
+        }
+    }
+}
+
+impl<T: Transport> ReqSocket<T> {
+    /// `msg`, compressed if the socket has a compressor.
+    fn compressed(&self, msg: Message) -> Message {
+        match &self.codec {
+            Some(codec) => codec.compress(msg),
+            None => msg,
         }
     }
 }

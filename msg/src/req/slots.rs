@@ -27,6 +27,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use msg_core::Message;
+use msg_layers::compression::Decoders;
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
@@ -179,6 +180,8 @@ pub(crate) struct SlotTable {
     state: Mutex<State>,
     max_in_flight: usize,
     max_frame_len: usize,
+    /// What replies are decoded with, by their encoding header.
+    decoders: Decoders,
     /// Cancelled when the socket closes, to stop the supervisor.
     closed: CancellationToken,
 }
@@ -191,11 +194,12 @@ fn wake_all(wakers: Vec<Waker>) {
 }
 
 impl SlotTable {
-    pub(crate) fn new(max_in_flight: usize, max_frame_len: usize) -> Self {
+    pub(crate) fn new(max_in_flight: usize, max_frame_len: usize, decoders: Decoders) -> Self {
         SlotTable {
             state: Mutex::new(State::default()),
             max_in_flight: max_in_flight.max(1),
             max_frame_len,
+            decoders,
             closed: CancellationToken::new(),
         }
     }
@@ -204,6 +208,13 @@ impl SlotTable {
         // Every step leaves the state consistent, so a panic elsewhere cannot poison it
         // into a wrong one.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Decodes a reply by its encoding header, into at most the frame limit.
+    pub(crate) fn decode(&self, reply: Message) -> Reply {
+        self.decoders
+            .decode(reply, self.max_frame_len)
+            .map_err(crate::error::undecodable)
     }
 
     /// Cancelled once the socket is closed.
@@ -551,7 +562,7 @@ mod tests {
 
     #[test]
     fn giving_up_on_the_wire_frees_the_slot_at_once_and_leaves_a_cancel() {
-        let table = SlotTable::new(1, 1024);
+        let table = SlotTable::new(1, 1024, Decoders::default());
         table.connected();
         let (slot, generation) = on_the_wire(&table);
         table.abandon(slot);
@@ -563,7 +574,7 @@ mod tests {
 
     #[test]
     fn a_late_reply_never_reaches_the_request_that_reused_the_slot() {
-        let table = SlotTable::new(1, 1024);
+        let table = SlotTable::new(1, 1024, Decoders::default());
         table.connected();
         let (slot, old) = on_the_wire(&table);
         table.abandon(slot);
@@ -586,7 +597,7 @@ mod tests {
 
     #[test]
     fn giving_up_while_queued_leaves_the_queue_and_frees_the_slot() {
-        let table = SlotTable::new(1, 1024);
+        let table = SlotTable::new(1, 1024, Decoders::default());
         let slot = match table.poll_reserve(&mut None, &mut cx()) {
             Poll::Ready(Ok(slot)) => slot,
             other => panic!("{other:?}"),
@@ -603,7 +614,7 @@ mod tests {
 
     #[test]
     fn a_lost_connection_fails_the_wire_and_the_queue_waits_two_sweeps() {
-        let table = SlotTable::new(4, 1024);
+        let table = SlotTable::new(4, 1024, Decoders::default());
         table.connected();
         let (sent, generation) = on_the_wire(&table);
         let queued = match table.poll_reserve(&mut None, &mut cx()) {
@@ -631,7 +642,7 @@ mod tests {
 
     #[test]
     fn cancels_left_for_a_lost_connection_are_not_sent_on_the_next() {
-        let table = SlotTable::new(1, 1024);
+        let table = SlotTable::new(1, 1024, Decoders::default());
         table.connected();
         let (slot, _) = on_the_wire(&table);
         table.abandon(slot);

@@ -26,6 +26,7 @@ use crate::io::heartbeat_config;
 use crate::req::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT};
 use crate::topic::validate_pattern;
 use crate::{Backoff, Error};
+use msg_layers::compression::Decoders;
 
 /// Subscription changes waiting for one connection's task; `subscribe` waits for room.
 const CHANGES: usize = 64;
@@ -183,6 +184,9 @@ pub struct SubStats {
     /// Messages the publishers sent this socket's way but dropped, counted from the gaps
     /// in their sequence numbers.
     pub missed: u64,
+    /// Messages received that could not be decoded (an unknown encoding, a payload that
+    /// would inflate past the frame limit, a corrupt one) and were dropped.
+    pub undecodable: u64,
     /// Publishers connected now.
     pub publishers: usize,
 }
@@ -300,10 +304,13 @@ impl Drop for Guard {
 pub struct SubSocket<T: Transport> {
     transport: T,
     options: SubOptions,
+    decoders: Decoders,
     events: Arc<EventSink<T::Addr>>,
     shared: Arc<Mailbox<T::Addr>>,
     /// Messages taken from the inbox in one go, handed out one by one.
     local: VecDeque<SubMessage<T::Addr>>,
+    /// Messages dropped because they could not be decoded.
+    undecodable: u64,
     stop: CancellationToken,
     _guard: Guard,
 }
@@ -328,6 +335,7 @@ impl<T: Transport> SubSocket<T> {
         let stop = CancellationToken::new();
         SubSocket {
             transport,
+            decoders: Decoders::default(),
             events: EventSink::new(),
             shared: Arc::new(Mailbox {
                 inbox: Mutex::new(Inbox {
@@ -345,6 +353,7 @@ impl<T: Transport> SubSocket<T> {
             }),
             options,
             local: VecDeque::new(),
+            undecodable: 0,
             _guard: Guard(stop.clone()),
             stop,
         }
@@ -438,6 +447,13 @@ impl<T: Transport> SubSocket<T> {
         ready_rx
     }
 
+    /// Registers a codec of your own for the messages this socket decodes (the built-in
+    /// codecs need no registration).
+    pub fn with_decompressor(mut self, codec: impl msg_layers::compression::Compressor) -> Self {
+        self.decoders = std::mem::take(&mut self.decoders).register(codec);
+        self
+    }
+
     /// Closes the socket: every publisher connection is closed, and the stream ends once
     /// the messages already received are taken.
     pub fn close(&mut self) {
@@ -510,6 +526,7 @@ impl<T: Transport> SubSocket<T> {
         SubStats {
             received: self.shared.received.load(Ordering::Relaxed),
             missed: self.shared.missed.load(Ordering::Relaxed),
+            undecodable: self.undecodable,
             publishers: lock(&self.shared.conns)
                 .iter()
                 .filter(|c| c.connected.load(Ordering::Relaxed))
@@ -523,6 +540,37 @@ impl<T: Transport> Stream for SubSocket<T> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        loop {
+            match this.poll_raw(cx) {
+                Poll::Ready(Some(msg)) if !msg.encoding.is_identity() => {
+                    match this.decoders.decompress(
+                        msg.encoding,
+                        &msg.payload,
+                        this.options.max_frame_len,
+                    ) {
+                        Ok(plain) => {
+                            return Poll::Ready(Some(SubMessage {
+                                payload: Bytes::from(plain),
+                                encoding: Encoding::IDENTITY,
+                                ..msg
+                            }))
+                        }
+                        Err(e) => {
+                            this.undecodable += 1;
+                            tracing::warn!(topic = msg.topic(), error = %e, "message not decoded; dropped");
+                        }
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl<T: Transport> SubSocket<T> {
+    /// The next message as it arrived, encoded or not.
+    fn poll_raw(&mut self, cx: &mut Context<'_>) -> Poll<Option<SubMessage<T::Addr>>> {
+        let this = self;
         if let Some(msg) = this.local.pop_front() {
             return Poll::Ready(Some(msg));
         }

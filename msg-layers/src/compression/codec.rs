@@ -1,0 +1,286 @@
+//! [`Compressor`]: a codec for whole in-memory payloads, and the four built in.
+
+use std::fmt;
+use std::io::{self, Read};
+
+use msg_core::Encoding;
+
+/// Why a payload could not be decompressed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecompressError {
+    /// The payload would inflate past the receiver's limit (a decompression bomb, or just
+    /// too large); it was refused after at most `limit` bytes.
+    #[error("payload inflates past the {limit}-byte limit")]
+    TooLarge {
+        /// The receiver's limit.
+        limit: usize,
+    },
+    /// The payload is not valid for its encoding.
+    #[error("corrupt {encoding} payload: {reason}")]
+    Corrupt {
+        /// The payload's encoding.
+        encoding: Encoding,
+        /// What the codec said.
+        reason: String,
+    },
+    /// No decoder for this encoding is registered here.
+    #[error("payload encoding {encoding} is not supported here")]
+    Unsupported {
+        /// The payload's encoding.
+        encoding: Encoding,
+    },
+}
+
+/// A codec for whole payloads: what a compression layer compresses with, and what a
+/// receiving socket decodes with, picked by the message's encoding header.
+///
+/// Implement it for a codec of your own with an [`Encoding::custom`] code (128..=255),
+/// and register it on the receivers with their `with_decompressor`.
+///
+/// # Example
+///
+/// ```
+/// use std::io;
+/// use msg_core::Encoding;
+/// use msg_layers::compression::{Compressor, DecompressError};
+///
+/// /// Reverses the bytes: not compression, but a codec all the same.
+/// struct Reverse;
+///
+/// impl Compressor for Reverse {
+///     fn encoding(&self) -> Encoding {
+///         Encoding::custom(200).unwrap()
+///     }
+///     fn compress(&self, data: &[u8]) -> io::Result<Vec<u8>> {
+///         Ok(data.iter().rev().copied().collect())
+///     }
+///     fn decompress(&self, data: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
+///         if data.len() > limit {
+///             return Err(DecompressError::TooLarge { limit });
+///         }
+///         Ok(data.iter().rev().copied().collect())
+///     }
+/// }
+///
+/// let packed = Reverse.compress(b"abc").unwrap();
+/// assert_eq!(Reverse.decompress(&packed, 1024).unwrap(), b"abc");
+/// ```
+pub trait Compressor: Send + Sync + 'static {
+    /// The encoding header this codec's payloads carry.
+    fn encoding(&self) -> Encoding;
+
+    /// Compresses a whole payload.
+    ///
+    /// # Errors
+    ///
+    /// The codec's failure; the message is then sent uncompressed.
+    fn compress(&self, data: &[u8]) -> io::Result<Vec<u8>>;
+
+    /// Decompresses a whole payload into at most `limit` bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`DecompressError::TooLarge`] as soon as the output would pass `limit` (never
+    /// allocating past it), [`DecompressError::Corrupt`] for bad input.
+    fn decompress(&self, data: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError>;
+}
+
+fn corrupt(encoding: Encoding, e: impl fmt::Display) -> DecompressError {
+    DecompressError::Corrupt {
+        encoding,
+        reason: e.to_string(),
+    }
+}
+
+/// Reads a streaming decoder to its end, refusing anything past `limit`.
+#[cfg(any(feature = "gzip", feature = "zstd"))]
+fn read_bounded(
+    reader: impl Read,
+    encoding: Encoding,
+    limit: usize,
+    hint: usize,
+) -> Result<Vec<u8>, DecompressError> {
+    let mut out = Vec::with_capacity(hint.min(limit));
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    reader
+        .take(cap)
+        .read_to_end(&mut out)
+        .map_err(|e| corrupt(encoding, e))?;
+    if out.len() > limit {
+        return Err(DecompressError::TooLarge { limit });
+    }
+    Ok(out)
+}
+
+/// gzip (DEFLATE with the gzip header), through flate2 on zlib-rs: pure Rust, and as fast as
+/// zlib-ng. The most widely understood codec; level 1-9, 6 by default.
+#[cfg(feature = "gzip")]
+#[derive(Debug, Clone, Copy)]
+pub struct GzipCompressor {
+    level: u32,
+}
+
+#[cfg(feature = "gzip")]
+impl GzipCompressor {
+    /// gzip at `level`, 0 (store) to 9 (smallest); values above 9 are taken as 9.
+    pub fn new(level: u32) -> Self {
+        GzipCompressor {
+            level: level.min(9),
+        }
+    }
+}
+
+#[cfg(feature = "gzip")]
+impl Default for GzipCompressor {
+    fn default() -> Self {
+        GzipCompressor::new(6)
+    }
+}
+
+#[cfg(feature = "gzip")]
+impl Compressor for GzipCompressor {
+    fn encoding(&self) -> Encoding {
+        Encoding::GZIP
+    }
+
+    fn compress(&self, data: &[u8]) -> io::Result<Vec<u8>> {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(
+            Vec::with_capacity(data.len() / 2 + 32),
+            flate2::Compression::new(self.level),
+        );
+        encoder.write_all(data)?;
+        encoder.finish()
+    }
+
+    fn decompress(&self, data: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
+        read_bounded(
+            flate2::read::GzDecoder::new(data),
+            Encoding::GZIP,
+            limit,
+            data.len().saturating_mul(4),
+        )
+    }
+}
+
+/// Zstandard, through the reference C library: the best ratio for its speed; level 1-22,
+/// 3 by default.
+#[cfg(feature = "zstd")]
+#[derive(Debug, Clone, Copy)]
+pub struct ZstdCompressor {
+    level: i32,
+}
+
+#[cfg(feature = "zstd")]
+impl ZstdCompressor {
+    /// Zstandard at `level` (1 fastest to 22 smallest; negative levels are faster still).
+    pub fn new(level: i32) -> Self {
+        ZstdCompressor { level }
+    }
+}
+
+#[cfg(feature = "zstd")]
+impl Default for ZstdCompressor {
+    fn default() -> Self {
+        ZstdCompressor::new(3)
+    }
+}
+
+#[cfg(feature = "zstd")]
+impl Compressor for ZstdCompressor {
+    fn encoding(&self) -> Encoding {
+        Encoding::ZSTD
+    }
+
+    fn compress(&self, data: &[u8]) -> io::Result<Vec<u8>> {
+        zstd::bulk::compress(data, self.level)
+    }
+
+    fn decompress(&self, data: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
+        let decoder =
+            zstd::stream::read::Decoder::new(data).map_err(|e| corrupt(Encoding::ZSTD, e))?;
+        read_bounded(decoder, Encoding::ZSTD, limit, data.len().saturating_mul(4))
+    }
+}
+
+/// Snappy (raw format), through snap: pure Rust, very fast, a modest ratio.
+#[cfg(feature = "snappy")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SnappyCompressor {
+    _private: (),
+}
+
+#[cfg(feature = "snappy")]
+impl SnappyCompressor {
+    /// Snappy; it has no levels.
+    pub fn new() -> Self {
+        SnappyCompressor::default()
+    }
+}
+
+#[cfg(feature = "snappy")]
+impl Compressor for SnappyCompressor {
+    fn encoding(&self) -> Encoding {
+        Encoding::SNAPPY
+    }
+
+    fn compress(&self, data: &[u8]) -> io::Result<Vec<u8>> {
+        snap::raw::Encoder::new()
+            .compress_vec(data)
+            .map_err(io::Error::other)
+    }
+
+    fn decompress(&self, data: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
+        // The raw format states its length first: checked before anything is allocated.
+        let len = snap::raw::decompress_len(data).map_err(|e| corrupt(Encoding::SNAPPY, e))?;
+        if len > limit {
+            return Err(DecompressError::TooLarge { limit });
+        }
+        snap::raw::Decoder::new()
+            .decompress_vec(data)
+            .map_err(|e| corrupt(Encoding::SNAPPY, e))
+    }
+}
+
+/// LZ4 (block format, length first), through lz4_flex: pure Rust, the fastest to decode.
+#[cfg(feature = "lz4")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Lz4Compressor {
+    _private: (),
+}
+
+#[cfg(feature = "lz4")]
+impl Lz4Compressor {
+    /// LZ4; it has no levels.
+    pub fn new() -> Self {
+        Lz4Compressor::default()
+    }
+}
+
+#[cfg(feature = "lz4")]
+impl Compressor for Lz4Compressor {
+    fn encoding(&self) -> Encoding {
+        Encoding::LZ4
+    }
+
+    fn compress(&self, data: &[u8]) -> io::Result<Vec<u8>> {
+        Ok(lz4_flex::block::compress_prepend_size(data))
+    }
+
+    fn decompress(&self, data: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
+        // The stated length is checked before lz4_flex allocates it.
+        let Some((head, rest)) = data.split_first_chunk::<4>() else {
+            return Err(corrupt(Encoding::LZ4, "shorter than its length prefix"));
+        };
+        let len = usize::try_from(u32::from_le_bytes(*head)).unwrap_or(usize::MAX);
+        if len > limit {
+            return Err(DecompressError::TooLarge { limit });
+        }
+        let mut out = vec![0u8; len];
+        let n = lz4_flex::block::decompress_into(rest, &mut out)
+            .map_err(|e| corrupt(Encoding::LZ4, e))?;
+        out.truncate(n);
+        Ok(out)
+    }
+}

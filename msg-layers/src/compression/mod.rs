@@ -1,0 +1,62 @@
+//! Compression of whole messages: the [`Compressor`] codecs, the [`CompressionLayer`] that
+//! compresses what a service sends, and the [`Decoders`] every receiving socket decodes
+//! with, picked by each message's encoding header, so receivers need no configuration.
+//!
+//! The layer compresses in the direction a message leaves: a request through a `ReqSocket`,
+//! a publication through a `PubSocket`, a response from a `serve` handler. A payload
+//! shorter than [`DEFAULT_MIN_LEN`], or one that does not shrink, is sent plain.
+//!
+//! # Example
+//!
+//! ```
+//! use bytes::Bytes;
+//! use msg_core::{Encoding, Message};
+//! use msg_layers::compression::{Decoders, GzipLayer};
+//! use tower::{service_fn, Layer, Service, ServiceExt};
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! // A stand-in for a socket: it hands back what it was sent.
+//! let wire = service_fn(|msg: Message| async move { Ok::<_, std::convert::Infallible>(msg) });
+//! let mut svc = GzipLayer::new(6).layer(wire);
+//! let sent = svc.ready().await.unwrap().call(Message::new(Bytes::from(vec![b'a'; 4096]))).await.unwrap();
+//! assert_eq!(sent.encoding(), Encoding::GZIP);
+//! assert!(sent.payload().len() < 4096);
+//!
+//! // Any receiver decodes it, by its header.
+//! let plain = Decoders::default().decode(sent, 1 << 20).unwrap();
+//! assert_eq!(plain.payload().len(), 4096);
+//! # });
+//! ```
+
+mod codec;
+mod decoders;
+mod future;
+mod layer;
+mod service;
+
+#[cfg(feature = "gzip")]
+pub use codec::GzipCompressor;
+#[cfg(feature = "lz4")]
+pub use codec::Lz4Compressor;
+#[cfg(feature = "snappy")]
+pub use codec::SnappyCompressor;
+#[cfg(feature = "zstd")]
+pub use codec::ZstdCompressor;
+pub use codec::{Compressor, DecompressError};
+pub use decoders::Decoders;
+pub use future::CompressionFuture;
+pub use layer::CompressionLayer;
+#[cfg(feature = "gzip")]
+pub use layer::GzipLayer;
+#[cfg(feature = "lz4")]
+pub use layer::Lz4Layer;
+#[cfg(feature = "snappy")]
+pub use layer::SnappyLayer;
+#[cfg(feature = "zstd")]
+pub use layer::ZstdLayer;
+pub use service::{Codec, Compress, Compression};
+
+/// Payloads shorter than this are sent plain by default: below it the codecs' own headers
+/// and the time spent outweigh what they save on typical messages (gzip's header alone is
+/// 18 bytes).
+pub const DEFAULT_MIN_LEN: usize = 256;
