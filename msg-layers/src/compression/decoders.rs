@@ -78,3 +78,83 @@ impl Decoders {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn encodings() -> Vec<Encoding> {
+        vec![
+            #[cfg(feature = "gzip")]
+            Encoding::GZIP,
+            #[cfg(feature = "zstd")]
+            Encoding::ZSTD,
+            #[cfg(feature = "snappy")]
+            Encoding::SNAPPY,
+            #[cfg(feature = "lz4")]
+            Encoding::LZ4,
+        ]
+    }
+
+    fn compressor(encoding: Encoding) -> Box<dyn Compressor> {
+        match encoding {
+            #[cfg(feature = "gzip")]
+            Encoding::GZIP => Box::new(crate::compression::GzipCompressor::default()),
+            #[cfg(feature = "zstd")]
+            Encoding::ZSTD => Box::new(crate::compression::ZstdCompressor::default()),
+            #[cfg(feature = "snappy")]
+            Encoding::SNAPPY => Box::new(crate::compression::SnappyCompressor::new()),
+            #[cfg(feature = "lz4")]
+            Encoding::LZ4 => Box::new(crate::compression::Lz4Compressor::new()),
+            other => panic!("no codec for {other}"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_payload_round_trips_through_every_codec(data in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            for encoding in encodings() {
+                let packed = compressor(encoding).compress(&data).unwrap();
+                let plain = Decoders::default().decompress(encoding, &packed, data.len()).unwrap();
+                prop_assert_eq!(&plain, &data, "{}", encoding);
+            }
+        }
+
+        #[test]
+        fn any_bytes_decode_to_a_payload_within_the_limit_or_a_typed_error(
+            data in proptest::collection::vec(any::<u8>(), 0..512),
+            limit in 0usize..8192,
+        ) {
+            for encoding in encodings() {
+                match Decoders::default().decompress(encoding, &data, limit) {
+                    Ok(plain) => prop_assert!(plain.len() <= limit, "{}", encoding),
+                    Err(DecompressError::TooLarge { .. } | DecompressError::Corrupt { .. }) => {}
+                    Err(e) => prop_assert!(false, "{}: {}", encoding, e),
+                }
+            }
+        }
+
+        #[test]
+        fn a_payload_larger_than_the_limit_is_refused(extra in 1usize..4096) {
+            let data = vec![7u8; 1024 + extra];
+            for encoding in encodings() {
+                let packed = compressor(encoding).compress(&data).unwrap();
+                let refused = Decoders::default().decompress(encoding, &packed, 1024);
+                prop_assert!(matches!(refused, Err(DecompressError::TooLarge { limit: 1024 })), "{}", encoding);
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_encoding_is_unsupported_until_registered() {
+        let custom = Encoding::custom(201).unwrap();
+        assert!(matches!(
+            Decoders::default().decompress(custom, b"x", 10),
+            Err(DecompressError::Unsupported { .. })
+        ));
+    }
+}
