@@ -706,3 +706,43 @@ async fn oversize_request_is_refused_locally_and_the_connection_lives_on() {
         "small"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_is_told_apart_from_a_remote_error_however_it_was_set() {
+    // The handler fails fast on "fail" and never answers "hang".
+    let addr = serve_on_loopback(service_fn(|req: Request| async move {
+        if req.msg() == "fail" {
+            return Err::<Bytes, BoxError>("handler said no".into());
+        }
+        std::future::pending::<()>().await;
+        unreachable!()
+    }))
+    .await;
+    let options = ReqOptions::default().timeout(Duration::from_millis(50));
+    let mut req = ReqSocket::with_options(Tcp::default(), options);
+    req.connect(addr).await.unwrap();
+    // The socket's own timeout.
+    assert!(matches!(
+        within(req.request(Bytes::from("hang"))).await,
+        Err(Error::Timeout { after: Some(after) }) if after == Duration::from_millis(50)
+    ));
+    assert!(matches!(
+        within(req.request(Bytes::from("fail"))).await,
+        Err(Error::Remote { .. })
+    ));
+    // tower's timeout layer: its boxed error comes back typed.
+    let svc = ServiceBuilder::new()
+        .timeout(Duration::from_millis(50))
+        .service(req.clone());
+    let hang = within(svc.clone().oneshot(Message::from("hang")))
+        .await
+        .map_err(Error::from);
+    assert!(
+        matches!(hang, Err(Error::Timeout { after: None })),
+        "{hang:?}"
+    );
+    let fail = within(svc.oneshot(Message::from("fail")))
+        .await
+        .map_err(Error::from);
+    assert!(matches!(fail, Err(Error::Remote { .. })), "{fail:?}");
+}

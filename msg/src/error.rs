@@ -79,11 +79,13 @@ pub enum Error {
     /// The connection closed before the operation completed.
     #[error("connection closed")]
     ConnectionClosed,
-    /// The operation did not complete within the configured timeout.
-    #[error("timed out after {after:?}")]
+    /// The operation did not complete within the configured timeout: `after` is
+    /// [`ReqOptions::timeout`](crate::ReqOptions::timeout), or `None` for a timeout set by
+    /// a tower layer (whose `Elapsed` does not say how long it was).
+    #[error("timed out")]
     Timeout {
-        /// The timeout in force.
-        after: Duration,
+        /// The timeout in force, when the socket knows it.
+        after: Option<Duration>,
     },
     /// The remote handler failed on this request; its error, as text.
     #[error("remote handler failed: {message}")]
@@ -115,6 +117,9 @@ pub enum Error {
     /// `call` was used without a successful `poll_ready` first.
     #[error("service called before it was ready")]
     NotReady,
+    /// A layer of the service stack failed with an error of its own (not a socket's).
+    #[error("layer failed")]
+    Layer(#[source] tower::BoxError),
     /// A future was polled again after it had completed.
     #[error("future polled after it completed")]
     PolledAfterCompletion,
@@ -133,6 +138,44 @@ impl Error {
                 | Error::NotConnected
                 | Error::HeartbeatTimeout { .. }
         )
+    }
+}
+
+/// The error of a socket behind tower's middleware, typed again: what comes back from a
+/// `ServiceBuilder` stack is a `BoxError`; this turns tower's `Elapsed` into
+/// [`Error::Timeout`], unboxes a socket's own error, and keeps anything else as
+/// [`Error::Layer`].
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower::{BoxError, ServiceBuilder, ServiceExt};
+/// use msg::{Error, Message};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let slow = tower::service_fn(|_: Message| async {
+///     tokio::time::sleep(Duration::from_secs(10)).await;
+///     Ok::<_, Error>(Message::from("late"))
+/// });
+/// let svc = ServiceBuilder::new().timeout(Duration::from_millis(10)).service(slow);
+/// let outcome = svc.oneshot(Message::from("hi")).await.map_err(Error::from);
+/// assert!(matches!(outcome, Err(Error::Timeout { after: None })));
+/// # }
+/// ```
+impl From<tower::BoxError> for Error {
+    fn from(e: tower::BoxError) -> Self {
+        if e.is::<tower::timeout::error::Elapsed>() {
+            return Error::Timeout { after: None };
+        }
+        match e.downcast::<Error>() {
+            Ok(e) => *e,
+            Err(e) => match e.downcast::<TransportError>() {
+                Ok(e) => Error::Transport(*e),
+                Err(e) => Error::Layer(e),
+            },
+        }
     }
 }
 

@@ -506,7 +506,7 @@ impl<T: Transport> ReqSocket<T> {
         let reply = match self.options.timeout {
             Some(after) => tokio::time::timeout(after, self.send(Message::new(payload)))
                 .await
-                .map_err(|_| Error::Timeout { after })??,
+                .map_err(|_| Error::Timeout { after: Some(after) })??,
             None => self.send(Message::new(payload)).await?,
         };
         checked_payload(reply)
