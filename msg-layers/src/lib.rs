@@ -3,7 +3,8 @@
 //! Every `msg` socket is a [`tower::Service`] over [`Message`](msg_core::Message)s, so tower's own layers
 //! (timeout, retry, concurrency limit, load shedding) stack on it unchanged. This crate
 //! holds the layers that know about messages: [`compression`] ([`GzipLayer`] and its
-//! siblings, [`CompressionLayer`] for any codec) and [`SetEncodingLayer`].
+//! siblings, [`CompressionLayer`] for any codec), [`TraceLayer`] (a span per call) and
+//! [`SetEncodingLayer`].
 //!
 //! # Example
 //!
@@ -24,6 +25,7 @@
 
 pub mod compression;
 mod set_encoding;
+pub mod trace;
 
 #[cfg(feature = "gzip")]
 pub use compression::GzipLayer;
@@ -35,3 +37,4 @@ pub use compression::SnappyLayer;
 pub use compression::ZstdLayer;
 pub use compression::{Compression, CompressionLayer};
 pub use set_encoding::{SetEncoding, SetEncodingLayer};
+pub use trace::{Trace, TraceLayer};

@@ -844,3 +844,14 @@ impl msg_layers::compression::Compress<()> for Publication {
 
     fn compress_response(_: (), _codec: &Codec) {}
 }
+
+/// A publication's span: its size, encoding and topic.
+impl msg_layers::trace::Describe for Publication {
+    const KIND: &'static str = "publish";
+
+    fn describe(&self, span: &tracing::Span) {
+        span.record("size", self.message.payload().len());
+        span.record("encoding", tracing::field::display(self.message.encoding()));
+        span.record("topic", self.topic.as_str());
+    }
+}

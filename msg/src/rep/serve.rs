@@ -333,3 +333,17 @@ impl<A, R: Into<Message>> msg_layers::compression::Compress<R> for Request<A> {
         codec.compress(response.into())
     }
 }
+
+/// A handler call's span: the request's size and encoding, and the peer.
+impl<A: fmt::Display> msg_layers::trace::Describe for Request<A> {
+    const KIND: &'static str = "handle";
+
+    fn describe(&self, span: &tracing::Span) {
+        span.record("size", self.msg().len());
+        span.record(
+            "encoding",
+            tracing::field::display(self.message().encoding()),
+        );
+        span.record("peer", tracing::field::display(self.peer()));
+    }
+}
