@@ -156,3 +156,98 @@ async fn a_stack_of_layers_works_over_the_socket_and_in_front_of_the_handler() {
         assert_eq!(reply.payload(), &payload);
     }
 }
+
+/// Counts the calls that reach the service under it.
+fn counted<S>(
+    inner: S,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+) -> impl Service<Message, Response = Message, Error = Error, Future = impl Send> + Clone
+where
+    S: Service<Message, Response = Message, Error = Error> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    service_fn(move |msg: Message| {
+        calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        inner.clone().oneshot(msg)
+    })
+}
+
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_policy_retries_a_request_that_never_reached_a_server() {
+    use msg::retry::RetryPolicy;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let addr = free_addr();
+    let options = msg::ReqOptions::default().reconnect_wait(Duration::from_millis(100));
+    let mut req = ReqSocket::with_options(Tcp::default(), options);
+    req.connect_lazy(addr);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let policy = RetryPolicy::default()
+        .max_retries(100)
+        .backoff(msg::Backoff::default().max(Duration::from_millis(50)));
+    let svc = ServiceBuilder::new()
+        .layer(tower::retry::RetryLayer::new(policy))
+        .service(counted(req, calls.clone()));
+    let request = tokio::spawn(svc.oneshot(Message::from("eventually")));
+    // The first attempt fails with NotConnected and is retried; then the server comes.
+    within(async {
+        while calls.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let mut rep = RepSocket::new(Tcp::default());
+    rep.bind(addr).await.unwrap();
+    tokio::spawn(serve(
+        rep,
+        service_fn(|r: Request| async move { Ok::<_, Infallible>(r.msg().clone()) }),
+    ));
+    let reply = within(request).await.unwrap().unwrap();
+    assert_eq!(reply.payload(), "eventually");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_policy_never_retries_a_remote_error_and_respects_its_budget() {
+    use msg::retry::RetryPolicy;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    // A handler that always fails: it ran, so the request is not retried.
+    let mut rep = RepSocket::new(Tcp::default());
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    tokio::spawn(serve(
+        rep,
+        service_fn(|_: Request| async move { Err::<Bytes, BoxError>("no".into()) }),
+    ));
+    let mut req = ReqSocket::new(Tcp::default());
+    req.connect(addr).await.unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = ServiceBuilder::new()
+        .layer(tower::retry::RetryLayer::new(
+            RetryPolicy::default().idempotent(true),
+        ))
+        .service(counted(req, calls.clone()));
+    let outcome = within(svc.oneshot(Message::from("x"))).await;
+    assert!(matches!(outcome, Err(Error::Remote { .. })), "{outcome:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // A budget of nothing: a safe failure is not retried either.
+    let options = msg::ReqOptions::default().reconnect_wait(Duration::from_millis(50));
+    let mut req = ReqSocket::with_options(Tcp::default(), options);
+    req.connect_lazy(free_addr());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let policy = RetryPolicy::default().budget(Duration::from_secs(1), 0, 0.0);
+    let svc = ServiceBuilder::new()
+        .layer(tower::retry::RetryLayer::new(policy))
+        .service(counted(req, calls.clone()));
+    let outcome = within(svc.oneshot(Message::from("x"))).await;
+    assert!(matches!(outcome, Err(Error::NotConnected)), "{outcome:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}

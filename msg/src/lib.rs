@@ -90,6 +90,7 @@ mod io;
 pub mod publisher;
 pub mod rep;
 pub mod req;
+pub mod retry;
 pub mod subscriber;
 pub mod topic;
 

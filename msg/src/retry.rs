@@ -1,0 +1,146 @@
+//! [`RetryPolicy`]: a `tower::retry` policy for a [`ReqSocket`](crate::ReqSocket), with capped
+//! exponential backoff, jitter and a retry budget. Opt-in: nothing retries unless you stack
+//! `tower::retry::RetryLayer::new(RetryPolicy::default())` over a socket.
+//!
+//! # What is retried: the idempotency rule
+//!
+//! A request is retried only when retrying cannot make the server act twice, unless you
+//! say it may:
+//!
+//! - **Always** (the request never reached a server): [`Error::NotConnected`] (no
+//!   connection within `reconnect_wait`) and [`Error::Transport`] (the dial failed).
+//! - **Only if you mark the policy [`idempotent`](RetryPolicy::idempotent)** (the request
+//!   may have reached the server, and the handler may have run): the connection was lost
+//!   with the request on the wire ([`Error::ConnectionClosed`], [`Error::Io`],
+//!   [`Error::HeartbeatTimeout`]) or it timed out ([`Error::Timeout`]).
+//! - **Never**: [`Error::Remote`] (the handler ran and failed: retrying would run it again
+//!   for the same answer), and every error about the request itself (too large, closed
+//!   socket, refused handshake).
+//!
+//! The budget (tower's `TpsBudget`) caps retries at a share of recent successful requests,
+//! so that a failing server is not hammered by every client at once.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use msg::retry::RetryPolicy;
+//! use msg::{ReqSocket, Tcp};
+//! use tower::retry::RetryLayer;
+//! use tower::ServiceBuilder;
+//!
+//! let req = ReqSocket::new(Tcp::default());
+//! let policy = RetryPolicy::default().max_retries(5).idempotent(true);
+//! let svc = ServiceBuilder::new().layer(RetryLayer::new(policy)).service(req);
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use msg_core::Message;
+use tower::retry::budget::{Budget, TpsBudget};
+use tower::retry::Policy;
+
+use crate::{Backoff, Error};
+
+/// Retries what is safe to retry; see the [module](self) docs.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    backoff: Backoff,
+    max_retries: u32,
+    idempotent: bool,
+    budget: Arc<TpsBudget>,
+    /// Retries made for this request (each request gets its own copy of the policy).
+    retries: u32,
+}
+
+impl Default for RetryPolicy {
+    /// Up to 3 retries per request, backoff from 50 ms to 1 s with full jitter, a budget of
+    /// 10 retries a second plus 20% of the successful requests of the last 10 s, and only
+    /// requests that never reached a server.
+    fn default() -> Self {
+        RetryPolicy {
+            backoff: Backoff::default(),
+            max_retries: 3,
+            idempotent: false,
+            budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
+            retries: 0,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Sets the most retries of one request. Default: 3.
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = retries;
+        self
+    }
+
+    /// Sets the delays between retries. Default: [`Backoff::default`].
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Says the requests are idempotent: a request that may have reached the server (lost
+    /// with the connection, or timed out) may be sent again. Default: false.
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = idempotent;
+        self
+    }
+
+    /// Sets the retry budget: `ttl` of history, `min_per_sec` retries a second always
+    /// allowed, and `retry_percent` (0 to 1000) of the successful requests on top.
+    pub fn budget(mut self, ttl: Duration, min_per_sec: u32, retry_percent: f32) -> Self {
+        self.budget = Arc::new(TpsBudget::new(ttl, min_per_sec, retry_percent));
+        self
+    }
+
+    /// Whether a request that failed with `e` may be sent again.
+    pub fn is_retryable(&self, e: &Error) -> bool {
+        match e {
+            Error::NotConnected | Error::Transport(_) => true,
+            Error::ConnectionClosed
+            | Error::Io(_)
+            | Error::HeartbeatTimeout { .. }
+            | Error::Timeout { .. } => self.idempotent,
+            _ => false,
+        }
+    }
+}
+
+impl Policy<Message, Message, Error> for RetryPolicy {
+    type Future = tokio::time::Sleep;
+
+    fn retry(
+        &mut self,
+        _req: &mut Message,
+        result: &mut Result<Message, Error>,
+    ) -> Option<Self::Future> {
+        match result {
+            Ok(_) => {
+                self.budget.deposit();
+                None
+            }
+            Err(e) if self.retries < self.max_retries && self.is_retryable(e) => {
+                if !self.budget.withdraw() {
+                    tracing::debug!(target: "msg", error = %e, "retry budget spent; not retried");
+                    return None;
+                }
+                let delay = self
+                    .backoff
+                    .delays()
+                    .nth(self.retries as usize)
+                    .unwrap_or_default();
+                self.retries += 1;
+                tracing::debug!(target: "msg", error = %e, retry = self.retries, ?delay, "retrying");
+                Some(tokio::time::sleep(delay))
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn clone_request(&mut self, req: &Message) -> Option<Message> {
+        Some(req.clone())
+    }
+}
