@@ -251,3 +251,49 @@ async fn retry_policy_never_retries_a_remote_error_and_respects_its_budget() {
     assert!(matches!(outcome, Err(Error::NotConnected)), "{outcome:?}");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+#[allow(dead_code)]
+#[path = "../examples/custom_layer.rs"]
+mod custom_layer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_layer_of_your_own_signs_on_the_client_and_verifies_in_the_handler_stack() {
+    use custom_layer::{SignLayer, VerifyLayer};
+
+    let mut rep = RepSocket::new(Tcp::default());
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    let handler = ServiceBuilder::new()
+        .layer(VerifyLayer::new(b"k"))
+        .service(service_fn(|req: Request| async move {
+            Ok::<_, Infallible>(req.msg().clone())
+        }));
+    tokio::spawn(serve(rep, handler));
+    let mut req = ReqSocket::new(Tcp::default());
+    req.connect(addr).await.unwrap();
+
+    let signed = ServiceBuilder::new()
+        .layer(SignLayer::new(b"k"))
+        .service(req.clone());
+    let reply = within(signed.oneshot(Message::from("pay 10")))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.payload(),
+        "pay 10",
+        "the handler saw the request without its tag"
+    );
+
+    let wrong_key = ServiceBuilder::new()
+        .layer(SignLayer::new(b"guess"))
+        .service(req.clone());
+    for refused in [
+        within(wrong_key.oneshot(Message::from("pay 1000"))).await,
+        within(req.clone().oneshot(Message::from("pay 1000"))).await,
+    ] {
+        match refused {
+            Err(Error::Remote { message }) => assert!(message.contains("signature"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
