@@ -3,7 +3,8 @@
 //! Every `msg` socket is a [`tower::Service`] over [`Message`](msg_core::Message)s, so tower's own layers
 //! (timeout, retry, concurrency limit, load shedding) stack on it unchanged. This crate
 //! holds the layers that know about messages: [`compression`] ([`GzipLayer`] and its
-//! siblings, [`CompressionLayer`] for any codec), [`TraceLayer`] (a span per call) and
+//! siblings, [`CompressionLayer`] for any codec), [`TraceLayer`] (a span per call),
+//! [`MetricsLayer`] (counters and a latency histogram through the `metrics` facade) and
 //! [`SetEncodingLayer`].
 //!
 //! # Example
@@ -24,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod compression;
+pub mod metrics;
 mod set_encoding;
 pub mod trace;
 
@@ -36,5 +38,6 @@ pub use compression::SnappyLayer;
 #[cfg(feature = "zstd")]
 pub use compression::ZstdLayer;
 pub use compression::{Compression, CompressionLayer};
+pub use metrics::{Metrics, MetricsLayer};
 pub use set_encoding::{SetEncoding, SetEncodingLayer};
 pub use trace::{Trace, TraceLayer};

@@ -142,11 +142,15 @@ async fn handshake<T, W, F>(
         Ok(mut established) => {
             established.io.start_heartbeat(config.heartbeat);
             tracing::debug!(%peer, socket = %config.socket_type, "connection accepted");
+            metrics::counter!("msg_connections_total", "socket" => config.socket_type.name())
+                .increment(1);
             config.events.emit(|| SocketEvent::Accepted { peer });
             tokio::spawn(welcome(established));
         }
         Err(Error::Refused { reason }) => {
             tracing::info!(%peer, %reason, "peer refused");
+            metrics::counter!("msg_refused_total", "socket" => config.socket_type.name())
+                .increment(1);
             config.events.emit(|| SocketEvent::Refused { peer, reason });
         }
         Err(e) => {

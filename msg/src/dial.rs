@@ -60,6 +60,8 @@ impl<T: Transport> Dialer<T> {
         match &outcome {
             Ok(conn) => {
                 tracing::debug!(peer = %conn.peer, socket = %self.socket_type, "connected");
+                metrics::counter!("msg_connections_total", "socket" => self.socket_type.name())
+                    .increment(1);
                 self.events.emit(|| SocketEvent::Connected {
                     peer: conn.peer.clone(),
                 });
@@ -70,7 +72,11 @@ impl<T: Transport> Dialer<T> {
                     reason: reason.clone(),
                 });
             }
-            Err(e) => tracing::debug!(error = %e, socket = %self.socket_type, "dial failed"),
+            Err(e) => {
+                tracing::debug!(error = %e, socket = %self.socket_type, "dial failed");
+                metrics::counter!("msg_connect_failures_total", "socket" => self.socket_type.name())
+                    .increment(1);
+            }
         }
         outcome
     }
@@ -192,6 +198,8 @@ pub(crate) async fn supervise<T: Transport, S: Session<T>>(
             End::Closed => return,
             End::Lost(error) => {
                 tracing::info!(%peer, %error, "connection lost; redialing");
+                metrics::counter!("msg_disconnections_total", "socket" => dialer.socket_type.name())
+                    .increment(1);
                 dialer.events.emit(|| SocketEvent::Disconnected {
                     peer,
                     error: Arc::new(error),

@@ -124,6 +124,7 @@ pub mod layers {
     #[cfg(feature = "zstd")]
     pub use msg_layers::compression::ZstdLayer;
     pub use msg_layers::compression::{Compression, CompressionLayer};
+    pub use msg_layers::metrics::{Metrics, MetricsLayer};
     pub use msg_layers::trace::{Trace, TraceLayer};
     pub use msg_layers::{SetEncoding, SetEncodingLayer};
 }

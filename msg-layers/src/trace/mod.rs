@@ -39,6 +39,9 @@ pub trait Describe {
     /// Records the request's fields (`size`, `encoding`, and `topic` or `peer` where they
     /// apply) on `span`.
     fn describe(&self, span: &Span);
+
+    /// The size of the payload the request carries.
+    fn payload_len(&self) -> usize;
 }
 
 /// A client's request.
@@ -48,6 +51,10 @@ impl Describe for Message {
     fn describe(&self, span: &Span) {
         span.record("size", self.payload().len());
         span.record("encoding", tracing::field::display(self.encoding()));
+    }
+
+    fn payload_len(&self) -> usize {
+        self.payload().len()
     }
 }
 

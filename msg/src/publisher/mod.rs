@@ -359,6 +359,7 @@ impl<A: Clone + fmt::Display> Hub<A> {
 
     fn count_drop(&self, session: &Session<A>) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("msg_publish_dropped_total").increment(1);
         let dropped = session.dropped.fetch_add(1, Ordering::Relaxed) + 1;
         // Log at most once a second per subscriber, however fast the drops come.
         let now = self.born.elapsed().as_millis() as u64;
@@ -853,5 +854,9 @@ impl msg_layers::trace::Describe for Publication {
         span.record("size", self.message.payload().len());
         span.record("encoding", tracing::field::display(self.message.encoding()));
         span.record("topic", self.topic.as_str());
+    }
+
+    fn payload_len(&self) -> usize {
+        self.message.payload().len()
     }
 }

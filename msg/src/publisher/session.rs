@@ -74,6 +74,7 @@ pub(super) fn spawn<Io, A>(
             tracing::warn!(peer = %task.session.peer, error = %e, "subscriber session closed");
         }
         task.close();
+        metrics::counter!("msg_disconnections_total", "socket" => "pub").increment(1);
         let peer = task.session.peer.clone();
         events.emit(|| SocketEvent::Disconnected {
             peer,
@@ -210,6 +211,7 @@ where
             std::mem::take(&mut queue.frames).len() as u64
         };
         if left > 0 {
+            metrics::counter!("msg_publish_dropped_total").increment(left);
             self.session.dropped.fetch_add(left, Ordering::Relaxed);
             self.shared.dropped.fetch_add(left, Ordering::Relaxed);
         }

@@ -379,6 +379,7 @@ where
             }
             e => tracing::info!(peer = %self.peer, error = %e, "connection closed"),
         }
+        metrics::counter!("msg_disconnections_total", "socket" => "rep").increment(1);
         let peer = self.peer.clone();
         events.emit(|| SocketEvent::Disconnected {
             peer,

@@ -346,4 +346,8 @@ impl<A: fmt::Display> msg_layers::trace::Describe for Request<A> {
         );
         span.record("peer", tracing::field::display(self.peer()));
     }
+
+    fn payload_len(&self) -> usize {
+        self.msg().len()
+    }
 }
