@@ -278,3 +278,74 @@ async fn a_decompression_bomb_is_refused_and_every_other_client_is_served() {
         "3"
     );
 }
+
+/// A small JSON message, much like its neighbours.
+fn order(i: u32) -> Bytes {
+    Bytes::from(format!(r#"{{"symbol":"BTC-EUR","side":"buy","qty":{i}}}"#))
+}
+
+/// Binds an echo server over `transport` behind a relay; returns the relay.
+async fn echo_behind_relay<T>(transport: T) -> Relay
+where
+    T: msg::Transport<Target = msg::tcp::Endpoint, Addr = std::net::SocketAddr>,
+{
+    let mut rep = RepSocket::new(transport);
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    tokio::spawn(serve(
+        rep,
+        service_fn(|r: Request| async move { Ok::<_, Infallible>(r.msg().clone()) }),
+    ));
+    Relay::start(addr).await
+}
+
+/// Sends 2,000 orders through `req`, 16 in flight, checking every echo.
+async fn send_orders<T: msg::Transport>(req: &ReqSocket<T>) {
+    let mut replies = req.pipeline(tokio_stream::iter((0..2000).map(order)), 16);
+    let mut n = 0;
+    while let Some(reply) = within(replies.next()).await {
+        assert_eq!(reply.unwrap(), order(n));
+        n += 1;
+    }
+    assert_eq!(n, 2000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_compression_shrinks_a_link_of_small_similar_messages_for_every_socket() {
+    use msg::layers::StreamCompressionLayer;
+
+    let transport = ServiceBuilder::new()
+        .layer(StreamCompressionLayer::new(3))
+        .service(Tcp::default());
+
+    let plain = echo_behind_relay(Tcp::default()).await;
+    let mut req = ReqSocket::new(Tcp::default());
+    req.connect(plain.addr()).await.unwrap();
+    send_orders(&req).await;
+
+    let compressed = echo_behind_relay(transport.clone()).await;
+    let mut req = ReqSocket::new(transport.clone());
+    req.connect(compressed.addr()).await.unwrap();
+    send_orders(&req).await;
+
+    let (plain, compressed) = (plain.bytes_to_server(), compressed.bytes_to_server());
+    assert!(
+        compressed * 3 < plain,
+        "{compressed} bytes compressed against {plain} plain"
+    );
+
+    // Publish/Subscribe over the same layered transport.
+    let mut publisher = PubSocket::new(transport.clone());
+    publisher.bind("127.0.0.1:0").await.unwrap();
+    let mut sub = SubSocket::new(transport);
+    within(sub.connect(publisher.local_addr().unwrap()))
+        .await
+        .unwrap();
+    within(sub.subscribe("t")).await.unwrap();
+    for i in 0..100 {
+        publisher.publish("t", order(i)).await.unwrap();
+    }
+    for i in 0..100 {
+        assert_eq!(within(sub.next()).await.unwrap().payload(), &order(i));
+    }
+}

@@ -24,6 +24,7 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+pub mod compress;
 pub mod ipc;
 pub mod quic;
 pub mod tcp;

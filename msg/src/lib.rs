@@ -127,6 +127,7 @@ pub mod layers {
     pub use msg_layers::metrics::{Metrics, MetricsLayer};
     pub use msg_layers::trace::{Trace, TraceLayer};
     pub use msg_layers::{SetEncoding, SetEncodingLayer};
+    pub use msg_transports::compress::{StreamCompression, StreamCompressionLayer};
 }
 
 /// The wire protocol and its codec, for tools that speak it directly.
