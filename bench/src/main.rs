@@ -29,6 +29,7 @@
 //! `RUSTFLAGS="--cfg tokio_unstable"`, it also prints tokio's per-worker metrics.
 
 mod baseline;
+mod layers;
 mod msg_rs;
 mod pubsub;
 mod transports;
@@ -242,6 +243,10 @@ fn main() {
         println!("{}", run.to_line());
         return;
     }
+    if args.iter().any(|a| a == "--layers") {
+        layers_section(runs);
+        return;
+    }
     if args.iter().any(|a| a == "--pubsub") {
         pubsub_section(runs, quick);
         return;
@@ -259,6 +264,40 @@ fn main() {
 }
 
 /// Request/Reply over TCP: latency, and throughput with many requests in flight.
+/// The cost of each message layer over a `ReqSocket`, 1 KiB requests; medians of `runs`.
+fn layers_section(runs: usize) {
+    let (size, round_trips, total) = (1024, 5_000, 200_000);
+    println!(
+        "message layers over a ReqSocket, {size} B echo: p50 of {round_trips} sequential calls, \
+         and req/s of {total} calls 64 in flight (oneshot calls in a FuturesUnordered); \
+         median of {runs} run(s), no tracing subscriber or metrics recorder installed"
+    );
+    let all: Vec<_> = (0..runs.max(1))
+        .map(|_| run_on_workers(layers::rows(size, round_trips, total)))
+        .collect();
+    println!(
+        "{:<10} {:>9} {:>10} {:>12} {:>10}",
+        "stack", "p50 µs", "p50/bare", "req/s", "rate/bare"
+    );
+    let row = |i: usize| {
+        let p50 = median(all.iter().map(|r| r[i].1).collect(), |d| *d);
+        let rate = median(all.iter().map(|r| r[i].2).collect(), |r| *r);
+        (all[0][i].0, p50, rate)
+    };
+    let (_, bare_p50, bare_rate) = row(0);
+    for i in 0..all[0].len() {
+        let (name, p50, rate) = row(i);
+        println!(
+            "{:<10} {:>9.1} {:>9.2}x {:>12.0} {:>9.2}x",
+            name,
+            us(p50),
+            p50.as_secs_f64() / bare_p50.as_secs_f64(),
+            rate,
+            rate / bare_rate
+        );
+    }
+}
+
 fn reqrep_section(plan: Plan, runs: usize) {
     println!(
         "msg bench: loopback TCP, tokio multi-thread runtime with {} worker(s), client and \

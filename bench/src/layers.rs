@@ -1,0 +1,115 @@
+//! The cost of each message layer: a `ReqSocket` bare, and with one layer at a time over
+//! it, against `msg::serve` with an echo handler. Same client shape in every row (64
+//! `oneshot` calls in a `FuturesUnordered`, refilled as they finish), so that the rows
+//! compare the layers, not the clients.
+
+use std::convert::Infallible;
+use std::fmt::Debug;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use msg::layers::{GzipLayer, MetricsLayer, TraceLayer};
+use msg::retry::RetryPolicy;
+use msg::{serve, Message, RepSocket, ReqSocket, Request, Tcp};
+use tower::retry::RetryLayer;
+use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+
+/// A connected client.
+async fn client() -> ReqSocket<Tcp> {
+    let mut rep = RepSocket::new(Tcp::default());
+    rep.bind("127.0.0.1:0").await.expect("bind");
+    let addr = rep.local_addr().expect("bound");
+    tokio::spawn(serve(
+        rep,
+        service_fn(|req: Request| async move { Ok::<_, Infallible>(req.msg().clone()) }),
+    ));
+    let mut req = ReqSocket::new(Tcp::default());
+    req.connect(addr).await.expect("connect");
+    req
+}
+
+/// The p50 of `round_trips` sequential calls of `size` bytes, and the rate of `total`
+/// calls with 64 in flight.
+async fn measure<S>(svc: S, size: usize, round_trips: usize, total: usize) -> (Duration, f64)
+where
+    S: Service<Message, Response = Message> + Clone + Send + 'static,
+    S::Error: Debug,
+    S::Future: Send,
+{
+    // Compressible, so that the gzip row does its work.
+    let payload = Bytes::from((0..size).map(|i| b"abcdefgh"[i % 8]).collect::<Vec<u8>>());
+    let mut samples = Vec::with_capacity(round_trips);
+    for _ in 0..round_trips {
+        let t = Instant::now();
+        svc.clone()
+            .oneshot(Message::new(payload.clone()))
+            .await
+            .expect("reply");
+        samples.push(t.elapsed());
+    }
+    samples.sort();
+    let p50 = samples[samples.len() / 2];
+
+    let t = Instant::now();
+    let mut calls = FuturesUnordered::new();
+    let mut sent = 0;
+    let mut done = 0;
+    while done < total {
+        while sent < total && calls.len() < 64 {
+            calls.push(svc.clone().oneshot(Message::new(payload.clone())));
+            sent += 1;
+        }
+        if let Some(reply) = calls.next().await {
+            reply.expect("reply");
+            done += 1;
+        }
+    }
+    (p50, total as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Measures every row once: (name, p50, req/s).
+pub(crate) async fn rows(
+    size: usize,
+    round_trips: usize,
+    total: usize,
+) -> Vec<(&'static str, Duration, f64)> {
+    let mut out = Vec::new();
+    let (p50, rate) = measure(client().await, size, round_trips, total).await;
+    out.push(("bare", p50, rate));
+    let svc = ServiceBuilder::new()
+        .layer(TraceLayer::new())
+        .service(client().await);
+    let (p50, rate) = measure(svc, size, round_trips, total).await;
+    out.push(("+trace", p50, rate));
+    let svc = ServiceBuilder::new()
+        .layer(MetricsLayer::new())
+        .service(client().await);
+    let (p50, rate) = measure(svc, size, round_trips, total).await;
+    out.push(("+metrics", p50, rate));
+    let svc = ServiceBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .service(client().await);
+    let (p50, rate) = measure(svc, size, round_trips, total).await;
+    out.push(("+timeout", p50, rate));
+    let svc = ServiceBuilder::new()
+        .layer(RetryLayer::new(RetryPolicy::default()))
+        .service(client().await);
+    let (p50, rate) = measure(svc, size, round_trips, total).await;
+    out.push(("+retry", p50, rate));
+    let svc = ServiceBuilder::new()
+        .layer(GzipLayer::new(6))
+        .service(client().await);
+    let (p50, rate) = measure(svc, size, round_trips, total).await;
+    out.push(("+gzip", p50, rate));
+    let svc = ServiceBuilder::new()
+        .layer(TraceLayer::new())
+        .layer(MetricsLayer::new())
+        .timeout(Duration::from_secs(10))
+        .layer(RetryLayer::new(RetryPolicy::default()))
+        .layer(GzipLayer::new(6))
+        .service(client().await);
+    let (p50, rate) = measure(svc, size, round_trips, total).await;
+    out.push(("all five", p50, rate));
+    out
+}
