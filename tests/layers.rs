@@ -118,6 +118,13 @@ async fn trace_layer_spans_carry_kind_size_peer_topic_and_outcome() {
         handled.iter().any(|l| l.contains("refused by the handler")),
         "{text}"
     );
+    // The connection stack's spans: the server's handshake, with its outcome.
+    assert!(
+        text.lines().any(|l| l.contains("msg.connection")
+            && l.contains("socket=rep")
+            && l.contains("outcome=\"accepted\"")),
+        "{text}"
+    );
     let published = lines("publish");
     assert_eq!(published.len(), 1, "{text}");
     assert!(

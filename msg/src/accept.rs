@@ -9,6 +9,7 @@ use std::time::Duration;
 use msg_core::{HeartbeatConfig, SocketType};
 use msg_transports::{is_connection_error, Connected, Listener, Transport};
 use tokio::task::{AbortHandle, JoinSet};
+use tracing::Instrument;
 
 use crate::admission::Admission;
 use crate::events::{EventSink, SocketEvent};
@@ -122,6 +123,14 @@ async fn handshake<T, W, F>(
     F: Future<Output = ()> + Send + 'static,
 {
     let peer = conn.peer.clone();
+    // The connection's span: its handshake's outcome, and everything its driver does.
+    let span = tracing::info_span!(
+        target: "msg",
+        "msg.connection",
+        socket = %config.socket_type,
+        %peer,
+        outcome = tracing::field::Empty,
+    );
     let setup = async {
         let Connected { io, peer } = transport.accept(conn).await?;
         let mut io = FramedIo::new(io, config.max_frame_len);
@@ -136,8 +145,10 @@ async fn handshake<T, W, F>(
     };
     let after = config.handshake_timeout;
     let outcome = tokio::time::timeout(after, setup)
+        .instrument(span.clone())
         .await
         .unwrap_or(Err(Error::HandshakeTimeout { after }));
+    let _entered = span.enter();
     match outcome {
         Ok(mut established) => {
             established.io.start_heartbeat(config.heartbeat);
@@ -145,15 +156,18 @@ async fn handshake<T, W, F>(
             metrics::counter!("msg_connections_total", "socket" => config.socket_type.name())
                 .increment(1);
             config.events.emit(|| SocketEvent::Accepted { peer });
-            tokio::spawn(welcome(established));
+            span.record("outcome", "accepted");
+            tokio::spawn(welcome(established).instrument(span.clone()));
         }
         Err(Error::Refused { reason }) => {
+            span.record("outcome", "refused");
             tracing::info!(%peer, %reason, "peer refused");
             metrics::counter!("msg_refused_total", "socket" => config.socket_type.name())
                 .increment(1);
             config.events.emit(|| SocketEvent::Refused { peer, reason });
         }
         Err(e) => {
+            span.record("outcome", "failed");
             tracing::info!(%peer, error = %e, "handshake failed; connection closed");
             config.events.emit(|| SocketEvent::HandshakeFailed {
                 peer,

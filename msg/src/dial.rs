@@ -14,6 +14,7 @@ use bytes::Bytes;
 use msg_core::{HeartbeatConfig, SocketType};
 use msg_transports::{Connected, Transport};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::accept::Established;
 use crate::events::{EventSink, SocketEvent};
@@ -194,7 +195,14 @@ pub(crate) async fn supervise<T: Transport, S: Session<T>>(
         attempt = 0;
         delays = dialer.backoff.delays();
         let peer = conn.peer.clone();
-        match session.serve(conn).await {
+        // The connection's span: everything its driver does.
+        let span = tracing::info_span!(
+            target: "msg",
+            "msg.connection",
+            socket = %dialer.socket_type,
+            %peer,
+        );
+        match session.serve(conn).instrument(span).await {
             End::Closed => return,
             End::Lost(error) => {
                 tracing::info!(%peer, %error, "connection lost; redialing");

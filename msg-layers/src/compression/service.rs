@@ -59,11 +59,19 @@ impl Codec {
         if !msg.encoding().is_identity() || msg.payload().len() < self.min_len {
             return msg;
         }
+        let encoding = self.encoding();
         match self.compressor.compress(msg.payload()) {
             Ok(packed) if packed.len() < msg.payload().len() => {
-                Message::new(Bytes::from(packed)).with_encoding(self.encoding())
+                let ratio = packed.len() as f64 / msg.payload().len() as f64;
+                metrics::histogram!("msg_compression_ratio", "encoding" => encoding.to_string())
+                    .record(ratio);
+                Message::new(Bytes::from(packed)).with_encoding(encoding)
             }
-            _ => msg,
+            _ => {
+                metrics::counter!("msg_compression_skipped_total", "encoding" => encoding.to_string())
+                    .increment(1);
+                msg
+            }
         }
     }
 }

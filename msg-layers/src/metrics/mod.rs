@@ -8,6 +8,8 @@
 //! | `msg_call_errors_total` | counter | `kind` | calls that failed |
 //! | `msg_call_duration_seconds` | histogram | `kind` | time from call to outcome |
 //! | `msg_payload_bytes_total` | counter | `kind` | payload bytes the calls carried |
+//! | `msg_compression_ratio` | histogram | `encoding` | compressed size over original, per message compressed |
+//! | `msg_compression_skipped_total` | counter | `encoding` | messages sent plain because they did not shrink |
 //!
 //! The sockets record their own counters the same way: `msg_connections_total` and
 //! `msg_disconnections_total` (by `socket`), `msg_connect_failures_total`,
