@@ -29,6 +29,7 @@
 //! `RUSTFLAGS="--cfg tokio_unstable"`, it also prints tokio's per-worker metrics.
 
 mod baseline;
+mod codecs;
 mod layers;
 mod msg_rs;
 mod pubsub;
@@ -241,6 +242,10 @@ fn main() {
             _ => run_on_workers(pubsub::zeromq(plan)),
         };
         println!("{}", run.to_line());
+        return;
+    }
+    if args.iter().any(|a| a == "--codecs") {
+        codecs::report();
         return;
     }
     if args.iter().any(|a| a == "--layers") {

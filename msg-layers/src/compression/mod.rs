@@ -56,7 +56,10 @@ pub use layer::SnappyLayer;
 pub use layer::ZstdLayer;
 pub use service::{Codec, Compress, Compression};
 
-/// Payloads shorter than this are sent plain by default: below it the codecs' own headers
-/// and the time spent outweigh what they save on typical messages (gzip's header alone is
-/// 18 bytes).
+/// Payloads shorter than this are sent plain by default.
+///
+/// Measured on JSON-like payloads (`msg-bench --codecs`): at 64 bytes and below every codec
+/// makes the payload larger (gzip by 20-60%, its header alone is 18 bytes); at 128 bytes they
+/// save about 30%; at 256 bytes, 52-60%, for 1-20 µs per message. 256 is where every codec
+/// at least halves the payload.
 pub const DEFAULT_MIN_LEN: usize = 256;
