@@ -140,6 +140,7 @@ async fn a_stack_of_layers_works_over_the_socket_and_in_front_of_the_handler() {
     let addr = rep.local_addr().unwrap();
     let handler = ServiceBuilder::new()
         .layer(TraceLayer::new())
+        .layer(msg::layers::MetricsLayer::new())
         .concurrency_limit(64)
         .timeout(Duration::from_secs(5))
         .layer(GzipLayer::new(6))
@@ -151,7 +152,9 @@ async fn a_stack_of_layers_works_over_the_socket_and_in_front_of_the_handler() {
     req.connect(addr).await.unwrap();
     let client = ServiceBuilder::new()
         .layer(TraceLayer::new())
+        .layer(msg::layers::MetricsLayer::new())
         .timeout(Duration::from_secs(5))
+        .layer(tower::retry::RetryLayer::new(msg::retry::RetryPolicy::default()))
         .layer(GzipLayer::new(6))
         .service(req);
     let payload = Bytes::from(vec![b'a'; 64 * 1024]);
