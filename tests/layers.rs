@@ -154,7 +154,9 @@ async fn a_stack_of_layers_works_over_the_socket_and_in_front_of_the_handler() {
         .layer(TraceLayer::new())
         .layer(msg::layers::MetricsLayer::new())
         .timeout(Duration::from_secs(5))
-        .layer(tower::retry::RetryLayer::new(msg::retry::RetryPolicy::default()))
+        .layer(tower::retry::RetryLayer::new(
+            msg::retry::RetryPolicy::default(),
+        ))
         .layer(GzipLayer::new(6))
         .service(req);
     let payload = Bytes::from(vec![b'a'; 64 * 1024]);
