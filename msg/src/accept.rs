@@ -134,6 +134,7 @@ async fn handshake<T, W, F>(
     let setup = async {
         let Connected { io, peer } = transport.accept(conn).await?;
         let mut io = FramedIo::new(io, config.max_frame_len);
+        io.set_label(config.socket_type.name());
         handshake::server(
             &mut io,
             config.socket_type,

@@ -47,6 +47,7 @@ impl<T: Transport> Dialer<T> {
         let outcome = async {
             let Connected { io, peer } = self.transport.connect(self.target.clone()).await?;
             let mut io = FramedIo::new(io, self.max_frame_len);
+            io.set_label(self.socket_type.name());
             let after = self.handshake_timeout;
             tokio::time::timeout(
                 after,

@@ -126,6 +126,34 @@ pub enum Error {
 }
 
 impl Error {
+    /// The variant's name in snake case, for logs and metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Transport(_) => "transport",
+            Error::Io(_) => "io",
+            Error::Protocol(_) => "protocol",
+            Error::UnexpectedFrame { .. } => "unexpected_frame",
+            Error::HandshakeRejected { .. } => "handshake_rejected",
+            Error::Refused { .. } => "refused",
+            Error::HeartbeatTimeout { .. } => "heartbeat_timeout",
+            Error::Closed => "closed",
+            Error::HandshakeTimeout { .. } => "handshake_timeout",
+            Error::SocketTypeMismatch { .. } => "socket_type_mismatch",
+            Error::NotConnected => "not_connected",
+            Error::NotBound => "not_bound",
+            Error::ConnectionClosed => "connection_closed",
+            Error::Timeout { .. } => "timeout",
+            Error::Remote { .. } => "remote",
+            Error::FrameTooLarge { .. } => "frame_too_large",
+            Error::UnsupportedEncoding { .. } => "unsupported_encoding",
+            Error::Decompress(_) => "decompress",
+            Error::InvalidTopic(_) => "invalid_topic",
+            Error::NotReady => "not_ready",
+            Error::Layer(_) => "layer",
+            Error::PolledAfterCompletion => "polled_after_completion",
+        }
+    }
+
     /// Whether the error is about the connection, not the request: it ended, or there was
     /// none. A retry needs a connection (which a `ReqSocket` redials by itself).
     pub fn is_connection_error(&self) -> bool {

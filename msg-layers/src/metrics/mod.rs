@@ -11,9 +11,11 @@
 //! | `msg_compression_ratio` | histogram | `encoding` | compressed size over original, per message compressed |
 //! | `msg_compression_skipped_total` | counter | `encoding` | messages sent plain because they did not shrink |
 //!
-//! The sockets record their own counters the same way: `msg_connections_total` and
-//! `msg_disconnections_total` (by `socket`), `msg_connect_failures_total`,
-//! `msg_publish_dropped_total` and `msg_subscriber_missed_total`.
+//! The sockets record their own counters the same way: `msg_connections_total`,
+//! `msg_disconnections_total`, `msg_bytes_sent_total` and `msg_bytes_received_total` (by
+//! `socket`), `msg_connect_failures_total`, `msg_refused_total`,
+//! `msg_request_errors_total` (by `error`, the error's kind), `msg_publish_dropped_total` and
+//! `msg_subscriber_missed_total`.
 //!
 //! # Example
 //!

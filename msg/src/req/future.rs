@@ -74,6 +74,9 @@ impl Future for ResponseFuture {
             }
         };
         self.state = State::Finished;
+        if let Err(e) = &reply {
+            metrics::counter!("msg_request_errors_total", "error" => e.kind()).increment(1);
+        }
         Poll::Ready(reply)
     }
 }
