@@ -3,7 +3,6 @@
 //! `oneshot` calls in a `FuturesUnordered`, refilled as they finish), so that the rows
 //! compare the layers, not the clients.
 
-use std::convert::Infallible;
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
@@ -11,23 +10,11 @@ use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use msg::layers::{GzipLayer, MetricsLayer, TraceLayer};
 use msg::retry::RetryPolicy;
-use msg::{serve, Message, RepSocket, ReqSocket, Request, Tcp};
+use msg::Message;
 use tower::retry::RetryLayer;
-use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+use tower::{Service, ServiceBuilder, ServiceExt};
 
-/// A connected client.
-async fn client() -> ReqSocket<Tcp> {
-    let mut rep = RepSocket::new(Tcp::default());
-    rep.bind("127.0.0.1:0").await.expect("bind");
-    let addr = rep.local_addr().expect("bound");
-    tokio::spawn(serve(
-        rep,
-        service_fn(|req: Request| async move { Ok::<_, Infallible>(req.msg().clone()) }),
-    ));
-    let mut req = ReqSocket::new(Tcp::default());
-    req.connect(addr).await.expect("connect");
-    req
-}
+use crate::msg_rs::connected_pair;
 
 /// The p50 of `round_trips` sequential calls of `size` bytes, and the rate of `total`
 /// calls with 64 in flight.
@@ -75,31 +62,31 @@ pub(crate) async fn rows(
     total: usize,
 ) -> Vec<(&'static str, Duration, f64)> {
     let mut out = Vec::new();
-    let (p50, rate) = measure(client().await, size, round_trips, total).await;
+    let (p50, rate) = measure(connected_pair().await, size, round_trips, total).await;
     out.push(("bare", p50, rate));
     let svc = ServiceBuilder::new()
         .layer(TraceLayer::new())
-        .service(client().await);
+        .service(connected_pair().await);
     let (p50, rate) = measure(svc, size, round_trips, total).await;
     out.push(("+trace", p50, rate));
     let svc = ServiceBuilder::new()
         .layer(MetricsLayer::new())
-        .service(client().await);
+        .service(connected_pair().await);
     let (p50, rate) = measure(svc, size, round_trips, total).await;
     out.push(("+metrics", p50, rate));
     let svc = ServiceBuilder::new()
         .timeout(Duration::from_secs(10))
-        .service(client().await);
+        .service(connected_pair().await);
     let (p50, rate) = measure(svc, size, round_trips, total).await;
     out.push(("+timeout", p50, rate));
     let svc = ServiceBuilder::new()
         .layer(RetryLayer::new(RetryPolicy::default()))
-        .service(client().await);
+        .service(connected_pair().await);
     let (p50, rate) = measure(svc, size, round_trips, total).await;
     out.push(("+retry", p50, rate));
     let svc = ServiceBuilder::new()
         .layer(GzipLayer::new(6))
-        .service(client().await);
+        .service(connected_pair().await);
     let (p50, rate) = measure(svc, size, round_trips, total).await;
     out.push(("+gzip", p50, rate));
     let svc = ServiceBuilder::new()
@@ -108,7 +95,7 @@ pub(crate) async fn rows(
         .timeout(Duration::from_secs(10))
         .layer(RetryLayer::new(RetryPolicy::default()))
         .layer(GzipLayer::new(6))
-        .service(client().await);
+        .service(connected_pair().await);
     let (p50, rate) = measure(svc, size, round_trips, total).await;
     out.push(("all five", p50, rate));
     out

@@ -10,7 +10,7 @@ use tower::service_fn;
 
 use crate::{Latency, Plan, System};
 
-async fn connected_pair() -> ReqSocket<Tcp> {
+pub(crate) async fn connected_pair() -> ReqSocket<Tcp> {
     let mut rep = RepSocket::new(Tcp::default());
     rep.bind("127.0.0.1:0").await.expect("bind");
     let addr = rep.local_addr().expect("bound");

@@ -68,15 +68,27 @@ impl fmt::Debug for Encoding {
     }
 }
 
+impl Encoding {
+    /// The encoding's name, `"custom"` for the applications' codes and `"reserved"` for the
+    /// others: a label for logs and metrics that costs no allocation.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Encoding::IDENTITY => "identity",
+            Encoding::GZIP => "gzip",
+            Encoding::ZSTD => "zstd",
+            Encoding::SNAPPY => "snappy",
+            Encoding::LZ4 => "lz4",
+            Encoding(code) if code >= Encoding::FIRST_CUSTOM => "custom",
+            Encoding(_) => "reserved",
+        }
+    }
+}
+
 impl fmt::Display for Encoding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Encoding::IDENTITY => f.write_str("identity"),
-            Encoding::GZIP => f.write_str("gzip"),
-            Encoding::ZSTD => f.write_str("zstd"),
-            Encoding::SNAPPY => f.write_str("snappy"),
-            Encoding::LZ4 => f.write_str("lz4"),
-            Encoding(code) => write!(f, "encoding({code})"),
+        match self.name() {
+            "custom" | "reserved" => write!(f, "encoding({})", self.0),
+            name => f.write_str(name),
         }
     }
 }

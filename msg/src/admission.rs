@@ -98,17 +98,36 @@ impl Verdict {
     }
 }
 
-/// Admission as a socket keeps it: any service, boxed once.
-pub(crate) type Admission<A> = BoxCloneSyncService<AdmissionRequest<A>, Verdict, BoxError>;
+/// What `with_admission` takes: a cloneable tower service from [`AdmissionRequest`] to
+/// [`Verdict`] that can move between threads. Implemented for every such service.
+pub trait AdmissionService<A>:
+    Service<AdmissionRequest<A>, Response = Verdict, Error = Self::Failure, Future = Self::Decision>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+    /// The service's error.
+    type Failure: Into<BoxError>;
+    /// The service's future.
+    type Decision: std::future::Future<Output = Result<Verdict, Self::Failure>> + Send + 'static;
+}
 
-/// Boxes an admission service.
-pub(crate) fn boxed<A, S>(service: S) -> Admission<A>
+impl<A, S> AdmissionService<A> for S
 where
-    A: Send + 'static,
     S: Service<AdmissionRequest<A>, Response = Verdict> + Clone + Send + Sync + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
+    type Failure = S::Error;
+    type Decision = S::Future;
+}
+
+/// Admission as a socket keeps it: any service, boxed once.
+pub(crate) type Admission<A> = BoxCloneSyncService<AdmissionRequest<A>, Verdict, BoxError>;
+
+/// Boxes an admission service.
+pub(crate) fn boxed<A: Send + 'static>(service: impl AdmissionService<A>) -> Admission<A> {
     BoxCloneSyncService::new(service.map_err(Into::into))
 }
 

@@ -2,10 +2,11 @@
 //! [`Compress`] trait that says which way a request type's messages leave.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use metrics::{Counter, Histogram};
 use msg_core::{Encoding, Message};
 use tower::Service;
 
@@ -18,6 +19,9 @@ use super::future::CompressionFuture;
 pub struct Codec {
     compressor: Arc<dyn Compressor>,
     min_len: usize,
+    /// The ratio histogram and the plain-sent counter, registered at the first message (a
+    /// label that is not a literal allocates at every naming).
+    metrics: Arc<OnceLock<(Histogram, Counter)>>,
 }
 
 impl fmt::Debug for Codec {
@@ -35,6 +39,7 @@ impl Codec {
         Codec {
             compressor,
             min_len,
+            metrics: Arc::new(OnceLock::new()),
         }
     }
 
@@ -60,16 +65,19 @@ impl Codec {
             return msg;
         }
         let encoding = self.encoding();
+        let (ratio, skipped) = self.metrics.get_or_init(|| {
+            (
+                metrics::histogram!("msg_compression_ratio", "encoding" => encoding.name()),
+                metrics::counter!("msg_compression_skipped_total", "encoding" => encoding.name()),
+            )
+        });
         match self.compressor.compress(msg.payload()) {
             Ok(packed) if packed.len() < msg.payload().len() => {
-                let ratio = packed.len() as f64 / msg.payload().len() as f64;
-                metrics::histogram!("msg_compression_ratio", "encoding" => encoding.to_string())
-                    .record(ratio);
+                ratio.record(packed.len() as f64 / msg.payload().len() as f64);
                 Message::new(Bytes::from(packed)).with_encoding(encoding)
             }
             _ => {
-                metrics::counter!("msg_compression_skipped_total", "encoding" => encoding.to_string())
-                    .increment(1);
+                skipped.increment(1);
                 msg
             }
         }

@@ -33,8 +33,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
+
+use metrics::{Counter, Histogram};
 
 use tower::{Layer, Service};
 
@@ -57,7 +60,38 @@ impl<S> Layer<S> for MetricsLayer {
     type Service = Metrics<S>;
 
     fn layer(&self, inner: S) -> Metrics<S> {
-        Metrics { inner }
+        Metrics {
+            inner,
+            handles: None,
+        }
+    }
+}
+
+/// The metrics of one kind of call, registered once: naming a metric with a label that is
+/// not a literal allocates, which a call should not pay.
+struct Handles {
+    kind: &'static str,
+    calls: Counter,
+    errors: Counter,
+    bytes: Counter,
+    duration: Histogram,
+}
+
+impl Handles {
+    fn new(kind: &'static str) -> Self {
+        Handles {
+            kind,
+            calls: metrics::counter!("msg_calls_total", "kind" => kind),
+            errors: metrics::counter!("msg_call_errors_total", "kind" => kind),
+            bytes: metrics::counter!("msg_payload_bytes_total", "kind" => kind),
+            duration: metrics::histogram!("msg_call_duration_seconds", "kind" => kind),
+        }
+    }
+}
+
+impl std::fmt::Debug for Handles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handles").field("kind", &self.kind).finish()
     }
 }
 
@@ -65,6 +99,8 @@ impl<S> Layer<S> for MetricsLayer {
 #[derive(Debug, Clone)]
 pub struct Metrics<S> {
     inner: S,
+    /// Registered at the first call, with the recorder installed then; clones share them.
+    handles: Option<Arc<Handles>>,
 }
 
 impl<S, Req> Service<Req> for Metrics<S>
@@ -81,13 +117,18 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let kind = Req::KIND;
-        metrics::counter!("msg_calls_total", "kind" => kind).increment(1);
-        metrics::counter!("msg_payload_bytes_total", "kind" => kind)
-            .increment(req.payload_len() as u64);
+        let handles = match &self.handles {
+            Some(handles) if handles.kind == Req::KIND => handles.clone(),
+            _ => self
+                .handles
+                .insert(Arc::new(Handles::new(Req::KIND)))
+                .clone(),
+        };
+        handles.calls.increment(1);
+        handles.bytes.increment(req.payload_len() as u64);
         MetricsFuture {
             inner: self.inner.call(req),
-            kind,
+            handles,
             start: Instant::now(),
         }
     }
@@ -99,7 +140,7 @@ pin_project_lite::pin_project! {
     pub struct MetricsFuture<F> {
         #[pin]
         inner: F,
-        kind: &'static str,
+        handles: Arc<Handles>,
         start: Instant,
     }
 }
@@ -113,11 +154,11 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let out = ready!(this.inner.poll(cx));
-        let kind = *this.kind;
-        metrics::histogram!("msg_call_duration_seconds", "kind" => kind)
+        this.handles
+            .duration
             .record(this.start.elapsed().as_secs_f64());
         if out.is_err() {
-            metrics::counter!("msg_call_errors_total", "kind" => kind).increment(1);
+            this.handles.errors.increment(1);
         }
         Poll::Ready(out)
     }

@@ -18,10 +18,9 @@ use msg_transports::{Listener, Transport};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::BoxError;
 
 use crate::accept::{accept_loop, AcceptConfig, DEFAULT_MAX_HANDSHAKES};
-use crate::admission::{self, Admission, AdmissionRequest, Authenticate, Verdict};
+use crate::admission::{self, Admission, AdmissionService, Authenticate};
 use crate::events::{EventSink, Events};
 use crate::ids::IdMap;
 use crate::io::heartbeat_config;
@@ -592,16 +591,7 @@ impl<T: Transport> PubSocket<T> {
 
     /// Decides with `admission` whether each subscriber, once it said hello, may use the
     /// socket; see [`admission`](mod@crate::admission). Call before [`bind`](Self::bind).
-    pub fn with_admission<S>(mut self, admission: S) -> Self
-    where
-        S: tower::Service<AdmissionRequest<T::Addr>, Response = Verdict>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Error: Into<BoxError>,
-        S::Future: Send + 'static,
-    {
+    pub fn with_admission(mut self, admission: impl AdmissionService<T::Addr>) -> Self {
         self.admission = Some(admission::boxed(admission));
         self
     }

@@ -18,10 +18,9 @@ use msg_transports::{Listener, Transport};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::BoxError;
 
 use crate::accept::{accept_loop, AcceptConfig, Established, DEFAULT_MAX_HANDSHAKES};
-use crate::admission::{self, Admission, AdmissionRequest, Authenticate, Verdict};
+use crate::admission::{self, Admission, AdmissionService, Authenticate};
 use crate::events::{EventSink, Events};
 use crate::io::heartbeat_config;
 use crate::req::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT};
@@ -278,9 +277,8 @@ type RequestChannel<A> = (
 pub struct RepSocket<T: Transport> {
     transport: T,
     options: RepOptions,
-    /// Compresses responses, if set.
-    codec: Option<Codec>,
-    decoders: Decoders,
+    /// How connections decode requests and encode responses.
+    coding: Coding,
     admission: Option<Admission<T::Addr>>,
     events: Arc<EventSink<T::Addr>>,
     local_addr: Option<T::Addr>,
@@ -344,9 +342,12 @@ impl<T: Transport> RepSocket<T> {
     pub fn with_options(transport: T, options: RepOptions) -> Self {
         RepSocket {
             transport,
+            coding: Coding {
+                decoders: Decoders::default(),
+                codec: None,
+                limit: options.max_frame_len,
+            },
             options,
-            codec: None,
-            decoders: Decoders::default(),
             admission: None,
             events: EventSink::new(),
             local_addr: None,
@@ -372,24 +373,15 @@ impl<T: Transport> RepSocket<T> {
     /// let rep = RepSocket::new(Tcp::default()).with_compressor(GzipCompressor::new(6));
     /// ```
     pub fn with_compressor(mut self, compressor: impl Compressor) -> Self {
-        self.codec = Some(Codec::new(Arc::new(compressor), DEFAULT_MIN_LEN));
+        self.coding.codec = Some(Codec::new(Arc::new(compressor), DEFAULT_MIN_LEN));
         self
     }
 
     /// Registers a codec of your own for the requests this socket decodes (the built-in
     /// codecs need no registration).
     pub fn with_decompressor(mut self, codec: impl Compressor) -> Self {
-        self.decoders = std::mem::take(&mut self.decoders).register(codec);
+        self.coding.decoders = std::mem::take(&mut self.coding.decoders).register(codec);
         self
-    }
-
-    /// How the socket's connections decode requests and encode responses.
-    pub(crate) fn coding(&self) -> Coding {
-        Coding {
-            decoders: self.decoders.clone(),
-            codec: self.codec.clone(),
-            limit: self.options.max_frame_len,
-        }
     }
 
     /// Requires every client to pass `auth` in the handshake (the book's way). It installs
@@ -401,16 +393,7 @@ impl<T: Transport> RepSocket<T> {
 
     /// Decides with `admission` whether each client, once it said hello, may use the
     /// socket; see [`admission`](mod@crate::admission). Call before [`bind`](Self::bind).
-    pub fn with_admission<S>(mut self, admission: S) -> Self
-    where
-        S: tower::Service<AdmissionRequest<T::Addr>, Response = Verdict>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Error: Into<BoxError>,
-        S::Future: Send + 'static,
-    {
+    pub fn with_admission(mut self, admission: impl AdmissionService<T::Addr>) -> Self {
         self.admission = Some(admission::boxed(admission));
         self
     }
@@ -523,18 +506,13 @@ impl<T: Transport> Stream for RepSocket<T> {
             .requests
             .get_or_insert_with(|| mpsc::channel(this.options.stream_buffer.max(1)));
         while let Poll::Ready(Some(conn)) = incoming.poll_recv(cx) {
-            let coding = Coding {
-                decoders: this.decoders.clone(),
-                codec: this.codec.clone(),
-                limit: this.options.max_frame_len,
-            };
             let service = serve::ChannelService::new(tx.clone());
             let conn = Connection::new(
                 conn.io,
                 service,
                 conn.peer,
                 this.options.max_in_flight_per_conn,
-                coding,
+                this.coding.clone(),
                 Some(this.shutdown.clone().cancelled_owned()),
             );
             let abort = this.abort.clone();

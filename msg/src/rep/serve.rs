@@ -177,7 +177,7 @@ where
 {
     let mut incoming = socket.take_incoming().ok_or(Error::NotBound)?;
     let max_in_flight = socket.options.max_in_flight_per_conn;
-    let coding = socket.coding();
+    let coding = socket.coding.clone();
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let mut signal = std::pin::pin!(signal);
