@@ -14,6 +14,10 @@
 //!   dropped, whether the drops the system reports match sent minus received, and the
 //!   process's peak RSS. `msg` runs with its default policy, dropping for a subscriber
 //!   that falls behind; `msg/wait` with the policy that waits for it instead;
+//! - latency under load (`--open-loop`): 64 B requests at a fixed rate, 50% and 25% of
+//!   `msg`'s pipelined maximum, from 64 tasks sharing one `ReqSocket`, latency from the
+//!   intended send time (coordinated omission corrected, hdrhistogram), beside the
+//!   plain-tokio limit at the same rate;
 //! - per transport (TCP, TLS over TCP, QUIC, IPC): `msg`'s latency, 1 KiB throughput with
 //!   64 in flight, and 1 KiB pub/sub to one subscriber.
 //!
@@ -32,6 +36,7 @@ mod baseline;
 mod codecs;
 mod layers;
 mod msg_rs;
+mod open_loop;
 mod pubsub;
 mod transports;
 mod zmq;
@@ -139,10 +144,26 @@ fn measure_latency<S: System>(plan: Plan, runs: usize) -> Latency {
 }
 
 fn measure_throughput<S: System>(plan: Plan, size: usize, runs: usize) -> f64 {
+    measure_throughput_runs::<S>(plan, size, runs).median
+}
+
+/// The runs of one throughput row: the median, and the slowest and fastest run.
+#[derive(Debug, Clone, Copy)]
+struct Spread {
+    median: f64,
+    slowest: f64,
+    fastest: f64,
+}
+
+fn measure_throughput_runs<S: System>(plan: Plan, size: usize, runs: usize) -> Spread {
     let all: Vec<f64> = (0..runs)
         .map(|_| run_on_workers(S::throughput(plan, size)))
         .collect();
-    median(all, |r| *r)
+    Spread {
+        median: median(all.clone(), |r| *r),
+        slowest: all.iter().copied().fold(f64::INFINITY, f64::min),
+        fastest: all.iter().copied().fold(0.0, f64::max),
+    }
 }
 
 fn us(d: Duration) -> f64 {
@@ -209,6 +230,7 @@ fn main() {
             "msg/fu" => measure_throughput::<msg_rs::MsgUnordered>(plan, size, 1),
             "msg/tasks" => measure_throughput::<msg_rs::MsgTasks>(plan, size, 1),
             "msg/stream" => measure_throughput::<msg_rs::MsgStream>(plan, size, 1),
+            "msg/tasks+stream" => measure_throughput::<msg_rs::MsgTasksStream>(plan, size, 1),
             // One transport's 1 KiB throughput.
             "tcp" => run_on_workers(transports::throughput::<transports::Tcp>(
                 1024, 64, 1_000_000,
@@ -256,6 +278,10 @@ fn main() {
         pubsub_section(runs, quick);
         return;
     }
+    if args.iter().any(|a| a == "--open-loop") {
+        open_loop_section(runs, quick);
+        return;
+    }
     if args.iter().any(|a| a == "--transports") {
         transports_section(runs, quick);
         return;
@@ -264,6 +290,7 @@ fn main() {
     if args.iter().any(|a| a == "--reqrep") {
         return;
     }
+    open_loop_section(runs, quick);
     pubsub_section(runs, quick);
     transports_section(runs, quick);
 }
@@ -341,37 +368,114 @@ fn reqrep_section(plan: Plan, runs: usize) {
 
     for size in [64usize, 1024] {
         println!(
-            "\nthroughput, {size} B echo, {} in flight on one client, {} requests",
+            "\nthroughput, {size} B echo, {} in flight on one client, {} requests; the slowest \
+             run against the median, and the fastest",
             plan.in_flight, plan.throughput_requests
         );
         println!(
-            "{:<10} {:>12} {:>10} {:>10} {:>10}",
-            "system", "req/s", "MB/s", "vs base", "vs zeromq"
+            "{:<17} {:>12} {:>10} {:>10} {:>10} {:>9} {:>9}",
+            "system", "req/s", "MB/s", "vs base", "vs zeromq", "slowest", "fastest"
         );
-        let base = measure_throughput::<baseline::Baseline>(plan, size, runs);
-        let msg = measure_throughput::<msg_rs::Msg>(plan, size, runs);
-        let msg_fu = measure_throughput::<msg_rs::MsgUnordered>(plan, size, runs);
-        let msg_tasks = measure_throughput::<msg_rs::MsgTasks>(plan, size, runs);
-        let msg_stream = measure_throughput::<msg_rs::MsgStream>(plan, size, runs);
-        let zmq = measure_throughput::<zmq::Zmq>(plan, size, runs);
-        for (name, rate) in [
+        let base = measure_throughput_runs::<baseline::Baseline>(plan, size, runs);
+        let rows = [
             (baseline::Baseline::NAME, base),
-            (msg_rs::Msg::NAME, msg),
-            (msg_rs::MsgUnordered::NAME, msg_fu),
-            (msg_rs::MsgTasks::NAME, msg_tasks),
-            (msg_rs::MsgStream::NAME, msg_stream),
-            (zmq::Zmq::NAME, zmq),
-        ] {
+            (
+                msg_rs::Msg::NAME,
+                measure_throughput_runs::<msg_rs::Msg>(plan, size, runs),
+            ),
+            (
+                msg_rs::MsgUnordered::NAME,
+                measure_throughput_runs::<msg_rs::MsgUnordered>(plan, size, runs),
+            ),
+            (
+                msg_rs::MsgTasks::NAME,
+                measure_throughput_runs::<msg_rs::MsgTasks>(plan, size, runs),
+            ),
+            (
+                msg_rs::MsgStream::NAME,
+                measure_throughput_runs::<msg_rs::MsgStream>(plan, size, runs),
+            ),
+            (
+                msg_rs::MsgTasksStream::NAME,
+                measure_throughput_runs::<msg_rs::MsgTasksStream>(plan, size, runs),
+            ),
+            (
+                zmq::Zmq::NAME,
+                measure_throughput_runs::<zmq::Zmq>(plan, size, runs),
+            ),
+        ];
+        let zmq = rows[rows.len() - 1].1.median;
+        for (name, r) in rows {
             println!(
-                "{:<10} {:>12.0} {:>10.1} {:>9.2}x {:>9.2}x",
+                "{:<17} {:>12.0} {:>10.1} {:>9.2}x {:>9.2}x {:>8.2}x {:>8.2}x",
                 name,
-                rate,
-                rate * size as f64 / 1e6,
-                rate / base,
-                rate / zmq,
+                r.median,
+                r.median * size as f64 / 1e6,
+                r.median / base.median,
+                r.median / zmq,
+                r.slowest / r.median,
+                r.fastest / r.median,
             );
         }
     }
+}
+
+/// Latency under load: 64 callers at a fixed rate, half of `msg`'s pipelined maximum,
+/// coordinated omission corrected; `msg` and the plain-tokio limit at the same rate.
+fn open_loop_section(runs: usize, quick: bool) {
+    let max = median(
+        (0..runs.max(1))
+            .map(|_| run_on_workers(open_loop::pipelined_max()))
+            .collect(),
+        |r| *r,
+    );
+    for share in [0.5, 0.25] {
+        open_loop_rows(runs, quick, max * share, share);
+    }
+}
+
+fn open_loop_rows(runs: usize, quick: bool, rate: f64, share: f64) {
+    let duration = Duration::from_millis(if quick { 500 } else { 3000 });
+    println!(
+        "\nlatency under load: 64 B requests at {rate:.0}/s ({:.0}% of msg's pipelined maximum, \
+         measured now) for {:.1} s, open loop, latency from the intended send time; \
+         median of {runs} run(s). msg: 64 tasks sharing one ReqSocket, against serve; \
+         baseline: one task, the plain-tokio limit. floor: the pacer's own lag",
+        share * 100.0,
+        duration.as_secs_f64()
+    );
+    println!(
+        "{:<10} {:>9} {:>9} {:>10} {:>10} {:>11} {:>11} {:>12}",
+        "system", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "floor p50", "floor p99", "answered/s"
+    );
+    let mut base_runs = Vec::new();
+    let mut msg_runs = Vec::new();
+    for _ in 0..runs.max(1) {
+        base_runs.push(run_on_workers(open_loop::baseline(rate, duration)));
+        msg_runs.push(run_on_workers(open_loop::msg(rate, duration, 64)));
+    }
+    let med = |runs: &[open_loop::OpenLoop]| open_loop::OpenLoop {
+        p50: median(runs.to_vec(), |r| r.p50).p50,
+        p99: median(runs.to_vec(), |r| r.p99).p99,
+        p999: median(runs.to_vec(), |r| r.p999).p999,
+        max: median(runs.to_vec(), |r| r.max).max,
+        floor_p50: median(runs.to_vec(), |r| r.floor_p50).floor_p50,
+        floor_p99: median(runs.to_vec(), |r| r.floor_p99).floor_p99,
+        achieved: median(runs.to_vec(), |r| r.achieved).achieved,
+    };
+    let (base, msg) = (med(&base_runs), med(&msg_runs));
+    for (name, r) in [("baseline", base), ("msg", msg)] {
+        println!(
+            "{:<10} {:>9.0} {:>9.0} {:>10.0} {:>10.0} {:>11.0} {:>11.0} {:>12.0}",
+            name, r.p50, r.p99, r.p999, r.max, r.floor_p50, r.floor_p99, r.achieved
+        );
+    }
+    println!(
+        "msg / baseline: p50 {:.2}x, p99 {:.2}x, p99.9 {:.2}x",
+        msg.p50 / base.p50,
+        msg.p99 / base.p99,
+        msg.p999 / base.p999
+    );
 }
 
 /// `msg` over every transport, with TCP as the reference.

@@ -179,6 +179,14 @@ msg_system!(
     tasks
 );
 msg_system!(
+    /// `msg` with the throughput client of [`tasks`], against a server written the book's
+    /// way ([`connected_to_stream_server`]): both halves as the book writes them.
+    MsgTasksStream,
+    "msg/tasks+stream",
+    tasks,
+    connected_to_stream_server
+);
+msg_system!(
     /// `msg` with the throughput client of [`pipelined`], against a server written the
     /// book's way ([`connected_to_stream_server`]).
     MsgStream,
