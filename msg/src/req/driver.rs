@@ -37,6 +37,8 @@ pub(crate) struct ReqDriver<Io> {
     batch: Batch,
     done: Completions,
     flow: Flow,
+    /// Requests were taken and their write put off once, for the callers about to send.
+    deferred: bool,
 }
 
 impl<Io: AsyncRead + AsyncWrite + Unpin> ReqDriver<Io> {
@@ -51,6 +53,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> ReqDriver<Io> {
             batch: Batch::default(),
             done: Completions::default(),
             flow: Flow::Open,
+            deferred: false,
         }
     }
 
@@ -183,6 +186,19 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Future for ReqDriver<Io> {
         // registered this task to be woken by the next request.
         for _ in 0..MAX_PASSES {
             let took = this.take_queued(cx);
+            if took && this.batch.callers_pending && !this.deferred {
+                // The first of the callers just handed their replies woke this driver as it
+                // sent again; the others are queued to run and most will send too. Written
+                // now, each request would go in a write of its own, the driver woken by each
+                // caller in turn. Instead the driver goes to the back of the run queue once
+                // and writes them together: a third of the CPU per request when requests
+                // come from many tasks (`msg-bench --open-loop`). Once per write, so a
+                // caller that never comes back delays nobody.
+                this.deferred = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            this.deferred = false;
             if this.flow == Flow::Stopped {
                 // Closed, and the linger is over: what is still on the wire fails.
                 let _ = this.end(Error::Closed, || Error::Closed);

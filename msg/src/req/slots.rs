@@ -101,6 +101,9 @@ pub(crate) struct Batch {
     pub(crate) requests: Vec<Queued>,
     /// Requests on the wire to cancel.
     pub(crate) cancels: Vec<(SlotId, Generation)>,
+    /// Replies delivered that their callers have not yet taken: those callers are about to
+    /// run, and many will send again.
+    pub(crate) callers_pending: bool,
 }
 
 /// The table and queue behind the lock.
@@ -129,6 +132,8 @@ struct State {
     stopped: Option<fn() -> Error>,
     /// Replies dropped because their request had been given up.
     late: u64,
+    /// Slots whose reply has come and not yet been taken.
+    uncollected: usize,
 }
 
 impl State {
@@ -154,6 +159,7 @@ impl State {
         let slot = &mut self.slots[id as usize];
         match slot {
             Slot::Waiting { generation: g, .. } if *g == generation => {
+                self.uncollected += 1;
                 if let Slot::Waiting {
                     waker: Some(waker), ..
                 } = std::mem::replace(slot, Slot::Done(reply))
@@ -357,6 +363,7 @@ impl SlotTable {
                     let Slot::Done(reply) = std::mem::replace(slot, Slot::Free) else {
                         unreachable!("matched as done")
                     };
+                    state.uncollected -= 1;
                     state.release(id, &mut wake);
                     reply
                 }
@@ -387,7 +394,10 @@ impl SlotTable {
                         }
                     }
                 }
-                Slot::Done(_) => None,
+                Slot::Done(_) => {
+                    state.uncollected -= 1;
+                    None
+                }
                 _ => return,
             };
             state.release(id, &mut wake);
@@ -427,6 +437,7 @@ impl SlotTable {
         let mut state = self.lock();
         std::mem::swap(&mut state.queue, &mut batch.requests);
         std::mem::swap(&mut state.cancels, &mut batch.cancels);
+        batch.callers_pending = state.uncollected > 0;
         // Registered only once there is nothing to do, so that a request queued while the
         // driver is busy costs no wake-up.
         if batch.requests.is_empty() && batch.cancels.is_empty() {
@@ -638,6 +649,24 @@ mod tests {
             Poll::Ready(Err(Error::NotConnected))
         ));
         assert_eq!(table.stats().in_flight, 0);
+    }
+
+    #[test]
+    fn the_driver_learns_that_callers_are_about_to_collect_their_replies() {
+        let table = SlotTable::new(2, 1024, Decoders::default());
+        table.connected();
+        let (slot, generation) = on_the_wire(&table);
+        let mut batch = Batch::default();
+        table.take(&mut batch, &mut cx());
+        assert!(!batch.callers_pending);
+        let mut done = Completions::default();
+        done.push(slot, generation, Ok(Message::from("reply")));
+        table.complete(&mut done);
+        table.take(&mut batch, &mut cx());
+        assert!(batch.callers_pending, "a reply waits for its caller");
+        assert!(table.poll_reply(slot, &mut cx()).is_ready());
+        table.take(&mut batch, &mut cx());
+        assert!(!batch.callers_pending, "the caller took it");
     }
 
     #[test]
