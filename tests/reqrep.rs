@@ -746,3 +746,45 @@ async fn a_timeout_is_told_apart_from_a_remote_error_however_it_was_set() {
         .map_err(Error::from);
     assert!(matches!(fail, Err(Error::Remote { .. })), "{fail:?}");
 }
+
+/// More reply bytes than the server's write high-water mark (1 MiB) in flight, with
+/// heartbeats off on both sides so that nothing but the data path can wake a stalled
+/// connection: the server stops reading while its replies wait, and must start again once
+/// a flush takes them under the mark. Before that was fixed, this stalled for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn megabytes_in_flight_each_way_never_stall_the_server() {
+    for serve_as_stream in [false, true] {
+        let mut rep = RepSocket::with_options(
+            Tcp::default(),
+            RepOptions::default().heartbeat(Duration::ZERO, Duration::ZERO),
+        );
+        rep.bind("127.0.0.1:0").await.unwrap();
+        let addr = rep.local_addr().unwrap();
+        if serve_as_stream {
+            tokio::spawn(async move {
+                while let Some(request) = rep.next().await {
+                    let payload = request.msg().clone();
+                    let _ = request.respond(payload);
+                }
+            });
+        } else {
+            tokio::spawn(serve(
+                rep,
+                service_fn(|req: Request| async move { Ok::<_, Infallible>(req.msg().clone()) }),
+            ));
+        }
+        let mut req = ReqSocket::with_options(
+            Tcp::default(),
+            ReqOptions::default().heartbeat(Duration::ZERO, Duration::ZERO),
+        );
+        req.connect(addr).await.unwrap();
+        // 64 in flight of 256 KiB: 16 MiB each way at any moment, 64 MiB in all.
+        let payload = Bytes::from(vec![5u8; 256 * 1024]);
+        let requests = futures_util::stream::repeat(payload.clone()).take(256);
+        let replies: Vec<_> = within(req.pipeline(requests, 64).collect::<Vec<_>>()).await;
+        assert_eq!(replies.len(), 256);
+        for reply in replies {
+            assert_eq!(reply.unwrap(), payload);
+        }
+    }
+}

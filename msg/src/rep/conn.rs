@@ -403,9 +403,14 @@ where
             let before = this.calls.len();
             this.reply_finished(cx);
             let finished = before != this.calls.len();
+            // Reading stops while the replies waiting to be written are over the high-water
+            // mark; a flush that takes them under it must lead to another read, or nothing
+            // would wake this task again.
+            let was_full = this.io.queued_len() >= WRITE_HIGH_WATER;
             if let Poll::Ready(Err(e)) = this.io.poll_flush(cx) {
                 return Poll::Ready(Error::Io(e));
             }
+            let drained = was_full && this.io.queued_len() < WRITE_HIGH_WATER;
             if this.reading_done && this.calls.is_empty() && this.io.queued_len() == 0 {
                 let _ = this.io.poll_close(cx);
                 return Poll::Ready(if this.io.at_eof() {
@@ -416,7 +421,7 @@ where
             }
             // Room freed by finished calls may let more requests in; otherwise every step
             // is waiting on a registered waker.
-            if !(finished || started) || this.reading_done {
+            if !(finished || started || drained) || this.reading_done {
                 return Poll::Pending;
             }
         }

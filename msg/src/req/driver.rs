@@ -58,10 +58,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> ReqDriver<Io> {
     }
 
     /// Step: moves queued requests and cancellations into the write buffer. Returns whether
-    /// it took anything, or left the queue for later because the write buffer is full.
+    /// it took anything; nothing is taken while the write buffer is over its high-water
+    /// mark (the pass that flushes it under the mark comes back for more).
     fn take_queued(&mut self, cx: &mut Context<'_>) -> bool {
         if self.io.queued_len() >= WRITE_HIGH_WATER {
-            return true;
+            return false;
         }
         self.flow = self.slots.take(&mut self.batch, cx);
         let took = !self.batch.requests.is_empty() || !self.batch.cancels.is_empty();
@@ -207,9 +208,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Future for ReqDriver<Io> {
             if let Err(e) = this.io.poll_liveness(cx, false) {
                 return Poll::Ready(this.lost(e));
             }
+            let was_full = this.io.queued_len() >= WRITE_HIGH_WATER;
             if let Poll::Ready(Err(e)) = this.io.poll_flush(cx) {
                 return Poll::Ready(this.lost(Error::Io(e)));
             }
+            let drained = was_full && this.io.queued_len() < WRITE_HIGH_WATER;
             if let Err(e) = this.read_responses(cx) {
                 return Poll::Ready(this.lost(e));
             }
@@ -228,7 +231,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Future for ReqDriver<Io> {
                 let _ = this.end(Error::Closed, || Error::Closed);
                 return Poll::Ready(End::Closed);
             }
-            if !took {
+            if !(took || drained) {
                 return Poll::Pending;
             }
         }
