@@ -34,6 +34,7 @@
 
 mod baseline;
 mod codecs;
+mod growth;
 mod layers;
 mod msg_rs;
 mod open_loop;
@@ -229,6 +230,7 @@ fn main() {
             "zeromq" => measure_throughput::<zmq::Zmq>(plan, size, 1),
             "msg/fu" => measure_throughput::<msg_rs::MsgUnordered>(plan, size, 1),
             "msg/tasks" => measure_throughput::<msg_rs::MsgTasks>(plan, size, 1),
+            "msg/sized" => run_on_workers(growth::reqrep_size(size)),
             "msg/stream" => measure_throughput::<msg_rs::MsgStream>(plan, size, 1),
             "msg/tasks+stream" => measure_throughput::<msg_rs::MsgTasksStream>(plan, size, 1),
             // One transport's 1 KiB throughput.
@@ -276,6 +278,10 @@ fn main() {
     }
     if args.iter().any(|a| a == "--pubsub") {
         pubsub_section(runs, quick);
+        return;
+    }
+    if args.iter().any(|a| a == "--growth") {
+        growth_section(runs, quick);
         return;
     }
     if args.iter().any(|a| a == "--open-loop") {
@@ -476,6 +482,79 @@ fn open_loop_rows(runs: usize, quick: bool, rate: f64, share: f64) {
         msg.p99 / base.p99,
         msg.p999 / base.p999
     );
+}
+
+/// How cost grows with connections, subscribers, subscription patterns and message size.
+fn growth_section(runs: usize, quick: bool) {
+    growth::raise_fd_limit();
+    let runs = runs.max(1);
+    let duration = Duration::from_millis(if quick { 300 } else { 1000 });
+    let med = |f: &dyn Fn() -> f64| median((0..runs).map(|_| f()).collect(), |r| *r);
+    println!("how cost grows; median of {runs} run(s), loopback TCP, 2 workers\n");
+
+    println!("req/rep, 64 B echo, 200000 requests over N connections to one RepSocket (serve)");
+    println!("{:>12} {:>12} {:>10}", "connections", "req/s", "vs 1");
+    let mut first = None;
+    for n in [1usize, 10, 100, 1000] {
+        let rate = med(&|| run_on_workers(growth::reqrep_connections(n, 200_000)));
+        let one = *first.get_or_insert(rate);
+        println!("{n:>12} {rate:>12.0} {:>9.2}x", rate / one);
+    }
+
+    println!(
+        "\npub/sub fan-out, 64 B, lossless policy, publishing for {:.1} s",
+        duration.as_secs_f64()
+    );
+    println!(
+        "{:>12} {:>14} {:>14} {:>10}",
+        "subscribers", "received/s", "published/s", "vs 1"
+    );
+    let mut first = None;
+    for n in [1usize, 10, 100] {
+        let runs: Vec<(f64, f64)> = (0..runs)
+            .map(|_| run_on_workers(growth::pubsub(64, n, 0, duration)))
+            .collect();
+        let (received, published) = median(runs, |r| r.0);
+        let one = *first.get_or_insert(received);
+        println!(
+            "{n:>12} {received:>14.0} {published:>14.0} {:>9.2}x",
+            received / one
+        );
+    }
+
+    println!(
+        "\npublish cost with N subscription patterns held by the subscriber (none of them \
+         matching what is published but one), 64 B, one subscriber"
+    );
+    println!("{:>12} {:>14} {:>10}", "patterns", "published/s", "vs 1");
+    let mut first = None;
+    for n in [1usize, 1_000, 100_000] {
+        let runs: Vec<(f64, f64)> = (0..runs)
+            .map(|_| run_on_workers(growth::pubsub(64, 1, n - 1, duration)))
+            .collect();
+        let (_, published) = median(runs, |r| r.1);
+        let one = *first.get_or_insert(published);
+        println!("{n:>12} {published:>14.0} {:>9.2}x", published / one);
+    }
+
+    println!("\nthroughput by message size: req/rep 64 in flight (pipeline + serve); pub/sub to one subscriber, lossless policy");
+    println!(
+        "{:>8} {:>12} {:>10} {:>12} {:>10}",
+        "size", "req/s", "MB/s", "pub msg/s", "MB/s"
+    );
+    for size in [64usize, 1024, 16 * 1024, 256 * 1024, 1024 * 1024] {
+        let rr = med(&|| run_on_workers(growth::reqrep_size(size)));
+        let ps: Vec<(f64, f64)> = (0..runs)
+            .map(|_| run_on_workers(growth::pubsub(size, 1, 0, duration)))
+            .collect();
+        let (ps, _) = median(ps, |r| r.0);
+        println!(
+            "{:>8} {rr:>12.0} {:>10.1} {ps:>12.0} {:>10.1}",
+            human(size),
+            rr * size as f64 / 1e6,
+            ps * size as f64 / 1e6
+        );
+    }
 }
 
 /// `msg` over every transport, with TCP as the reference.
