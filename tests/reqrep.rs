@@ -788,3 +788,51 @@ async fn megabytes_in_flight_each_way_never_stall_the_server() {
         }
     }
 }
+
+/// The stream's inbox holds two requests: every connection stops reading while it is full
+/// and goes on once the server takes from it. Four clients with 32 requests in flight each
+/// all get their own answers; nothing is lost or crossed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_stream_inbox_holds_connections_back_and_loses_nothing() {
+    // Heartbeats off: nothing but the inbox may wake a connection held back.
+    let mut options = RepOptions::default().heartbeat(Duration::ZERO, Duration::ZERO);
+    options.stream_buffer = 2;
+    let mut rep = RepSocket::with_options(Tcp::default(), options);
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Some(request) = rep.next().await {
+            // Slow enough that the inbox fills up.
+            tokio::task::yield_now().await;
+            let mut answer = request.msg().to_vec();
+            answer.reverse();
+            request.respond(Bytes::from(answer)).unwrap();
+        }
+    });
+    let mut clients = tokio::task::JoinSet::new();
+    for client in 0..4 {
+        clients.spawn(async move {
+            let mut req = ReqSocket::with_options(
+                Tcp::default(),
+                ReqOptions::default().heartbeat(Duration::ZERO, Duration::ZERO),
+            );
+            req.connect(addr).await.unwrap();
+            let requests = (0..300).map(move |i| Bytes::from(format!("{client}:{i}")));
+            let replies: Vec<_> = req
+                .pipeline(futures_util::stream::iter(requests.clone()), 32)
+                .collect()
+                .await;
+            for (request, reply) in requests.zip(replies) {
+                let mut expected = request.to_vec();
+                expected.reverse();
+                assert_eq!(reply.unwrap(), expected);
+            }
+        });
+    }
+    within(async {
+        while let Some(done) = clients.join_next().await {
+            done.unwrap();
+        }
+    })
+    .await;
+}

@@ -2,18 +2,15 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::stream::{FuturesUnordered, StreamExt};
-use futures_util::task::AtomicWaker;
-use msg_core::{Encoding, Frame, FrameKind, Message};
+use msg_core::{Encoding, Frame, FrameKind};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::WaitForCancellationFutureOwned;
-use tower::{BoxError, Service};
 
+use super::calls::{Calls, Outcome};
 use super::Request;
 use crate::error::frame_refused;
 use crate::events::{EventSink, SocketEvent};
@@ -24,111 +21,6 @@ use msg_layers::compression::{Codec, Decoders};
 /// Stop reading new requests while this many reply bytes wait for a peer that is not
 /// reading them.
 const WRITE_HIGH_WATER: usize = 1024 * 1024;
-
-/// Spare call boxes kept for reuse.
-const SPARE_CALLS: usize = 64;
-/// Rounds of polling the running calls in one wake-up while they keep waking each other.
-const CALL_ROUNDS: usize = 4;
-
-/// The waker the running calls see.
-///
-/// It passes their wake-ups on to the connection's task, except while the task is polling
-/// them itself. `FuturesUnordered` wakes its parent to ask for another poll when it has
-/// polled every call without one finishing, as it does with each batch of calls that wait
-/// on something. To tokio that is a yield: the task goes to the back of the queue and
-/// another worker is woken to take it, which then sleeps in the I/O driver and makes every
-/// later readiness event a cross-CPU wake-up. Those wake-ups are noted instead, and the
-/// calls polled again at once.
-struct CallsWaker {
-    task: AtomicWaker,
-    polling: AtomicBool,
-    woken: AtomicBool,
-}
-
-impl Wake for CallsWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        // Noted first, so that a poll ending now sees it, or the task is woken.
-        self.woken.store(true, Ordering::SeqCst);
-        if !self.polling.load(Ordering::SeqCst) {
-            self.task.wake();
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// One handler call, tagged with the id of its request. It lives in a box that outlasts
-    /// it: once the call finishes, the box is empty and can carry the next one.
-    struct Call<F> {
-        #[pin]
-        fut: Option<F>,
-        id: u64,
-        // The waker of the last poll that left the call pending: a cancellation wakes it,
-        // so that the set of running calls polls the emptied call and lets it go.
-        waker: Option<Waker>,
-    }
-}
-
-impl<F: Future> Call<F> {
-    fn boxed() -> Pin<Box<Self>> {
-        Box::pin(Call {
-            fut: None,
-            id: 0,
-            waker: None,
-        })
-    }
-
-    /// Puts a new call in an empty box.
-    fn start(self: Pin<&mut Self>, id: u64, fut: F) {
-        let mut this = self.project();
-        this.fut.set(Some(fut));
-        *this.id = id;
-    }
-
-    /// Drops the handler's future if this is the call of request `id`; the call then
-    /// finishes without a reply. Returns whether it was.
-    fn cancel(self: Pin<&mut Self>, id: u64) -> bool {
-        let mut this = self.project();
-        if *this.id != id || this.fut.is_none() {
-            return false;
-        }
-        this.fut.set(None);
-        if let Some(waker) = this.waker.take() {
-            waker.wake();
-        }
-        true
-    }
-}
-
-impl<F: Future> Future for Call<F> {
-    /// The request id and the handler's outcome; `None` for a cancelled call.
-    type Output = Option<(u64, F::Output)>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        let Some(fut) = this.fut.as_mut().as_pin_mut() else {
-            *this.waker = None;
-            return Poll::Ready(None);
-        };
-        match fut.poll(cx) {
-            Poll::Ready(out) => {
-                this.fut.set(None);
-                *this.waker = None;
-                Poll::Ready(Some((*this.id, out)))
-            }
-            Poll::Pending => {
-                match this.waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => *this.waker = Some(cx.waker().clone()),
-                }
-                Poll::Pending
-            }
-        }
-    }
-}
 
 /// How a server connection decodes requests and encodes responses.
 #[derive(Clone, Debug)]
@@ -144,20 +36,15 @@ pub(crate) struct Coding {
 /// shutdown has drained it.
 ///
 /// A fixed pair of steps per wake-up: every complete request in the read buffer is handed to
-/// the service, every finished call is queued as a reply, and all queued replies leave in
-/// one write. Calls run concurrently inside this one task; none gets a task of its own.
-pub(crate) struct Connection<Io, S: Service<Request<A>>, A> {
+/// the calls, every finished call is queued as a reply, and all queued replies leave in
+/// one write.
+pub(crate) struct Connection<Io, C, A> {
     io: FramedIo<Io>,
-    service: S,
+    calls: C,
     peer: A,
-    /// Calls that did not finish when first polled.
-    calls: FuturesUnordered<Pin<Box<Call<S::Future>>>>,
-    /// Empty call boxes: a call that finishes at once costs no allocation.
-    spare: Vec<Pin<Box<Call<S::Future>>>>,
-    /// What the running calls wake, and the same as a [`Waker`].
-    calls_waker: Arc<CallsWaker>,
-    calls_waker_handle: Waker,
-    /// A request read while the service was not ready.
+    /// Finished calls, kept from pass to pass.
+    finished: Vec<(u64, Outcome)>,
+    /// A request read while the calls were not ready.
     stalled: Option<Frame>,
     coding: Coding,
     max_in_flight: usize,
@@ -166,35 +53,25 @@ pub(crate) struct Connection<Io, S: Service<Request<A>>, A> {
     reading_done: bool,
 }
 
-impl<Io, S, A, R> Connection<Io, S, A>
+impl<Io, C, A> Connection<Io, C, A>
 where
     Io: AsyncRead + AsyncWrite + Unpin,
-    S: Service<Request<A>, Response = R>,
-    S::Error: Into<BoxError>,
-    R: Into<Message>,
+    C: Calls<A>,
     A: Clone + std::fmt::Display,
 {
     pub(crate) fn new(
         io: FramedIo<Io>,
-        service: S,
+        calls: C,
         peer: A,
         max_in_flight: usize,
         coding: Coding,
         shutdown: Option<WaitForCancellationFutureOwned>,
     ) -> Self {
-        let calls_waker = Arc::new(CallsWaker {
-            task: AtomicWaker::new(),
-            polling: AtomicBool::new(false),
-            woken: AtomicBool::new(false),
-        });
         Connection {
             io,
-            service,
+            calls,
             peer,
-            calls: FuturesUnordered::new(),
-            spare: Vec::new(),
-            calls_waker: calls_waker.clone(),
-            calls_waker_handle: Waker::from(calls_waker),
+            finished: Vec::new(),
             stalled: None,
             coding,
             max_in_flight: max_in_flight.max(1),
@@ -214,7 +91,7 @@ where
         }
     }
 
-    /// Step: hands every readable request to the service, while it is ready and there is
+    /// Step: hands every readable request to the calls, while they are ready and there is
     /// room, and drops the calls the client cancels. Returns whether any call started or
     /// was cancelled.
     ///
@@ -222,6 +99,12 @@ where
     /// client's cancellations and pings ahead of it are seen: a client whose requests all
     /// hang can still cancel them.
     fn read_requests(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
+        let progress = self.read_into_calls(cx);
+        self.calls.flush();
+        progress
+    }
+
+    fn read_into_calls(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
         let mut progress = false;
         while !self.reading_done && self.io.queued_len() < WRITE_HIGH_WATER {
             let frame = match self.stalled.take() {
@@ -248,13 +131,12 @@ where
                 self.stalled = Some(frame);
                 break;
             }
-            match self.service.poll_ready(cx) {
+            match self.calls.poll_ready(cx) {
                 Poll::Pending => {
                     self.stalled = Some(frame);
                     break;
                 }
                 Poll::Ready(Err(e)) => {
-                    let e: BoxError = e.into();
                     tracing::warn!(peer = %self.peer, error = %e, "service failed; closing connection");
                     return Err(Error::ConnectionClosed);
                 }
@@ -276,19 +158,8 @@ where
                 }
             }
             let request = Request::new(msg, self.peer.clone());
-            let mut call = self.spare.pop().unwrap_or_else(Call::boxed);
-            call.as_mut().start(id, self.service.call(request));
-            // Most handlers answer at once: those never enter the set of running calls.
-            match call.as_mut().poll(cx) {
-                Poll::Ready(done) => {
-                    if let Some((id, result)) = done {
-                        self.queue_reply(id, result);
-                    }
-                    if self.spare.len() < SPARE_CALLS {
-                        self.spare.push(call);
-                    }
-                }
-                Poll::Pending => self.calls.push(call),
+            if let Some(outcome) = self.calls.start(id, request, cx) {
+                self.queue_reply(id, outcome);
             }
             progress = true;
         }
@@ -297,43 +168,30 @@ where
 
     /// Drops the running call of request `id`, if there is one: the client gave up on it.
     fn cancel(&mut self, id: u64) -> bool {
-        let cancelled = self.calls.iter_mut().any(|call| call.as_mut().cancel(id));
+        let cancelled = self.calls.cancel(id);
         if cancelled {
             tracing::trace!(peer = %self.peer, id, "request cancelled by the client");
         }
         cancelled
     }
 
-    /// Step: queues the reply of every call that has finished.
-    fn reply_finished(&mut self, cx: &mut Context<'_>) {
-        if self.calls.is_empty() {
-            return;
+    /// Step: queues the reply of every call that has finished. Returns whether any call
+    /// finished.
+    fn reply_finished(&mut self, cx: &mut Context<'_>) -> bool {
+        let before = self.calls.len();
+        let mut finished = std::mem::take(&mut self.finished);
+        self.calls.poll_finished(cx, &mut finished);
+        for (id, outcome) in finished.drain(..) {
+            self.queue_reply(id, outcome);
         }
-        self.calls_waker.task.register(cx.waker());
-        let waker = self.calls_waker_handle.clone();
-        let mut calls_cx = Context::from_waker(&waker);
-        for _ in 0..CALL_ROUNDS {
-            self.calls_waker.woken.store(false, Ordering::SeqCst);
-            self.calls_waker.polling.store(true, Ordering::SeqCst);
-            while let Poll::Ready(Some(done)) = self.calls.poll_next_unpin(&mut calls_cx) {
-                if let Some((id, result)) = done {
-                    self.queue_reply(id, result);
-                }
-            }
-            self.calls_waker.polling.store(false, Ordering::SeqCst);
-            if !self.calls_waker.woken.load(Ordering::SeqCst) {
-                return;
-            }
-        }
-        // The calls keep waking one another: let other tasks run first.
-        cx.waker().wake_by_ref();
+        self.finished = finished;
+        before != self.calls.len()
     }
 
     /// Queues the reply to request `id`: the response, or an error frame.
-    fn queue_reply(&mut self, id: u64, result: Result<R, S::Error>) {
-        let queued = match result {
-            Ok(reply) => {
-                let mut reply: Message = reply.into();
+    fn queue_reply(&mut self, id: u64, outcome: Outcome) {
+        let queued = match outcome {
+            Ok(mut reply) => {
                 if let Some(codec) = &self.coding.codec {
                     reply = codec.compress(reply);
                 }
@@ -341,14 +199,13 @@ where
                     .queue(FrameKind::Response, reply.encoding(), id, reply.payload())
                     .map_err(|e| frame_refused(e).to_string())
             }
-            Err(e) => Err(e.into().to_string()),
+            Err(message) => Err(message),
         };
         if let Err(message) = queued {
             self.queue_error(id, Bytes::from(message));
         }
     }
 
-    /// Serves the connection to its end.
     /// Queues an error-response to request `id`.
     fn queue_error(&mut self, id: u64, payload: Bytes) {
         // An error message always fits: it is far below any sane frame limit, and one that
@@ -400,9 +257,7 @@ where
                 Ok(started) => started,
                 Err(e) => return Poll::Ready(e),
             };
-            let before = this.calls.len();
-            this.reply_finished(cx);
-            let finished = before != this.calls.len();
+            let finished = this.reply_finished(cx);
             // Reading stops while the replies waiting to be written are over the high-water
             // mark; a flush that takes them under it must lead to another read, or nothing
             // would wake this task again.
@@ -411,7 +266,7 @@ where
                 return Poll::Ready(Error::Io(e));
             }
             let drained = was_full && this.io.queued_len() < WRITE_HIGH_WATER;
-            if this.reading_done && this.calls.is_empty() && this.io.queued_len() == 0 {
+            if this.reading_done && this.calls.len() == 0 && this.io.queued_len() == 0 {
                 let _ = this.io.poll_close(cx);
                 return Poll::Ready(if this.io.at_eof() {
                     Error::ConnectionClosed

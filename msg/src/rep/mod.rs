@@ -1,7 +1,9 @@
 //! [`RepSocket`]: the server side of Request/Reply, and [`serve`](crate::serve)'s request
 //! types.
 
+mod calls;
 mod conn;
+mod mailbox;
 mod serve;
 
 use std::fmt;
@@ -15,7 +17,7 @@ use bytes::Bytes;
 use futures_core::Stream;
 use msg_core::{Authenticator, Message, SocketType, DEFAULT_MAX_FRAME_LEN};
 use msg_transports::{Listener, Transport};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -25,7 +27,9 @@ use crate::events::{EventSink, Events};
 use crate::io::heartbeat_config;
 use crate::req::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT};
 use crate::Error;
+use calls::Outcome;
 use conn::{Coding, Connection};
+use mailbox::{Inbox, Mailbox, Responder};
 use msg_layers::compression::{Codec, Compressor, Decoders, DEFAULT_MIN_LEN};
 
 pub use serve::{serve, Serve, WithGracefulShutdown};
@@ -167,8 +171,6 @@ impl<A> Request<A> {
     }
 }
 
-type Responder = oneshot::Sender<Result<Message, String>>;
-
 /// A request taken from a [`RepSocket`]'s [`Stream`], waiting for its answer.
 ///
 /// Answer it with [`respond`](Self::respond), or fail it with
@@ -178,7 +180,19 @@ type Responder = oneshot::Sender<Result<Message, String>>;
 #[derive(Debug)]
 pub struct PendingRequest<A = SocketAddr> {
     request: Request<A>,
-    responder: Responder,
+    /// Taken by the answer; still there when dropped unanswered.
+    responder: Option<Responder>,
+}
+
+impl<A> Drop for PendingRequest<A> {
+    /// Fails the request with a remote error, so that the client does not wait forever.
+    fn drop(&mut self) {
+        if let Some(responder) = self.responder.take() {
+            let _ = responder.send(Err(
+                "the server dropped the request without responding".to_owned()
+            ));
+        }
+    }
 }
 
 impl<A> PendingRequest<A> {
@@ -200,7 +214,7 @@ impl<A> PendingRequest<A> {
     /// Whether nobody waits for the answer any more: the client cancelled the request (it
     /// timed out, or dropped its future), or its connection is gone. Work on it can stop.
     pub fn is_cancelled(&self) -> bool {
-        self.responder.is_closed()
+        self.responder.as_ref().is_none_or(Responder::is_closed)
     }
 
     /// Sends `payload` back as the response.
@@ -219,9 +233,7 @@ impl<A> PendingRequest<A> {
     ///
     /// [`Error::ConnectionClosed`] if the requester's connection is gone.
     pub fn respond_message(self, msg: Message) -> Result<(), Error> {
-        self.responder
-            .send(Ok(msg))
-            .map_err(|_| Error::ConnectionClosed)
+        self.answer(Ok(msg))
     }
 
     /// Fails the request: the client gets [`Error::Remote`] with `message`.
@@ -230,16 +242,18 @@ impl<A> PendingRequest<A> {
     ///
     /// [`Error::ConnectionClosed`] if the requester's connection is gone.
     pub fn respond_error(self, message: impl fmt::Display) -> Result<(), Error> {
-        self.responder
-            .send(Err(message.to_string()))
-            .map_err(|_| Error::ConnectionClosed)
+        self.answer(Err(message.to_string()))
+    }
+
+    fn answer(mut self, outcome: Outcome) -> Result<(), Error> {
+        match self.responder.take() {
+            Some(responder) => responder
+                .send(outcome)
+                .map_err(|()| Error::ConnectionClosed),
+            None => Err(Error::ConnectionClosed),
+        }
     }
 }
-
-type RequestChannel<A> = (
-    mpsc::Sender<PendingRequest<A>>,
-    mpsc::Receiver<PendingRequest<A>>,
-);
 
 /// The server side of Request/Reply.
 ///
@@ -285,7 +299,7 @@ pub struct RepSocket<T: Transport> {
     /// Welcomed connections, from the accept task.
     incoming: Option<mpsc::Receiver<Established<T::Io, T::Addr>>>,
     /// Requests of the connections served as a stream.
-    requests: Option<RequestChannel<T::Addr>>,
+    requests: Option<Arc<Inbox<T::Addr>>>,
     /// Stops the accept loop and, gracefully, the connections served as a stream; cancelled
     /// by `close` and on drop.
     shutdown: CancellationToken,
@@ -302,6 +316,9 @@ impl<T: Transport> Drop for RepSocket<T> {
     /// blocks.
     fn drop(&mut self) {
         self.shutdown.cancel();
+        if let Some(inbox) = &self.requests {
+            inbox.close();
+        }
         if self.abort.is_cancelled() || self.tracker.is_empty() {
             return;
         }
@@ -482,7 +499,9 @@ impl<T: Transport> RepSocket<T> {
     pub async fn close(&mut self) {
         self.shutdown.cancel();
         self.incoming = None;
-        self.requests = None;
+        if let Some(inbox) = self.requests.take() {
+            inbox.close();
+        }
         self.tracker.close();
         if tokio::time::timeout(self.options.linger, self.tracker.wait())
             .await
@@ -502,14 +521,13 @@ impl<T: Transport> Stream for RepSocket<T> {
         let Some(incoming) = this.incoming.as_mut() else {
             return Poll::Ready(None);
         };
-        let (tx, rx) = this
+        let inbox = this
             .requests
-            .get_or_insert_with(|| mpsc::channel(this.options.stream_buffer.max(1)));
+            .get_or_insert_with(|| Arc::new(Inbox::new(this.options.stream_buffer)));
         while let Poll::Ready(Some(conn)) = incoming.poll_recv(cx) {
-            let service = serve::ChannelService::new(tx.clone());
             let conn = Connection::new(
                 conn.io,
-                service,
+                Mailbox::new(inbox.clone()),
                 conn.peer,
                 this.options.max_in_flight_per_conn,
                 this.coding.clone(),
@@ -524,6 +542,9 @@ impl<T: Transport> Stream for RepSocket<T> {
                 }
             });
         }
-        rx.poll_recv(cx)
+        match inbox.poll_take(cx) {
+            Some(request) => Poll::Ready(Some(request)),
+            None => Poll::Pending,
+        }
     }
 }

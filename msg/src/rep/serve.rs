@@ -7,12 +7,12 @@ use std::task::{Context, Poll};
 
 use msg_core::Message;
 use msg_transports::Transport;
-use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::{BoxError, Service};
 
-use super::{Connection, PendingRequest, RepSocket, Request};
+use super::calls::ServiceCalls;
+use super::{Connection, RepSocket, Request};
 use crate::Error;
 
 /// Serves every connection of `socket` with `service`, in the manner of `axum::serve`.
@@ -192,7 +192,7 @@ where
         };
         let conn = Connection::new(
             conn.io,
-            service.clone(),
+            ServiceCalls::new(service.clone()),
             conn.peer,
             max_in_flight,
             coding.clone(),
@@ -207,117 +207,6 @@ where
     tracker.close();
     tracker.wait().await;
     Ok(())
-}
-
-/// The service behind a [`RepSocket`] read as a stream: each request goes out through the
-/// socket's channel as a [`PendingRequest`], and the reply comes back on a oneshot.
-///
-/// Neither hand-off spends tokio's cooperative budget while there is room in the channel:
-/// a connection hands over a whole batch of requests per wake-up, and a budget spent on
-/// every batch would make it yield each time, which hands it to another worker.
-pub(super) struct ChannelService<A> {
-    tx: mpsc::Sender<PendingRequest<A>>,
-    /// Room reserved in the channel for the next call.
-    permit: Option<mpsc::OwnedPermit<PendingRequest<A>>>,
-    /// Waiting for room, when the channel was full.
-    reserving: Option<Reserving<A>>,
-}
-
-type Reserving<A> = Pin<
-    Box<
-        dyn Future<
-                Output = Result<mpsc::OwnedPermit<PendingRequest<A>>, mpsc::error::SendError<()>>,
-            > + Send,
-    >,
->;
-
-impl<A: Send + 'static> ChannelService<A> {
-    pub(super) fn new(tx: mpsc::Sender<PendingRequest<A>>) -> Self {
-        ChannelService {
-            tx,
-            permit: None,
-            reserving: None,
-        }
-    }
-}
-
-/// A request taken from the stream was dropped, or the socket itself was.
-#[derive(Debug)]
-struct Unanswered;
-
-impl fmt::Display for Unanswered {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the server dropped the request without responding")
-    }
-}
-
-impl std::error::Error for Unanswered {}
-
-impl<A: Send + 'static> Service<Request<A>> for ChannelService<A> {
-    type Response = Message;
-    type Error = BoxError;
-    type Future = ReplyFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        if self.permit.is_some() {
-            return Poll::Ready(Ok(()));
-        }
-        let reserving = match &mut self.reserving {
-            Some(reserving) => reserving,
-            None => match self.tx.clone().try_reserve_owned() {
-                Ok(permit) => {
-                    self.permit = Some(permit);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    return Poll::Ready(Err(Box::new(Unanswered)));
-                }
-                Err(mpsc::error::TrySendError::Full(tx)) => {
-                    self.reserving.insert(Box::pin(tx.reserve_owned()))
-                }
-            },
-        };
-        let reserved = std::task::ready!(reserving.as_mut().poll(cx));
-        self.reserving = None;
-        match reserved {
-            Ok(permit) => {
-                self.permit = Some(permit);
-                Poll::Ready(Ok(()))
-            }
-            Err(_) => Poll::Ready(Err(Box::new(Unanswered))),
-        }
-    }
-
-    fn call(&mut self, request: Request<A>) -> ReplyFuture {
-        let Some(permit) = self.permit.take() else {
-            return ReplyFuture { reply: None };
-        };
-        let (responder, reply) = oneshot::channel();
-        permit.send(PendingRequest { request, responder });
-        ReplyFuture {
-            reply: Some(tokio::task::unconstrained(reply)),
-        }
-    }
-}
-
-/// The reply to a request handed out through a [`RepSocket`]'s stream.
-pub(super) struct ReplyFuture {
-    reply: Option<tokio::task::Unconstrained<oneshot::Receiver<Result<Message, String>>>>,
-}
-
-impl Future for ReplyFuture {
-    type Output = Result<Message, BoxError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Some(reply) = self.reply.as_mut() else {
-            return Poll::Ready(Err(Box::new(Unanswered)));
-        };
-        Poll::Ready(match std::task::ready!(Pin::new(reply).poll(cx)) {
-            Ok(Ok(msg)) => Ok(msg),
-            Ok(Err(message)) => Err(message.into()),
-            Err(_) => Err(Box::new(Unanswered)),
-        })
-    }
 }
 
 /// A server's request: its response is compressed on the way out; the request itself came
