@@ -492,3 +492,35 @@ async fn waiting_publisher_is_not_ready_while_a_subscriber_queue_is_full() {
     within(publisher.ready()).await.unwrap();
     reader.abort();
 }
+
+/// The publisher keeps the last topic's route; every subscription change, a new subscriber
+/// and one that leaves must each be seen by the very next publish, under both policies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_publish_sees_every_subscription_change() {
+    for policy in [SlowSubscriber::Drop, SlowSubscriber::Wait] {
+        let (publisher, addr) = publisher(PubOptions::default().slow_subscriber(policy)).await;
+        // Routed to nobody, and that route kept.
+        publisher.publish("t.x", Bytes::from("0")).await.unwrap();
+        let mut first = subscriber(addr, &["t.x"]).await;
+        publisher.publish("t.x", Bytes::from("1")).await.unwrap();
+        assert_eq!(within(first.next()).await.unwrap().payload(), "1");
+        let mut second = subscriber(addr, &["t.*"]).await;
+        publisher.publish("t.x", Bytes::from("2")).await.unwrap();
+        assert_eq!(within(first.next()).await.unwrap().payload(), "2");
+        assert_eq!(within(second.next()).await.unwrap().payload(), "2");
+        within(first.unsubscribe("t.x")).await.unwrap();
+        publisher.publish("t.x", Bytes::from("3")).await.unwrap();
+        assert_eq!(within(second.next()).await.unwrap().payload(), "3");
+        drop(second);
+        // The second one's session goes away: publishing to its route must not fail.
+        publisher.publish("t.x", Bytes::from("4")).await.unwrap();
+        within(first.subscribe("t.>")).await.unwrap();
+        publisher.publish("t.x", Bytes::from("5")).await.unwrap();
+        let next = within(first.next()).await.unwrap();
+        assert_eq!(
+            next.payload(),
+            "5",
+            "nothing between: 3 and 4 were not for it"
+        );
+    }
+}

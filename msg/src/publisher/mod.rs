@@ -277,19 +277,18 @@ impl<A> Session<A> {
 
 type SessionMap<A> = IdMap<Arc<Session<A>>>;
 
-/// The topic as shared bytes. A publisher mostly repeats a few topics, so the last one seen
-/// on this thread is kept and shared again instead of copied into a new allocation.
-fn topic_bytes(topic: &str) -> Bytes {
-    thread_local! {
-        static LAST: std::cell::RefCell<Bytes> = const { std::cell::RefCell::new(Bytes::new()) };
-    }
-    LAST.with_borrow_mut(|last| {
-        if last.as_ref() != topic.as_bytes() {
-            *last = Bytes::copy_from_slice(topic.as_bytes());
-        }
-        last.clone()
-    })
+/// The last topic published and the sessions it matched: a publisher mostly repeats a few
+/// topics, and subscriptions change far less often than messages go out, so the topic is
+/// checked, copied and matched once and the result reused while nothing has changed.
+struct Route<A> {
+    /// [`Hub::changes`] when the route was found.
+    changes: u64,
+    topic: Bytes,
+    sessions: Sessions<A>,
 }
+
+/// The sessions a topic goes to.
+type Sessions<A> = Arc<[Arc<Session<A>>]>;
 
 struct Registry<A> {
     trie: Trie,
@@ -308,6 +307,9 @@ pub(crate) struct Hub<A> {
     born: Instant,
     /// Set by `close`: publishing fails.
     closed: std::sync::atomic::AtomicBool,
+    /// Bumped by every change to the registry: the cached route is stale.
+    changes: AtomicU64,
+    route: Mutex<Option<Route<A>>>,
 }
 
 impl<A: Clone + fmt::Display> Hub<A> {
@@ -316,11 +318,54 @@ impl<A: Clone + fmt::Display> Hub<A> {
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Registry<A>> {
-        self.registry.write().unwrap_or_else(|e| e.into_inner())
+        let registry = self.registry.write().unwrap_or_else(|e| e.into_inner());
+        // Bumped under the write lock: a route found under a read lock with the old count
+        // is never taken for a current one.
+        self.changes.fetch_add(1, Ordering::Release);
+        registry
     }
 
-    fn frame(&self, topic: &str, msg: &Message) -> Result<OutFrame, Error> {
+    /// The topic as shared bytes and the sessions whose subscriptions match it, from the
+    /// cached route while it is current.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidTopic`] for a topic that breaks the grammar.
+    fn route(&self, topic: &str) -> Result<(Bytes, Sessions<A>), Error> {
+        let mut cached = lock(&self.route);
+        if let Some(route) = cached.as_ref() {
+            if route.topic.as_ref() == topic.as_bytes()
+                && route.changes == self.changes.load(Ordering::Acquire)
+            {
+                return Ok((route.topic.clone(), route.sessions.clone()));
+            }
+        }
         validate_topic(topic)?;
+        let (changes, sessions) = {
+            let registry = self.read();
+            let changes = self.changes.load(Ordering::Acquire);
+            let mut ids = Vec::new();
+            registry.trie.matching(topic, &mut ids);
+            let sessions: Sessions<A> = ids
+                .iter()
+                .filter_map(|id| registry.sessions.get(id).cloned())
+                .collect();
+            (changes, sessions)
+        };
+        let topic = match cached.take() {
+            // Only the subscriptions changed: the topic's bytes are shared again.
+            Some(route) if route.topic.as_ref() == topic.as_bytes() => route.topic,
+            _ => Bytes::copy_from_slice(topic.as_bytes()),
+        };
+        *cached = Some(Route {
+            changes,
+            topic: topic.clone(),
+            sessions: sessions.clone(),
+        });
+        Ok((topic, sessions))
+    }
+
+    fn frame(&self, topic: Bytes, msg: &Message) -> Result<OutFrame, Error> {
         let len = topic.len() as u64 + msg.payload().len() as u64;
         if len > self.options.max_frame_len as u64 {
             return Err(Error::FrameTooLarge {
@@ -329,7 +374,7 @@ impl<A: Clone + fmt::Display> Hub<A> {
             });
         }
         Ok(OutFrame {
-            topic: topic_bytes(topic),
+            topic,
             payload: msg.payload().clone(),
             encoding: msg.encoding(),
         })
@@ -344,16 +389,6 @@ impl<A: Clone + fmt::Display> Hub<A> {
                 || queue.bytes >= self.options.high_water_bytes;
             full.then(|| session.space.clone())
         })
-    }
-
-    /// The sessions whose subscriptions match `topic`.
-    fn matching(&self, topic: &str) -> Vec<Arc<Session<A>>> {
-        let registry = self.read();
-        let mut ids = Vec::new();
-        registry.trie.matching(topic, &mut ids);
-        ids.iter()
-            .filter_map(|id| registry.sessions.get(id).cloned())
-            .collect()
     }
 
     fn count_drop(&self, session: &Session<A>) {
@@ -377,22 +412,9 @@ impl<A: Clone + fmt::Display> Hub<A> {
         }
     }
 
-    /// Queues `frame` for every matching subscriber, dropping for the full ones.
-    fn publish_dropping(&self, topic: &str, frame: &OutFrame) {
-        thread_local! {
-            static IDS: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        IDS.with_borrow_mut(|ids| self.offer_all(topic, frame, ids));
-        self.published.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn offer_all(&self, topic: &str, frame: &OutFrame, ids: &mut Vec<u64>) {
-        let registry = self.read();
-        registry.trie.matching(topic, ids);
-        for id in ids.iter() {
-            let Some(session) = registry.sessions.get(id) else {
-                continue;
-            };
+    /// Queues `frame` for every subscriber in `sessions`, dropping for the full ones.
+    fn publish_dropping(&self, sessions: &[Arc<Session<A>>], frame: &OutFrame) {
+        for session in sessions {
             match session.offer(frame, &self.options) {
                 Offer::Queued => {
                     self.queued.fetch_add(1, Ordering::Relaxed);
@@ -401,21 +423,28 @@ impl<A: Clone + fmt::Display> Hub<A> {
                 Offer::Gone => {}
             }
         }
+        self.published.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Queues `frame` for every matching subscriber, waiting for room where there is none.
-    async fn publish_waiting(&self, topic: &str, frame: &OutFrame) {
-        for session in self.matching(topic) {
-            loop {
+    /// Queues `frame` for every subscriber in `sessions`, waiting for room where there is
+    /// none.
+    async fn publish_waiting(&self, sessions: &[Arc<Session<A>>], frame: &OutFrame) {
+        for session in sessions {
+            let mut offer = session.offer(frame, &self.options);
+            while let Offer::Full = offer {
+                // The room signal is armed only once the queue was found full, and before it
+                // is offered again, so that room made in between is not missed.
                 let space = session.space.notified();
-                match session.offer(frame, &self.options) {
-                    Offer::Queued => {
-                        self.queued.fetch_add(1, Ordering::Relaxed);
-                        break;
-                    }
-                    Offer::Gone => break,
-                    Offer::Full => space.await,
+                tokio::pin!(space);
+                space.as_mut().enable();
+                offer = session.offer(frame, &self.options);
+                if let Offer::Full = offer {
+                    space.await;
+                    offer = session.offer(frame, &self.options);
                 }
+            }
+            if let Offer::Queued = offer {
+                self.queued.fetch_add(1, Ordering::Relaxed);
             }
         }
         self.published.fetch_add(1, Ordering::Relaxed);
@@ -438,10 +467,11 @@ impl<A: Clone + fmt::Display> Hub<A> {
         }) {
             tokio::task::consume_budget().await;
         }
+        let (topic, sessions) = self.route(topic)?;
         let frame = self.frame(topic, msg)?;
         match self.options.slow_subscriber {
-            SlowSubscriber::Drop => self.publish_dropping(topic, &frame),
-            SlowSubscriber::Wait => self.publish_waiting(topic, &frame).await,
+            SlowSubscriber::Drop => self.publish_dropping(&sessions, &frame),
+            SlowSubscriber::Wait => self.publish_waiting(&sessions, &frame).await,
         }
         Ok(())
     }
@@ -558,6 +588,8 @@ impl<T: Transport> PubSocket<T> {
                 dropped: AtomicU64::new(0),
                 born: Instant::now(),
                 closed: std::sync::atomic::AtomicBool::new(false),
+                changes: AtomicU64::new(0),
+                route: Mutex::new(None),
             }),
             local_addr: None,
             guard: None,
