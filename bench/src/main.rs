@@ -34,6 +34,7 @@
 
 mod baseline;
 mod codecs;
+mod fuzz;
 mod growth;
 mod layers;
 mod msg_rs;
@@ -278,6 +279,24 @@ fn main() {
     }
     if args.iter().any(|a| a == "--pubsub") {
         pubsub_section(runs, quick);
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--fuzz") {
+        let inputs = args
+            .get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(10_000_000);
+        let only: Vec<String> = args
+            .iter()
+            .position(|a| a == "--targets")
+            .and_then(|i| args.get(i + 1))
+            .map(|t| t.split(',').map(str::to_owned).collect())
+            .unwrap_or_default();
+        let findings = fuzz::report(inputs, &only);
+        if findings > 0 {
+            eprintln!("{findings} finding(s), saved under target/fuzz-findings");
+            std::process::exit(1);
+        }
         return;
     }
     if args.iter().any(|a| a == "--growth") {

@@ -84,6 +84,8 @@ mod backoff;
 mod dial;
 mod error;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzz;
 mod handshake;
 mod ids;
 mod io;

@@ -3,7 +3,7 @@
 mod driver;
 mod future;
 mod pipeline;
-mod slots;
+pub(crate) mod slots;
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};

@@ -1,0 +1,471 @@
+//! Fuzz targets: each takes arbitrary bytes, drives one part of the system that reads data
+//! from the network (or whose state the network drives) and panics only if an invariant
+//! breaks. Not part of the API: `msg-bench --fuzz` runs millions of inputs through them
+//! and the test suite a short budget with proptest.
+//!
+//! Each target reads its input with [`arbitrary::Unstructured`], so that the same bytes
+//! mean a structured sequence of operations (a heartbeat's ticks, a slot table's requests
+//! and replies, a trie's subscriptions) and mutations of them stay meaningful.
+
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use arbitrary::Unstructured;
+use bytes::{Bytes, BytesMut};
+use msg_core::wire::Hello;
+use msg_core::{
+    Beat, Encoding, Frame, FrameCodec, FrameKind, Heartbeat, HeartbeatConfig, Message, SocketType,
+};
+use msg_layers::compression::{Compressor, Decoders};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::req::slots::{Batch, Completions, SlotTable};
+use crate::topic::{matches, validate_pattern, validate_topic, Trie};
+
+/// A fuzz target: arbitrary bytes in, a panic only for a broken invariant.
+pub type Target = fn(&[u8]);
+
+/// Every target, by name.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("frame_decoder", frame_decoder),
+    ("handshake", handshake),
+    ("heartbeat", heartbeat),
+    ("cancel_state", cancel_state),
+    ("gzip", decompress_gzip),
+    ("zstd", decompress_zstd),
+    ("snappy", decompress_snappy),
+    ("lz4", decompress_lz4),
+    ("topic_matcher", topic_matcher),
+];
+
+/// Inputs to start from, per target: valid ones, so that mutations reach past the first
+/// check.
+pub fn seeds(target: &str) -> Vec<Vec<u8>> {
+    let frame = |f: Frame| {
+        let mut buf = BytesMut::new();
+        FrameCodec::new().encode(f, &mut buf).expect("encodable");
+        buf.to_vec()
+    };
+    let hello = |token: Option<&'static [u8]>| {
+        Hello {
+            socket_type: SocketType::Req,
+            auth_token: token.map(Bytes::from_static),
+        }
+        .to_frame()
+    };
+    match target {
+        "frame_decoder" => vec![[
+            vec![2],
+            frame(Frame::new(FrameKind::Request, 7, Bytes::from_static(b"hi"))),
+            frame(Frame::new(FrameKind::Cancel, 7, Bytes::new())),
+        ]
+        .concat()],
+        "handshake" => vec![
+            frame(hello(Some(b"secret"))),
+            frame(hello(Some(b"wrong"))),
+            frame(hello(None)),
+        ],
+        "gzip" | "zstd" | "snappy" | "lz4" => {
+            let codec = codec(target);
+            vec![codec
+                .compress(&b"hello hello hello hello hello hello".repeat(20))
+                .expect("compressible")]
+        }
+        _ => vec![vec![0; 64], (0..=255).collect()],
+    }
+}
+
+/// The frame decoder, fed in pieces of changing size: every frame it yields is within the
+/// limit and survives encoding and decoding again unchanged; anything else is a typed error.
+pub fn frame_decoder(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let max = [64usize, 1024, 1 << 20][u.choose_index(3).unwrap_or(0)];
+    let mut codec = FrameCodec::with_max_frame_len(max);
+    let rest = u.take_rest();
+    let mut buf = BytesMut::new();
+    let (mut at, mut piece) = (0, 1);
+    while at < rest.len() {
+        let n = piece.min(rest.len() - at);
+        buf.extend_from_slice(&rest[at..at + n]);
+        at += n;
+        piece = piece * 3 % 101 + 1;
+        loop {
+            match codec.decode(&mut buf) {
+                Ok(Some(frame)) => {
+                    assert!(frame.topic.len() + frame.payload.len() <= max);
+                    let mut again = BytesMut::new();
+                    FrameCodec::with_max_frame_len(max)
+                        .encode(frame.clone(), &mut again)
+                        .expect("a decoded frame encodes");
+                    let decoded = FrameCodec::with_max_frame_len(max)
+                        .decode(&mut again)
+                        .expect("decodes")
+                        .expect("whole");
+                    assert_eq!(decoded, frame);
+                }
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// A reply socket's side of the handshake, with admission by token, against whatever the
+/// input says: it ends (never hangs), and it welcomes only a request socket that presented
+/// the right token.
+pub fn handshake(data: &[u8]) {
+    thread_local! {
+        static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+    }
+    let outcome = RUNTIME.with(|runtime| runtime.block_on(handshake_outcome(data)));
+    if let Ok(hello) = outcome {
+        assert_eq!(hello.socket_type, SocketType::Req);
+        assert_eq!(hello.auth_token.as_deref(), Some(&b"secret"[..]));
+    }
+}
+
+/// Runs the server's handshake, with admission by the token `secret`, against `data` as
+/// all the client ever sends.
+async fn handshake_outcome(data: &[u8]) -> Result<Hello, crate::Error> {
+    struct Secret;
+    impl msg_core::Authenticator for Secret {
+        fn authenticate(&self, id: &Bytes) -> bool {
+            id.as_ref() == b"secret"
+        }
+    }
+    let (mut client, server) = tokio::io::duplex(64 * 1024);
+    tokio::io::AsyncWriteExt::write_all(&mut client, data)
+        .await
+        .expect("fits the pipe");
+    tokio::io::AsyncWriteExt::shutdown(&mut client)
+        .await
+        .expect("shut");
+    let mut io = crate::io::FramedIo::new(server, 4096);
+    let admission = crate::admission::boxed(crate::admission::Authenticate::new(Secret));
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        crate::handshake::server(&mut io, SocketType::Rep, &"fuzz", Some(&admission)),
+    )
+    .await
+    .expect("the handshake ends on its own")
+}
+
+/// The heartbeat over any sequence of ticks: a peer heard at a tick is never given up, a
+/// peer given up was silent for the whole timeout, pings are an interval apart, and the
+/// next deadline is never in the past.
+pub fn heartbeat(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let ms = |n: u16| Duration::from_millis(u64::from(n));
+    let interval = ms(u.int_in_range(1..=500).unwrap_or(1));
+    let timeout = interval + ms(u.int_in_range(0..=1000).unwrap_or(0));
+    let start = Instant::now();
+    let mut beat = Heartbeat::new(HeartbeatConfig::new(interval, timeout), start);
+    let (mut now, mut last_alive, mut last_ping) = (start, start, None::<Instant>);
+    // Unstructured gives defaults once its bytes run out: stop there.
+    while !u.is_empty() {
+        let step = u.int_in_range(0..=2000u16).unwrap_or(0);
+        let heard = u.arbitrary::<bool>().unwrap_or(false);
+        let paused = u.arbitrary::<bool>().unwrap_or(false);
+        now += ms(step);
+        if heard || paused {
+            last_alive = now;
+        }
+        match beat.tick(now, heard, paused) {
+            Beat::Dead => {
+                assert!(!heard && !paused, "given up while alive");
+                assert!(
+                    now.duration_since(last_alive) >= timeout,
+                    "given up too soon"
+                );
+            }
+            Beat::Ping => {
+                if let Some(at) = last_ping {
+                    assert!(now.duration_since(at) >= interval, "pinged too often");
+                }
+                last_ping = Some(now);
+            }
+            Beat::Quiet => {}
+        }
+        assert!(beat.deadline() > now || step == 0, "deadline in the past");
+    }
+}
+
+/// The request slot table, driven as its handles, driver and supervisor drive it, with
+/// replies, late replies, cancellations and lost connections in any order: every reply a
+/// caller gets is the one to its own request, and no slot is lost or given twice.
+pub fn cancel_state(data: &[u8]) {
+    #[derive(Clone, Copy, PartialEq, Debug)]
+    enum Mine {
+        Reserved,
+        /// Request `n` is queued or on the wire.
+        Waiting(u64),
+    }
+    let mut u = Unstructured::new(data);
+    let max = u.int_in_range(1..=6usize).unwrap_or(1);
+    let table = SlotTable::new(max, 1 << 20, Decoders::default());
+    table.connected();
+    let mut cx = Context::from_waker(Waker::noop());
+    // What each caller holds, by slot; and what the driver has on the wire.
+    let mut held: std::collections::HashMap<u32, Mine> = Default::default();
+    let mut wire: Vec<(u32, u64, u64)> = Vec::new(); // slot, generation, request number
+    let mut next_request = 0u64;
+    let mut batch = Batch::default();
+    let mut done = Completions::default();
+    let mut connected = true;
+    while !u.is_empty() {
+        let op = u.int_in_range(0..=8u8).unwrap_or(0);
+        let pick = u.arbitrary::<usize>().unwrap_or(0);
+        match op {
+            0 => {
+                let mut ticket = None;
+                match table.poll_reserve(&mut ticket, &mut cx) {
+                    Poll::Ready(Ok(slot)) => {
+                        assert!(
+                            held.insert(slot, Mine::Reserved).is_none(),
+                            "slot given twice"
+                        );
+                    }
+                    Poll::Ready(Err(_)) => {}
+                    // At the limit: this caller stops waiting, as a dropped future does.
+                    Poll::Pending => table.cancel(ticket.expect("a place in line")),
+                }
+            }
+            1 => {
+                let reserved: Vec<u32> = held
+                    .iter()
+                    .filter(|(_, m)| **m == Mine::Reserved)
+                    .map(|(s, _)| *s)
+                    .collect();
+                if let Some(&slot) = reserved.get(pick % reserved.len().max(1)) {
+                    next_request += 1;
+                    let msg = Message::new(Bytes::from(next_request.to_be_bytes().to_vec()));
+                    match table.enqueue(slot, msg) {
+                        Ok(()) => held.insert(slot, Mine::Waiting(next_request)),
+                        Err(_) => held.remove(&slot),
+                    };
+                }
+            }
+            2 if connected => {
+                table.take(&mut batch, &mut cx);
+                for queued in batch.requests.drain(..) {
+                    let n = u64::from_be_bytes(queued.msg.payload()[..8].try_into().unwrap());
+                    wire.push((queued.slot, queued.generation, n));
+                }
+                batch.cancels.clear();
+            }
+            3 if !wire.is_empty() => {
+                // The server answers one request on the wire, echoing it.
+                let (slot, generation, n) = wire.remove(pick % wire.len());
+                let reply = Message::new(Bytes::from(n.to_be_bytes().to_vec()));
+                done.push(slot, generation, Ok(reply));
+                table.complete(&mut done);
+            }
+            4 => {
+                let waiting: Vec<u32> = held
+                    .iter()
+                    .filter(|(_, m)| matches!(m, Mine::Waiting(_)))
+                    .map(|(s, _)| *s)
+                    .collect();
+                if let Some(&slot) = waiting.get(pick % waiting.len().max(1)) {
+                    let Some(Mine::Waiting(n)) = held.get(&slot).copied() else {
+                        unreachable!()
+                    };
+                    match table.poll_reply(slot, &mut cx) {
+                        Poll::Ready(Ok(reply)) => {
+                            assert_eq!(reply.payload().as_ref(), n.to_be_bytes(), "crossed");
+                            held.remove(&slot);
+                        }
+                        Poll::Ready(Err(_)) => {
+                            held.remove(&slot);
+                        }
+                        Poll::Pending => {}
+                    }
+                }
+            }
+            5 => {
+                // A caller gives up.
+                let slots: Vec<u32> = held.keys().copied().collect();
+                if let Some(&slot) = slots.get(pick % slots.len().max(1)) {
+                    match held.remove(&slot) {
+                        Some(Mine::Reserved) => table.unreserve(slot),
+                        Some(Mine::Waiting(_)) => table.abandon(slot),
+                        None => {}
+                    }
+                }
+            }
+            6 if connected => {
+                table.disconnected(
+                    wire.drain(..)
+                        .map(|(slot, generation, _)| (slot, generation)),
+                    || crate::Error::ConnectionClosed,
+                );
+                connected = false;
+            }
+            7 if !connected => {
+                table.connected();
+                connected = true;
+            }
+            8 if !connected => table.sweep(),
+            _ => {}
+        }
+        let stats = table.stats();
+        assert!(stats.in_flight <= max, "more in flight than the limit");
+        assert_eq!(stats.in_flight, held.len(), "a slot lost or leaked");
+    }
+}
+
+fn codec(name: &str) -> Box<dyn Compressor> {
+    use msg_layers::compression::{
+        GzipCompressor, Lz4Compressor, SnappyCompressor, ZstdCompressor,
+    };
+    match name {
+        "gzip" => Box::new(GzipCompressor::default()),
+        "zstd" => Box::new(ZstdCompressor::default()),
+        "snappy" => Box::new(SnappyCompressor::new()),
+        _ => Box::new(Lz4Compressor::new()),
+    }
+}
+
+/// A decompressor on arbitrary input: output within the limit or a typed error; and
+/// whatever the input, compressing it and decoding the result gives it back.
+fn decompress(name: &str, encoding: Encoding, data: &[u8]) {
+    let limit = 64 * 1024;
+    let decoders = Decoders::default();
+    if let Ok(plain) = decoders.decompress(encoding, data, limit) {
+        assert!(plain.len() <= limit, "inflated past the limit");
+    }
+    let packed = codec(name).compress(data).expect("compresses");
+    let plain = decoders
+        .decompress(encoding, &packed, data.len().max(1))
+        .expect("own output decodes");
+    assert_eq!(plain, data);
+}
+
+/// gzip: see [`decompress`].
+pub fn decompress_gzip(data: &[u8]) {
+    decompress("gzip", Encoding::GZIP, data);
+}
+
+/// zstd: see [`decompress`].
+pub fn decompress_zstd(data: &[u8]) {
+    decompress("zstd", Encoding::ZSTD, data);
+}
+
+/// Snappy: see [`decompress`].
+pub fn decompress_snappy(data: &[u8]) {
+    decompress("snappy", Encoding::SNAPPY, data);
+}
+
+/// LZ4: see [`decompress`].
+pub fn decompress_lz4(data: &[u8]) {
+    decompress("lz4", Encoding::LZ4, data);
+}
+
+/// The subscription trie against the one-pattern matcher: after any sequence of
+/// subscriptions and unsubscriptions, a topic reaches exactly the subscribers one of whose
+/// patterns matches it.
+pub fn topic_matcher(data: &[u8]) {
+    const TOKENS: [&str; 6] = ["a", "b", "*", ">", "c", ""];
+    let mut u = Unstructured::new(data);
+    let word = |u: &mut Unstructured<'_>| -> String {
+        let n = u.int_in_range(1..=4usize).unwrap_or(1);
+        (0..n)
+            .map(|_| TOKENS[u.choose_index(TOKENS.len()).unwrap_or(0)])
+            .collect::<Vec<_>>()
+            .join(".")
+    };
+    let mut trie = Trie::default();
+    let mut model: Vec<(String, u64)> = Vec::new();
+    while !u.is_empty() {
+        let op = u.int_in_range(0..=2u8).unwrap_or(0);
+        let pattern = word(&mut u);
+        let id = u.int_in_range(0..=3u64).unwrap_or(0);
+        match op {
+            0 if validate_pattern(&pattern).is_ok() => {
+                let added = trie.insert(&pattern, id);
+                let known = model.iter().any(|(p, i)| *p == pattern && *i == id);
+                assert_eq!(added, !known);
+                if added {
+                    model.push((pattern, id));
+                }
+            }
+            1 => {
+                let removed = trie.remove(&pattern, id);
+                let before = model.len();
+                model.retain(|(p, i)| !(*p == pattern && *i == id));
+                assert_eq!(removed, model.len() < before);
+            }
+            _ => {
+                let topic = pattern;
+                if validate_topic(&topic).is_err() {
+                    continue;
+                }
+                let mut got = Vec::new();
+                trie.matching(&topic, &mut got);
+                got.sort_unstable();
+                got.dedup();
+                let mut want: Vec<u64> = model
+                    .iter()
+                    .filter(|(p, _)| matches(p, &topic))
+                    .map(|(_, i)| *i)
+                    .collect();
+                want.sort_unstable();
+                want.dedup();
+                assert_eq!(got, want, "topic {topic}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn every_seed_passes_its_target() {
+        for &(name, target) in TARGETS {
+            for seed in seeds(name) {
+                target(&seed);
+            }
+        }
+    }
+
+    #[test]
+    fn the_handshake_target_welcomes_the_right_token_only() {
+        let seeds = seeds("handshake");
+        let outcome = |input: &[u8]| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap();
+            runtime.block_on(handshake_outcome(input))
+        };
+        assert!(outcome(&seeds[0]).is_ok());
+        assert!(matches!(
+            outcome(&seeds[1]),
+            Err(crate::Error::Refused { .. })
+        ));
+        assert!(matches!(
+            outcome(&seeds[2]),
+            Err(crate::Error::Refused { .. })
+        ));
+    }
+
+    // The short budget of the test suite; `msg-bench --fuzz N` runs millions.
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn no_target_panics_on_arbitrary_bytes(
+            data in proptest::collection::vec(any::<u8>(), 0..1024),
+        ) {
+            for &(_, target) in TARGETS {
+                target(&data);
+            }
+        }
+    }
+}
