@@ -121,6 +121,20 @@ enum Flow {
     /// Bytes are read and dropped both ways, as by a frozen NAT or a peer that lost power:
     /// the connections stay open, nothing arrives.
     Frozen,
+    /// Nothing is read either way: bytes wait in the kernel's buffers, and the senders
+    /// fill up, until the link flows again. Nothing is lost.
+    Stalled,
+}
+
+/// Faults a [`Relay`] injects into the bytes it passes, set by the test at any time.
+#[derive(Debug, Default)]
+struct Faults {
+    /// Each chunk read is held this long before it is passed on.
+    delay: std::time::Duration,
+    /// Chunks are passed on in writes of at most this many bytes.
+    rechunk: Option<usize>,
+    /// The client-to-server byte this many bytes from now is flipped.
+    corrupt_in: Option<u64>,
 }
 
 /// A TCP relay on loopback between clients and one server, that a test can freeze, resume,
@@ -137,6 +151,9 @@ pub struct Relay {
     client_closed: tokio::sync::watch::Sender<usize>,
     /// Bytes relayed from clients to the server.
     to_server: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    faults: std::sync::Arc<std::sync::Mutex<Faults>>,
+    /// Bumped by [`half_close`](Relay::half_close).
+    half_closes: tokio::sync::watch::Sender<u64>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -159,15 +176,19 @@ impl Relay {
         let (server_closed, _) = tokio::sync::watch::channel(0usize);
         let (client_closed, _) = tokio::sync::watch::channel(0usize);
         let to_server = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let faults = std::sync::Arc::new(std::sync::Mutex::new(Faults::default()));
+        let (half_closes, _) = tokio::sync::watch::channel(0u64);
         let links = (
             flow.clone(),
             cuts.clone(),
             server_closed.clone(),
             client_closed.clone(),
             to_server.clone(),
+            faults.clone(),
+            half_closes.clone(),
         );
         let accept = tokio::spawn(async move {
-            let (flow, cuts, server_closed, client_closed, to_server) = links;
+            let (flow, cuts, server_closed, client_closed, to_server, faults, half_closes) = links;
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(upstream) = TcpStream::connect(server).await else {
                     continue;
@@ -177,23 +198,34 @@ impl Relay {
                 let epoch = *cuts.borrow();
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = upstream.into_split();
+                let half_epoch = *half_closes.borrow();
                 tokio::spawn(pump(
                     client_read,
                     server_write,
-                    flow.subscribe(),
-                    cuts.subscribe(),
-                    epoch,
-                    client_closed.clone(),
-                    Some(to_server.clone()),
+                    Link {
+                        flow: flow.subscribe(),
+                        cuts: cuts.subscribe(),
+                        epoch,
+                        closed: client_closed.clone(),
+                        counted: Some(to_server.clone()),
+                        faults: faults.clone(),
+                        to_server: true,
+                        half_closes: None,
+                    },
                 ));
                 tokio::spawn(pump(
                     server_read,
                     client_write,
-                    flow.subscribe(),
-                    cuts.subscribe(),
-                    epoch,
-                    server_closed.clone(),
-                    None,
+                    Link {
+                        flow: flow.subscribe(),
+                        cuts: cuts.subscribe(),
+                        epoch,
+                        closed: server_closed.clone(),
+                        counted: None,
+                        faults: faults.clone(),
+                        to_server: false,
+                        half_closes: Some((half_closes.subscribe(), half_epoch)),
+                    },
                 ));
             }
         });
@@ -204,8 +236,41 @@ impl Relay {
             server_closed,
             client_closed,
             to_server,
+            faults,
+            half_closes,
             accept,
         }
+    }
+
+    fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
+        self.faults.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Holds every chunk `delay` before passing it on, both ways.
+    pub fn delay(&self, delay: std::time::Duration) {
+        self.faults().delay = delay;
+    }
+
+    /// Passes bytes on in writes of at most `max` bytes, both ways, so that frames arrive
+    /// cut at every possible place.
+    pub fn rechunk(&self, max: usize) {
+        self.faults().rechunk = Some(max.max(1));
+    }
+
+    /// Flips every bit of the client-to-server byte `offset` bytes from now.
+    pub fn corrupt_in(&self, offset: u64) {
+        self.faults().corrupt_in = Some(offset);
+    }
+
+    /// Stops reading either way: bytes wait, none is lost, until [`resume`](Self::resume).
+    pub fn stall(&self) {
+        self.flow.send_replace(Flow::Stalled);
+    }
+
+    /// Closes the server-to-client direction of every link open now (the client reads the
+    /// end of the stream) and leaves the other direction open.
+    pub fn half_close(&self) {
+        self.half_closes.send_modify(|n| *n += 1);
     }
 
     /// Bytes relayed from clients to the server so far.
@@ -247,43 +312,103 @@ impl Relay {
     }
 }
 
-/// Copies `from` to `to` while the link flows, drops what arrives while it is frozen, and
-/// stops when the link is cut. Counts in `closed` when `from` closes.
+/// One direction of a relayed link, and what governs it.
+struct Link {
+    flow: tokio::sync::watch::Receiver<Flow>,
+    cuts: tokio::sync::watch::Receiver<u64>,
+    epoch: u64,
+    /// Counted in when `from` closes.
+    closed: tokio::sync::watch::Sender<usize>,
+    counted: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    faults: std::sync::Arc<std::sync::Mutex<Faults>>,
+    to_server: bool,
+    /// Half-closes, and the count when the link was made.
+    half_closes: Option<(tokio::sync::watch::Receiver<u64>, u64)>,
+}
+
+/// Copies `from` to `to` while the link flows, with the faults set; drops what arrives
+/// while it is frozen, reads nothing while it is stalled, and stops when the link is cut.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    flow: tokio::sync::watch::Receiver<Flow>,
-    mut cuts: tokio::sync::watch::Receiver<u64>,
-    epoch: u64,
-    closed: tokio::sync::watch::Sender<usize>,
-    counted: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    mut link: Link,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
+    let half_closed = |link: &Link| {
+        let Some((half, at)) = link.half_closes.as_ref() else {
+            return futures_util::future::Either::Left(std::future::pending::<()>());
+        };
+        let at = *at;
+        let mut half = half.clone();
+        futures_util::future::Either::Right(async move {
+            let _ = half.wait_for(|n| *n > at).await;
+        })
+    };
     loop {
+        let epoch = link.epoch;
+        let mut stalled = link.flow.clone();
+        let mut cuts = link.cuts.clone();
+        let half = half_closed(&link);
         let read = tokio::select! {
-            read = from.read(&mut buf) => read,
+            read = async {
+                let _ = stalled.wait_for(|f| *f != Flow::Stalled).await;
+                from.read(&mut buf).await
+            } => read,
             // Both pumps of the link return, and the link's sockets close both ways.
-            _ = cuts.wait_for(|n| *n > epoch) => return,
+            _ = async { let _ = cuts.wait_for(|n| *n > epoch).await; } => return,
+            _ = half => {
+                let _ = to.shutdown().await;
+                // Keep the read side open, unread, until the link is cut or dropped.
+                let _ = link.cuts.wait_for(|n| *n > epoch).await;
+                return;
+            }
         };
         match read {
             Ok(0) | Err(_) => {
-                closed.send_modify(|n| *n += 1);
+                link.closed.send_modify(|n| *n += 1);
                 // A frozen link carries no goodbye either: it reaches the other end only
                 // once the link flows again.
-                let mut flow = flow;
+                let mut flow = link.flow.clone();
                 tokio::select! {
                     _ = flow.wait_for(|f| *f == Flow::Open) => {}
-                    _ = cuts.wait_for(|n| *n > epoch) => return,
+                    _ = link.cuts.wait_for(|n| *n > epoch) => return,
                 }
                 let _ = to.shutdown().await;
                 return;
             }
             Ok(n) => {
-                if let Some(counted) = &counted {
+                if let Some(counted) = &link.counted {
                     counted.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
                 }
-                if *flow.borrow() == Flow::Open && to.write_all(&buf[..n]).await.is_err() {
-                    return;
+                let (delay, rechunk) = {
+                    let mut faults = link.faults.lock().unwrap_or_else(|e| e.into_inner());
+                    if link.to_server {
+                        if let Some(offset) = faults.corrupt_in {
+                            if offset < n as u64 {
+                                buf[offset as usize] ^= 0xff;
+                                faults.corrupt_in = None;
+                            } else {
+                                faults.corrupt_in = Some(offset - n as u64);
+                            }
+                        }
+                    }
+                    (faults.delay, faults.rechunk)
+                };
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                // A read that was under way when the link stalled is held too.
+                let _ = stalled.wait_for(|f| *f != Flow::Stalled).await;
+                if *link.flow.borrow() == Flow::Frozen {
+                    continue;
+                }
+                for piece in buf[..n].chunks(rechunk.unwrap_or(n)) {
+                    if to.write_all(piece).await.is_err() {
+                        return;
+                    }
+                    if rechunk.is_some() {
+                        tokio::task::yield_now().await;
+                    }
                 }
             }
         }

@@ -70,6 +70,38 @@ loopback_fixture!(VerifiedQuic, msg::Quic, {
     msg::Quic::with_tls(Some(server), client, "localhost").expect("QUIC with TLS")
 });
 
+/// A TCP-based fixture dialed through the test relay, which cuts every write into pieces
+/// of at most 61 bytes: frames, TLS records and handshakes all arrive split at arbitrary
+/// places.
+macro_rules! relayed_fixture {
+    ($name:ident, $inner:ty) => {
+        struct $name;
+
+        impl Fixture for $name {
+            type T = <$inner as Fixture>::T;
+            fn transport() -> Self::T {
+                <$inner>::transport()
+            }
+            fn bind_target() -> msg::tcp::Endpoint {
+                <$inner>::bind_target()
+            }
+            fn dial_target(bound: &std::net::SocketAddr) -> msg::tcp::Endpoint {
+                let relay = tokio::task::block_in_place(|| {
+                    tokio::runtime::Handle::current().block_on(msg_tests::Relay::start(*bound))
+                });
+                relay.rechunk(61);
+                let addr = relay.addr();
+                // The relay lives as long as the test process.
+                std::mem::forget(relay);
+                addr.into()
+            }
+        }
+    };
+}
+
+relayed_fixture!(RelayedTcp, Tcp);
+relayed_fixture!(RelayedTls, Tls);
+
 struct Ipc;
 
 impl Fixture for Ipc {
@@ -186,4 +218,12 @@ macro_rules! matrix {
     };
 }
 
-matrix!(tcp: Tcp, tls: Tls, quic: Quic, quic_verified: VerifiedQuic, ipc: Ipc);
+matrix!(
+    tcp: Tcp,
+    tls: Tls,
+    quic: Quic,
+    quic_verified: VerifiedQuic,
+    ipc: Ipc,
+    tcp_through_a_rechunking_relay: RelayedTcp,
+    tls_through_a_rechunking_relay: RelayedTls,
+);
