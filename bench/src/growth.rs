@@ -71,7 +71,9 @@ pub(crate) async fn pubsub(
 ) -> (f64, f64) {
     let mut publisher = PubSocket::with_options(
         Tcp::default(),
-        PubOptions::default().slow_subscriber(SlowSubscriber::Wait),
+        PubOptions::default()
+            .slow_subscriber(SlowSubscriber::Wait)
+            .max_subscriptions(extra_patterns + 1, 1024),
     );
     publisher.bind("127.0.0.1:0").await.expect("bind");
     let addr: SocketAddr = publisher.local_addr().expect("bound");

@@ -21,6 +21,10 @@ use crate::Error;
 /// [`RepOptions::max_handshakes`](crate::RepOptions::max_handshakes).
 pub(crate) const DEFAULT_MAX_HANDSHAKES: usize = 256;
 
+/// Default bound on the connections one listener serves at once; see
+/// [`RepOptions::max_connections`](crate::RepOptions::max_connections).
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+
 /// A welcomed connection, waiting to be served.
 pub(crate) struct Established<Io, Addr> {
     pub(crate) io: FramedIo<Io>,
@@ -36,6 +40,8 @@ pub(crate) struct AcceptConfig<A> {
     pub(crate) heartbeat: Option<HeartbeatConfig>,
     pub(crate) admission: Option<Admission<A>>,
     pub(crate) events: Arc<EventSink<A>>,
+    /// A permit per connection served; none left, a new client is refused.
+    pub(crate) connections: Arc<tokio::sync::Semaphore>,
 }
 
 impl<A> Clone for AcceptConfig<A> {
@@ -48,6 +54,7 @@ impl<A> Clone for AcceptConfig<A> {
             heartbeat: self.heartbeat,
             admission: self.admission.clone(),
             events: self.events.clone(),
+            connections: self.connections.clone(),
         }
     }
 }
@@ -96,6 +103,7 @@ pub(crate) async fn accept_loop<T, S, W, F>(
         if running.len() >= config.max_handshakes.max(1) {
             if let Some((peer, oldest)) = running.pop_front() {
                 oldest.abort();
+                crate::limits::hit(crate::limits::HANDSHAKES);
                 tracing::info!(%peer, "handshake evicted to make room for a newer connection");
             }
         }
@@ -135,13 +143,23 @@ async fn handshake<T, W, F>(
         let Connected { io, peer } = transport.accept(conn).await?;
         let mut io = FramedIo::new(io, config.max_frame_len);
         io.set_label(config.socket_type.name());
+        // At the limit the client is still heard, so that it learns why it is refused.
+        let slot = config.connections.clone().try_acquire_owned().ok();
+        let full = slot.is_none().then(|| {
+            crate::limits::hit(crate::limits::CONNECTIONS);
+            "this server is at its connection limit"
+        });
         handshake::server(
             &mut io,
             config.socket_type,
             &peer,
             config.admission.as_ref(),
+            full,
         )
         .await?;
+        if let Some(slot) = slot {
+            io.hold(slot);
+        }
         Ok::<_, Error>(Established { io, peer })
     };
     let after = config.handshake_timeout;

@@ -232,6 +232,14 @@ pub(crate) fn undecodable(e: msg_layers::compression::DecompressError) -> Error 
         msg_layers::compression::DecompressError::Unsupported { encoding } => {
             Error::UnsupportedEncoding { encoding }
         }
-        other => Error::Decompress(other),
+        other => {
+            if matches!(
+                other,
+                msg_layers::compression::DecompressError::TooLarge { .. }
+            ) {
+                crate::limits::hit(crate::limits::DECOMPRESSED_LEN);
+            }
+            Error::Decompress(other)
+        }
     }
 }

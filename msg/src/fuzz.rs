@@ -147,7 +147,7 @@ async fn handshake_outcome(data: &[u8]) -> Result<Hello, crate::Error> {
     let admission = crate::admission::boxed(crate::admission::Authenticate::new(Secret));
     tokio::time::timeout(
         Duration::from_secs(5),
-        crate::handshake::server(&mut io, SocketType::Rep, &"fuzz", Some(&admission)),
+        crate::handshake::server(&mut io, SocketType::Rep, &"fuzz", Some(&admission), None),
     )
     .await
     .expect("the handshake ends on its own")

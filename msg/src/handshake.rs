@@ -47,6 +47,7 @@ pub(crate) async fn server<Io: AsyncRead + AsyncWrite + Unpin, A: Clone + Send +
     local: SocketType,
     peer: &A,
     admission: Option<&Admission<A>>,
+    refuse: Option<&str>,
 ) -> Result<Hello, Error> {
     let frame = match io.next_frame().await {
         Ok(Some(frame)) => frame,
@@ -75,6 +76,12 @@ pub(crate) async fn server<Io: AsyncRead + AsyncWrite + Unpin, A: Clone + Send +
         );
         reject(io, &reason).await;
         return Err(Error::Refused { reason });
+    }
+    if let Some(reason) = refuse {
+        reject(io, reason).await;
+        return Err(Error::Refused {
+            reason: reason.to_owned(),
+        });
     }
     if let Some(admission) = admission {
         let request =

@@ -103,6 +103,8 @@ pub(crate) struct FramedIo<Io> {
     /// bump, where naming the counter with its labels on each call allocated.
     received: metrics::Counter,
     sent: metrics::Counter,
+    /// The listener's connection slot this connection holds while it lives.
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
@@ -118,7 +120,13 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
             liveness: None,
             received: metrics::Counter::noop(),
             sent: metrics::Counter::noop(),
+            _slot: None,
         }
+    }
+
+    /// Holds `slot` of the listener's connection limit until the connection is dropped.
+    pub(crate) fn hold(&mut self, slot: tokio::sync::OwnedSemaphorePermit) {
+        self._slot = Some(slot);
     }
 
     /// Names the socket type in the byte counters (`msg_bytes_received_total`,
@@ -247,10 +255,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
     #[inline(always)]
     pub(crate) fn decode(&mut self) -> Result<Option<Frame>, FrameError> {
         let frame = if self.eof {
-            self.codec.decode_eof(&mut self.rbuf)?
+            self.codec.decode_eof(&mut self.rbuf)
         } else {
-            self.codec.decode(&mut self.rbuf)?
-        };
+            self.codec.decode(&mut self.rbuf)
+        }
+        .map_err(crate::limits::frame_error)?;
         if let Some(frame) = &frame {
             let len = frame.topic.len() + frame.payload.len();
             self.chunk = len.saturating_mul(8).clamp(READ_CHUNK, MAX_READ_CHUNK);

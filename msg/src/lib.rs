@@ -89,6 +89,7 @@ pub mod fuzz;
 mod handshake;
 mod ids;
 mod io;
+pub mod limits;
 pub mod publisher;
 pub mod rep;
 pub mod req;

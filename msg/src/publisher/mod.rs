@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accept::{accept_loop, AcceptConfig, DEFAULT_MAX_HANDSHAKES};
+use crate::accept::{accept_loop, AcceptConfig, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKES};
 use crate::admission::{self, Admission, AdmissionService, Authenticate};
 use crate::events::{EventSink, Events};
 use crate::ids::IdMap;
@@ -70,6 +70,11 @@ pub struct PubOptions {
     /// Most connections in their handshake at once; see
     /// [`RepOptions::max_handshakes`](crate::RepOptions::max_handshakes). Default: 256.
     pub max_handshakes: usize,
+    /// Most connections served at once. A client past it is refused in its handshake with
+    /// the reason, and gets [`Error::HandshakeRejected`](crate::Error::HandshakeRejected);
+    /// the refusal is an event and counts in `msg_limit_hits_total{limit="connections"}`.
+    /// Default: 16,384.
+    pub max_connections: usize,
     /// Silence from a subscriber after which a ping is sent. Default: 5 s; zero turns
     /// heartbeats off.
     pub heartbeat_interval: Duration,
@@ -78,6 +83,12 @@ pub struct PubOptions {
     /// Longest [`PubSocket::close`] waits for the subscribers' queues to be written.
     /// Default: 2 s.
     pub linger: Duration,
+    /// Most patterns one subscriber may hold; a subscription past it is refused, and the
+    /// subscriber's `subscribe` fails with [`Error::Refused`]. Default: 10,000.
+    pub max_subscriptions: usize,
+    /// Longest pattern a subscriber may subscribe to, in bytes; a longer one is refused
+    /// the same way. Default: 1,024.
+    pub max_pattern_len: usize,
 }
 
 impl Default for PubOptions {
@@ -89,14 +100,25 @@ impl Default for PubOptions {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             handshake_timeout: Duration::from_secs(10),
             max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             linger: Duration::from_secs(2),
+            max_subscriptions: 10_000,
+            max_pattern_len: 1024,
         }
     }
 }
 
 impl PubOptions {
+    /// Sets [`max_subscriptions`](Self::max_subscriptions) and
+    /// [`max_pattern_len`](Self::max_pattern_len).
+    pub fn max_subscriptions(mut self, patterns: usize, pattern_len: usize) -> Self {
+        self.max_subscriptions = patterns;
+        self.max_pattern_len = pattern_len;
+        self
+    }
+
     /// Sets [`high_water_mark`](Self::high_water_mark); at least 1.
     pub fn high_water_mark(mut self, messages: usize) -> Self {
         self.high_water_mark = messages.max(1);
@@ -112,6 +134,12 @@ impl PubOptions {
     /// Sets [`slow_subscriber`](Self::slow_subscriber).
     pub fn slow_subscriber(mut self, policy: SlowSubscriber) -> Self {
         self.slow_subscriber = policy;
+        self
+    }
+
+    /// Sets [`max_connections`](Self::max_connections); at least 1.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
         self
     }
 
@@ -659,6 +687,11 @@ impl<T: Transport> PubSocket<T> {
             heartbeat: heartbeat_config(options.heartbeat_interval, options.heartbeat_timeout),
             admission: self.admission.clone(),
             events: self.events.clone(),
+            connections: Arc::new(tokio::sync::Semaphore::new(
+                options
+                    .max_connections
+                    .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+            )),
         };
         let shared = self.shared.clone();
         let (sessions_stop, sessions_drain, tracker, events) = (

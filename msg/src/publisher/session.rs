@@ -56,6 +56,7 @@ pub(super) fn spawn<Io, A>(
         session,
         shared,
         batch: Vec::new(),
+        subscriptions: 0,
     };
     tracker.spawn(async move {
         let result = tokio::select! {
@@ -90,6 +91,8 @@ struct SessionTask<Io, A> {
     /// Messages taken from the queue with their sequence numbers, reused from one batch
     /// to the next.
     batch: Vec<(u64, OutFrame)>,
+    /// Patterns the subscriber holds.
+    subscriptions: usize,
 }
 
 impl<Io, A> SessionTask<Io, A>
@@ -144,20 +147,51 @@ where
             })
         })?;
         validate_pattern(pattern)?;
-        {
+        let options = &self.shared.options;
+        // A refusal is an ack with the reason as its payload: the subscriber's `subscribe`
+        // fails with it, and the connection goes on.
+        let mut refusal = None;
+        if subscribe && pattern.len() > options.max_pattern_len {
+            crate::limits::hit(crate::limits::PATTERN_LEN);
+            refusal = Some(format!(
+                "pattern of {} bytes is longer than this publisher's limit of {}",
+                pattern.len(),
+                options.max_pattern_len
+            ));
+        } else {
             let mut registry = self.shared.write();
-            if subscribe {
-                registry.trie.insert(pattern, self.session.id);
-            } else {
-                registry.trie.remove(pattern, self.session.id);
+            if !subscribe {
+                if registry.trie.remove(pattern, self.session.id) {
+                    self.subscriptions -= 1;
+                }
+            } else if registry.trie.insert(pattern, self.session.id) {
+                // A pattern already held takes no more room; a new one past the limit is
+                // taken back out.
+                if self.subscriptions >= options.max_subscriptions {
+                    registry.trie.remove(pattern, self.session.id);
+                    crate::limits::hit(crate::limits::SUBSCRIPTIONS);
+                    refusal = Some(format!(
+                        "this publisher takes at most {} patterns per subscriber",
+                        options.max_subscriptions
+                    ));
+                } else {
+                    self.subscriptions += 1;
+                }
             }
         }
-        tracing::debug!(peer = %self.session.peer, pattern, subscribe, "subscription changed");
+        match &refusal {
+            Some(reason) => {
+                tracing::info!(peer = %self.session.peer, pattern, %reason, "subscription refused")
+            }
+            None => {
+                tracing::debug!(peer = %self.session.peer, pattern, subscribe, "subscription changed")
+            }
+        }
         self.io.queue(
             FrameKind::SubscriptionAck,
             Encoding::IDENTITY,
             frame.id,
-            &Bytes::new(),
+            &refusal.map(Bytes::from).unwrap_or_default(),
         )?;
         Ok(())
     }

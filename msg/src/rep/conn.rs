@@ -128,6 +128,7 @@ where
                 kind => return Err(Error::UnexpectedFrame { kind }),
             }
             if self.calls.len() >= self.max_in_flight {
+                crate::limits::hit(crate::limits::IN_FLIGHT);
                 self.stalled = Some(frame);
                 break;
             }
@@ -262,6 +263,9 @@ where
             // mark; a flush that takes them under it must lead to another read, or nothing
             // would wake this task again.
             let was_full = this.io.queued_len() >= WRITE_HIGH_WATER;
+            if was_full {
+                crate::limits::hit(crate::limits::QUEUED_BYTES);
+            }
             if let Poll::Ready(Err(e)) = this.io.poll_flush(cx) {
                 return Poll::Ready(Error::Io(e));
             }

@@ -21,7 +21,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accept::{accept_loop, AcceptConfig, Established, DEFAULT_MAX_HANDSHAKES};
+use crate::accept::{
+    accept_loop, AcceptConfig, Established, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKES,
+};
 use crate::admission::{self, Admission, AdmissionService, Authenticate};
 use crate::events::{EventSink, Events};
 use crate::io::heartbeat_config;
@@ -66,6 +68,11 @@ pub struct RepOptions {
     /// that connections that say nothing cannot lock good ones out: a good client finishes
     /// in a round trip or two. Default: 256.
     pub max_handshakes: usize,
+    /// Most connections served at once. A client past it is refused in its handshake with
+    /// the reason, and gets [`Error::HandshakeRejected`](crate::Error::HandshakeRejected);
+    /// the refusal is an event and counts in `msg_limit_hits_total{limit="connections"}`.
+    /// Default: 16,384.
+    pub max_connections: usize,
     /// Silence from a client after which a ping is sent. Default: 5 s; zero turns
     /// heartbeats off.
     pub heartbeat_interval: Duration,
@@ -84,6 +91,7 @@ impl Default for RepOptions {
             backlog: 128,
             stream_buffer: 1024,
             max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             linger: Duration::from_secs(2),
@@ -95,6 +103,12 @@ impl RepOptions {
     /// Sets [`max_in_flight_per_conn`](Self::max_in_flight_per_conn); at least 1.
     pub fn max_in_flight_per_conn(mut self, max: usize) -> Self {
         self.max_in_flight_per_conn = max.max(1);
+        self
+    }
+
+    /// Sets [`max_connections`](Self::max_connections); at least 1.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
         self
     }
 
@@ -450,6 +464,11 @@ impl<T: Transport> RepSocket<T> {
             ),
             admission: self.admission.clone(),
             events: self.events.clone(),
+            connections: Arc::new(tokio::sync::Semaphore::new(
+                self.options
+                    .max_connections
+                    .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+            )),
         };
         let stop = {
             let tx = tx.clone();

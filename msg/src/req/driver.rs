@@ -209,6 +209,9 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Future for ReqDriver<Io> {
                 return Poll::Ready(this.lost(e));
             }
             let was_full = this.io.queued_len() >= WRITE_HIGH_WATER;
+            if was_full {
+                crate::limits::hit(crate::limits::QUEUED_BYTES);
+            }
             if let Poll::Ready(Err(e)) = this.io.poll_flush(cx) {
                 return Poll::Ready(this.lost(Error::Io(e)));
             }

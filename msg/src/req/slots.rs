@@ -260,6 +260,7 @@ impl SlotTable {
                 (state.slots.len() - 1) as SlotId
             }
             None => {
+                crate::limits::hit(crate::limits::IN_FLIGHT);
                 let mine = state.next_ticket;
                 state.next_ticket += 1;
                 state.waiters.push_back((mine, cx.waker().clone()));

@@ -67,7 +67,7 @@ struct Session<Io, A> {
     peer: A,
     shared: Arc<Mailbox<A>>,
     /// Subscription changes sent and not yet acknowledged, by ack id.
-    pending: HashMap<u64, Option<oneshot::Sender<()>>>,
+    pending: HashMap<u64, Option<oneshot::Sender<Result<(), String>>>>,
     next_ack: u64,
     /// Acks of the replayed subscriptions still to come before `ready` is told.
     replaying: usize,
@@ -115,7 +115,7 @@ where
         &mut self,
         subscribe: bool,
         pattern: &str,
-        applied: Option<oneshot::Sender<()>>,
+        applied: Option<oneshot::Sender<Result<(), String>>>,
     ) -> Result<(), Error> {
         let id = self.next_ack;
         self.next_ack += 1;
@@ -271,9 +271,14 @@ where
                 let Some(applied) = self.pending.remove(&frame.id) else {
                     return Err(Error::UnexpectedFrame { kind: frame.kind });
                 };
+                let outcome = if frame.payload.is_empty() {
+                    Ok(())
+                } else {
+                    Err(String::from_utf8_lossy(&frame.payload).into_owned())
+                };
                 match applied {
                     Some(tx) => {
-                        let _ = tx.send(());
+                        let _ = tx.send(outcome);
                     }
                     None => {
                         self.replaying = self.replaying.saturating_sub(1);

@@ -203,7 +203,8 @@ struct Inbox<A> {
 struct Change {
     subscribe: bool,
     pattern: String,
-    applied: oneshot::Sender<()>,
+    /// Told once applied, or why the publisher refused it.
+    applied: oneshot::Sender<Result<(), String>>,
 }
 
 struct ConnHandle {
@@ -509,11 +510,21 @@ impl<T: Transport> SubSocket<T> {
                 applied.push(rx);
             }
         }
+        let mut refused = None;
         for rx in applied {
             // A connection lost meanwhile replays the subscriptions when it is back.
-            let _ = rx.await;
+            if let Ok(Err(reason)) = rx.await {
+                refused = Some(reason);
+            }
         }
-        Ok(())
+        match refused {
+            Some(reason) => {
+                // Not kept, so not replayed to the publishers that took it either.
+                lock(&self.shared.subscriptions).remove(&pattern);
+                Err(Error::Refused { reason })
+            }
+            None => Ok(()),
+        }
     }
 
     /// The patterns subscribed to.
