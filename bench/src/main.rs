@@ -37,6 +37,7 @@ mod codecs;
 mod fuzz;
 mod growth;
 mod layers;
+mod load;
 mod msg_rs;
 mod open_loop;
 mod pubsub;
@@ -297,6 +298,23 @@ fn main() {
             eprintln!("{findings} finding(s), saved under target/fuzz-findings");
             std::process::exit(1);
         }
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--load-clients") {
+        let n = args.get(i + 1).and_then(|n| n.parse().ok()).expect("count");
+        let addr = args
+            .get(i + 2)
+            .and_then(|a| a.parse().ok())
+            .expect("address");
+        load::clients(n, addr);
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--load") {
+        let n = args
+            .get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(8_000);
+        load::report(n);
         return;
     }
     if args.iter().any(|a| a == "--growth") {
