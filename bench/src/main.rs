@@ -41,6 +41,7 @@ mod load;
 mod msg_rs;
 mod open_loop;
 mod pubsub;
+mod soak;
 mod transports;
 mod zmq;
 
@@ -296,6 +297,13 @@ fn main() {
         let findings = fuzz::report(inputs, &only);
         if findings > 0 {
             eprintln!("{findings} finding(s), saved under target/fuzz-findings");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--soak") {
+        let secs = args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(600);
+        if !soak::run(secs) {
             std::process::exit(1);
         }
         return;
