@@ -69,7 +69,7 @@ pub struct RepOptions {
     /// in a round trip or two. Default: 256.
     pub max_handshakes: usize,
     /// Most connections served at once. A client past it is refused in its handshake with
-    /// the reason, and gets [`Error::HandshakeRejected`](crate::Error::HandshakeRejected);
+    /// the reason, and gets [`Error::HandshakeRejected`];
     /// the refusal is an event and counts in `msg_limit_hits_total{limit="connections"}`.
     /// Default: 16,384.
     pub max_connections: usize,
