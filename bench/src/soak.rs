@@ -101,10 +101,12 @@ async fn soak(duration: Duration) -> bool {
         });
     }
 
-    // The publisher, on random topics at about 20,000 messages a second.
-    {
-        let (tally, stop) = (tally.clone(), stop.clone());
-        tasks.spawn(async move {
+    // The publisher, on random topics at about 20,000 messages a second. It stops last, once
+    // no subscriber is dialing it any more.
+    let publisher_stop = Arc::new(AtomicBool::new(false));
+    let publishing = {
+        let (tally, stop) = (tally.clone(), publisher_stop.clone());
+        tokio::spawn(async move {
             let mut rng = 0xdead_beef_u64;
             let mut tick = tokio::time::interval(Duration::from_millis(1));
             while !stop.load(Ordering::Relaxed) {
@@ -117,8 +119,8 @@ async fn soak(duration: Duration) -> bool {
                     }
                 }
             }
-        });
-    }
+        })
+    };
 
     // Waves of short-lived clients and subscribers.
     {
@@ -209,6 +211,8 @@ async fn soak(duration: Duration) -> bool {
     }
     stop.store(true, Ordering::Relaxed);
     while tasks.join_next().await.is_some() {}
+    publisher_stop.store(true, Ordering::Relaxed);
+    publishing.await.expect("publisher");
 
     // Least-squares slope of RSS over the second half, in MiB a minute.
     let half: Vec<(f64, f64)> = samples[samples.len() / 2..]
