@@ -27,6 +27,18 @@ async fn echo_sizes(req: &ReqSocket<Tcp>, count: usize) {
     }
 }
 
+/// Retries `payload` until the client, redialing, is answered again (at most 200 tries).
+async fn answered_again(req: &ReqSocket<Tcp>, payload: &'static str) {
+    for _ in 0..200 {
+        if let Ok(reply) = req.request(Bytes::from(payload)).await {
+            assert_eq!(reply, payload);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the client never came back");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_cut_into_pieces_of_one_to_seven_bytes_arrive_whole_both_ways() {
     let server = echo_server().await;
@@ -133,17 +145,7 @@ async fn a_corrupted_byte_costs_only_its_own_connection_which_comes_back() {
             .unwrap(),
         "fine"
     );
-    within(async {
-        for _ in 0..200 {
-            if let Ok(reply) = hit.request(Bytes::from("after")).await {
-                assert_eq!(reply, "after");
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("the client never came back");
-    })
-    .await;
+    within(answered_again(&hit, "after")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,17 +167,7 @@ async fn a_half_closed_link_is_noticed_and_the_client_redials() {
         }
     })
     .await;
-    within(async {
-        for _ in 0..200 {
-            if let Ok(reply) = req.request(Bytes::from("b")).await {
-                assert_eq!(reply, "b");
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("the client never came back");
-    })
-    .await;
+    within(answered_again(&req, "b")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,16 +19,7 @@ use crate::Latency;
 
 /// This process's resident set size now, in bytes.
 pub(crate) fn rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    crate::pubsub::memory_status("VmRSS:")
 }
 
 async fn latency(req: &ReqSocket<Tcp>, round_trips: usize) -> Latency {

@@ -87,12 +87,17 @@ pub(crate) struct PubSubPlan {
 
 /// The kernel's peak-RSS mark for this process, in bytes.
 pub(crate) fn peak_rss() -> u64 {
+    memory_status("VmHWM:")
+}
+
+/// A size field of `/proc/self/status` (`VmRSS:`, `VmHWM:`), in bytes; 0 if unreadable.
+pub(crate) fn memory_status(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
             status
                 .lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<u64>().ok())
         })
