@@ -2,9 +2,10 @@
 //! wait in one [`Inbox`] for the socket's [`Stream`](futures_core::Stream), and each
 //! answer goes straight into its connection's [`Outbox`].
 //!
-//! No channel, no future and no allocation per request: a connection takes one lock to
-//! hand over a batch of requests and one to collect a batch of answers; an answer takes
-//! one lock and wakes the connection only if it sleeps. Each request holds a slot in its
+//! No channel, no future and no allocation per request: a connection looks at the shared
+//! inbox once per batch of requests (for room, and to hand the batch over), takes its own
+//! outbox's lock once per request (to give it a slot) and once per batch of answers; an
+//! answer takes that lock once and wakes the connection only if it sleeps. Each request holds a slot in its
 //! connection's outbox with a generation, so that an answer to a request the client has
 //! since cancelled (or to a connection that is gone) is told apart and goes nowhere.
 
@@ -64,15 +65,16 @@ impl<A> Inbox<A> {
         }
     }
 
-    /// Connection: whether `held` more requests (not yet handed over) leave room, or the
-    /// socket is closed.
-    fn poll_room(&self, held: usize, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+    /// Connection: how many more requests there is room for, besides `held` ones not yet
+    /// handed over; pending while there is none, an error once the socket is closed.
+    fn poll_room(&self, held: usize, cx: &mut Context<'_>) -> Poll<Result<usize, BoxError>> {
         let mut state = lock(&self.state);
         if state.closed {
             return Poll::Ready(Err(Box::new(SocketClosed)));
         }
-        if state.queue.len() + held < self.capacity {
-            return Poll::Ready(Ok(()));
+        let taken = state.queue.len() + held;
+        if taken < self.capacity {
+            return Poll::Ready(Ok(self.capacity - taken));
         }
         if !state.writers.iter().any(|w| w.will_wake(cx.waker())) {
             state.writers.push(cx.waker().clone());
@@ -226,6 +228,9 @@ pub(crate) struct Mailbox<A> {
     batch: Vec<PendingRequest<A>>,
     /// Requests handed out and neither answered nor cancelled.
     running: usize,
+    /// Requests that may still start before the inbox is asked again: room it had when it
+    /// was last asked, so that a batch costs one look at the shared inbox, not one a request.
+    room: usize,
 }
 
 impl<A> Mailbox<A> {
@@ -237,6 +242,7 @@ impl<A> Mailbox<A> {
             }),
             batch: Vec::new(),
             running: 0,
+            room: 0,
         }
     }
 }
@@ -251,13 +257,20 @@ impl<A> Drop for Mailbox<A> {
 
 impl<A> Calls<A> for Mailbox<A> {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.room > 0 {
+            return Poll::Ready(Ok(()));
+        }
         match self.inbox.poll_room(self.batch.len(), cx) {
             Poll::Pending => {
                 // Hand over what is held, so the stream can make room.
                 self.flush();
                 Poll::Pending
             }
-            ready => ready,
+            Poll::Ready(Ok(room)) => {
+                self.room = room;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
         }
     }
 
@@ -281,6 +294,7 @@ impl<A> Calls<A> for Mailbox<A> {
             (slot, entry.generation)
         };
         self.running += 1;
+        self.room = self.room.saturating_sub(1);
         self.batch.push(PendingRequest {
             request,
             responder: Some(Responder {
