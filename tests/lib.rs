@@ -1,5 +1,8 @@
-//! Helpers shared by the integration tests: bounded waits, an echo server, and a raw
-//! client that speaks the wire protocol by hand.
+//! Helpers shared by the integration tests: bounded waits, an echo server, a raw client
+//! that speaks the wire protocol by hand, a relay that injects faults, and the
+//! [`fixture`]s that run one test body over every transport.
+
+pub mod fixture;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -46,6 +49,18 @@ pub async fn echo_server() -> SocketAddr {
         Ok::<_, Infallible>(req.msg().clone())
     }))
     .await
+}
+
+/// A loopback address bound but not listening, held for as long as the returned socket
+/// lives: a dial to it is refused, and no other test can take the port meanwhile (as it
+/// could one that was bound and released).
+pub fn refusing_addr() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("an address"))
+        .expect("bind");
+    let addr = socket.local_addr().expect("bound");
+    (socket, addr)
 }
 
 /// Encodes one frame as it goes on the wire.
@@ -154,6 +169,8 @@ pub struct Relay {
     faults: std::sync::Arc<std::sync::Mutex<Faults>>,
     /// Bumped by [`half_close`](Relay::half_close).
     half_closes: tokio::sync::watch::Sender<u64>,
+    /// Where new links are relayed to.
+    upstream: std::sync::Arc<std::sync::Mutex<SocketAddr>>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -178,6 +195,8 @@ impl Relay {
         let to_server = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let faults = std::sync::Arc::new(std::sync::Mutex::new(Faults::default()));
         let (half_closes, _) = tokio::sync::watch::channel(0u64);
+        let upstream = std::sync::Arc::new(std::sync::Mutex::new(server));
+        let target = upstream.clone();
         let links = (
             flow.clone(),
             cuts.clone(),
@@ -190,7 +209,9 @@ impl Relay {
         let accept = tokio::spawn(async move {
             let (flow, cuts, server_closed, client_closed, to_server, faults, half_closes) = links;
             while let Ok((client, _)) = listener.accept().await {
+                let server = *target.lock().unwrap_or_else(|e| e.into_inner());
                 let Ok(upstream) = TcpStream::connect(server).await else {
+                    // Nobody there: the client sees its link closed, as by a refusal.
                     continue;
                 };
                 let _ = client.set_nodelay(true);
@@ -238,8 +259,16 @@ impl Relay {
             to_server,
             faults,
             half_closes,
+            upstream,
             accept,
         }
+    }
+
+    /// Relays links made from now on to `server` instead (a server restarted on a new
+    /// port); links open now are left as they are. Clients keep dialing the same address,
+    /// so no test releases a port and binds it again.
+    pub fn retarget(&self, server: SocketAddr) {
+        *self.upstream.lock().unwrap_or_else(|e| e.into_inner()) = server;
     }
 
     fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
