@@ -194,8 +194,13 @@ mod tests {
         for at in [100, 200, 300] {
             assert_ne!(hb.tick(t0 + at * MS, true, false), Beat::Dead);
         }
+        // Silent from here on: the peer is given up within a few ticks (one per interval
+        // until the timeout); a heartbeat that never gives up fails here, not hangs.
         let mut now = hb.deadline();
+        let mut ticks = 0;
         while hb.tick(now, false, false) != Beat::Dead {
+            ticks += 1;
+            assert!(ticks < 100, "still not given up after {ticks} silent ticks");
             now = hb.deadline();
         }
         assert!(now - t0 >= 250 * MS + 300 * MS, "{:?}", now - t0);

@@ -182,9 +182,19 @@ mod tests {
     use super::*;
     use crate::{Frame, FrameCodec};
 
+    /// Takes everything queued in `buf`, at most `step` bytes per write. Every write must
+    /// take at least one byte, so the loop ends within as many rounds as there are bytes; a
+    /// buffer that stops giving bytes fails the test instead of hanging it.
     fn drain(buf: &mut WriteBuf, step: usize) -> Vec<u8> {
         let mut out = Vec::new();
+        let most_rounds = buf.len();
+        let mut rounds = 0;
         while !buf.is_empty() {
+            rounds += 1;
+            assert!(
+                rounds <= most_rounds,
+                "{rounds} writes for {most_rounds} bytes"
+            );
             let mut slices = [IoSlice::new(&[]); 3];
             let n = buf.io_slices(&mut slices);
             let mut taken = 0;
@@ -196,6 +206,7 @@ mod tests {
                     break;
                 }
             }
+            assert!(taken > 0, "a write of {step} bytes took nothing");
             buf.advance(taken);
         }
         out
@@ -220,6 +231,7 @@ mod tests {
             let mut out = Vec::new();
             while let Some(f) = codec.decode(&mut src).unwrap() {
                 out.push(f);
+                assert!(out.len() <= frames.len(), "more frames out than in");
             }
             assert_eq!(out, frames, "step {step}");
         }
