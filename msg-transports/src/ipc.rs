@@ -228,15 +228,39 @@ crate::transport::connector_service!(Ipc);
 mod tests {
     use super::*;
 
-    fn temp_path(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("msg-ipc-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join("s.sock")
+    /// A fresh directory of one test's own, removed with its contents when dropped. Its
+    /// name is short, so that socket paths in it stay well under the 108 bytes a Unix
+    /// socket address holds, and fresh, so that no file left by an earlier run is in it.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            let dir = std::env::temp_dir()
+                .join(format!("msg-ipc-{}-{name}-{nanos:x}", std::process::id()));
+            std::fs::create_dir(&dir).expect("a fresh temporary directory");
+            TempDir(dir)
+        }
+
+        /// The socket path `s.sock` in the directory.
+        fn socket(&self) -> PathBuf {
+            self.0.join("s.sock")
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     #[tokio::test]
     async fn stale_socket_file_is_replaced_and_live_one_is_not_stolen() {
-        let path = temp_path("stale");
+        let dir = TempDir::new("stale");
+        let path = dir.socket();
         // A socket file whose listener is gone, as a crashed process leaves it.
         let stale = std::os::unix::net::UnixListener::bind(&path).unwrap();
         drop(stale);
@@ -261,7 +285,8 @@ mod tests {
 
     #[tokio::test]
     async fn accepted_peers_get_their_own_identities() {
-        let path = temp_path("peers");
+        let dir = TempDir::new("peers");
+        let path = dir.socket();
         let mut listener = Ipc::new().bind(path.clone()).await.unwrap();
         let _a = Ipc::new().connect(path.clone()).await.unwrap();
         let _b = Ipc::new().connect(path.clone()).await.unwrap();
@@ -277,7 +302,8 @@ mod tests {
 
     #[tokio::test]
     async fn connect_to_a_missing_path_is_a_typed_error() {
-        let path = temp_path("missing");
+        let dir = TempDir::new("missing");
+        let path = dir.socket();
         assert!(matches!(
             Ipc::new().connect(path).await,
             Err(TransportError::Connect { .. })
