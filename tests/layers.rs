@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use msg::layers::{GzipLayer, TraceLayer};
 use msg::{serve, Error, Message, PubSocket, Publication, RepSocket, ReqSocket, Request, Tcp};
-use msg_tests::within;
+use msg_tests::{refusing_addr, within, Relay};
 use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
 use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::fmt::MakeWriter;
@@ -184,22 +184,18 @@ where
     })
 }
 
-fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_policy_retries_a_request_that_never_reached_a_server() {
     use msg::retry::RetryPolicy;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    let addr = free_addr();
+    // The client dials a relay that leads nowhere (a port bound, not listening, held) until
+    // the server comes: its address stays the same, and no port is released and rebound.
+    let (_nobody, nowhere) = refusing_addr();
+    let relay = Relay::start(nowhere).await;
     let options = msg::ReqOptions::default().reconnect_wait(Duration::from_millis(100));
     let mut req = ReqSocket::with_options(Tcp::default(), options);
-    req.connect_lazy(addr);
+    req.connect_lazy(relay.addr());
     let calls = Arc::new(AtomicUsize::new(0));
     let policy = RetryPolicy::default()
         .max_retries(100)
@@ -216,7 +212,8 @@ async fn retry_policy_retries_a_request_that_never_reached_a_server() {
     })
     .await;
     let mut rep = RepSocket::new(Tcp::default());
-    rep.bind(addr).await.unwrap();
+    rep.bind("127.0.0.1:0").await.unwrap();
+    relay.retarget(rep.local_addr().unwrap());
     tokio::spawn(serve(
         rep,
         service_fn(|r: Request| async move { Ok::<_, Infallible>(r.msg().clone()) }),
@@ -253,7 +250,8 @@ async fn retry_policy_never_retries_a_remote_error_and_respects_its_budget() {
     // A budget of nothing: a safe failure is not retried either.
     let options = msg::ReqOptions::default().reconnect_wait(Duration::from_millis(50));
     let mut req = ReqSocket::with_options(Tcp::default(), options);
-    req.connect_lazy(free_addr());
+    let (_nobody, nowhere) = refusing_addr();
+    req.connect_lazy(nowhere);
     let calls = Arc::new(AtomicUsize::new(0));
     let policy = RetryPolicy::default().budget(Duration::from_secs(1), 0, 0.0);
     let svc = ServiceBuilder::new()
