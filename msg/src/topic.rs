@@ -347,6 +347,38 @@ mod tests {
         assert_eq!(out, vec![5]);
     }
 
+    /// The matcher, pinned case by case from the grammar: the property test below checks
+    /// the trie against it, so a mistake the two shared would go unseen without this.
+    #[test]
+    fn the_matcher_follows_the_grammar_case_by_case() {
+        let cases = [
+            ("a.b.c", "a.b.c", true),
+            ("a.b.c", "a.b", false),
+            ("a.b.c", "a.b.c.d", false),
+            ("a.*.c", "a.x.c", true),
+            ("a.*.c", "a.c", false),
+            ("a.*.c", "a.x.y.c", false),
+            ("*", "a", true),
+            ("*", "a.b", false),
+            ("*.*", "a.b", true),
+            ("*.b.*", "a.b.c", true),
+            ("*.b.*", "a.b.c.d", false),
+            ("a.>", "a.b", true),
+            ("a.>", "a.b.c.d", true),
+            // `>` stands for one token or more, never none.
+            ("a.>", "a", false),
+            (">", "a", true),
+            (">", "a.b.c", true),
+            ("a.*.>", "a.b", false),
+            ("a.*.>", "a.b.c", true),
+            ("a", "ab", false),
+            ("ab", "a", false),
+        ];
+        for (pattern, topic, want) in cases {
+            assert_eq!(matches(pattern, topic), want, "{pattern} against {topic}");
+        }
+    }
+
     fn token() -> impl Strategy<Value = String> {
         prop::sample::select(vec!["a", "b", "c"]).prop_map(str::to_owned)
     }
