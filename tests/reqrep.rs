@@ -713,13 +713,13 @@ async fn callers_that_give_up_at_random_leave_no_slot_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tower_timeouts_apply_on_both_sides() {
-    // The server gives a stuck handler 2 s; a client's own timeout of 50 ms fires long
-    // before that.
+    // The server side: a timeout layer of 50 ms in front of a handler that never answers
+    // "slow".
     let mut rep = RepSocket::new(Tcp::default());
     rep.bind("127.0.0.1:0").await.unwrap();
     let addr = rep.local_addr().unwrap();
     let handler = ServiceBuilder::new()
-        .timeout(Duration::from_secs(2))
+        .timeout(Duration::from_millis(50))
         .service(service_fn(|req: Request| async move {
             if req.msg() == "slow" {
                 std::future::pending::<()>().await;
@@ -727,32 +727,45 @@ async fn tower_timeouts_apply_on_both_sides() {
             Ok::<_, Infallible>(req.msg().clone())
         }));
     tokio::spawn(serve(rep, handler));
-
     let mut req = ReqSocket::new(Tcp::default());
     req.connect(addr).await.unwrap();
-    // The client's timeout layer bounds a call on its own, and its error comes back typed.
-    let client = ServiceBuilder::new()
+    // A client timeout far longer than the server's lets the server's fire: a remote error
+    // that says so; a quick call goes through the same stack.
+    let patient = ServiceBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .service(req.clone());
+    let slow = within(patient.clone().oneshot(Message::from("slow")))
+        .await
+        .map_err(Error::from);
+    match slow {
+        Err(Error::Remote { message }) => assert!(message.contains("timed out"), "{message}"),
+        other => panic!("expected the server's timeout as a remote error, got {other:?}"),
+    }
+    let fast = within(patient.oneshot(Message::from("fast")))
+        .await
+        .map_err(Error::from)
+        .unwrap();
+    assert_eq!(fast.payload(), "fast");
+
+    // The client side: a server that never answers at all, so only the client's own
+    // timeout layer can end the call, and its error comes back typed.
+    let silent = serve_on_loopback(service_fn(|_: Request| async move {
+        std::future::pending::<()>().await;
+        Ok::<_, Infallible>(Bytes::new())
+    }))
+    .await;
+    let mut req = ReqSocket::new(Tcp::default());
+    req.connect(silent).await.unwrap();
+    let impatient = ServiceBuilder::new()
         .timeout(Duration::from_millis(50))
         .service(req.clone());
-    let gave_up = within(client.clone().oneshot(Message::from("slow")))
+    let gave_up = within(impatient.oneshot(Message::from("anything")))
         .await
         .map_err(Error::from);
     assert!(
         matches!(gave_up, Err(Error::Timeout { after: None })),
         "{gave_up:?}"
     );
-    let reply = within(client.oneshot(Message::from("fast")))
-        .await
-        .map_err(Error::from)
-        .unwrap();
-    assert_eq!(reply.payload(), "fast");
-    // The server's timeout turns a stuck handler into a remote error that says so.
-    match within(req.request(Bytes::from("slow"))).await {
-        Err(Error::Remote { message }) => {
-            assert!(message.contains("timed out"), "{message}")
-        }
-        other => panic!("expected the server's timeout as a remote error, got {other:?}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
