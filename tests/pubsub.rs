@@ -285,7 +285,9 @@ async fn stalled_subscriber_never_stops_the_publisher_and_every_loss_is_counted(
     assert_eq!(reader_stats.received, reader_received);
 
     // Now the stalled subscriber reads what was kept for it.
-    let (_, stalled_dropped) = tokio::sync::watch::channel(Some(session_of(true).dropped));
+    // (The sender is kept: a closed channel would wake the reader for nothing.)
+    let (_stalled_dropped_tx, stalled_dropped) =
+        tokio::sync::watch::channel(Some(session_of(true).dropped));
     let (stalled_received, stalled_last_seq) =
         within_long(read_all_kept(&mut stalled, N, stalled_dropped)).await;
     // Its losses show as gaps in the sequence numbers it received.

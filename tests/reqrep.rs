@@ -382,7 +382,7 @@ async fn graceful_shutdown_finishes_in_flight_requests_then_stops() {
     stop_tx.send(()).unwrap();
     // The server has seen the signal once its listener is gone: a new client is refused.
     let refused = within(async {
-        for _ in 0..200 {
+        for _ in 0..2000 {
             let mut late = ReqSocket::new(Tcp::default());
             if let Err(Error::Transport(_)) = late.connect(addr).await {
                 return true;
