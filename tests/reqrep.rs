@@ -462,25 +462,93 @@ async fn request_to_a_closed_server_fails_with_a_typed_error() {
     assert!(matches!(later, Err(Error::NotConnected)), "{later:?}");
 }
 
-/// The payloads of the handler calls a server has started, in order.
-type Started = Arc<Mutex<Vec<Bytes>>>;
+/// The payloads of handler calls, in order.
+type Payloads = Arc<Mutex<Vec<Bytes>>>;
 
-/// An echo server whose handlers all wait for a gate to open. Returns its address, the
-/// gate, and the payloads of the handler calls started.
-async fn gated_echo_server() -> (std::net::SocketAddr, watch::Sender<bool>, Started) {
+/// Waits until `payloads` holds `n` payloads that start with `prefix`, failing if it ever
+/// holds more.
+async fn wait_for_payloads(payloads: &Payloads, prefix: &[u8], n: usize) {
+    within(async {
+        loop {
+            let count = payloads
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|p| p.starts_with(prefix))
+                .count();
+            assert!(
+                count <= n,
+                "{count} payloads starting {prefix:?}, {n} expected"
+            );
+            if count == n {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+}
+
+/// Held by a handler call while it runs: notes the call's payload in `dropped` if the call
+/// is dropped before it answers (as `serve` drops a call its client cancelled).
+struct DropWatch {
+    payload: Option<Bytes>,
+    dropped: Payloads,
+}
+
+impl DropWatch {
+    fn new(payload: &Bytes, dropped: &Payloads) -> DropWatch {
+        DropWatch {
+            payload: Some(payload.clone()),
+            dropped: dropped.clone(),
+        }
+    }
+
+    /// The call answered: it was not dropped.
+    fn answered(mut self) {
+        self.payload = None;
+    }
+}
+
+impl Drop for DropWatch {
+    fn drop(&mut self) {
+        if let Some(payload) = self.payload.take() {
+            self.dropped.lock().unwrap().push(payload);
+        }
+    }
+}
+
+/// An echo server whose handlers all wait for a gate to open: its address, the gate, the
+/// payloads of the handler calls started, and of those dropped before they answered.
+struct GatedServer {
+    addr: std::net::SocketAddr,
+    open_gate: watch::Sender<bool>,
+    started: Payloads,
+    dropped: Payloads,
+}
+
+async fn gated_echo_server() -> GatedServer {
     let (open_gate, gate) = watch::channel(false);
-    let started = Started::default();
-    let seen = started.clone();
+    let started = Payloads::default();
+    let dropped = Payloads::default();
+    let (seen, gone) = (started.clone(), dropped.clone());
     let addr = serve_on_loopback(service_fn(move |req: Request| {
         let mut gate = gate.clone();
         seen.lock().unwrap().push(req.msg().clone());
+        let watch = DropWatch::new(req.msg(), &gone);
         async move {
             gate.wait_for(|open| *open).await.unwrap();
+            watch.answered();
             Ok::<_, Infallible>(req.msg().clone())
         }
     }))
     .await;
-    (addr, open_gate, started)
+    GatedServer {
+        addr,
+        open_gate,
+        started,
+        dropped,
+    }
 }
 
 /// A client limited to two requests in flight, both taken by requests `a` and `b`.
@@ -543,7 +611,12 @@ async fn a_call_on_a_slot_reserved_before_the_connection_died_goes_out_on_the_ne
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poll_ready_is_pending_at_the_in_flight_limit() {
-    let (addr, open_gate, started) = gated_echo_server().await;
+    let GatedServer {
+        addr,
+        open_gate,
+        started,
+        ..
+    } = gated_echo_server().await;
     let (mut req, first, second) = client_at_its_limit_of_two(addr, "1", "2").await;
     within(async {
         while started.lock().unwrap().len() < 2 {
@@ -560,15 +633,15 @@ async fn poll_ready_is_pending_at_the_in_flight_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_requests_give_their_slots_back_to_waiting_callers() {
-    let (addr, open_gate, started) = gated_echo_server().await;
+    let GatedServer {
+        addr,
+        open_gate,
+        started,
+        dropped,
+    } = gated_echo_server().await;
     // Both slots taken by requests whose callers give up while they are on the wire.
     let (mut req, first, second) = client_at_its_limit_of_two(addr, "gone 1", "gone 2").await;
-    within(async {
-        while started.lock().unwrap().len() < 2 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    wait_for_payloads(&started, b"gone", 2).await;
     drop((first, second));
 
     // Both slots are free at once, while nothing is answered (the gate is shut). The first
@@ -587,22 +660,9 @@ async fn abandoned_requests_give_their_slots_back_to_waiting_callers() {
         })
         .collect();
     // One of them gets it, and its request reaches the server with the gate still shut.
-    within(async {
-        loop {
-            let calls = started
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|p| p.starts_with(b"call"))
-                .count();
-            if calls == 2 {
-                return;
-            }
-            assert!(calls < 2, "{calls} calls on two slots");
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    wait_for_payloads(&started, b"call", 2).await;
+    // The server was told of the callers that gave up, and dropped their handlers' calls.
+    wait_for_payloads(&dropped, b"gone", 2).await;
     // Then the server answers everything.
     open_gate.send(true).unwrap();
     assert_eq!(within(in_line).await.unwrap().payload(), "call in line");
@@ -619,7 +679,9 @@ async fn abandoned_requests_give_their_slots_back_to_waiting_callers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_handed_to_a_handle_that_goes_away_is_passed_on() {
-    let (addr, open_gate, _) = gated_echo_server().await;
+    let GatedServer {
+        addr, open_gate, ..
+    } = gated_echo_server().await;
     let (mut req, first, second) = client_at_its_limit_of_two(addr, "1", "2").await;
     // A clone waits in line for a slot, then is dropped without coming back for it.
     let mut waiting = req.clone();
@@ -749,9 +811,17 @@ async fn tower_timeouts_apply_on_both_sides() {
 
     // The client side: a server that never answers at all, so only the client's own
     // timeout layer can end the call, and its error comes back typed.
-    let silent = serve_on_loopback(service_fn(|_: Request| async move {
-        std::future::pending::<()>().await;
-        Ok::<_, Infallible>(Bytes::new())
+    let dropped = Payloads::default();
+    let silent = serve_on_loopback(service_fn({
+        let dropped = dropped.clone();
+        move |req: Request| {
+            let watch = DropWatch::new(req.msg(), &dropped);
+            async move {
+                std::future::pending::<()>().await;
+                watch.answered();
+                Ok::<_, Infallible>(Bytes::new())
+            }
+        }
     }))
     .await;
     let mut req = ReqSocket::new(Tcp::default());
@@ -766,6 +836,8 @@ async fn tower_timeouts_apply_on_both_sides() {
         matches!(gave_up, Err(Error::Timeout { after: None })),
         "{gave_up:?}"
     );
+    // And the server was told: it dropped the handler's call.
+    wait_for_payloads(&dropped, b"anything", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
