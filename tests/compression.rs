@@ -692,3 +692,112 @@ async fn stream_compression_shrinks_a_link_of_small_similar_messages_for_every_s
         assert_eq!(within(sub.next()).await.unwrap().payload(), &order(i));
     }
 }
+
+/// The payload "secret" encoded with the [`Xor`] codec, code 200.
+fn xored_secret() -> Message {
+    let xored = Bytes::from(Xor(0x5a).compress(b"secret").unwrap());
+    Message::new(xored).with_encoding(Encoding::custom(200).unwrap())
+}
+
+/// A payload that claims to be gzip and is not.
+fn corrupt_gzip() -> Message {
+    Message::new(Bytes::from_static(b"not gzip at all")).with_encoding(Encoding::GZIP)
+}
+
+/// Binds a reply socket that answers "xor" with [`xored_secret`], "corrupt" with
+/// [`corrupt_gzip`], and anything else with itself, from its stream; returns its address.
+async fn answering_encoded() -> std::net::SocketAddr {
+    let mut rep = RepSocket::new(Tcp::default());
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Some(request) = rep.next().await {
+            let answer = match &request.msg()[..] {
+                b"xor" => xored_secret(),
+                b"corrupt" => corrupt_gzip(),
+                other => Message::new(Bytes::copy_from_slice(other)),
+            };
+            request.respond_message(answer).unwrap();
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_codec_is_decoded_by_a_client_and_a_subscriber_once_registered() {
+    let server = answering_encoded().await;
+    let mut req = ReqSocket::new(Tcp::default()).with_decompressor(Xor(0x5a));
+    req.connect(server).await.unwrap();
+    let reply = within(req.request(Bytes::from("xor"))).await.unwrap();
+    assert_eq!(reply, "secret");
+
+    let mut publisher = PubSocket::new(Tcp::default());
+    publisher.bind("127.0.0.1:0").await.unwrap();
+    let mut sub = SubSocket::new(Tcp::default()).with_decompressor(Xor(0x5a));
+    within(sub.connect(publisher.local_addr().unwrap()))
+        .await
+        .unwrap();
+    within(sub.subscribe("t")).await.unwrap();
+    publisher
+        .publish_message("t", &xored_secret())
+        .await
+        .unwrap();
+    let message = within(sub.next()).await.unwrap();
+    assert_eq!(message.payload(), "secret");
+    assert!(message.encoding().is_identity());
+    assert_eq!(sub.stats().undecodable, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_reply_fails_only_its_call_and_the_connection_goes_on() {
+    let tap = Tap::start(answering_encoded().await).await;
+    let mut req = ReqSocket::new(Tcp::default());
+    req.connect(tap.addr()).await.unwrap();
+    match within(req.request(Bytes::from("corrupt"))).await {
+        Err(Error::Decompress(DecompressError::Corrupt { encoding, .. })) => {
+            assert!(encoding == Encoding::GZIP, "{encoding}")
+        }
+        other => panic!("{other:?}"),
+    }
+    match within(req.request(Bytes::from("xor"))).await {
+        Err(Error::UnsupportedEncoding { encoding }) => assert_eq!(encoding.code(), 200),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        within(req.request(Bytes::from("still"))).await.unwrap(),
+        "still"
+    );
+    // All three over the one connection the client made.
+    let hellos = tap.frames_of(FrameKind::Hello, 1).await;
+    assert_eq!(hellos.len(), 1, "{:?}", tap.seen());
+    assert!(req.stats().connected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_publication_is_dropped_and_counted_and_the_next_one_arrives() {
+    let mut publisher = PubSocket::new(Tcp::default());
+    publisher.bind("127.0.0.1:0").await.unwrap();
+    let mut sub = SubSocket::new(Tcp::default());
+    within(sub.connect(publisher.local_addr().unwrap()))
+        .await
+        .unwrap();
+    within(sub.subscribe("t")).await.unwrap();
+    // A codec the subscriber does not know, then a corrupt payload, then a plain one.
+    publisher
+        .publish_message("t", &xored_secret())
+        .await
+        .unwrap();
+    publisher
+        .publish_message("t", &corrupt_gzip())
+        .await
+        .unwrap();
+    publisher.publish("t", Bytes::from("plain")).await.unwrap();
+    let message = within(sub.next()).await.unwrap();
+    assert_eq!(message.payload(), "plain");
+    assert_eq!(
+        message.seq(),
+        3,
+        "the two before it were received and dropped"
+    );
+    assert_eq!(sub.stats().undecodable, 2);
+}
