@@ -9,9 +9,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use msg::{
-    serve, Error, PubOptions, PubSocket, RepOptions, RepSocket, ReqSocket, Request, SubSocket, Tcp,
+use msg::compression::{
+    Compressor, DecompressError, GzipCompressor, Lz4Compressor, SnappyCompressor, ZstdCompressor,
 };
+use msg::{
+    serve, Error, Message, PubOptions, PubSocket, RepOptions, RepSocket, ReqOptions, ReqSocket,
+    Request, SubOptions, SubSocket, Tcp,
+};
+use msg_tests::fixture::Fixture;
 use msg_tests::{encode, raw_client, within};
 use tokio_stream::StreamExt;
 use tower::service_fn;
@@ -223,3 +228,233 @@ fn a_connection_never_runs_more_calls_than_its_in_flight_limit() {
     });
     assert!(hits(&counters, "in_flight") >= 1, "{counters:?}");
 }
+
+/// Runs the transport-generic `body` over TCP, TLS, QUIC and IPC, each a test of its own
+/// in a module named after the body, under [`with_counters`], and hands the counters to
+/// `check`.
+macro_rules! each_transport_counted {
+    ($body:ident, $check:path) => {
+        mod $body {
+            use msg_tests::fixture::{Fixture, Ipc, Quic, Tcp, Tls};
+
+            #[test]
+            fn tcp() {
+                $check(&super::with_counters(super::$body(Tcp::new())));
+            }
+            #[test]
+            fn tls() {
+                $check(&super::with_counters(super::$body(Tls::new())));
+            }
+            #[test]
+            fn quic() {
+                $check(&super::with_counters(super::$body(Quic::new())));
+            }
+            #[test]
+            fn ipc() {
+                $check(&super::with_counters(super::$body(Ipc::new())));
+            }
+        }
+    };
+}
+
+#[test]
+fn silent_connections_past_max_handshakes_evict_the_oldest_and_a_real_client_gets_in() {
+    // Raw TCP connections that never say hello: the transport is not what is tested.
+    let counters = with_counters(async {
+        let options = RepOptions::default()
+            .max_handshakes(2)
+            .handshake_timeout(Duration::from_secs(600));
+        let mut rep = RepSocket::with_options(Tcp::default(), options);
+        rep.bind("127.0.0.1:0").await.unwrap();
+        let addr = rep.local_addr().unwrap();
+        tokio::spawn(serve(
+            rep,
+            service_fn(|req: Request| async move { Ok::<_, Infallible>(req.msg().clone()) }),
+        ));
+        let mut silent = Vec::new();
+        for _ in 0..3 {
+            silent.push(within(tokio::net::TcpStream::connect(addr)).await.unwrap());
+        }
+        // The third evicts the first; with a 600 s handshake timeout nothing else closes it.
+        msg_tests::assert_closed_by_server(&mut silent[0]).await;
+        // Two silent connections cannot lock a real client out: it evicts the second.
+        let mut req = ReqSocket::new(Tcp::default());
+        within(req.connect(addr)).await.unwrap();
+        assert_eq!(within(req.request(Bytes::from("in"))).await.unwrap(), "in");
+        msg_tests::assert_closed_by_server(&mut silent[1]).await;
+    });
+    assert_eq!(hits(&counters, "handshakes"), 2, "{counters:?}");
+}
+
+/// The frame limit of the receivers in the decompression tests.
+const LIMIT: usize = 64 << 10;
+
+/// The four built-in codecs.
+fn codecs() -> Vec<Box<dyn Compressor>> {
+    vec![
+        Box::new(GzipCompressor::new(9)),
+        Box::new(ZstdCompressor::new(19)),
+        Box::new(SnappyCompressor::new()),
+        Box::new(Lz4Compressor::new()),
+    ]
+}
+
+/// A message of `codec`'s encoding that fits one frame under [`LIMIT`] and inflates to
+/// 1 MiB of zeros, sixteen times the limit.
+fn bomb(codec: &dyn Compressor) -> Message {
+    let packed = codec.compress(&vec![0u8; 1 << 20]).unwrap();
+    assert!(
+        packed.len() < LIMIT,
+        "{}: {} B",
+        codec.encoding(),
+        packed.len()
+    );
+    Message::new(Bytes::from(packed)).with_encoding(codec.encoding())
+}
+
+/// A bomb of every codec in each direction: a request (the client gets the server's
+/// error), a reply (`Error::Decompress`), a publication (dropped, counted in
+/// `SubStats::undecodable`); each time that message alone fails and the connection goes on.
+async fn bombs_fail_alone_in_every_direction<F: Fixture>(f: F) {
+    let mut rep =
+        RepSocket::with_options(f.transport(), RepOptions::default().max_frame_len(LIMIT));
+    rep.bind(f.bind_target()).await.unwrap();
+    let target = f.dial_target(&rep.local_addr().unwrap());
+    tokio::spawn(serve(
+        rep,
+        service_fn(|req: Request<_>| async move { Ok::<_, Infallible>(req.msg().clone()) }),
+    ));
+    let mut req = ReqSocket::new(f.transport());
+    within(req.connect(target)).await.unwrap();
+    for codec in codecs() {
+        match within(req.send(bomb(&*codec))).await {
+            Err(Error::Remote { message }) => assert!(message.contains("limit"), "{message}"),
+            other => panic!("{}: {other:?}", codec.encoding()),
+        }
+    }
+    assert_eq!(within(req.request(Bytes::from("ok"))).await.unwrap(), "ok");
+
+    // A server that answers request "i" with a bomb of codec i.
+    let mut bomber = RepSocket::new(f.transport());
+    bomber.bind(f.bind_target()).await.unwrap();
+    let target = f.dial_target(&bomber.local_addr().unwrap());
+    tokio::spawn(async move {
+        let codecs = codecs();
+        while let Some(request) = bomber.next().await {
+            let answer = match std::str::from_utf8(request.msg()).unwrap().parse::<usize>() {
+                Ok(i) => bomb(&*codecs[i]),
+                Err(_) => request.request().message().clone(),
+            };
+            request.respond_message(answer).unwrap();
+        }
+    });
+    let mut client =
+        ReqSocket::with_options(f.transport(), ReqOptions::default().max_frame_len(LIMIT));
+    within(client.connect(target)).await.unwrap();
+    for i in 0..codecs().len() {
+        match within(client.request(Bytes::from(i.to_string()))).await {
+            Err(Error::Decompress(DecompressError::TooLarge { limit })) => {
+                assert_eq!(limit, LIMIT)
+            }
+            other => panic!("codec {i}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        within(client.request(Bytes::from("plain"))).await.unwrap(),
+        "plain"
+    );
+
+    let mut publisher = PubSocket::new(f.transport());
+    publisher.bind(f.bind_target()).await.unwrap();
+    let mut options = SubOptions::default();
+    options.max_frame_len = LIMIT;
+    let mut sub = SubSocket::with_options(f.transport(), options);
+    within(sub.connect(f.dial_target(&publisher.local_addr().unwrap())))
+        .await
+        .unwrap();
+    within(sub.subscribe("t")).await.unwrap();
+    for codec in codecs() {
+        publisher
+            .publish_message("t", &bomb(&*codec))
+            .await
+            .unwrap();
+    }
+    publisher.publish("t", Bytes::from("plain")).await.unwrap();
+    let next = within(sub.next()).await.unwrap();
+    assert_eq!(next.payload(), "plain");
+    assert_eq!(sub.stats().undecodable, 4);
+}
+
+/// Four codecs, three directions.
+fn twelve_decompressed_len_hits(counters: &[(String, u64)]) {
+    assert_eq!(hits(counters, "decompressed_len"), 12, "{counters:?}");
+}
+
+each_transport_counted!(
+    bombs_fail_alone_in_every_direction,
+    super::twelve_decompressed_len_hits
+);
+
+/// `frame_len` where pub/sub meets it: a publication over the publisher's limit fails with
+/// `Error::FrameTooLarge` and sends nothing; a frame over the subscriber's limit closes its
+/// connection, and the subscriber redials and goes on.
+async fn publications_past_the_frame_limit_fail_or_close_the_connection<F: Fixture>(f: F) {
+    let mut publisher =
+        PubSocket::with_options(f.transport(), PubOptions::default().max_frame_len(LIMIT));
+    publisher.bind(f.bind_target()).await.unwrap();
+    let mut options = SubOptions::default();
+    options.max_frame_len = 1024;
+    options.reconnect = msg::Backoff::default().max(Duration::from_millis(100));
+    let mut sub = SubSocket::with_options(f.transport(), options);
+    let mut events = sub.events();
+    within(sub.connect(f.dial_target(&publisher.local_addr().unwrap())))
+        .await
+        .unwrap();
+    within(sub.subscribe("t")).await.unwrap();
+
+    match publisher
+        .publish("t", Bytes::from(vec![0u8; LIMIT + 1]))
+        .await
+    {
+        Err(Error::FrameTooLarge { max, .. }) => assert_eq!(max, LIMIT),
+        other => panic!("{other:?}"),
+    }
+    publisher.publish("t", Bytes::from("before")).await.unwrap();
+    assert_eq!(within(sub.next()).await.unwrap().payload(), "before");
+
+    // Past the subscriber's limit: its connection closes, it redials and subscribes again.
+    publisher
+        .publish("t", Bytes::from(vec![0u8; 2048]))
+        .await
+        .unwrap();
+    within(async {
+        let mut lost = false;
+        while let Some(event) = events.next().await {
+            match event {
+                msg::SocketEvent::Disconnected { error, .. } => {
+                    assert!(matches!(*error, Error::Protocol(_)), "{error:?}");
+                    lost = true;
+                }
+                msg::SocketEvent::Connected { .. } if lost => return,
+                _ => {}
+            }
+        }
+        panic!("events ended");
+    })
+    .await;
+    // The ack of a new subscription, sent after the replay on the same connection, says
+    // the publisher holds the replayed one.
+    within(sub.subscribe("u")).await.unwrap();
+    publisher.publish("t", Bytes::from("after")).await.unwrap();
+    assert_eq!(within(sub.next()).await.unwrap().payload(), "after");
+}
+
+/// Counted once, by the subscriber that received the long frame.
+fn one_frame_len_hit(counters: &[(String, u64)]) {
+    assert_eq!(hits(counters, "frame_len"), 1, "{counters:?}");
+}
+
+each_transport_counted!(
+    publications_past_the_frame_limit_fail_or_close_the_connection,
+    super::one_frame_len_hit
+);
