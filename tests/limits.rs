@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use msg::compression::{
     Compressor, DecompressError, GzipCompressor, Lz4Compressor, SnappyCompressor, ZstdCompressor,
 };
@@ -24,15 +24,28 @@ use tower::service_fn;
 /// Runs `test` on a current-thread runtime under a recorder of its own, and returns the
 /// `msg_limit_hits_total` count of every limit.
 fn with_counters<F: std::future::Future<Output = ()>>(test: F) -> Vec<(String, u64)> {
+    with_live_counters(|_| test)
+}
+
+/// As [`with_counters`], handing `test` a reader of the counts so far.
+fn with_live_counters<F: std::future::Future<Output = ()>>(
+    test: impl FnOnce(Snapshotter) -> F,
+) -> Vec<(String, u64)> {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
+    let live = recorder.snapshotter();
     metrics::with_local_recorder(&recorder, || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap()
-            .block_on(test)
+            .block_on(test(live))
     });
+    limit_hits(&snapshotter)
+}
+
+/// The `msg_limit_hits_total` count of every limit so far.
+fn limit_hits(snapshotter: &Snapshotter) -> Vec<(String, u64)> {
     snapshotter
         .snapshot()
         .into_vec()
@@ -457,4 +470,159 @@ fn one_frame_len_hit(counters: &[(String, u64)]) {
 each_transport_counted!(
     publications_past_the_frame_limit_fail_or_close_the_connection,
     super::one_frame_len_hit
+);
+
+#[test]
+fn a_server_stops_reading_a_client_that_leaves_its_replies_unread_and_loses_nothing() {
+    // A raw TCP client, the one kind that can leave replies unread: the transport is not
+    // what is tested.
+    const N: u64 = 1024;
+    const SIZE: usize = 64 * 1024;
+    let counters = with_live_counters(|live| async move {
+        let handled = Arc::new(AtomicUsize::new(0));
+        let mut rep = RepSocket::new(Tcp::default());
+        rep.bind("127.0.0.1:0").await.unwrap();
+        let addr = rep.local_addr().unwrap();
+        let count = handled.clone();
+        tokio::spawn(serve(
+            rep,
+            service_fn(move |req: Request| {
+                count.fetch_add(1, Ordering::SeqCst);
+                async move { Ok::<_, Infallible>(req.msg().clone()) }
+            }),
+        ));
+        let raw = raw_client(addr, msg::SocketType::Req)
+            .await
+            .expect("welcomed");
+        let (mut read, mut write) = raw.into_split();
+        let payload = Bytes::from(vec![3u8; SIZE]);
+        // Requests are written, no reply read, until the socket stays full for a second
+        // after the server counted its queued_bytes limit: it stopped reading. A server
+        // that reads on lets the client write all N (64 MiB), which fails the test; a slow
+        // host can only make the client wait more, never write more. The frame being
+        // written then is finished later.
+        let (sent, rest) = within(async {
+            let mut id = 0u64;
+            loop {
+                id += 1;
+                assert!(
+                    id <= N,
+                    "the server read {N} requests of {SIZE} B with every reply unread"
+                );
+                let frame =
+                    msg::wire::Frame::new(msg::wire::FrameKind::Request, id, payload.clone());
+                let mut bytes = encode(frame);
+                let mut at = 0;
+                while at < bytes.len() {
+                    match write.try_write(&bytes[at..]) {
+                        Ok(n) => at += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            let room = write.writable();
+                            match tokio::time::timeout(Duration::from_secs(1), room).await {
+                                Ok(room) => room.unwrap(),
+                                Err(_) if hits(&limit_hits(&live), "queued_bytes") > 0 => {
+                                    return (id, bytes.split_off(at));
+                                }
+                                // Full, and not counted yet: wait on.
+                                Err(_) => {}
+                            }
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        })
+        .await;
+        let at_stop = handled.load(Ordering::SeqCst);
+        assert!((at_stop as u64) < sent, "{at_stop} handled of {sent} sent");
+        let finish = tokio::spawn(async move {
+            tokio::io::AsyncWriteExt::write_all(&mut write, &rest)
+                .await
+                .unwrap();
+            write
+        });
+        // Every request written is answered, with its own id.
+        let mut buf = bytes::BytesMut::new();
+        let mut ids = Vec::new();
+        while (ids.len() as u64) < sent {
+            let reply = within(read_reply(&mut read, &mut buf)).await;
+            assert_eq!(reply.kind, msg::wire::FrameKind::Response);
+            assert_eq!(reply.payload.len(), SIZE);
+            ids.push(reply.id);
+        }
+        ids.sort_unstable();
+        assert_eq!(ids, (1..=sent).collect::<Vec<_>>());
+        let _write = within(finish).await.unwrap();
+        println!("reading stopped after {sent} requests of {SIZE} B sent, {at_stop} handled");
+    });
+    assert!(hits(&counters, "queued_bytes") >= 1, "{counters:?}");
+}
+
+/// Reads one frame from `read`, keeping bytes of later frames in `buf`.
+async fn read_reply(
+    read: &mut tokio::net::tcp::OwnedReadHalf,
+    buf: &mut bytes::BytesMut,
+) -> msg::wire::Frame {
+    use tokio_util::codec::Decoder;
+    let mut codec = msg::wire::FrameCodec::new();
+    loop {
+        if let Some(frame) = codec.decode(buf).expect("valid frames") {
+            return frame;
+        }
+        let n = tokio::io::AsyncReadExt::read_buf(read, buf).await.unwrap();
+        assert!(n > 0, "the server closed");
+    }
+}
+
+thread_local! {
+    /// Messages the last body on this thread saw dropped, for its check.
+    static DROPPED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// `queued_bytes` for a subscriber: one that reads nothing holds at most its
+/// `high_water_bytes` queued at the publisher, and what comes past it is dropped for it.
+async fn messages_past_high_water_bytes_are_dropped_for_a_subscriber_that_reads_nothing<
+    F: Fixture,
+>(
+    f: F,
+) {
+    const HIGH_WATER: usize = 64 * 1024;
+    const SIZE: usize = 16 * 1024;
+    // The message count stays far from the high-water mark (1,024): only bytes fill it.
+    let options = PubOptions::default().high_water_bytes(HIGH_WATER);
+    let mut publisher = PubSocket::with_options(f.transport(), options);
+    publisher.bind(f.bind_target()).await.unwrap();
+    let mut options = SubOptions::default();
+    options.inbox = 1;
+    let mut sub = SubSocket::with_options(f.transport(), options);
+    within(sub.connect(f.dial_target(&publisher.local_addr().unwrap())))
+        .await
+        .unwrap();
+    within(sub.subscribe("t")).await.unwrap();
+    let payload = Bytes::from(vec![5u8; SIZE]);
+    for _ in 0..2_000 {
+        publisher.publish("t", payload.clone()).await.unwrap();
+        let queued = publisher.subscriber_stats()[0].queued;
+        assert!(queued * SIZE <= HIGH_WATER, "{queued} queued");
+    }
+    let dropped = publisher.stats().dropped;
+    assert!(
+        dropped > 0,
+        "32 MiB published to a subscriber that reads nothing"
+    );
+    assert_eq!(publisher.subscriber_stats()[0].dropped, dropped);
+    // The subscriber is still served.
+    assert_eq!(within(sub.next()).await.unwrap().payload(), &payload);
+    DROPPED.with(|d| d.set(dropped));
+}
+
+/// One queued_bytes hit per message dropped.
+fn a_queued_bytes_hit_per_drop(counters: &[(String, u64)]) {
+    let dropped = DROPPED.with(|d| d.get());
+    assert_eq!(hits(counters, "queued_bytes"), dropped, "{counters:?}");
+}
+
+each_transport_counted!(
+    messages_past_high_water_bytes_are_dropped_for_a_subscriber_that_reads_nothing,
+    super::a_queued_bytes_hit_per_drop
 );
