@@ -626,3 +626,51 @@ each_transport_counted!(
     messages_past_high_water_bytes_are_dropped_for_a_subscriber_that_reads_nothing,
     super::a_queued_bytes_hit_per_drop
 );
+
+#[test]
+fn requests_on_a_stalled_client_connection_wait_are_counted_and_all_answered() {
+    // Through the test relay, which stalls a TCP link: the transport is not what is tested.
+    const N: usize = 256;
+    const SIZE: usize = 64 * 1024;
+    let counters = with_live_counters(|live| async move {
+        let mut rep = RepSocket::new(Tcp::default());
+        rep.bind("127.0.0.1:0").await.unwrap();
+        let relay = msg_tests::Relay::start(rep.local_addr().unwrap()).await;
+        tokio::spawn(serve(
+            rep,
+            service_fn(|req: Request| async move {
+                Ok::<_, Infallible>(Bytes::from(req.msg().len().to_string()))
+            }),
+        ));
+        let mut req = ReqSocket::new(Tcp::default());
+        within(req.connect(relay.addr())).await.unwrap();
+        // Nothing gets through: 16 MiB of requests fill the kernel's buffers and the
+        // client's write buffer, and wait.
+        relay.stall();
+        let calls: Vec<_> = (0..N)
+            .map(|i| {
+                let req = req.clone();
+                tokio::spawn(async move { req.request(Bytes::from(vec![i as u8; SIZE])).await })
+            })
+            .collect();
+        within(async {
+            while hits(&limit_hits(&live), "queued_bytes") == 0 || req.stats().in_flight < N {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(
+            calls.iter().all(|call| !call.is_finished()),
+            "no request fails or is answered while the link is stalled"
+        );
+        // Not checked: that only 1 MiB of them was taken into the write buffer. The driver
+        // takes every request queued since its last pass in one batch, and checks the bound
+        // only before it: 256 requests made at once all went into it (ReqStats::queued 0).
+        relay.resume();
+        for call in calls {
+            let reply = within(call).await.unwrap().unwrap();
+            assert_eq!(reply, SIZE.to_string());
+        }
+    });
+    assert!(hits(&counters, "queued_bytes") >= 1, "{counters:?}");
+}
