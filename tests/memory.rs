@@ -384,3 +384,43 @@ fn slow_subscribers_under_the_dropping_policy_hold_at_most_high_water_bytes_each
         );
     });
 }
+
+#[test]
+fn every_decompressor_allocates_at_most_its_limit_for_a_payload_that_inflates_past_it() {
+    use msg::compression::{Decoders, DecompressError};
+    const LIMIT: usize = 4 * MIB;
+    let codecs: Vec<Box<dyn Compressor>> = vec![
+        Box::new(GzipCompressor::new(6)),
+        Box::new(ZstdCompressor::new(3)),
+        Box::new(SnappyCompressor::new()),
+        Box::new(Lz4Compressor::new()),
+    ];
+    alone(async move {
+        for codec in codecs {
+            // 64 MiB of zeros, sixteen times the limit; copied to its exact size.
+            let packed = codec.compress(&vec![0u8; 64 * MIB]).unwrap().to_vec();
+            let base = mark();
+            let outcome = Decoders::default().decompress(codec.encoding(), &packed, LIMIT);
+            let peak = peak_since(base);
+            assert!(
+                matches!(outcome, Err(DecompressError::TooLarge { limit: LIMIT })),
+                "{}: {outcome:?}",
+                codec.encoding()
+            );
+            println!(
+                "{} of 64 MiB, limit {} MiB: peak +{:.2} MiB",
+                codec.encoding(),
+                LIMIT / MIB,
+                mib(peak)
+            );
+            // The output, at most the limit and one byte, and the decoder's own state.
+            let bound = LIMIT + 1 + 2 * MIB;
+            assert!(
+                peak < bound,
+                "{}: peak +{:.2} MiB",
+                codec.encoding(),
+                mib(peak)
+            );
+        }
+    });
+}
