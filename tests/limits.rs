@@ -1,6 +1,10 @@
-//! Every limit a peer can run into: what it gets (a typed error), what the server counts
-//! (`msg_limit_hits_total` by `limit`), and that nothing else is lost. A test binary of its
-//! own: the counters are read with a local recorder, on a current-thread runtime.
+//! Every limit of the README's table a peer can run into: what it gets (a typed error), what
+//! is counted (`msg_limit_hits_total` by `limit`), and that nothing else is lost. A test
+//! binary of its own: the counters are read with a local recorder, on a current-thread
+//! runtime. The bodies that go through the sockets run over TCP, TLS, QUIC and IPC; those
+//! that speak raw wire bytes (silent handshakes, an oversized frame, unread replies) or
+//! stall a link through the TCP relay run over TCP, the limit being the same code on every
+//! transport.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -70,104 +74,6 @@ fn hits(counters: &[(String, u64)], limit: &str) -> u64 {
 }
 
 #[test]
-fn a_client_past_the_connection_limit_is_told_why_and_a_freed_slot_is_reused() {
-    let counters = with_counters(async {
-        let mut rep =
-            RepSocket::with_options(Tcp::default(), RepOptions::default().max_connections(2));
-        rep.bind("127.0.0.1:0").await.unwrap();
-        let addr = rep.local_addr().unwrap();
-        tokio::spawn(serve(
-            rep,
-            service_fn(|req: Request| async move { Ok::<_, Infallible>(req.msg().clone()) }),
-        ));
-        let mut first = ReqSocket::new(Tcp::default());
-        within(first.connect(addr)).await.unwrap();
-        let mut second = ReqSocket::new(Tcp::default());
-        within(second.connect(addr)).await.unwrap();
-        let mut third = ReqSocket::new(Tcp::default());
-        let refused = within(third.connect(addr)).await;
-        match refused {
-            Err(Error::HandshakeRejected { reason }) => {
-                assert!(reason.contains("connection limit"), "{reason}")
-            }
-            other => panic!("{other:?}"),
-        }
-        // The two inside are served as before.
-        assert_eq!(within(first.request(Bytes::from("1"))).await.unwrap(), "1");
-        assert_eq!(within(second.request(Bytes::from("2"))).await.unwrap(), "2");
-        // One leaves: its slot goes to the next client.
-        within(first.close()).await;
-        within(async {
-            loop {
-                let mut again = ReqSocket::new(Tcp::default());
-                if again.connect(addr).await.is_ok() {
-                    assert_eq!(again.request(Bytes::from("3")).await.unwrap(), "3");
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await;
-
-        // A publisher's subscribers likewise.
-        let mut publisher =
-            PubSocket::with_options(Tcp::default(), PubOptions::default().max_connections(1));
-        publisher.bind("127.0.0.1:0").await.unwrap();
-        let addr = publisher.local_addr().unwrap();
-        let mut inside = SubSocket::new(Tcp::default());
-        within(inside.connect(addr)).await.unwrap();
-        let mut outside = SubSocket::new(Tcp::default());
-        assert!(matches!(
-            within(outside.connect(addr)).await,
-            Err(Error::HandshakeRejected { .. })
-        ));
-    });
-    assert!(hits(&counters, "connections") >= 2, "{counters:?}");
-}
-
-#[test]
-fn subscriptions_past_the_limits_are_refused_and_the_subscriber_carries_on() {
-    let counters = with_counters(async {
-        let options = PubOptions::default().max_subscriptions(3, 16);
-        let mut publisher = PubSocket::with_options(Tcp::default(), options);
-        publisher.bind("127.0.0.1:0").await.unwrap();
-        let addr = publisher.local_addr().unwrap();
-        let mut sub = SubSocket::new(Tcp::default());
-        within(sub.connect(addr)).await.unwrap();
-        for pattern in ["a", "b", "c"] {
-            within(sub.subscribe(pattern)).await.unwrap();
-        }
-        // Subscribing again to a pattern held takes no more room.
-        within(sub.subscribe("a")).await.unwrap();
-        match within(sub.subscribe("d")).await {
-            Err(Error::Refused { reason }) => assert!(reason.contains("at most 3"), "{reason}"),
-            other => panic!("{other:?}"),
-        }
-        within(sub.unsubscribe("c")).await.unwrap();
-        let long = "x".repeat(17);
-        assert!(matches!(
-            within(sub.subscribe(long.clone())).await,
-            Err(Error::Refused { .. })
-        ));
-        within(sub.subscribe("d")).await.unwrap();
-        let mut held = sub.subscriptions();
-        held.sort();
-        assert_eq!(held, ["a", "b", "d"]);
-        // The connection is fine: what it holds is delivered.
-        for topic in ["c", long.as_str(), "d"] {
-            publisher
-                .publish(topic, Bytes::from(topic.to_owned()))
-                .await
-                .unwrap();
-        }
-        let next = within(sub.next()).await.unwrap();
-        assert_eq!(next.topic(), "d");
-    });
-    assert_eq!(hits(&counters, "subscriptions"), 1, "{counters:?}");
-    assert_eq!(hits(&counters, "pattern_len"), 1, "{counters:?}");
-}
-
-#[test]
 fn a_frame_past_the_limit_closes_only_its_connection_and_is_counted() {
     let counters = with_counters(async {
         let mut rep =
@@ -199,47 +105,6 @@ fn a_frame_past_the_limit_closes_only_its_connection_and_is_counted() {
         );
     });
     assert_eq!(hits(&counters, "frame_len"), 1, "{counters:?}");
-}
-
-#[test]
-fn a_connection_never_runs_more_calls_than_its_in_flight_limit() {
-    let counters = with_counters(async {
-        let running = Arc::new(AtomicUsize::new(0));
-        let most = Arc::new(AtomicUsize::new(0));
-        let mut rep = RepSocket::with_options(
-            Tcp::default(),
-            RepOptions::default().max_in_flight_per_conn(4),
-        );
-        rep.bind("127.0.0.1:0").await.unwrap();
-        let addr = rep.local_addr().unwrap();
-        let (r, m) = (running.clone(), most.clone());
-        tokio::spawn(serve(
-            rep,
-            service_fn(move |req: Request| {
-                let (running, most) = (r.clone(), m.clone());
-                async move {
-                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-                    most.fetch_max(now, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    running.fetch_sub(1, Ordering::SeqCst);
-                    Ok::<_, Infallible>(req.msg().clone())
-                }
-            }),
-        ));
-        let mut req = ReqSocket::new(Tcp::default());
-        within(req.connect(addr)).await.unwrap();
-        let replies: Vec<_> = within(
-            req.pipeline(
-                futures_util::stream::iter((0..40u32).map(|i| Bytes::from(i.to_string()))),
-                40,
-            )
-            .collect::<Vec<_>>(),
-        )
-        .await;
-        assert!(replies.iter().all(Result::is_ok));
-        assert_eq!(most.load(Ordering::SeqCst), 4);
-    });
-    assert!(hits(&counters, "in_flight") >= 1, "{counters:?}");
 }
 
 /// Runs the transport-generic `body` over TCP, TLS, QUIC and IPC, each a test of its own
@@ -674,3 +539,166 @@ fn requests_on_a_stalled_client_connection_wait_are_counted_and_all_answered() {
     });
     assert!(hits(&counters, "queued_bytes") >= 1, "{counters:?}");
 }
+
+/// `connections` on a reply socket and a publisher: a client past the limit is refused with
+/// the reason; the ones inside are served; a freed slot goes to the next.
+async fn a_client_past_the_connection_limit_is_told_why_and_a_freed_slot_is_reused<F: Fixture>(
+    f: F,
+) {
+    let mut rep = RepSocket::with_options(f.transport(), RepOptions::default().max_connections(2));
+    rep.bind(f.bind_target()).await.unwrap();
+    let addr = f.dial_target(&rep.local_addr().unwrap());
+    tokio::spawn(serve(
+        rep,
+        service_fn(|req: Request<_>| async move { Ok::<_, Infallible>(req.msg().clone()) }),
+    ));
+    let mut first = ReqSocket::new(f.transport());
+    within(first.connect(addr.clone())).await.unwrap();
+    let mut second = ReqSocket::new(f.transport());
+    within(second.connect(addr.clone())).await.unwrap();
+    let mut third = ReqSocket::new(f.transport());
+    let refused = within(third.connect(addr.clone())).await;
+    match refused {
+        Err(Error::HandshakeRejected { reason }) => {
+            assert!(reason.contains("connection limit"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // The two inside are served as before.
+    assert_eq!(within(first.request(Bytes::from("1"))).await.unwrap(), "1");
+    assert_eq!(within(second.request(Bytes::from("2"))).await.unwrap(), "2");
+    // One leaves: its slot goes to the next client.
+    within(first.close()).await;
+    within(async {
+        loop {
+            let mut again = ReqSocket::new(f.transport());
+            if again.connect(addr.clone()).await.is_ok() {
+                assert_eq!(again.request(Bytes::from("3")).await.unwrap(), "3");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+
+    // A publisher's subscribers likewise.
+    let mut publisher =
+        PubSocket::with_options(f.transport(), PubOptions::default().max_connections(1));
+    publisher.bind(f.bind_target()).await.unwrap();
+    let addr = f.dial_target(&publisher.local_addr().unwrap());
+    let mut inside = SubSocket::new(f.transport());
+    within(inside.connect(addr.clone())).await.unwrap();
+    let mut outside = SubSocket::new(f.transport());
+    assert!(matches!(
+        within(outside.connect(addr.clone())).await,
+        Err(Error::HandshakeRejected { .. })
+    ));
+}
+
+/// Both refusals, and perhaps a retry of the freed slot that came too early, counted.
+fn connections_counted(counters: &[(String, u64)]) {
+    assert!(hits(counters, "connections") >= 2, "{counters:?}");
+}
+
+each_transport_counted!(
+    a_client_past_the_connection_limit_is_told_why_and_a_freed_slot_is_reused,
+    super::connections_counted
+);
+
+/// `subscriptions` and `pattern_len`: a subscribe past either is refused, and the
+/// subscriber carries on with what it holds.
+async fn subscriptions_past_the_limits_are_refused_and_the_subscriber_carries_on<F: Fixture>(f: F) {
+    let options = PubOptions::default().max_subscriptions(3, 16);
+    let mut publisher = PubSocket::with_options(f.transport(), options);
+    publisher.bind(f.bind_target()).await.unwrap();
+    let addr = f.dial_target(&publisher.local_addr().unwrap());
+    let mut sub = SubSocket::new(f.transport());
+    within(sub.connect(addr.clone())).await.unwrap();
+    for pattern in ["a", "b", "c"] {
+        within(sub.subscribe(pattern)).await.unwrap();
+    }
+    // Subscribing again to a pattern held takes no more room.
+    within(sub.subscribe("a")).await.unwrap();
+    match within(sub.subscribe("d")).await {
+        Err(Error::Refused { reason }) => assert!(reason.contains("at most 3"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    within(sub.unsubscribe("c")).await.unwrap();
+    let long = "x".repeat(17);
+    assert!(matches!(
+        within(sub.subscribe(long.clone())).await,
+        Err(Error::Refused { .. })
+    ));
+    within(sub.subscribe("d")).await.unwrap();
+    let mut held = sub.subscriptions();
+    held.sort();
+    assert_eq!(held, ["a", "b", "d"]);
+    // The connection is fine: what it holds is delivered.
+    for topic in ["c", long.as_str(), "d"] {
+        publisher
+            .publish(topic, Bytes::from(topic.to_owned()))
+            .await
+            .unwrap();
+    }
+    let next = within(sub.next()).await.unwrap();
+    assert_eq!(next.topic(), "d");
+}
+
+/// One refusal of each.
+fn one_subscriptions_and_one_pattern_len_hit(counters: &[(String, u64)]) {
+    assert_eq!(hits(counters, "subscriptions"), 1, "{counters:?}");
+    assert_eq!(hits(counters, "pattern_len"), 1, "{counters:?}");
+}
+
+each_transport_counted!(
+    subscriptions_past_the_limits_are_refused_and_the_subscriber_carries_on,
+    super::one_subscriptions_and_one_pattern_len_hit
+);
+
+/// `in_flight`: a connection never runs more calls at once than its limit.
+async fn a_connection_never_runs_more_calls_than_its_in_flight_limit<F: Fixture>(f: F) {
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let mut rep = RepSocket::with_options(
+        f.transport(),
+        RepOptions::default().max_in_flight_per_conn(4),
+    );
+    rep.bind(f.bind_target()).await.unwrap();
+    let addr = f.dial_target(&rep.local_addr().unwrap());
+    let (r, m) = (running.clone(), most.clone());
+    tokio::spawn(serve(
+        rep,
+        service_fn(move |req: Request<_>| {
+            let (running, most) = (r.clone(), m.clone());
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok::<_, Infallible>(req.msg().clone())
+            }
+        }),
+    ));
+    let mut req = ReqSocket::new(f.transport());
+    within(req.connect(addr.clone())).await.unwrap();
+    let replies: Vec<_> = within(
+        req.pipeline(
+            futures_util::stream::iter((0..40u32).map(|i| Bytes::from(i.to_string()))),
+            40,
+        )
+        .collect::<Vec<_>>(),
+    )
+    .await;
+    assert!(replies.iter().all(Result::is_ok));
+    assert_eq!(most.load(Ordering::SeqCst), 4);
+}
+
+/// The limit was reached at least once.
+fn in_flight_counted(counters: &[(String, u64)]) {
+    assert!(hits(counters, "in_flight") >= 1, "{counters:?}");
+}
+
+each_transport_counted!(
+    a_connection_never_runs_more_calls_than_its_in_flight_limit,
+    super::in_flight_counted
+);
