@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{BuildError, PrometheusBuilder};
 use msg::layers::MetricsLayer;
 use msg::{serve, Message, RepSocket, ReqSocket, Request, Tcp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,12 +17,20 @@ use tower::{service_fn, ServiceBuilder, ServiceExt};
 
 /// Installs the Prometheus exporter with its HTTP endpoint on a free loopback port, and
 /// returns the port's address. Must run within a tokio runtime, once per process.
+///
+/// The exporter binds the address itself, so a free port is found by binding one and
+/// letting it go; another program may take it in between, so a failed bind is tried again
+/// on a fresh port (the recorder is installed only once the listener is bound).
 pub fn install_exporter() -> Result<SocketAddr, Box<dyn std::error::Error>> {
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()?;
-    Ok(addr)
+    let mut tries = 0;
+    loop {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        match PrometheusBuilder::new().with_http_listener(addr).install() {
+            Ok(()) => return Ok(addr),
+            Err(BuildError::FailedToCreateHTTPListener(_)) if tries < 10 => tries += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Fetches `/metrics` from `addr` with a plain HTTP/1.1 request; returns the body.

@@ -94,8 +94,10 @@ async fn wrong_version_is_rejected_with_a_reason() {
     assert_still_served(&good, addr).await;
 }
 
+/// That nothing is allocated for it is measured in `tests/memory.rs`
+/// (`a_4_gib_length_prefix_is_refused_without_allocating_it`), under a counting allocator.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn four_gib_length_prefix_closes_the_connection_without_allocating_it() {
+async fn four_gib_length_prefix_closes_only_that_connection() {
     let addr = echo_server().await;
     let good = good_client(addr).await;
     for _ in 0..3 {

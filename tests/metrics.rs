@@ -1,5 +1,11 @@
 //! Metrics through a real Prometheus endpoint: the layer's counters and histogram, and the
-//! sockets' own counters. A test binary of its own, as the recorder is global.
+//! sockets' own counters; and every socket counter the README lists, provoked and read.
+//!
+//! A test binary of its own: the Prometheus test installs the process's global recorder
+//! (once per process) and reads its counters as differences from a first scrape. Every
+//! other test here must record into a local recorder of its own, on a current-thread
+//! runtime (so that every task records on the thread it is set on), as those below do:
+//! then nothing they do reaches the global recorder.
 
 use bytes::Bytes;
 use msg::layers::MetricsLayer;
@@ -17,9 +23,15 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
+/// How much the sample `series` rose from the scrape `before` to the scrape `after`.
+fn grew(before: &str, after: &str, series: &str) -> f64 {
+    sample(after, series).unwrap_or(0.0) - sample(before, series).unwrap_or(0.0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_prometheus_endpoint_serves_the_layer_and_socket_metrics() {
     let endpoint = example::install_exporter().unwrap();
+    let before = within(example::scrape(endpoint)).await.unwrap();
 
     let mut rep = RepSocket::new(Tcp::default());
     rep.bind("127.0.0.1:0").await.unwrap();
@@ -50,43 +62,47 @@ async fn the_prometheus_endpoint_serves_the_layer_and_socket_metrics() {
 
     let text = within(example::scrape(endpoint)).await.unwrap();
     assert_eq!(
-        sample(&text, r#"msg_calls_total{kind="request"}"#),
-        Some(23.0),
+        grew(&before, &text, r#"msg_calls_total{kind="request"}"#),
+        23.0,
         "{text}"
     );
     assert_eq!(
-        sample(&text, r#"msg_calls_total{kind="handle"}"#),
-        Some(23.0),
+        grew(&before, &text, r#"msg_calls_total{kind="handle"}"#),
+        23.0,
         "{text}"
     );
     assert_eq!(
-        sample(&text, r#"msg_call_errors_total{kind="request"}"#),
-        Some(3.0),
+        grew(&before, &text, r#"msg_call_errors_total{kind="request"}"#),
+        3.0,
         "{text}"
     );
     assert_eq!(
-        sample(&text, r#"msg_call_errors_total{kind="handle"}"#),
-        Some(3.0),
+        grew(&before, &text, r#"msg_call_errors_total{kind="handle"}"#),
+        3.0,
         "{text}"
     );
     assert_eq!(
-        sample(&text, r#"msg_payload_bytes_total{kind="request"}"#),
-        Some(20.0 * 5.0 + 3.0 * 4.0),
+        grew(&before, &text, r#"msg_payload_bytes_total{kind="request"}"#),
+        20.0 * 5.0 + 3.0 * 4.0,
         "{text}"
     );
     assert_eq!(
-        sample(&text, r#"msg_call_duration_seconds_count{kind="request"}"#),
-        Some(23.0),
+        grew(
+            &before,
+            &text,
+            r#"msg_call_duration_seconds_count{kind="request"}"#
+        ),
+        23.0,
         "{text}"
     );
     assert_eq!(
-        sample(&text, r#"msg_connections_total{socket="req"}"#),
-        Some(1.0),
+        grew(&before, &text, r#"msg_connections_total{socket="req"}"#),
+        1.0,
         "{text}"
     );
     assert_eq!(
-        sample(&text, r#"msg_connections_total{socket="rep"}"#),
-        Some(1.0),
+        grew(&before, &text, r#"msg_connections_total{socket="rep"}"#),
+        1.0,
         "{text}"
     );
 }
@@ -179,4 +195,145 @@ fn a_test_recorder_sees_bytes_both_ways_and_errors_by_kind() {
             "{socket}: {sent} / {received}"
         );
     }
+}
+
+/// Waits for the first event `wanted` picks out.
+async fn event<A: Clone + Send + 'static>(
+    events: &mut msg::Events<A>,
+    wanted: impl Fn(&msg::SocketEvent<A>) -> bool,
+) {
+    use tokio_stream::StreamExt;
+    within(async {
+        while let Some(event) = events.next().await {
+            if wanted(&event) {
+                return;
+            }
+        }
+        panic!("events ended");
+    })
+    .await
+}
+
+#[test]
+fn every_socket_counter_the_readme_lists_counts_what_it_names() {
+    use metrics_util::debugging::DebuggingRecorder;
+    use msg::{PubOptions, PubSocket, RepOptions, SocketEvent, SubOptions, SubSocket};
+    use tokio_stream::StreamExt;
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let (dropped, missed) = metrics::with_local_recorder(&recorder, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                // A dial nobody answers: a connect failure.
+                let (_held, nobody) = msg_tests::refusing_addr();
+                let mut lost = ReqSocket::new(Tcp::default());
+                assert!(matches!(
+                    within(lost.connect(nobody)).await,
+                    Err(Error::Transport(_))
+                ));
+
+                // A client past the connection limit: refused.
+                let mut rep = RepSocket::with_options(
+                    Tcp::default(),
+                    RepOptions::default().max_connections(1),
+                );
+                rep.bind("127.0.0.1:0").await.unwrap();
+                let mut rep_events = rep.events();
+                let relay = msg_tests::Relay::start(rep.local_addr().unwrap()).await;
+                tokio::spawn(serve(
+                    rep,
+                    service_fn(|req: Request| async move { Ok::<_, BoxError>(req.msg().clone()) }),
+                ));
+                let mut req = ReqSocket::new(Tcp::default());
+                let mut req_events = req.events();
+                within(req.connect(relay.addr())).await.unwrap();
+                let mut refused = ReqSocket::new(Tcp::default());
+                assert!(matches!(
+                    within(refused.connect(relay.addr())).await,
+                    Err(Error::HandshakeRejected { .. })
+                ));
+
+                // A cut link: a disconnection on each side.
+                relay.cut();
+                event(&mut req_events, |e| {
+                    matches!(e, SocketEvent::Disconnected { .. })
+                })
+                .await;
+                event(&mut rep_events, |e| {
+                    matches!(e, SocketEvent::Disconnected { .. })
+                })
+                .await;
+
+                // A subscriber that reads nothing for a while: the publisher drops for it,
+                // and the subscriber, reading again, sees the gap.
+                let options = PubOptions::default().high_water_mark(4);
+                let mut publisher = PubSocket::with_options(Tcp::default(), options);
+                publisher.bind("127.0.0.1:0").await.unwrap();
+                let mut sub =
+                    SubSocket::with_options(Tcp::default(), SubOptions::default().inbox(4));
+                within(sub.connect(publisher.local_addr().unwrap()))
+                    .await
+                    .unwrap();
+                within(sub.subscribe("t")).await.unwrap();
+                let payload = Bytes::from(vec![7u8; 16 * 1024]);
+                for _ in 0..2_000 {
+                    publisher.publish("t", payload.clone()).await.unwrap();
+                }
+                let dropped = publisher.stats().dropped;
+                assert!(dropped > 0, "the subscriber's queue filled");
+                // Read until the queue has drained, then one last message shows any gap
+                // at the end.
+                let reading = async {
+                    loop {
+                        let message = sub.next().await.expect("the subscription goes on");
+                        if message.payload() == "end" {
+                            return;
+                        }
+                    }
+                };
+                let ending = async {
+                    while publisher.subscriber_stats()[0].queued > 0 {
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                    publisher.publish("t", Bytes::from("end")).await.unwrap();
+                };
+                within(futures_util::future::join(reading, ending)).await;
+                let missed = sub.stats().missed;
+                assert_eq!(missed, dropped, "every drop seen as a gap");
+                (dropped, missed)
+            })
+    });
+    let snapshot = snapshotter.snapshot().into_vec();
+    let unlabelled = |name: &str| -> u64 {
+        snapshot
+            .iter()
+            .filter(|(key, ..)| key.key().name() == name)
+            .map(|(.., value)| match value {
+                metrics_util::debugging::DebugValue::Counter(n) => *n,
+                _ => 0,
+            })
+            .sum()
+    };
+    assert_eq!(
+        counter(&snapshot, "msg_connect_failures_total", ("socket", "req")),
+        1
+    );
+    assert_eq!(
+        counter(&snapshot, "msg_refused_total", ("socket", "rep")),
+        1
+    );
+    assert_eq!(
+        counter(&snapshot, "msg_disconnections_total", ("socket", "req")),
+        1
+    );
+    assert_eq!(
+        counter(&snapshot, "msg_disconnections_total", ("socket", "rep")),
+        1
+    );
+    assert_eq!(unlabelled("msg_publish_dropped_total"), dropped);
+    assert_eq!(unlabelled("msg_subscriber_missed_total"), missed);
 }

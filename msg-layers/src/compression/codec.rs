@@ -101,15 +101,33 @@ fn read_bounded(
     limit: usize,
     hint: usize,
 ) -> Result<Vec<u8>, DecompressError> {
-    let mut out = Vec::with_capacity(hint.min(limit));
-    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-    reader
-        .take(cap)
-        .read_to_end(&mut out)
-        .map_err(|e| corrupt(encoding, e))?;
-    if out.len() > limit {
+    // One byte past the limit is enough to know that the payload is too large.
+    let cap = limit.saturating_add(1);
+    let mut reader = reader.take(u64::try_from(cap).unwrap_or(u64::MAX));
+    let mut out = vec![0u8; hint.clamp(1, cap)];
+    let mut len = 0;
+    loop {
+        if len == out.len() {
+            if len == cap {
+                break;
+            }
+            // Doubling as `read_to_end` does, but never past the cap: its doubling from
+            // just under the limit reserved up to twice it.
+            let want = len.saturating_mul(2).min(cap);
+            out.reserve_exact(want - len);
+            out.resize(want, 0);
+        }
+        match reader.read(&mut out[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(corrupt(encoding, e)),
+        }
+    }
+    if len > limit {
         return Err(DecompressError::TooLarge { limit });
     }
+    out.truncate(len);
     Ok(out)
 }
 

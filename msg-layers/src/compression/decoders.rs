@@ -85,8 +85,10 @@ mod tests {
 
     use super::*;
 
+    /// The built-in encodings compiled in; the tests over them fail rather than pass
+    /// checking nothing when there are none.
     fn encodings() -> Vec<Encoding> {
-        vec![
+        let encodings = vec![
             #[cfg(feature = "gzip")]
             Encoding::GZIP,
             #[cfg(feature = "zstd")]
@@ -95,7 +97,12 @@ mod tests {
             Encoding::SNAPPY,
             #[cfg(feature = "lz4")]
             Encoding::LZ4,
-        ]
+        ];
+        assert!(
+            !encodings.is_empty(),
+            "built without any codec feature: the codec tests would check nothing"
+        );
+        encodings
     }
 
     fn compressor(encoding: Encoding) -> Box<dyn Compressor> {
@@ -149,12 +156,40 @@ mod tests {
         }
     }
 
+    /// A codec of code 201 that reverses the bytes.
+    struct Reverse;
+
+    impl Compressor for Reverse {
+        fn encoding(&self) -> Encoding {
+            Encoding::custom(201).unwrap()
+        }
+        fn compress(&self, data: &[u8]) -> std::io::Result<Vec<u8>> {
+            Ok(data.iter().rev().copied().collect())
+        }
+        fn decompress(&self, data: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
+            if data.len() > limit {
+                return Err(DecompressError::TooLarge { limit });
+            }
+            Ok(data.iter().rev().copied().collect())
+        }
+    }
+
     #[test]
     fn an_unknown_encoding_is_unsupported_until_registered() {
         let custom = Encoding::custom(201).unwrap();
         assert!(matches!(
             Decoders::default().decompress(custom, b"x", 10),
             Err(DecompressError::Unsupported { .. })
+        ));
+        let decoders = Decoders::default().register(Reverse);
+        assert_eq!(decoders.decompress(custom, b"abc", 10).unwrap(), b"cba");
+        let msg = Message::new(Bytes::from_static(b"abc")).with_encoding(custom);
+        let plain = decoders.decode(msg, 10).unwrap();
+        assert_eq!(plain.payload(), &b"cba"[..]);
+        assert!(plain.encoding().is_identity());
+        assert!(matches!(
+            decoders.decompress(custom, b"abc", 2),
+            Err(DecompressError::TooLarge { limit: 2 })
         ));
     }
 }

@@ -422,6 +422,8 @@ impl<A: Clone + fmt::Display> Hub<A> {
     fn count_drop(&self, session: &Session<A>) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("msg_publish_dropped_total").increment(1);
+        // The subscriber's queue is at its high-water mark or bytes: the queued_bytes limit.
+        crate::limits::hit(crate::limits::QUEUED_BYTES);
         let dropped = session.dropped.fetch_add(1, Ordering::Relaxed) + 1;
         // Log at most once a second per subscriber, however fast the drops come.
         let now = self.born.elapsed().as_millis() as u64;

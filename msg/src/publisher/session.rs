@@ -25,6 +25,11 @@ use crate::Error;
 /// memory stays bounded by the high-water marks, not by the socket's speed.
 const WRITE_CHUNK: usize = 256 * 1024;
 
+/// Read a subscriber's subscription frames only while less than this waits to be written
+/// to it: one that sends them without reading their acks holds its session at this, not at
+/// what it sends.
+const ACKS_HIGH_WATER: usize = 1024 * 1024;
+
 /// Registers a new subscriber and runs its session in a task of its own, tracked by
 /// `tracker`. `stop` ends the session at once; `drain` ends it once what is queued is
 /// written.
@@ -108,12 +113,16 @@ where
             if self.read_subscriptions(cx)? {
                 return Poll::Ready(Ok(()));
             }
+            // Reading stopped at the acks' high-water mark: a flush that writes them all
+            // must lead to another read, or nothing would wake this task again.
+            let paused = self.io.queued_len() >= ACKS_HIGH_WATER;
             self.io.poll_liveness(cx, false)?;
             self.take_queued();
             match self.io.poll_flush(cx) {
                 // Everything written: carry on while messages wait. A full queue wakes no
                 // one when a publish is dropped, so the session must not stop short.
                 Poll::Ready(Ok(())) if !lock(&self.session.queue).frames.is_empty() => continue,
+                Poll::Ready(Ok(())) if paused => continue,
                 Poll::Ready(Ok(())) if draining => return Poll::Ready(Ok(())),
                 Poll::Ready(Ok(())) | Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
@@ -121,10 +130,11 @@ where
         }
     }
 
-    /// Step: applies every subscription change that has arrived and queues its ack.
-    /// Returns whether the subscriber has closed its side.
+    /// Step: applies every subscription change that has arrived and queues its ack, until
+    /// the bytes waiting to be written reach [`ACKS_HIGH_WATER`]. Returns whether the
+    /// subscriber has closed its side.
     fn read_subscriptions(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
-        loop {
+        while self.io.queued_len() < ACKS_HIGH_WATER {
             match self.io.poll_read(cx) {
                 Poll::Pending => return Ok(false),
                 Poll::Ready(Ok(Some(frame))) => self.apply(frame)?,
@@ -132,6 +142,8 @@ where
                 Poll::Ready(Err(e)) => return Err(e.into()),
             }
         }
+        crate::limits::hit(crate::limits::QUEUED_BYTES);
+        Ok(false)
     }
 
     fn apply(&mut self, frame: Frame) -> Result<(), Error> {

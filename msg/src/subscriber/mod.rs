@@ -567,6 +567,12 @@ impl<T: Transport> Stream for SubSocket<T> {
                             }))
                         }
                         Err(e) => {
+                            if matches!(
+                                e,
+                                msg_layers::compression::DecompressError::TooLarge { .. }
+                            ) {
+                                crate::limits::hit(crate::limits::DECOMPRESSED_LEN);
+                            }
                             this.undecodable += 1;
                             tracing::warn!(topic = msg.topic(), error = %e, "message not decoded; dropped");
                         }
