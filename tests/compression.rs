@@ -25,6 +25,7 @@ use msg::{
     serve, Encoding, Error, Message, PubSocket, Publication, RepOptions, RepSocket, ReqSocket,
     Request, SubSocket, Tcp,
 };
+use msg_tests::recorded::recorded;
 use msg_tests::tap::{Seen, Tap};
 use msg_tests::{echo_server, within, Relay};
 use tokio_stream::StreamExt;
@@ -419,87 +420,45 @@ async fn publications_are_compressed_once_for_all_subscribers() {
     );
 }
 
-/// The value of every metric named `name` with the label `encoding` = `encoding`: counters
-/// as their count, histograms as their samples.
-fn compression_metric(
-    snapshot: &[(
-        metrics_util::CompositeKey,
-        Option<metrics::Unit>,
-        Option<metrics::SharedString>,
-        metrics_util::debugging::DebugValue,
-    )],
-    name: &str,
-    encoding: &str,
-) -> Vec<f64> {
-    use metrics_util::debugging::DebugValue;
-    snapshot
-        .iter()
-        .filter(|(key, ..)| {
-            key.key().name() == name
-                && key
-                    .key()
-                    .labels()
-                    .any(|l| l.key() == "encoding" && l.value() == encoding)
-        })
-        .flat_map(|(.., value)| match value {
-            DebugValue::Counter(n) => vec![*n as f64],
-            DebugValue::Histogram(samples) => samples.iter().map(|s| s.into_inner()).collect(),
-            DebugValue::Gauge(g) => vec![g.into_inner()],
-        })
-        .collect()
-}
-
 #[test]
 fn short_and_incompressible_payloads_go_plain_and_the_compression_metrics_count_them() {
-    let recorder = metrics_util::debugging::DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    // A local recorder covers this thread: a current-thread runtime keeps every task on it.
-    metrics::with_local_recorder(&recorder, || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async {
-                let tap = Tap::start(echo_server().await).await;
-                let mut req =
-                    ReqSocket::new(Tcp::default()).with_compressor(GzipCompressor::new(6));
-                req.connect(tap.addr()).await.unwrap();
-                let mut publisher =
-                    PubSocket::new(Tcp::default()).with_compressor(GzipCompressor::new(6));
-                publisher.bind("127.0.0.1:0").await.unwrap();
-                let published = Tap::start(publisher.local_addr().unwrap()).await;
-                let mut sub = SubSocket::new(Tcp::default());
-                within(sub.connect(published.addr())).await.unwrap();
-                within(sub.subscribe("t")).await.unwrap();
+    let ((), recording) = recorded(|_| async {
+        let tap = Tap::start(echo_server().await).await;
+        let mut req = ReqSocket::new(Tcp::default()).with_compressor(GzipCompressor::new(6));
+        req.connect(tap.addr()).await.unwrap();
+        let mut publisher = PubSocket::new(Tcp::default()).with_compressor(GzipCompressor::new(6));
+        publisher.bind("127.0.0.1:0").await.unwrap();
+        let published = Tap::start(publisher.local_addr().unwrap()).await;
+        let mut sub = SubSocket::new(Tcp::default());
+        within(sub.connect(published.addr())).await.unwrap();
+        within(sub.subscribe("t")).await.unwrap();
 
-                let (short, threshold, random) = (text(255), text(256), noise(4096));
-                for payload in [&short, &threshold, &random] {
-                    let reply = within(req.request(payload.clone())).await.unwrap();
-                    assert_eq!(&reply, payload);
-                    publisher.publish("t", payload.clone()).await.unwrap();
-                    let message = within(sub.next()).await.unwrap();
-                    assert_eq!(message.payload(), payload);
-                }
-                for frames in [
-                    tap.frames_of(FrameKind::Request, 3).await,
-                    published.frames_of(FrameKind::Publish, 3).await,
-                ] {
-                    assert!(frames[0].encoding.is_identity(), "255 B: {:?}", frames[0]);
-                    assert_eq!(frames[0].payload_len, 255);
-                    assert!(frames[1].encoding == Encoding::GZIP, "{:?}", frames[1]);
-                    assert!(frames[1].payload_len < 128, "{:?}", frames[1]);
-                    assert!(frames[2].encoding.is_identity(), "noise: {:?}", frames[2]);
-                    assert_eq!(frames[2].payload_len, random.len());
-                }
-            })
+        let (short, threshold, random) = (text(255), text(256), noise(4096));
+        for payload in [&short, &threshold, &random] {
+            let reply = within(req.request(payload.clone())).await.unwrap();
+            assert_eq!(&reply, payload);
+            publisher.publish("t", payload.clone()).await.unwrap();
+            let message = within(sub.next()).await.unwrap();
+            assert_eq!(message.payload(), payload);
+        }
+        for frames in [
+            tap.frames_of(FrameKind::Request, 3).await,
+            published.frames_of(FrameKind::Publish, 3).await,
+        ] {
+            assert!(frames[0].encoding.is_identity(), "255 B: {:?}", frames[0]);
+            assert_eq!(frames[0].payload_len, 255);
+            assert!(frames[1].encoding == Encoding::GZIP, "{:?}", frames[1]);
+            assert!(frames[1].payload_len < 128, "{:?}", frames[1]);
+            assert!(frames[2].encoding.is_identity(), "noise: {:?}", frames[2]);
+            assert_eq!(frames[2].payload_len, random.len());
+        }
     });
-    let snapshot = snapshotter.snapshot().into_vec();
     // The 256-byte payloads, one request and one publication, compressed to under half.
-    let ratios = compression_metric(&snapshot, "msg_compression_ratio", "gzip");
+    let ratios = recording.values("msg_compression_ratio", Some(("encoding", "gzip")));
     assert_eq!(ratios.len(), 2, "{ratios:?}");
     assert!(ratios.iter().all(|r| *r < 0.5), "{ratios:?}");
     // The noise, sent plain both times; the short payloads are not even tried.
-    let skipped = compression_metric(&snapshot, "msg_compression_skipped_total", "gzip");
+    let skipped = recording.values("msg_compression_skipped_total", Some(("encoding", "gzip")));
     assert_eq!(skipped.iter().sum::<f64>(), 2.0, "{skipped:?}");
 }
 

@@ -3,6 +3,7 @@
 //! [`fixture`]s that run one test body over every transport.
 
 pub mod fixture;
+pub mod recorded;
 pub mod tap;
 
 use std::convert::Infallible;

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use msg::compression::{
     Compressor, DecompressError, GzipCompressor, Lz4Compressor, SnappyCompressor, ZstdCompressor,
 };
@@ -21,90 +20,22 @@ use msg::{
     Request, SubOptions, SubSocket, Tcp,
 };
 use msg_tests::fixture::Fixture;
+use msg_tests::recorded::{recorded, Recorded};
 use msg_tests::{encode, raw_client, within};
 use tokio_stream::StreamExt;
 use tower::service_fn;
 
-/// Runs `test` on a current-thread runtime under a recorder of its own, and returns the
-/// `msg_limit_hits_total` count of every limit.
-fn with_counters<F: std::future::Future<Output = ()>>(test: F) -> Vec<(String, u64)> {
-    with_live_counters(|_| test)
+/// Runs `test` on a current-thread runtime under a recorder of its own, and returns what
+/// it recorded.
+fn with_counters<F: std::future::Future<Output = ()>>(test: F) -> Recorded {
+    recorded(|_| test).1
 }
 
-/// As [`with_counters`], handing `test` a reader of the counts so far.
+/// As [`with_counters`], handing `test` the recording so far.
 fn with_live_counters<F: std::future::Future<Output = ()>>(
-    test: impl FnOnce(Snapshotter) -> F,
-) -> Vec<(String, u64)> {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    let live = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(test(live))
-    });
-    limit_hits(&snapshotter)
-}
-
-/// The `msg_limit_hits_total` count of every limit so far.
-fn limit_hits(snapshotter: &Snapshotter) -> Vec<(String, u64)> {
-    snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .filter(|(key, ..)| key.key().name() == "msg_limit_hits_total")
-        .filter_map(|(key, _, _, value)| {
-            let limit = key.key().labels().find(|l| l.key() == "limit")?;
-            match value {
-                DebugValue::Counter(n) => Some((limit.value().to_owned(), n)),
-                _ => None,
-            }
-        })
-        .collect()
-}
-
-fn hits(counters: &[(String, u64)], limit: &str) -> u64 {
-    counters
-        .iter()
-        .filter(|(l, _)| l == limit)
-        .map(|(_, n)| n)
-        .sum()
-}
-
-#[test]
-fn a_frame_past_the_limit_closes_only_its_connection_and_is_counted() {
-    let counters = with_counters(async {
-        let mut rep =
-            RepSocket::with_options(Tcp::default(), RepOptions::default().max_frame_len(1024));
-        rep.bind("127.0.0.1:0").await.unwrap();
-        let addr = rep.local_addr().unwrap();
-        tokio::spawn(serve(
-            rep,
-            service_fn(|req: Request| async move { Ok::<_, Infallible>(req.msg().clone()) }),
-        ));
-        let mut bystander = ReqSocket::new(Tcp::default());
-        within(bystander.connect(addr)).await.unwrap();
-        let mut raw = raw_client(addr, msg::SocketType::Req)
-            .await
-            .expect("welcomed");
-        let frame = msg::wire::Frame::new(
-            msg::wire::FrameKind::Request,
-            1,
-            Bytes::from(vec![0u8; 4096]),
-        );
-        let bytes = encode(frame);
-        tokio::io::AsyncWriteExt::write_all(&mut raw, &bytes)
-            .await
-            .unwrap();
-        msg_tests::assert_closed_by_server(&mut raw).await;
-        assert_eq!(
-            within(bystander.request(Bytes::from("ok"))).await.unwrap(),
-            "ok"
-        );
-    });
-    assert_eq!(hits(&counters, "frame_len"), 1, "{counters:?}");
+    test: impl FnOnce(Recorded) -> F,
+) -> Recorded {
+    recorded(test).1
 }
 
 /// Runs the transport-generic `body` over TCP, TLS, QUIC and IPC, each a test of its own
@@ -161,7 +92,7 @@ fn silent_connections_past_max_handshakes_evict_the_oldest_and_a_real_client_get
         assert_eq!(within(req.request(Bytes::from("in"))).await.unwrap(), "in");
         msg_tests::assert_closed_by_server(&mut silent[1]).await;
     });
-    assert_eq!(hits(&counters, "handshakes"), 2, "{counters:?}");
+    assert_eq!(counters.limit_hits("handshakes"), 2, "{counters:?}");
 }
 
 /// The frame limit of the receivers in the decompression tests.
@@ -264,8 +195,8 @@ async fn bombs_fail_alone_in_every_direction<F: Fixture>(f: F) {
 }
 
 /// Four codecs, three directions.
-fn twelve_decompressed_len_hits(counters: &[(String, u64)]) {
-    assert_eq!(hits(counters, "decompressed_len"), 12, "{counters:?}");
+fn twelve_decompressed_len_hits(counters: &Recorded) {
+    assert_eq!(counters.limit_hits("decompressed_len"), 12, "{counters:?}");
 }
 
 each_transport_counted!(
@@ -328,8 +259,8 @@ async fn publications_past_the_frame_limit_fail_or_close_the_connection<F: Fixtu
 }
 
 /// Counted once, by the subscriber that received the long frame.
-fn one_frame_len_hit(counters: &[(String, u64)]) {
-    assert_eq!(hits(counters, "frame_len"), 1, "{counters:?}");
+fn one_frame_len_hit(counters: &Recorded) {
+    assert_eq!(counters.limit_hits("frame_len"), 1, "{counters:?}");
 }
 
 each_transport_counted!(
@@ -385,7 +316,7 @@ fn a_server_stops_reading_a_client_that_leaves_its_replies_unread_and_loses_noth
                             let room = write.writable();
                             match tokio::time::timeout(Duration::from_secs(1), room).await {
                                 Ok(room) => room.unwrap(),
-                                Err(_) if hits(&limit_hits(&live), "queued_bytes") > 0 => {
+                                Err(_) if live.limit_hits("queued_bytes") > 0 => {
                                     return (id, bytes.split_off(at));
                                 }
                                 // Full, and not counted yet: wait on.
@@ -420,7 +351,7 @@ fn a_server_stops_reading_a_client_that_leaves_its_replies_unread_and_loses_noth
         let _write = within(finish).await.unwrap();
         println!("reading stopped after {sent} requests of {SIZE} B sent, {at_stop} handled");
     });
-    assert!(hits(&counters, "queued_bytes") >= 1, "{counters:?}");
+    assert!(counters.limit_hits("queued_bytes") >= 1, "{counters:?}");
 }
 
 /// Reads one frame from `read`, keeping bytes of later frames in `buf`.
@@ -482,9 +413,9 @@ async fn messages_past_high_water_bytes_are_dropped_for_a_subscriber_that_reads_
 }
 
 /// One queued_bytes hit per message dropped.
-fn a_queued_bytes_hit_per_drop(counters: &[(String, u64)]) {
+fn a_queued_bytes_hit_per_drop(counters: &Recorded) {
     let dropped = DROPPED.with(|d| d.get());
-    assert_eq!(hits(counters, "queued_bytes"), dropped, "{counters:?}");
+    assert_eq!(counters.limit_hits("queued_bytes"), dropped, "{counters:?}");
 }
 
 each_transport_counted!(
@@ -519,7 +450,7 @@ fn requests_on_a_stalled_client_connection_wait_are_counted_and_all_answered() {
             })
             .collect();
         within(async {
-            while hits(&limit_hits(&live), "queued_bytes") == 0 || req.stats().in_flight < N {
+            while live.limit_hits("queued_bytes") == 0 || req.stats().in_flight < N {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
@@ -537,7 +468,7 @@ fn requests_on_a_stalled_client_connection_wait_are_counted_and_all_answered() {
             assert_eq!(reply, SIZE.to_string());
         }
     });
-    assert!(hits(&counters, "queued_bytes") >= 1, "{counters:?}");
+    assert!(counters.limit_hits("queued_bytes") >= 1, "{counters:?}");
 }
 
 /// `connections` on a reply socket and a publisher: a client past the limit is refused with
@@ -596,8 +527,8 @@ async fn a_client_past_the_connection_limit_is_told_why_and_a_freed_slot_is_reus
 }
 
 /// Both refusals, and perhaps a retry of the freed slot that came too early, counted.
-fn connections_counted(counters: &[(String, u64)]) {
-    assert!(hits(counters, "connections") >= 2, "{counters:?}");
+fn connections_counted(counters: &Recorded) {
+    assert!(counters.limit_hits("connections") >= 2, "{counters:?}");
 }
 
 each_transport_counted!(
@@ -645,9 +576,9 @@ async fn subscriptions_past_the_limits_are_refused_and_the_subscriber_carries_on
 }
 
 /// One refusal of each.
-fn one_subscriptions_and_one_pattern_len_hit(counters: &[(String, u64)]) {
-    assert_eq!(hits(counters, "subscriptions"), 1, "{counters:?}");
-    assert_eq!(hits(counters, "pattern_len"), 1, "{counters:?}");
+fn one_subscriptions_and_one_pattern_len_hit(counters: &Recorded) {
+    assert_eq!(counters.limit_hits("subscriptions"), 1, "{counters:?}");
+    assert_eq!(counters.limit_hits("pattern_len"), 1, "{counters:?}");
 }
 
 each_transport_counted!(
@@ -694,8 +625,8 @@ async fn a_connection_never_runs_more_calls_than_its_in_flight_limit<F: Fixture>
 }
 
 /// The limit was reached at least once.
-fn in_flight_counted(counters: &[(String, u64)]) {
-    assert!(hits(counters, "in_flight") >= 1, "{counters:?}");
+fn in_flight_counted(counters: &Recorded) {
+    assert!(counters.limit_hits("in_flight") >= 1, "{counters:?}");
 }
 
 each_transport_counted!(

@@ -10,6 +10,7 @@
 use bytes::Bytes;
 use msg::layers::MetricsLayer;
 use msg::{serve, Error, Message, RepSocket, ReqSocket, Request, Tcp};
+use msg_tests::recorded::recorded;
 use msg_tests::within;
 use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
 
@@ -107,89 +108,50 @@ async fn the_prometheus_endpoint_serves_the_layer_and_socket_metrics() {
     );
 }
 
-/// The value of the counter `name` with the label `label` = `value` in `snapshot`.
-fn counter(
-    snapshot: &[(
-        metrics_util::CompositeKey,
-        Option<metrics::Unit>,
-        Option<metrics::SharedString>,
-        metrics_util::debugging::DebugValue,
-    )],
-    name: &str,
-    label: (&str, &str),
-) -> u64 {
-    snapshot
-        .iter()
-        .filter(|(key, ..)| {
-            key.key().name() == name
-                && key
-                    .key()
-                    .labels()
-                    .any(|l| l.key() == label.0 && l.value() == label.1)
-        })
-        .map(|(.., value)| match value {
-            metrics_util::debugging::DebugValue::Counter(n) => *n,
-            _ => 0,
-        })
-        .sum()
-}
-
 #[test]
 fn a_test_recorder_sees_bytes_both_ways_and_errors_by_kind() {
-    use metrics_util::debugging::DebuggingRecorder;
-
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    // A local recorder covers this thread: a current-thread runtime keeps every task on it.
-    metrics::with_local_recorder(&recorder, || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let mut rep = RepSocket::new(Tcp::default());
-            rep.bind("127.0.0.1:0").await.unwrap();
-            let addr = rep.local_addr().unwrap();
-            tokio::spawn(serve(
-                rep,
-                service_fn(|req: Request| async move {
-                    if req.msg() == "fail" {
-                        return Err::<Bytes, BoxError>("no".into());
-                    }
-                    Ok(req.msg().clone())
-                }),
-            ));
-            let mut req = ReqSocket::new(Tcp::default());
-            req.connect(addr).await.unwrap();
-            let client = ServiceBuilder::new()
-                .layer(MetricsLayer::new())
-                .service(req);
-            for _ in 0..10 {
-                within(client.clone().oneshot(Message::from(vec![7u8; 1000])))
-                    .await
-                    .unwrap();
-            }
-            let failed = within(client.clone().oneshot(Message::from("fail"))).await;
-            assert!(matches!(failed, Err(Error::Remote { .. })));
-        });
+    let ((), recording) = recorded(|_| async {
+        let mut rep = RepSocket::new(Tcp::default());
+        rep.bind("127.0.0.1:0").await.unwrap();
+        let addr = rep.local_addr().unwrap();
+        tokio::spawn(serve(
+            rep,
+            service_fn(|req: Request| async move {
+                if req.msg() == "fail" {
+                    return Err::<Bytes, BoxError>("no".into());
+                }
+                Ok(req.msg().clone())
+            }),
+        ));
+        let mut req = ReqSocket::new(Tcp::default());
+        req.connect(addr).await.unwrap();
+        let client = ServiceBuilder::new()
+            .layer(MetricsLayer::new())
+            .service(req);
+        for _ in 0..10 {
+            within(client.clone().oneshot(Message::from(vec![7u8; 1000])))
+                .await
+                .unwrap();
+        }
+        let failed = within(client.clone().oneshot(Message::from("fail"))).await;
+        assert!(matches!(failed, Err(Error::Remote { .. })));
     });
-    let snapshot = snapshotter.snapshot().into_vec();
     assert_eq!(
-        counter(&snapshot, "msg_request_errors_total", ("error", "remote")),
+        recording.counter("msg_request_errors_total", ("error", "remote")),
         1
     );
     assert_eq!(
-        counter(&snapshot, "msg_calls_total", ("kind", "request")),
+        recording.counter("msg_calls_total", ("kind", "request")),
         11
     );
     assert_eq!(
-        counter(&snapshot, "msg_call_errors_total", ("kind", "request")),
+        recording.counter("msg_call_errors_total", ("kind", "request")),
         1
     );
     // Ten requests of 1,000 bytes each way, with their frame headers, and the handshakes.
     for socket in ["req", "rep"] {
-        let sent = counter(&snapshot, "msg_bytes_sent_total", ("socket", socket));
-        let received = counter(&snapshot, "msg_bytes_received_total", ("socket", socket));
+        let sent = recording.counter("msg_bytes_sent_total", ("socket", socket));
+        let received = recording.counter("msg_bytes_received_total", ("socket", socket));
         assert!(
             sent > 10_000 && received > 10_000,
             "{socket}: {sent} / {received}"
@@ -216,122 +178,98 @@ async fn event<A: Clone + Send + 'static>(
 
 #[test]
 fn every_socket_counter_the_readme_lists_counts_what_it_names() {
-    use metrics_util::debugging::DebuggingRecorder;
     use msg::{PubOptions, PubSocket, RepOptions, SocketEvent, SubOptions, SubSocket};
     use tokio_stream::StreamExt;
 
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    let (dropped, missed) = metrics::with_local_recorder(&recorder, || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async {
-                // A dial nobody answers: a connect failure.
-                let (_held, nobody) = msg_tests::refusing_addr();
-                let mut lost = ReqSocket::new(Tcp::default());
-                assert!(matches!(
-                    within(lost.connect(nobody)).await,
-                    Err(Error::Transport(_))
-                ));
+    let ((dropped, missed), recording) = recorded(|_| async {
+        // A dial nobody answers: a connect failure.
+        let (_held, nobody) = msg_tests::refusing_addr();
+        let mut lost = ReqSocket::new(Tcp::default());
+        assert!(matches!(
+            within(lost.connect(nobody)).await,
+            Err(Error::Transport(_))
+        ));
 
-                // A client past the connection limit: refused.
-                let mut rep = RepSocket::with_options(
-                    Tcp::default(),
-                    RepOptions::default().max_connections(1),
-                );
-                rep.bind("127.0.0.1:0").await.unwrap();
-                let mut rep_events = rep.events();
-                let relay = msg_tests::Relay::start(rep.local_addr().unwrap()).await;
-                tokio::spawn(serve(
-                    rep,
-                    service_fn(|req: Request| async move { Ok::<_, BoxError>(req.msg().clone()) }),
-                ));
-                let mut req = ReqSocket::new(Tcp::default());
-                let mut req_events = req.events();
-                within(req.connect(relay.addr())).await.unwrap();
-                let mut refused = ReqSocket::new(Tcp::default());
-                assert!(matches!(
-                    within(refused.connect(relay.addr())).await,
-                    Err(Error::HandshakeRejected { .. })
-                ));
+        // A client past the connection limit: refused.
+        let mut rep =
+            RepSocket::with_options(Tcp::default(), RepOptions::default().max_connections(1));
+        rep.bind("127.0.0.1:0").await.unwrap();
+        let mut rep_events = rep.events();
+        let relay = msg_tests::Relay::start(rep.local_addr().unwrap()).await;
+        tokio::spawn(serve(
+            rep,
+            service_fn(|req: Request| async move { Ok::<_, BoxError>(req.msg().clone()) }),
+        ));
+        let mut req = ReqSocket::new(Tcp::default());
+        let mut req_events = req.events();
+        within(req.connect(relay.addr())).await.unwrap();
+        let mut refused = ReqSocket::new(Tcp::default());
+        assert!(matches!(
+            within(refused.connect(relay.addr())).await,
+            Err(Error::HandshakeRejected { .. })
+        ));
 
-                // A cut link: a disconnection on each side.
-                relay.cut();
-                event(&mut req_events, |e| {
-                    matches!(e, SocketEvent::Disconnected { .. })
-                })
-                .await;
-                event(&mut rep_events, |e| {
-                    matches!(e, SocketEvent::Disconnected { .. })
-                })
-                .await;
+        // A cut link: a disconnection on each side.
+        relay.cut();
+        event(&mut req_events, |e| {
+            matches!(e, SocketEvent::Disconnected { .. })
+        })
+        .await;
+        event(&mut rep_events, |e| {
+            matches!(e, SocketEvent::Disconnected { .. })
+        })
+        .await;
 
-                // A subscriber that reads nothing for a while: the publisher drops for it,
-                // and the subscriber, reading again, sees the gap.
-                let options = PubOptions::default().high_water_mark(4);
-                let mut publisher = PubSocket::with_options(Tcp::default(), options);
-                publisher.bind("127.0.0.1:0").await.unwrap();
-                let mut sub =
-                    SubSocket::with_options(Tcp::default(), SubOptions::default().inbox(4));
-                within(sub.connect(publisher.local_addr().unwrap()))
-                    .await
-                    .unwrap();
-                within(sub.subscribe("t")).await.unwrap();
-                let payload = Bytes::from(vec![7u8; 16 * 1024]);
-                for _ in 0..2_000 {
-                    publisher.publish("t", payload.clone()).await.unwrap();
+        // A subscriber that reads nothing for a while: the publisher drops for it,
+        // and the subscriber, reading again, sees the gap.
+        let options = PubOptions::default().high_water_mark(4);
+        let mut publisher = PubSocket::with_options(Tcp::default(), options);
+        publisher.bind("127.0.0.1:0").await.unwrap();
+        let mut sub = SubSocket::with_options(Tcp::default(), SubOptions::default().inbox(4));
+        within(sub.connect(publisher.local_addr().unwrap()))
+            .await
+            .unwrap();
+        within(sub.subscribe("t")).await.unwrap();
+        let payload = Bytes::from(vec![7u8; 16 * 1024]);
+        for _ in 0..2_000 {
+            publisher.publish("t", payload.clone()).await.unwrap();
+        }
+        let dropped = publisher.stats().dropped;
+        assert!(dropped > 0, "the subscriber's queue filled");
+        // Read until the queue has drained, then one last message shows any gap
+        // at the end.
+        let reading = async {
+            loop {
+                let message = sub.next().await.expect("the subscription goes on");
+                if message.payload() == "end" {
+                    return;
                 }
-                let dropped = publisher.stats().dropped;
-                assert!(dropped > 0, "the subscriber's queue filled");
-                // Read until the queue has drained, then one last message shows any gap
-                // at the end.
-                let reading = async {
-                    loop {
-                        let message = sub.next().await.expect("the subscription goes on");
-                        if message.payload() == "end" {
-                            return;
-                        }
-                    }
-                };
-                let ending = async {
-                    while publisher.subscriber_stats()[0].queued > 0 {
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    }
-                    publisher.publish("t", Bytes::from("end")).await.unwrap();
-                };
-                within(futures_util::future::join(reading, ending)).await;
-                let missed = sub.stats().missed;
-                assert_eq!(missed, dropped, "every drop seen as a gap");
-                (dropped, missed)
-            })
+            }
+        };
+        let ending = async {
+            while publisher.subscriber_stats()[0].queued > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            publisher.publish("t", Bytes::from("end")).await.unwrap();
+        };
+        within(futures_util::future::join(reading, ending)).await;
+        let missed = sub.stats().missed;
+        assert_eq!(missed, dropped, "every drop seen as a gap");
+        (dropped, missed)
     });
-    let snapshot = snapshotter.snapshot().into_vec();
-    let unlabelled = |name: &str| -> u64 {
-        snapshot
-            .iter()
-            .filter(|(key, ..)| key.key().name() == name)
-            .map(|(.., value)| match value {
-                metrics_util::debugging::DebugValue::Counter(n) => *n,
-                _ => 0,
-            })
-            .sum()
-    };
+    let unlabelled =
+        |name: &str| -> u64 { recording.values(name, None).iter().sum::<f64>() as u64 };
     assert_eq!(
-        counter(&snapshot, "msg_connect_failures_total", ("socket", "req")),
+        recording.counter("msg_connect_failures_total", ("socket", "req")),
+        1
+    );
+    assert_eq!(recording.counter("msg_refused_total", ("socket", "rep")), 1);
+    assert_eq!(
+        recording.counter("msg_disconnections_total", ("socket", "req")),
         1
     );
     assert_eq!(
-        counter(&snapshot, "msg_refused_total", ("socket", "rep")),
-        1
-    );
-    assert_eq!(
-        counter(&snapshot, "msg_disconnections_total", ("socket", "req")),
-        1
-    );
-    assert_eq!(
-        counter(&snapshot, "msg_disconnections_total", ("socket", "rep")),
+        recording.counter("msg_disconnections_total", ("socket", "rep")),
         1
     );
     assert_eq!(unlabelled("msg_publish_dropped_total"), dropped);
