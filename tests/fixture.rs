@@ -267,8 +267,22 @@ impl Drop for TempDir {
 /// Runs one generic test body over every transport, each as a test of its own in a module
 /// named after the body: `each_transport!(body)` makes `body::tcp`, `body::tls`,
 /// `body::quic` and `body::ipc`, each calling `body::<Fixture>(Fixture::new())`.
+///
+/// `each_transport!(body: tcp => Tcp, ipc => Ipc)` runs it over the fixtures listed only,
+/// for a case that cannot apply to the others (say why beside it).
 #[macro_export]
 macro_rules! each_transport {
+    ($body:ident: $($test:ident => $fixture:ident),+ $(,)?) => {
+        mod $body {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let fixture = <$crate::fixture::$fixture as $crate::fixture::Fixture>::new();
+                    super::$body(fixture).await;
+                }
+            )+
+        }
+    };
     ($($body:ident),* $(,)?) => {
         $(
             mod $body {
