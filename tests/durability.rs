@@ -12,6 +12,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use msg::admission::{AdmissionRequest, Verdict};
 use msg::transport::TransportError;
 use msg::{
@@ -26,7 +28,10 @@ use msg::{
     ReqSocket, Request, SocketEvent, SubOptions, SubSocket, Tcp, Transport,
 };
 use msg_tests::fixture::Fixture;
-use msg_tests::{each_transport, echo_server, refusing_addr, within, Relay};
+use msg_tests::{
+    assert_closed_by_server, each_transport, echo_server, refusing_addr, within, Relay, Upstream,
+};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{oneshot, watch};
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 
@@ -158,6 +163,9 @@ async fn a_req_socket_is_answered_again_soon_after_its_server_returns_and_no_req
     let clone = req.clone();
     assert_eq!(within(req.request(Bytes::from("1"))).await.unwrap(), "1");
 
+    // While the server is away, the relay leads nowhere (not to the released address).
+    let (_held, nobody) = nobody_like(&fixture.upstream(&server.addr));
+    relay.retarget(nobody);
     server.stop().await;
     until(&mut events, |e| {
         matches!(e, SocketEvent::Disconnected { .. })
@@ -201,6 +209,8 @@ async fn a_sub_socket_replays_its_subscriptions_when_its_publisher_returns<F: Fi
         .unwrap();
     assert_eq!(within(sub.next()).await.unwrap().payload(), "before");
 
+    let (_held, nobody) = nobody_like(&fixture.upstream(&publisher.local_addr().unwrap()));
+    relay.retarget(nobody);
     within(publisher.close()).await;
     drop(publisher);
     until(&mut events, |e| {
@@ -810,8 +820,10 @@ async fn a_challenge_response_layer_serves_all_four_sockets() {
         Tcp::default(),
         ReqOptions::default().handshake_timeout(Duration::from_millis(300)),
     );
+    // Its hello is taken for the answer to a challenge it never read, and the challenge's
+    // random bytes for a frame: they break the frame header.
     let outcome = within(plain.connect(addr)).await;
-    assert!(outcome.is_err(), "{outcome:?}");
+    assert!(matches!(outcome, Err(Error::Protocol(_))), "{outcome:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -851,6 +863,8 @@ async fn the_events_of_a_restart_arrive_in_order() {
     let mut req = ReqSocket::new(Tcp::default());
     let mut events = req.events();
     req.connect(relay.addr()).await.unwrap();
+    let (_held, nobody) = refusing_addr();
+    relay.retarget(nobody);
     server.stop().await;
     // Let at least one redial fail before the server returns.
     let mut seen = until(&mut events, |e| {
@@ -917,4 +931,268 @@ async fn publisher_close_writes_what_is_queued_before_it_closes() {
         assert_eq!(msg.payload()[..], i.to_be_bytes());
     }
     assert_eq!(publisher.stats().dropped, 0);
+}
+
+/// A place nobody answers at, of the same kind as `like`, held for as long as the returned
+/// value lives: a relay retargeted there while its server is away never reaches another
+/// test's server on a released port.
+fn nobody_like(like: &Upstream) -> (Box<dyn std::any::Any + Send>, Upstream) {
+    match like {
+        Upstream::Tcp(_) => {
+            let (held, addr) = refusing_addr();
+            (Box::new(held), Upstream::Tcp(addr))
+        }
+        Upstream::Unix(path) => (
+            Box::new(()),
+            Upstream::Unix(path.with_file_name("nobody.sock")),
+        ),
+        Upstream::Udp(_) => {
+            let held = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            let addr = held.local_addr().expect("bound");
+            (Box::new(held), Upstream::Udp(addr))
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_made_while_disconnected_waits_reconnect_wait_then_fails_not_connected() {
+    let wait = Duration::from_secs(2);
+    // Generous above, strict below: a request failed at about half the wait is the
+    // regression this looks for.
+    let (at_least, at_most) = (wait.mul_f64(0.9), wait + Duration::from_millis(1500));
+    let server = stoppable_echo(&msg_tests::fixture::Tcp).await;
+    let relay = Relay::start(server.addr).await;
+    let options = ReqOptions::default().reconnect_wait(wait);
+    let mut req = ReqSocket::with_options(Tcp::default(), options);
+    let mut events = req.events();
+    within(req.connect(relay.addr())).await.unwrap();
+    assert_eq!(within(req.request(Bytes::from("1"))).await.unwrap(), "1");
+    let (_held, nobody) = nobody_like(&Upstream::Tcp(server.addr));
+    relay.retarget(nobody);
+    server.stop().await;
+    until(&mut events, |e| {
+        matches!(e, SocketEvent::Disconnected { .. })
+    })
+    .await;
+    // Requests made right after the disconnect, and at a third and two thirds of the wait
+    // later: each waits the whole wait, whatever the phase of the socket's sweeps.
+    let requests: Vec<_> = (0..3u32)
+        .map(|i| {
+            let req = req.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(wait * i / 3).await;
+                let asked = Instant::now();
+                let outcome = req.request(Bytes::from("waits")).await;
+                (outcome, asked.elapsed())
+            })
+        })
+        .collect();
+    let mut waits = Vec::new();
+    for request in requests {
+        let (outcome, waited) = within(request).await.unwrap();
+        assert!(matches!(outcome, Err(Error::NotConnected)), "{outcome:?}");
+        waits.push(waited);
+    }
+    assert!(
+        waits.iter().all(|w| *w >= at_least && *w < at_most),
+        "failed after {waits:?}, for a reconnect_wait of {wait:?}"
+    );
+
+    // And before the first connection, with `connect_lazy` and nobody there.
+    let (_held, nobody) = refusing_addr();
+    let mut lazy = ReqSocket::with_options(Tcp::default(), options_with_wait(wait));
+    lazy.connect_lazy(nobody);
+    let asked = Instant::now();
+    let outcome = within(lazy.request(Bytes::from("early"))).await;
+    let waited = asked.elapsed();
+    assert!(matches!(outcome, Err(Error::NotConnected)), "{outcome:?}");
+    assert!(
+        waited >= at_least && waited < at_most,
+        "failed after {waited:?}, for a reconnect_wait of {wait:?}"
+    );
+}
+
+fn options_with_wait(wait: Duration) -> ReqOptions {
+    ReqOptions::default().reconnect_wait(wait)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redialing_stops_after_max_attempts_and_every_request_then_fails_at_once() {
+    // A server that takes each connection and closes it: every dial fails in its
+    // handshake, and is counted.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    let backoff = Backoff::default()
+        .initial(Duration::from_millis(10))
+        .max(Duration::from_millis(20))
+        .max_attempts(3);
+    // A wait far beyond the test: a request fails because redialing gave up, not by it.
+    let options = ReqOptions::default()
+        .reconnect(backoff)
+        .reconnect_wait(Duration::from_secs(600));
+    let mut req = ReqSocket::with_options(Tcp::default(), options);
+    let mut events = req.events();
+    req.connect_lazy(addr);
+    let outcome = within(req.request(Bytes::from("never"))).await;
+    assert!(matches!(outcome, Err(Error::NotConnected)), "{outcome:?}");
+    // Three dials, each reported, and no more.
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    let seen: Vec<_> = std::iter::from_fn(|| events.next().now_or_never().flatten()).collect();
+    let failed = seen
+        .iter()
+        .filter(|e| matches!(e, SocketEvent::ConnectFailed { .. }))
+        .count();
+    assert_eq!(failed, 3, "{seen:?}");
+    // Every later request fails at once.
+    let asked = Instant::now();
+    let outcome = within(req.request(Bytes::from("later"))).await;
+    assert!(matches!(outcome, Err(Error::NotConnected)), "{outcome:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_falls_behind_loses_the_oldest_events_and_is_told_how_many() {
+    // Hundreds of events, fast: refused dials, 1 ms apart, until redialing gives up.
+    let (_held, nobody) = refusing_addr();
+    let backoff = Backoff::default()
+        .initial(Duration::from_millis(1))
+        .max(Duration::from_millis(1))
+        .max_attempts(400);
+    let options = ReqOptions::default()
+        .reconnect(backoff)
+        .reconnect_wait(Duration::from_secs(600));
+    let mut req = ReqSocket::with_options(Tcp::default(), options);
+    let mut behind = req.events();
+    let mut reader = req.events();
+    // Counts every event sent, until the stream ends with the socket.
+    let total = tokio::spawn(async move {
+        let mut total = 0u64;
+        while let Some(event) = reader.next().await {
+            total += match event {
+                SocketEvent::Missed { count } => count,
+                _ => 1,
+            };
+        }
+        total
+    });
+    req.connect_lazy(nobody);
+    let outcome = within(req.request(Bytes::from("never"))).await;
+    assert!(matches!(outcome, Err(Error::NotConnected)), "{outcome:?}");
+    // Redialing gave up: no more events; the streams end once the socket is gone.
+    drop(req);
+    let total = within(total).await.unwrap();
+    assert!(total > 2 * msg::events::EVENT_CAPACITY as u64, "{total}");
+
+    let missed = match within(behind.next()).await {
+        Some(SocketEvent::Missed { count }) => count,
+        other => panic!("expected Missed first, got {other:?}"),
+    };
+    let kept = within(behind.by_ref().count()).await as u64;
+    assert_eq!(kept, msg::events::EVENT_CAPACITY as u64);
+    assert_eq!(missed + kept, total);
+}
+
+/// Runs `test` on a current-thread runtime under a metrics recorder of its own, and
+/// returns the `msg_limit_hits_total` count of `limit`.
+fn limit_hits<F: Future<Output = ()>>(limit: &str, test: F) -> u64 {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(test)
+    });
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == "msg_limit_hits_total")
+        .filter(|(key, ..)| {
+            key.key()
+                .labels()
+                .any(|l| l.key() == "limit" && l.value() == limit)
+        })
+        .map(|(_, _, _, value)| match value {
+            DebugValue::Counter(n) => n,
+            other => panic!("{other:?}"),
+        })
+        .sum()
+}
+
+/// Binds an echo server on loopback with `options`, served by `serve`; returns its address
+/// and its events.
+async fn echo_with(options: RepOptions) -> (SocketAddr, msg::Events<SocketAddr>) {
+    let mut rep = RepSocket::with_options(Tcp::default(), options);
+    let events = rep.events();
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    tokio::spawn(serve(
+        rep,
+        service_fn(|req: Request| async move { Ok::<_, Infallible>(req.msg().clone()) }),
+    ));
+    (addr, events)
+}
+
+#[test]
+fn one_handshake_past_max_handshakes_evicts_the_oldest_and_is_counted() {
+    let evicted = limit_hits("handshakes", async {
+        // A timeout far beyond the test: a connection closed here was evicted.
+        let options = RepOptions::default()
+            .max_handshakes(2)
+            .handshake_timeout(Duration::from_secs(600));
+        let (addr, _) = echo_with(options).await;
+        // Three clients connect and say nothing, one after the other.
+        let mut oldest = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let third = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert_closed_by_server(&mut oldest).await;
+        // A good client makes one more: it evicts the oldest still silent, and is served.
+        let mut req = ReqSocket::new(Tcp::default());
+        within(req.connect(addr)).await.unwrap();
+        assert_eq!(within(req.request(Bytes::from("in"))).await.unwrap(), "in");
+        assert_closed_by_server(&mut second).await;
+        drop(third);
+    });
+    assert_eq!(evicted, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_says_nothing_is_closed_after_handshake_timeout() {
+    let timeout = Duration::from_millis(300);
+    let (addr, mut events) = echo_with(RepOptions::default().handshake_timeout(timeout)).await;
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let connected = Instant::now();
+    assert_closed_by_server(&mut silent).await;
+    let took = connected.elapsed();
+    assert!(took >= timeout - Duration::from_millis(20), "{took:?}");
+    assert!(took < timeout + Duration::from_secs(5), "{took:?}");
+    let seen = until(&mut events, |e| {
+        matches!(e, SocketEvent::HandshakeFailed { .. })
+    })
+    .await;
+    assert!(
+        matches!(seen.last(), Some(SocketEvent::HandshakeFailed { error, .. }) if matches!(**error, Error::HandshakeTimeout { after } if after == timeout)),
+        "{seen:?}"
+    );
+    // One that starts its hello and stops halfway is closed the same way.
+    let mut halfway = tokio::net::TcpStream::connect(addr).await.unwrap();
+    halfway.write_all(&[0x6d]).await.unwrap();
+    let connected = Instant::now();
+    assert_closed_by_server(&mut halfway).await;
+    assert!(connected.elapsed() < timeout + Duration::from_secs(5));
 }
