@@ -93,11 +93,12 @@ async fn stoppable_echo<F: Fixture>(fixture: &F) -> Stoppable<Addr<F>> {
 }
 
 /// Takes events until one matches, returning those seen on the way and the match.
-async fn until<A: Clone + Send + 'static>(
-    events: &mut msg::Events<A>,
-    mut wanted: impl FnMut(&SocketEvent<A>) -> bool,
-) -> Vec<SocketEvent<A>> {
-    within(async {
+#[track_caller]
+fn until<'a, A: Clone + Send + 'static>(
+    events: &'a mut msg::Events<A>,
+    mut wanted: impl FnMut(&SocketEvent<A>) -> bool + 'a,
+) -> impl Future<Output = Vec<SocketEvent<A>>> + 'a {
+    within(async move {
         let mut seen = Vec::new();
         while let Some(event) = events.next().await {
             let done = wanted(&event);
@@ -108,17 +109,16 @@ async fn until<A: Clone + Send + 'static>(
         }
         panic!("the event stream ended");
     })
-    .await
 }
 
 /// Waits until `count` reaches at least `n`.
-async fn reaches(count: &AtomicUsize, n: usize) {
-    within(async {
+#[track_caller]
+fn reaches(count: &AtomicUsize, n: usize) -> impl Future<Output = ()> + '_ {
+    within(async move {
         while count.load(Ordering::SeqCst) < n {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     })
-    .await
 }
 
 /// Retries `payload` until the client, redialing, is answered again (at most 400 tries, a

@@ -20,11 +20,16 @@ use tower::{service_fn, BoxError, Service};
 /// The longest any single step of a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// Awaits `fut`, failing the test if it takes longer than [`WAIT`].
-pub async fn within<F: Future>(fut: F) -> F::Output {
-    tokio::time::timeout(WAIT, fut)
-        .await
-        .expect("step did not finish in time")
+/// Awaits `fut`, failing the test if it takes longer than [`WAIT`]; the failure names the
+/// line of the step that did not finish.
+#[track_caller]
+pub fn within<F: Future>(fut: F) -> impl Future<Output = F::Output> {
+    let step = std::panic::Location::caller();
+    async move {
+        tokio::time::timeout(WAIT, fut)
+            .await
+            .unwrap_or_else(|_| panic!("the step at {step} did not finish in time"))
+    }
 }
 
 /// Binds a reply socket on loopback and serves `service` on it with `msg::serve`, in a task
@@ -112,14 +117,23 @@ pub async fn read_frame_buffered(stream: &mut TcpStream, buf: &mut BytesMut) -> 
 }
 
 /// Waits until the server closes `stream`, discarding what it sends first; panics if it
-/// stays open past [`WAIT`].
-pub async fn assert_closed_by_server(stream: &mut TcpStream) {
-    let mut sink = vec![0u8; 4096];
-    loop {
-        match within(stream.read(&mut sink)).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
+/// stays open past [`WAIT`], naming the caller's line.
+#[track_caller]
+pub fn assert_closed_by_server(stream: &mut TcpStream) -> impl Future<Output = ()> + '_ {
+    let step = std::panic::Location::caller();
+    async move {
+        let mut sink = vec![0u8; 4096];
+        let closed = tokio::time::timeout(WAIT, async {
+            loop {
+                match stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        });
+        closed
+            .await
+            .unwrap_or_else(|_| panic!("the server did not close the stream of {step} in time"))
     }
 }
 
