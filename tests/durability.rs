@@ -428,9 +428,7 @@ async fn a_frozen_link_is_found_by_heartbeats_on_both_sides_and_the_client_redia
     answered_again(&req, "thawed").await;
 }
 
-async fn a_caller_that_drops_its_future_or_is_timed_out_by_tower_cancels_the_servers_call<
-    F: Fixture,
->(
+async fn a_caller_that_drops_its_future_or_times_out_cancels_the_servers_call<F: Fixture>(
     fixture: F,
 ) {
     let server = gated_server(&fixture, RepOptions::default()).await;
@@ -470,7 +468,21 @@ async fn a_caller_that_drops_its_future_or_is_timed_out_by_tower_cancels_the_ser
         "{outcome:?}"
     );
     reaches(&server.dropped, 2).await;
-    assert_eq!(server.started.load(Ordering::SeqCst), 2);
+
+    // The socket's own timeout does the same.
+    let options = ReqOptions::default().timeout(Duration::from_millis(300));
+    let mut timing = ReqSocket::with_options(fixture.transport(), options);
+    within(timing.connect(fixture.dial_target(&server.addr)))
+        .await
+        .unwrap();
+    let outcome = within(timing.request(Bytes::from("timed out too"))).await;
+    assert!(
+        matches!(outcome, Err(Error::Timeout { after: Some(_) })),
+        "{outcome:?}"
+    );
+    assert_eq!(timing.stats().in_flight, 0, "{:?}", timing.stats());
+    reaches(&server.dropped, 3).await;
+    assert_eq!(server.started.load(Ordering::SeqCst), 3);
 
     // The connection is fine: the next call is answered.
     server.gate.send(true).unwrap();
@@ -478,7 +490,7 @@ async fn a_caller_that_drops_its_future_or_is_timed_out_by_tower_cancels_the_ser
         within(req.request(Bytes::from("next"))).await.unwrap(),
         "next"
     );
-    assert_eq!(server.dropped.load(Ordering::SeqCst), 2);
+    assert_eq!(server.dropped.load(Ordering::SeqCst), 3);
 }
 
 async fn close_drains_what_is_in_flight_then_refuses_new_requests<F: Fixture>(fixture: F) {
@@ -674,7 +686,7 @@ each_transport!(
     a_sub_socket_replays_its_subscriptions_when_its_publisher_returns,
     a_frozen_link_is_found_by_heartbeats_on_both_sides_and_the_client_redials_once_it_thaws,
     a_frozen_link_between_publisher_and_subscriber_is_found_on_both_sides,
-    a_caller_that_drops_its_future_or_is_timed_out_by_tower_cancels_the_servers_call,
+    a_caller_that_drops_its_future_or_times_out_cancels_the_servers_call,
     close_drains_what_is_in_flight_then_refuses_new_requests,
     close_gives_up_after_linger_on_a_handler_that_never_answers_and_drop_never_blocks,
     admission_that_refuses_gives_the_client_its_reason_on_every_server_socket,
@@ -1195,4 +1207,46 @@ async fn a_client_that_says_nothing_is_closed_after_handshake_timeout() {
     let connected = Instant::now();
     assert_closed_by_server(&mut halfway).await;
     assert!(connected.elapsed() < timeout + Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipc_server_restarted_on_the_same_path_is_found_again() {
+    // The path is in the test's own directory: no other test can take it meanwhile, so
+    // the server returns where it was, with no relay.
+    let fixture = <msg_tests::fixture::Ipc as Fixture>::new();
+    let path = fixture.bind_target();
+    let serve_at = |path: std::path::PathBuf| async move {
+        let mut rep = RepSocket::new(msg::Ipc::default());
+        rep.bind(path).await.expect("bind");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(
+            serve(
+                rep,
+                service_fn(|req: Request<msg::ipc::IpcAddr>| async move {
+                    Ok::<_, Infallible>(req.msg().clone())
+                }),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            }),
+        );
+        (stop, server)
+    };
+    let (stop, server) = serve_at(path.clone()).await;
+    let options =
+        ReqOptions::default().reconnect(Backoff::default().max(Duration::from_millis(200)));
+    let mut req = ReqSocket::with_options(msg::Ipc::default(), options);
+    let mut events = req.events();
+    within(req.connect(path.clone())).await.unwrap();
+    assert_eq!(within(req.request(Bytes::from("1"))).await.unwrap(), "1");
+
+    let _ = stop.send(());
+    within(server).await.unwrap().unwrap();
+    // The socket file goes with the server: the redials fail until it returns.
+    until(&mut events, |e| {
+        matches!(e, SocketEvent::ConnectFailed { .. })
+    })
+    .await;
+    let (_stop, _server) = serve_at(path.clone()).await;
+    answered_again(&req, "again").await;
 }
