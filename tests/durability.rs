@@ -571,7 +571,9 @@ async fn close_gives_up_after_linger_on_a_handler_that_never_answers_and_drop_ne
     let dropping = Instant::now();
     drop(dropped);
     let took = dropping.elapsed();
-    assert!(took < Duration::from_millis(200), "drop took {took:?}");
+    // Far under the 30 s linger a blocking drop would wait out; slack for a stalled
+    // scheduler.
+    assert!(took < Duration::from_secs(1), "drop took {took:?}");
     server.gate.send(true).unwrap();
     let reply = within(call).await.unwrap().unwrap();
     assert_eq!(reply.payload(), "after the drop");
