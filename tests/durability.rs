@@ -1257,3 +1257,44 @@ async fn an_ipc_server_restarted_on_the_same_path_is_found_again() {
     let (_stop, _server) = serve_at(path.clone()).await;
     answered_again(&req, "again").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_refused_by_admission_can_send_nothing_else() {
+    let admission = service_fn(|_: AdmissionRequest<SocketAddr>| async move {
+        Ok::<_, Infallible>(Verdict::reject("nobody is on the list"))
+    });
+    let mut rep = RepSocket::new(Tcp::default()).with_admission(admission);
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    tokio::spawn(serve(
+        rep,
+        service_fn(move |req: Request| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move { Ok::<_, Infallible>(req.msg().clone()) }
+        }),
+    ));
+    // A raw client says hello, is refused, and sends a request anyway.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let hello = msg::wire::Hello {
+        socket_type: msg::SocketType::Req,
+        auth_token: None,
+    };
+    stream
+        .write_all(&msg_tests::encode(hello.to_frame()))
+        .await
+        .unwrap();
+    let answer = msg_tests::read_frame(&mut stream)
+        .await
+        .expect("an answer to hello");
+    assert_eq!(answer.kind, msg::wire::FrameKind::Reject);
+    assert_eq!(answer.payload, "nobody is on the list");
+    // The write may already fail: the server closes after the refusal.
+    let _ = stream
+        .write_all(&msg_tests::encode(msg_tests::request_frame(1, b"anyway")))
+        .await;
+    let after = msg_tests::read_frame(&mut stream).await;
+    assert!(after.is_none(), "a refused client was answered: {after:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
