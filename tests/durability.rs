@@ -1298,3 +1298,57 @@ async fn a_client_refused_by_admission_can_send_nothing_else() {
     assert!(after.is_none(), "a refused client was answered: {after:?}");
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redials_back_off_from_50_ms_doubling_to_a_1_s_cap_with_full_jitter() {
+    let (_held, nobody) = refusing_addr();
+    // The default backoff.
+    let mut req = ReqSocket::new(Tcp::default());
+    let mut events = req.events();
+    req.connect_lazy(nobody);
+    // The first dial is at once; dial `a` (from 2) waits the backoff's delay `a - 1`, at most
+    // 50 ms doubled `a - 2` times, capped at 1 s.
+    let mut delays = Vec::new();
+    let mut first_announced = None;
+    within(async {
+        while delays.len() < 11 {
+            let seen = until(&mut events, |e| {
+                matches!(e, SocketEvent::Reconnecting { .. })
+            })
+            .await;
+            let Some(SocketEvent::Reconnecting { attempt, delay }) = seen.last() else {
+                unreachable!()
+            };
+            first_announced.get_or_insert_with(Instant::now);
+            let ceiling =
+                (Duration::from_millis(50) * 2u32.pow(attempt - 2)).min(Duration::from_secs(1));
+            assert!(
+                delay <= &ceiling,
+                "attempt {attempt}: {delay:?} > {ceiling:?}"
+            );
+            delays.push((*attempt, *delay));
+            until(&mut events, |e| {
+                matches!(e, SocketEvent::ConnectFailed { .. })
+            })
+            .await;
+        }
+    })
+    .await;
+    // The socket waited them out: the delays were announced before each wait, so the time
+    // from the first announcement heard to the last failure heard covers them all (less
+    // however late the first was heard; a second allows for a stalled scheduler).
+    let waited = first_announced.map(|t| t.elapsed()).unwrap_or_default();
+    let announced: Duration = delays.iter().map(|(_, d)| *d).sum();
+    assert!(
+        waited + Duration::from_secs(1) >= announced,
+        "waited {waited:?} for delays of {announced:?} in all"
+    );
+    assert_eq!(delays.first().map(|(a, _)| *a), Some(2), "{delays:?}");
+    // Past the cap, full jitter: the delays differ, and they grew past the first ones.
+    let capped: Vec<Duration> = delays[5..].iter().map(|(_, d)| *d).collect();
+    assert!(capped.iter().any(|d| *d != capped[0]), "{delays:?}");
+    assert!(
+        capped.iter().any(|d| *d > Duration::from_millis(100)),
+        "{delays:?}"
+    );
+}
