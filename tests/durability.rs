@@ -1019,7 +1019,8 @@ async fn a_request_made_while_disconnected_waits_reconnect_wait_then_fails_not_c
 
     // And before the first connection, with `connect_lazy` and nobody there.
     let (_held, nobody) = refusing_addr();
-    let mut lazy = ReqSocket::with_options(Tcp::default(), options_with_wait(wait));
+    let mut lazy =
+        ReqSocket::with_options(Tcp::default(), ReqOptions::default().reconnect_wait(wait));
     lazy.connect_lazy(nobody);
     let asked = Instant::now();
     let outcome = within(lazy.request(Bytes::from("early"))).await;
@@ -1029,10 +1030,6 @@ async fn a_request_made_while_disconnected_waits_reconnect_wait_then_fails_not_c
         waited >= at_least && waited < at_most,
         "failed after {waited:?}, for a reconnect_wait of {wait:?}"
     );
-}
-
-fn options_with_wait(wait: Duration) -> ReqOptions {
-    ReqOptions::default().reconnect_wait(wait)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
