@@ -33,10 +33,6 @@ pub trait Fixture: Send + Sync + 'static {
         &self,
         bound: &<Self::T as Transport>::Addr,
     ) -> impl std::future::Future<Output = (Relay, <Self::T as Transport>::Target)> + Send;
-    /// Whether a relay can cut this transport's links: not for QUIC, whose datagrams have
-    /// no connection below them to reset (a QUIC link ends by its own close, or by
-    /// silence, which is what [`Relay::freeze`] makes).
-    const CUTS: bool = true;
 }
 
 /// One PKI for the whole test process: generating keys is the slow part.
@@ -60,9 +56,9 @@ pub fn tls_configs() -> (msg::tls::ServerConfig, msg::tls::ClientConfig) {
 /// A fixture for a transport that binds and dials socket addresses on loopback.
 macro_rules! loopback_fixture {
     ($(#[$doc:meta])* $name:ident, $transport:ty, $make:expr) => {
-        loopback_fixture!($(#[$doc])* $name, $transport, $make, Tcp, start, true);
+        loopback_fixture!($(#[$doc])* $name, $transport, $make, Tcp, start);
     };
-    ($(#[$doc:meta])* $name:ident, $transport:ty, $make:expr, $upstream:ident, $start:ident, $cuts:expr) => {
+    ($(#[$doc:meta])* $name:ident, $transport:ty, $make:expr, $upstream:ident, $start:ident) => {
         $(#[$doc])*
         pub struct $name;
 
@@ -88,7 +84,6 @@ macro_rules! loopback_fixture {
                 let addr = relay.addr();
                 (relay, addr.into())
             }
-            const CUTS: bool = $cuts;
         }
     };
 }
@@ -105,8 +100,7 @@ loopback_fixture!(
     msg::Quic,
     msg::Quic::default(),
     Udp,
-    start_udp,
-    false
+    start_udp
 );
 loopback_fixture!(
     /// TLS over TCP with the test PKI, the server verified.
@@ -128,8 +122,7 @@ loopback_fixture!(
         msg::Quic::with_tls(Some(server), client, "localhost").expect("QUIC with TLS")
     },
     Udp,
-    start_udp,
-    false
+    start_udp
 );
 
 /// A TCP-based fixture dialed through the test relay, which cuts every write into pieces
