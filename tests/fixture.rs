@@ -8,6 +8,8 @@ use std::sync::OnceLock;
 
 use msg::Transport;
 
+use crate::{Relay, Upstream};
+
 /// How a test gets a transport and the addresses to bind and dial. A fixture value lives as
 /// long as the test: it owns what the addresses need (the IPC fixture's directory).
 pub trait Fixture: Send + Sync + 'static {
@@ -21,6 +23,16 @@ pub trait Fixture: Send + Sync + 'static {
     fn bind_target(&self) -> <Self::T as Transport>::Target;
     /// Where a client dials to reach the server bound at `bound`.
     fn dial_target(&self, bound: &<Self::T as Transport>::Addr) -> <Self::T as Transport>::Target;
+    /// What a [`Relay`] passes links on to, to reach the server bound at `bound`.
+    fn upstream(&self, bound: &<Self::T as Transport>::Addr) -> Upstream;
+    /// Starts a relay in front of the server bound at `bound` (over TCP, a Unix socket or
+    /// UDP, as the transport runs), and gives the target a client dials to go through it.
+    /// A test cuts, freezes and resumes the relay, and retargets it to a restarted server
+    /// (with [`upstream`](Self::upstream)), while its clients dial the same target.
+    fn relay(
+        &self,
+        bound: &<Self::T as Transport>::Addr,
+    ) -> impl std::future::Future<Output = (Relay, <Self::T as Transport>::Target)> + Send;
 }
 
 /// One PKI for the whole test process: generating keys is the slow part.
@@ -44,6 +56,9 @@ pub fn tls_configs() -> (msg::tls::ServerConfig, msg::tls::ClientConfig) {
 /// A fixture for a transport that binds and dials socket addresses on loopback.
 macro_rules! loopback_fixture {
     ($(#[$doc:meta])* $name:ident, $transport:ty, $make:expr) => {
+        loopback_fixture!($(#[$doc])* $name, $transport, $make, Tcp, start);
+    };
+    ($(#[$doc:meta])* $name:ident, $transport:ty, $make:expr, $upstream:ident, $start:ident) => {
         $(#[$doc])*
         pub struct $name;
 
@@ -61,6 +76,14 @@ macro_rules! loopback_fixture {
             fn dial_target(&self, bound: &std::net::SocketAddr) -> msg::tcp::Endpoint {
                 (*bound).into()
             }
+            fn upstream(&self, bound: &std::net::SocketAddr) -> Upstream {
+                Upstream::$upstream(*bound)
+            }
+            async fn relay(&self, bound: &std::net::SocketAddr) -> (Relay, msg::tcp::Endpoint) {
+                let relay = Relay::$start(*bound).await;
+                let addr = relay.addr();
+                (relay, addr.into())
+            }
         }
     };
 }
@@ -75,7 +98,9 @@ loopback_fixture!(
     /// QUIC with its default self-signed certificate.
     Quic,
     msg::Quic,
-    msg::Quic::default()
+    msg::Quic::default(),
+    Udp,
+    start_udp
 );
 loopback_fixture!(
     /// TLS over TCP with the test PKI, the server verified.
@@ -95,7 +120,9 @@ loopback_fixture!(
     {
         let (server, client) = tls_configs();
         msg::Quic::with_tls(Some(server), client, "localhost").expect("QUIC with TLS")
-    }
+    },
+    Udp,
+    start_udp
 );
 
 /// A TCP-based fixture dialed through the test relay, which cuts every write into pieces
@@ -130,6 +157,12 @@ macro_rules! relayed_fixture {
                 // The relay lives as long as the fixture.
                 self.relays.lock().unwrap().push(relay);
                 addr.into()
+            }
+            fn upstream(&self, bound: &std::net::SocketAddr) -> Upstream {
+                <$inner>::new().upstream(bound)
+            }
+            async fn relay(&self, bound: &std::net::SocketAddr) -> (Relay, msg::tcp::Endpoint) {
+                <$inner>::new().relay(bound).await
             }
         }
     };
@@ -171,6 +204,14 @@ impl Fixture for Ipc {
     }
     fn dial_target(&self, bound: &msg::ipc::IpcAddr) -> PathBuf {
         bound.into()
+    }
+    fn upstream(&self, bound: &msg::ipc::IpcAddr) -> Upstream {
+        Upstream::Unix(bound.into())
+    }
+    async fn relay(&self, bound: &msg::ipc::IpcAddr) -> (Relay, PathBuf) {
+        let front = self.bind_target();
+        let relay = Relay::start_unix(front.clone(), bound.into());
+        (relay, front)
     }
 }
 
@@ -219,8 +260,22 @@ impl Drop for TempDir {
 /// Runs one generic test body over every transport, each as a test of its own in a module
 /// named after the body: `each_transport!(body)` makes `body::tcp`, `body::tls`,
 /// `body::quic` and `body::ipc`, each calling `body::<Fixture>(Fixture::new())`.
+///
+/// `each_transport!(body: tcp => Tcp, ipc => Ipc)` runs it over the fixtures listed only,
+/// for a case that cannot apply to the others (say why beside it).
 #[macro_export]
 macro_rules! each_transport {
+    ($body:ident: $($test:ident => $fixture:ident),+ $(,)?) => {
+        mod $body {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let fixture = <$crate::fixture::$fixture as $crate::fixture::Fixture>::new();
+                    super::$body(fixture).await;
+                }
+            )+
+        }
+    };
     ($($body:ident),* $(,)?) => {
         $(
             mod $body {

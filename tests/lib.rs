@@ -22,11 +22,16 @@ use tower::{service_fn, BoxError, Service};
 /// The longest any single step of a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// Awaits `fut`, failing the test if it takes longer than [`WAIT`].
-pub async fn within<F: Future>(fut: F) -> F::Output {
-    tokio::time::timeout(WAIT, fut)
-        .await
-        .expect("step did not finish in time")
+/// Awaits `fut`, failing the test if it takes longer than [`WAIT`]; the failure names the
+/// line of the step that did not finish.
+#[track_caller]
+pub fn within<F: Future>(fut: F) -> impl Future<Output = F::Output> {
+    let step = std::panic::Location::caller();
+    async move {
+        tokio::time::timeout(WAIT, fut)
+            .await
+            .unwrap_or_else(|_| panic!("the step at {step} did not finish in time"))
+    }
 }
 
 /// Binds a reply socket on loopback and serves `service` on it with `msg::serve`, in a task
@@ -114,14 +119,23 @@ pub async fn read_frame_buffered(stream: &mut TcpStream, buf: &mut BytesMut) -> 
 }
 
 /// Waits until the server closes `stream`, discarding what it sends first; panics if it
-/// stays open past [`WAIT`].
-pub async fn assert_closed_by_server(stream: &mut TcpStream) {
-    let mut sink = vec![0u8; 4096];
-    loop {
-        match within(stream.read(&mut sink)).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
+/// stays open past [`WAIT`], naming the caller's line.
+#[track_caller]
+pub fn assert_closed_by_server(stream: &mut TcpStream) -> impl Future<Output = ()> + '_ {
+    let step = std::panic::Location::caller();
+    async move {
+        let mut sink = vec![0u8; 4096];
+        let closed = tokio::time::timeout(WAIT, async {
+            loop {
+                match stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        });
+        closed
+            .await
+            .unwrap_or_else(|_| panic!("the server did not close the stream of {step} in time"))
     }
 }
 
@@ -154,11 +168,72 @@ struct Faults {
     corrupt_in: Option<u64>,
 }
 
-/// A TCP relay on loopback between clients and one server, that a test can freeze, resume,
-/// and cut. Every connection made to [`addr`](Relay::addr) is relayed to the server as a
-/// link of its own.
+/// Where a [`Relay`] passes its links on to: a TCP port, a Unix socket's path, or a UDP
+/// port (for QUIC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// A server listening on TCP (plain or TLS).
+    Tcp(SocketAddr),
+    /// A server listening on a Unix socket.
+    Unix(std::path::PathBuf),
+    /// A server on UDP (QUIC).
+    Udp(SocketAddr),
+}
+
+impl From<SocketAddr> for Upstream {
+    fn from(addr: SocketAddr) -> Self {
+        Upstream::Tcp(addr)
+    }
+}
+
+/// A stream a relay passes bytes through: a TCP or a Unix socket.
+trait Duplex: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Duplex for S {}
+
+/// Where a relay takes its clients' links.
+enum Front {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl Front {
+    async fn accept(&self) -> std::io::Result<Box<dyn Duplex>> {
+        match self {
+            Front::Tcp(listener) => {
+                let (stream, _) = listener.accept().await?;
+                let _ = stream.set_nodelay(true);
+                Ok(Box::new(stream))
+            }
+            Front::Unix(listener) => {
+                let (stream, _) = listener.accept().await?;
+                Ok(Box::new(stream))
+            }
+        }
+    }
+}
+
+/// Opens the server's side of a new link.
+async fn dial_upstream(upstream: &Upstream) -> std::io::Result<Box<dyn Duplex>> {
+    match upstream {
+        Upstream::Tcp(addr) => {
+            let stream = TcpStream::connect(*addr).await?;
+            let _ = stream.set_nodelay(true);
+            Ok(Box::new(stream))
+        }
+        Upstream::Unix(path) => Ok(Box::new(tokio::net::UnixStream::connect(path).await?)),
+        Upstream::Udp(_) => Err(std::io::Error::other("a stream relay has no UDP upstream")),
+    }
+}
+
+/// A relay on loopback between clients and one server, that a test can freeze, resume,
+/// cut and point at a restarted server. Every connection made to it is relayed to the
+/// server as a link of its own. It relays TCP ([`start`](Relay::start)), Unix sockets
+/// ([`start_unix`](Relay::start_unix)), and UDP datagrams for QUIC
+/// ([`start_udp`](Relay::start_udp)), where a "link" is the datagrams of one client
+/// address.
 pub struct Relay {
-    addr: SocketAddr,
+    /// Where clients dial it.
+    front: Upstream,
     flow: tokio::sync::watch::Sender<Flow>,
     /// Bumped by [`cut`](Relay::cut): links older than the count are reset.
     cuts: tokio::sync::watch::Sender<u64>,
@@ -168,59 +243,93 @@ pub struct Relay {
     client_closed: tokio::sync::watch::Sender<usize>,
     /// Bytes relayed from clients to the server.
     to_server: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Bytes relayed from the server to clients.
+    to_client: std::sync::Arc<std::sync::atomic::AtomicU64>,
     faults: std::sync::Arc<std::sync::Mutex<Faults>>,
     /// Bumped by [`half_close`](Relay::half_close).
     half_closes: tokio::sync::watch::Sender<u64>,
     /// Where new links are relayed to.
-    upstream: std::sync::Arc<std::sync::Mutex<SocketAddr>>,
-    accept: tokio::task::JoinHandle<()>,
+    upstream: std::sync::Arc<std::sync::Mutex<Upstream>>,
+    /// The accept loop, and for UDP every task of the relay.
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        self.accept.abort();
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
         self.cut();
     }
 }
 
 impl Relay {
-    /// Starts a relay to `server` on a free loopback port.
+    /// Starts a TCP relay to `server` on a free loopback port.
     pub async fn start(server: SocketAddr) -> Relay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind relay");
         let addr = listener.local_addr().expect("relay address");
-        let (flow, _) = tokio::sync::watch::channel(Flow::Open);
-        let (cuts, _) = tokio::sync::watch::channel(0u64);
-        let (server_closed, _) = tokio::sync::watch::channel(0usize);
-        let (client_closed, _) = tokio::sync::watch::channel(0usize);
-        let to_server = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let faults = std::sync::Arc::new(std::sync::Mutex::new(Faults::default()));
-        let (half_closes, _) = tokio::sync::watch::channel(0u64);
-        let upstream = std::sync::Arc::new(std::sync::Mutex::new(server));
-        let target = upstream.clone();
-        let links = (
-            flow.clone(),
-            cuts.clone(),
-            server_closed.clone(),
-            client_closed.clone(),
-            to_server.clone(),
-            faults.clone(),
-            half_closes.clone(),
+        Relay::start_streams(Front::Tcp(listener), Upstream::Tcp(addr), server.into())
+    }
+
+    /// Starts a Unix-socket relay listening at `path` (a path in the test's own directory)
+    /// to the server listening at `server`.
+    pub fn start_unix(path: std::path::PathBuf, server: std::path::PathBuf) -> Relay {
+        let listener = tokio::net::UnixListener::bind(&path).expect("bind relay");
+        Relay::start_streams(
+            Front::Unix(listener),
+            Upstream::Unix(path),
+            Upstream::Unix(server),
+        )
+    }
+
+    fn new(front: Upstream, server: Upstream) -> Relay {
+        Relay {
+            front,
+            flow: tokio::sync::watch::channel(Flow::Open).0,
+            cuts: tokio::sync::watch::channel(0u64).0,
+            server_closed: tokio::sync::watch::channel(0usize).0,
+            client_closed: tokio::sync::watch::channel(0usize).0,
+            to_server: Default::default(),
+            to_client: Default::default(),
+            faults: Default::default(),
+            half_closes: tokio::sync::watch::channel(0u64).0,
+            upstream: std::sync::Arc::new(std::sync::Mutex::new(server)),
+            tasks: Default::default(),
+        }
+    }
+
+    fn start_streams(listener: Front, front: Upstream, server: Upstream) -> Relay {
+        let relay = Relay::new(front, server);
+        let target = relay.upstream.clone();
+        let (flow, cuts, server_closed, client_closed) = (
+            relay.flow.clone(),
+            relay.cuts.clone(),
+            relay.server_closed.clone(),
+            relay.client_closed.clone(),
+        );
+        let (to_server, to_client, faults, half_closes) = (
+            relay.to_server.clone(),
+            relay.to_client.clone(),
+            relay.faults.clone(),
+            relay.half_closes.clone(),
         );
         let accept = tokio::spawn(async move {
-            let (flow, cuts, server_closed, client_closed, to_server, faults, half_closes) = links;
-            while let Ok((client, _)) = listener.accept().await {
-                let server = *target.lock().unwrap_or_else(|e| e.into_inner());
-                let Ok(upstream) = TcpStream::connect(server).await else {
+            while let Ok(client) = listener.accept().await {
+                let server = target.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let Ok(upstream) = dial_upstream(&server).await else {
                     // Nobody there: the client sees its link closed, as by a refusal.
                     continue;
                 };
-                let _ = client.set_nodelay(true);
-                let _ = upstream.set_nodelay(true);
                 let epoch = *cuts.borrow();
-                let (client_read, client_write) = client.into_split();
-                let (server_read, server_write) = upstream.into_split();
+                let (client_read, client_write) = tokio::io::split(client);
+                let (server_read, server_write) = tokio::io::split(upstream);
                 let half_epoch = *half_closes.borrow();
                 tokio::spawn(pump(
                     client_read,
@@ -230,7 +339,7 @@ impl Relay {
                         cuts: cuts.subscribe(),
                         epoch,
                         closed: client_closed.clone(),
-                        counted: Some(to_server.clone()),
+                        counted: to_server.clone(),
                         faults: faults.clone(),
                         to_server: true,
                         half_closes: None,
@@ -244,7 +353,7 @@ impl Relay {
                         cuts: cuts.subscribe(),
                         epoch,
                         closed: server_closed.clone(),
-                        counted: None,
+                        counted: to_client.clone(),
                         faults: faults.clone(),
                         to_server: false,
                         half_closes: Some((half_closes.subscribe(), half_epoch)),
@@ -252,25 +361,87 @@ impl Relay {
                 ));
             }
         });
-        Relay {
-            addr,
-            flow,
-            cuts,
-            server_closed,
-            client_closed,
-            to_server,
-            faults,
-            half_closes,
-            upstream,
-            accept,
-        }
+        relay
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(accept.abort_handle());
+        relay
     }
 
-    /// Relays links made from now on to `server` instead (a server restarted on a new
-    /// port); links open now are left as they are. Clients keep dialing the same address,
-    /// so no test releases a port and binds it again.
-    pub fn retarget(&self, server: SocketAddr) {
-        *self.upstream.lock().unwrap_or_else(|e| e.into_inner()) = server;
+    /// Starts a UDP relay to the QUIC server at `server` on a free loopback port. Each
+    /// client address gets a socket of its own towards the server, so the server sees one
+    /// peer per client. Datagrams are passed on while the relay is open and dropped while
+    /// it is frozen (or stalled: UDP has no buffer to hold them). A UDP relay cannot
+    /// [`cut`](Relay::cut) (UDP has no connection to reset; a QUIC connection ends only by
+    /// its own close or by silence, which is a freeze), nor rechunk, delay or half-close.
+    pub async fn start_udp(server: SocketAddr) -> Relay {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind relay");
+        let addr = socket.local_addr().expect("relay address");
+        let relay = Relay::new(Upstream::Udp(addr), Upstream::Udp(server));
+        let socket = std::sync::Arc::new(socket);
+        let (flow, target, tasks) = (
+            relay.flow.subscribe(),
+            relay.upstream.clone(),
+            relay.tasks.clone(),
+        );
+        let (to_server, to_client) = (relay.to_server.clone(), relay.to_client.clone());
+        let front = tokio::spawn(async move {
+            let mut towards_server: std::collections::HashMap<
+                SocketAddr,
+                std::sync::Arc<tokio::net::UdpSocket>,
+            > = std::collections::HashMap::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok((n, client)) = socket.recv_from(&mut buf).await {
+                if *flow.borrow() != Flow::Open {
+                    continue;
+                }
+                let up = match towards_server.get(&client) {
+                    Some(up) => up.clone(),
+                    None => {
+                        let Ok(up) = tokio::net::UdpSocket::bind("127.0.0.1:0").await else {
+                            continue;
+                        };
+                        let up = std::sync::Arc::new(up);
+                        towards_server.insert(client, up.clone());
+                        let back = tokio::spawn(udp_back(
+                            up.clone(),
+                            socket.clone(),
+                            client,
+                            flow.clone(),
+                            to_client.clone(),
+                        ));
+                        tasks
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(back.abort_handle());
+                        up
+                    }
+                };
+                let Upstream::Udp(server) = *target.lock().unwrap_or_else(|e| e.into_inner())
+                else {
+                    continue;
+                };
+                to_server.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+                let _ = up.send_to(&buf[..n], server).await;
+            }
+        });
+        relay
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(front.abort_handle());
+        relay
+    }
+
+    /// Relays links made from now on to `server` instead (a server restarted at a new
+    /// address); links open now are left as they are (a UDP relay sends every datagram
+    /// from now on to `server`: UDP has no links to keep). Clients keep dialing the same
+    /// address, so no test releases a port and binds it again.
+    pub fn retarget(&self, server: impl Into<Upstream>) {
+        *self.upstream.lock().unwrap_or_else(|e| e.into_inner()) = server.into();
     }
 
     fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
@@ -309,9 +480,26 @@ impl Relay {
         self.to_server.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// The address clients dial.
+    /// Bytes relayed from the server to clients so far.
+    pub fn bytes_to_client(&self) -> u64 {
+        self.to_client.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The TCP or UDP address clients dial.
+    ///
+    /// # Panics
+    ///
+    /// For a Unix-socket relay: see [`front`](Self::front).
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        match &self.front {
+            Upstream::Tcp(addr) | Upstream::Udp(addr) => *addr,
+            Upstream::Unix(path) => panic!("a Unix-socket relay listens at {path:?}"),
+        }
+    }
+
+    /// Where clients dial: an address, or a Unix socket's path.
+    pub fn front(&self) -> &Upstream {
+        &self.front
     }
 
     /// From now on nothing arrives either way; the connections stay open.
@@ -325,7 +513,8 @@ impl Relay {
     }
 
     /// Closes every link open now, both ways, without a word to either end; later
-    /// connections are relayed as before.
+    /// connections are relayed as before. (A UDP relay has no links to close: this does
+    /// nothing there.)
     pub fn cut(&self) {
         self.cuts.send_modify(|n| *n += 1);
     }
@@ -343,6 +532,30 @@ impl Relay {
     }
 }
 
+/// Passes the server's datagrams for `client`, arriving on `up`, back to it through the
+/// relay's `front` socket, unless the relay is frozen.
+async fn udp_back(
+    up: std::sync::Arc<tokio::net::UdpSocket>,
+    front: std::sync::Arc<tokio::net::UdpSocket>,
+    client: SocketAddr,
+    flow: tokio::sync::watch::Receiver<Flow>,
+    counted: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let Ok((n, _)) = up.recv_from(&mut buf).await else {
+            // An ICMP "unreachable" for an earlier datagram (the server went away):
+            // the next datagram may find a server again.
+            continue;
+        };
+        if *flow.borrow() != Flow::Open {
+            continue;
+        }
+        counted.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+        let _ = front.send_to(&buf[..n], client).await;
+    }
+}
+
 /// One direction of a relayed link, and what governs it.
 struct Link {
     flow: tokio::sync::watch::Receiver<Flow>,
@@ -350,7 +563,8 @@ struct Link {
     epoch: u64,
     /// Counted in when `from` closes.
     closed: tokio::sync::watch::Sender<usize>,
-    counted: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    /// Counts the bytes passed on.
+    counted: std::sync::Arc<std::sync::atomic::AtomicU64>,
     faults: std::sync::Arc<std::sync::Mutex<Faults>>,
     to_server: bool,
     /// Half-closes, and the count when the link was made.
@@ -359,11 +573,11 @@ struct Link {
 
 /// Copies `from` to `to` while the link flows, with the faults set; drops what arrives
 /// while it is frozen, reads nothing while it is stalled, and stops when the link is cut.
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut link: Link,
-) {
+async fn pump<R, W>(mut from: R, mut to: W, mut link: Link)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
     let mut buf = vec![0u8; 64 * 1024];
     let half_closed = |link: &Link| {
         let Some((half, at)) = link.half_closes.as_ref() else {
@@ -408,9 +622,8 @@ async fn pump(
                 return;
             }
             Ok(n) => {
-                if let Some(counted) = &link.counted {
-                    counted.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
-                }
+                link.counted
+                    .fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
                 let (delay, rechunk) = {
                     let mut faults = link.faults.lock().unwrap_or_else(|e| e.into_inner());
                     if link.to_server {

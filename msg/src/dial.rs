@@ -143,7 +143,11 @@ pub(crate) async fn supervise<T: Transport, S: Session<T>>(
     let mut delays = dialer.backoff.delays();
     let mut attempt: u32 = 0;
     let mut at_once = first.is_none();
-    let mut sweeps = tokio::time::interval(sweep.max(Duration::from_millis(1)));
+    // Sweeps count time from the start of each spell without a connection: the first one
+    // a period after it, not at once (which would cost a request queued just after a
+    // disconnect a period of its wait).
+    let sweep = sweep.max(Duration::from_millis(1));
+    let mut sweeps = tokio::time::interval_at(tokio::time::Instant::now() + sweep, sweep);
     sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let conn = match first.take() {
@@ -206,6 +210,7 @@ pub(crate) async fn supervise<T: Transport, S: Session<T>>(
         match session.serve(conn).instrument(span).await {
             End::Closed => return,
             End::Lost(error) => {
+                sweeps.reset();
                 tracing::info!(%peer, %error, "connection lost; redialing");
                 metrics::counter!("msg_disconnections_total", "socket" => dialer.socket_type.name())
                     .increment(1);

@@ -62,8 +62,8 @@ pub struct ReqOptions {
     /// forever.
     pub reconnect: Backoff,
     /// Longest a request made while the socket is disconnected waits for the connection to
-    /// come back before it fails with [`Error::NotConnected`] (a request waits between half
-    /// of this and all of it). Default: 10 s: longer than a server takes to restart, short
+    /// come back before it fails with [`Error::NotConnected`] (a request waits at least this,
+    /// and at most an eighth more: the socket checks every eighth of it). Default: 10 s: longer than a server takes to restart, short
     /// enough that no caller without a timeout of its own hangs.
     pub reconnect_wait: Duration,
     /// Silence from the server after which a ping is sent. Default: 5 s; zero turns
@@ -458,7 +458,7 @@ impl<T: Transport> ReqSocket<T> {
         };
         let done = CancellationToken::new();
         let closed = slots.closed_token().clone();
-        let sweep = self.options.reconnect_wait / 2;
+        let sweep = self.options.reconnect_wait / slots::SWEEPS_PER_WAIT;
         let finished = done.clone();
         tokio::spawn(async move {
             let _finished = finished.drop_guard();

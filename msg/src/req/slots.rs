@@ -75,12 +75,20 @@ impl Completions {
     }
 }
 
-/// A request waiting for the driver; `marked` by one sweep, failed by the next.
+/// Sweeps run per `reconnect_wait` while a request socket is disconnected. A queued request
+/// fails at the first sweep after it has seen this many, so it waits between
+/// `reconnect_wait` and `reconnect_wait` plus one sweep's period, whatever the phase of
+/// the sweeps when it was queued.
+pub(crate) const SWEEPS_PER_WAIT: u32 = 8;
+
+/// A request waiting for the driver; failed by the sweep after it has seen
+/// [`SWEEPS_PER_WAIT`].
 pub(crate) struct Queued {
     pub(crate) slot: SlotId,
     pub(crate) generation: Generation,
     pub(crate) msg: Message,
-    marked: bool,
+    /// Sweeps seen while queued.
+    sweeps: u32,
 }
 
 /// Whether the socket takes new requests, as the driver sees it.
@@ -337,7 +345,7 @@ impl SlotTable {
                 slot: id,
                 generation,
                 msg,
-                marked: false,
+                sweeps: 0,
             });
             state.driver.take()
         };
@@ -494,8 +502,9 @@ impl SlotTable {
         wake_all(wake);
     }
 
-    /// Supervisor, while disconnected: fails the queued requests that were already queued at
-    /// the last sweep, with [`Error::NotConnected`], and marks the others.
+    /// Supervisor, while disconnected: fails the queued requests that have seen
+    /// [`SWEEPS_PER_WAIT`] sweeps already, with [`Error::NotConnected`], and counts this
+    /// sweep for the others.
     pub(crate) fn sweep(&self) {
         let mut wake = Vec::new();
         {
@@ -505,7 +514,7 @@ impl SlotTable {
             }
             let queue = std::mem::take(&mut state.queue);
             for mut queued in queue {
-                if queued.marked {
+                if queued.sweeps >= SWEEPS_PER_WAIT {
                     state.fill(
                         queued.slot,
                         queued.generation,
@@ -513,7 +522,7 @@ impl SlotTable {
                         &mut wake,
                     );
                 } else {
-                    queued.marked = true;
+                    queued.sweeps += 1;
                     state.queue.push(queued);
                 }
             }
@@ -625,7 +634,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_connection_fails_the_wire_and_the_queue_waits_two_sweeps() {
+    fn a_lost_connection_fails_the_wire_and_the_queue_waits_one_sweep_past_a_wait() {
         let table = SlotTable::new(4, 1024, Decoders::default());
         table.connected();
         let (sent, generation) = on_the_wire(&table);
@@ -639,11 +648,13 @@ mod tests {
             table.poll_reply(sent, &mut cx()),
             Poll::Ready(Err(Error::ConnectionClosed))
         ));
-        table.sweep();
-        assert!(
-            table.poll_reply(queued, &mut cx()).is_pending(),
-            "one sweep only marks"
-        );
+        for sweep in 1..=SWEEPS_PER_WAIT {
+            table.sweep();
+            assert!(
+                table.poll_reply(queued, &mut cx()).is_pending(),
+                "failed at sweep {sweep}, within the wait"
+            );
+        }
         table.sweep();
         assert!(matches!(
             table.poll_reply(queued, &mut cx()),
