@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use msg::admission::{AdmissionRequest, Verdict};
 use msg::transport::TransportError;
 use msg::{
@@ -1121,35 +1120,6 @@ async fn a_consumer_that_falls_behind_loses_the_oldest_events_and_is_told_how_ma
     assert_eq!(missed + kept, total);
 }
 
-/// Runs `test` on a current-thread runtime under a metrics recorder of its own, and
-/// returns the `msg_limit_hits_total` count of `limit`.
-fn limit_hits<F: Future<Output = ()>>(limit: &str, test: F) -> u64 {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(test)
-    });
-    snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .filter(|(key, ..)| key.key().name() == "msg_limit_hits_total")
-        .filter(|(key, ..)| {
-            key.key()
-                .labels()
-                .any(|l| l.key() == "limit" && l.value() == limit)
-        })
-        .map(|(_, _, _, value)| match value {
-            DebugValue::Counter(n) => n,
-            other => panic!("{other:?}"),
-        })
-        .sum()
-}
-
 /// Binds an echo server on loopback with `options`, served by `serve`; returns its address
 /// and its events.
 async fn echo_with(options: RepOptions) -> (SocketAddr, msg::Events<SocketAddr>) {
@@ -1162,29 +1132,6 @@ async fn echo_with(options: RepOptions) -> (SocketAddr, msg::Events<SocketAddr>)
         service_fn(|req: Request| async move { Ok::<_, Infallible>(req.msg().clone()) }),
     ));
     (addr, events)
-}
-
-#[test]
-fn one_handshake_past_max_handshakes_evicts_the_oldest_and_is_counted() {
-    let evicted = limit_hits("handshakes", async {
-        // A timeout far beyond the test: a connection closed here was evicted.
-        let options = RepOptions::default()
-            .max_handshakes(2)
-            .handshake_timeout(Duration::from_secs(600));
-        let (addr, _) = echo_with(options).await;
-        // Three clients connect and say nothing, one after the other.
-        let mut oldest = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let third = tokio::net::TcpStream::connect(addr).await.unwrap();
-        assert_closed_by_server(&mut oldest).await;
-        // A good client makes one more: it evicts the oldest still silent, and is served.
-        let mut req = ReqSocket::new(Tcp::default());
-        within(req.connect(addr)).await.unwrap();
-        assert_eq!(within(req.request(Bytes::from("in"))).await.unwrap(), "in");
-        assert_closed_by_server(&mut second).await;
-        drop(third);
-    });
-    assert_eq!(evicted, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
