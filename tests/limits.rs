@@ -74,6 +74,7 @@ fn silent_connections_past_max_handshakes_evict_the_oldest_and_a_real_client_get
             .max_handshakes(2)
             .handshake_timeout(Duration::from_secs(600));
         let mut rep = RepSocket::with_options(Tcp::default(), options);
+        let mut events = rep.events();
         rep.bind("127.0.0.1:0").await.unwrap();
         let addr = rep.local_addr().unwrap();
         tokio::spawn(serve(
@@ -86,6 +87,21 @@ fn silent_connections_past_max_handshakes_evict_the_oldest_and_a_real_client_get
         }
         // The third evicts the first; with a 600 s handshake timeout nothing else closes it.
         msg_tests::assert_closed_by_server(&mut silent[0]).await;
+        // And the server's events say so.
+        let evicted = within(async {
+            loop {
+                match events.next().await.expect("the events go on") {
+                    msg::SocketEvent::HandshakeFailed { error, .. } => return error,
+                    msg::SocketEvent::Accepted { .. } => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+        })
+        .await;
+        assert!(
+            matches!(*evicted, Error::HandshakeEvicted { max: 2 }),
+            "{evicted:?}"
+        );
         // Two silent connections cannot lock a real client out: it evicts the second.
         let mut req = ReqSocket::new(Tcp::default());
         within(req.connect(addr)).await.unwrap();

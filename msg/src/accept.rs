@@ -105,6 +105,11 @@ pub(crate) async fn accept_loop<T, S, W, F>(
                 oldest.abort();
                 crate::limits::hit(crate::limits::HANDSHAKES);
                 tracing::info!(%peer, "handshake evicted to make room for a newer connection");
+                let max = config.max_handshakes.max(1);
+                config.events.emit(|| SocketEvent::HandshakeFailed {
+                    peer,
+                    error: Arc::new(Error::HandshakeEvicted { max }),
+                });
             }
         }
         let peer = conn.peer.clone();

@@ -60,6 +60,13 @@ pub enum Error {
         /// The handshake timeout in force.
         after: Duration,
     },
+    /// The handshake was given up to make room for a newer connection: `max` handshakes
+    /// were running at once (`max_handshakes`).
+    #[error("handshake evicted: {max} handshakes were running and a newer connection needed room")]
+    HandshakeEvicted {
+        /// The handshake limit in force.
+        max: usize,
+    },
     /// The peer is a socket of a type this one cannot talk to.
     #[error("a {local} socket cannot talk to a {remote} socket")]
     SocketTypeMismatch {
@@ -138,6 +145,7 @@ impl Error {
             Error::HeartbeatTimeout { .. } => "heartbeat_timeout",
             Error::Closed => "closed",
             Error::HandshakeTimeout { .. } => "handshake_timeout",
+            Error::HandshakeEvicted { .. } => "handshake_evicted",
             Error::SocketTypeMismatch { .. } => "socket_type_mismatch",
             Error::NotConnected => "not_connected",
             Error::NotBound => "not_bound",
