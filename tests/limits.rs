@@ -38,6 +38,40 @@ fn with_live_counters<F: std::future::Future<Output = ()>>(
     recorded(test).1
 }
 
+#[test]
+fn a_frame_past_the_limit_closes_only_its_connection_and_is_counted() {
+    let counters = with_counters(async {
+        let mut rep =
+            RepSocket::with_options(Tcp::default(), RepOptions::default().max_frame_len(1024));
+        rep.bind("127.0.0.1:0").await.unwrap();
+        let addr = rep.local_addr().unwrap();
+        tokio::spawn(serve(
+            rep,
+            service_fn(|req: Request| async move { Ok::<_, Infallible>(req.msg().clone()) }),
+        ));
+        let mut bystander = ReqSocket::new(Tcp::default());
+        within(bystander.connect(addr)).await.unwrap();
+        let mut raw = raw_client(addr, msg::SocketType::Req)
+            .await
+            .expect("welcomed");
+        let frame = msg::wire::Frame::new(
+            msg::wire::FrameKind::Request,
+            1,
+            Bytes::from(vec![0u8; 4096]),
+        );
+        let bytes = encode(frame);
+        tokio::io::AsyncWriteExt::write_all(&mut raw, &bytes)
+            .await
+            .unwrap();
+        msg_tests::assert_closed_by_server(&mut raw).await;
+        assert_eq!(
+            within(bystander.request(Bytes::from("ok"))).await.unwrap(),
+            "ok"
+        );
+    });
+    assert_eq!(counters.limit_hits("frame_len"), 1, "{counters:?}");
+}
+
 /// Runs the transport-generic `body` over TCP, TLS, QUIC and IPC, each a test of its own
 /// in a module named after the body, under [`with_counters`], and hands the counters to
 /// `check`.
