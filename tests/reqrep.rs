@@ -47,6 +47,35 @@ async fn book_example_round_trips_over_the_stream_api() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clones_taken_before_connect_share_the_connection_made_after() {
+    let addr = echo_server().await;
+    let mut req = ReqSocket::new(Tcp::default());
+    // Handed out before the socket connects, as to workers at start-up.
+    let worker = req.clone();
+    let mut service = req.clone();
+    assert!(matches!(
+        within(worker.request(Bytes::from("early"))).await,
+        Err(Error::NotConnected)
+    ));
+    within(req.connect(addr)).await.unwrap();
+    assert_eq!(
+        within(worker.request(Bytes::from("worker"))).await.unwrap(),
+        "worker"
+    );
+    let reply = within(async { service.ready().await?.call(Message::from("tower")).await })
+        .await
+        .unwrap();
+    assert_eq!(reply.payload(), "tower");
+    assert!(worker.stats().connected, "{:?}", worker.stats());
+    // One connection, whichever handle made it: closing any closes it for all.
+    within(worker.close()).await;
+    assert!(matches!(
+        within(req.request(Bytes::from("late"))).await,
+        Err(Error::Closed)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bind_and_connect_accept_names_strings_and_socket_addrs() {
     let mut rep = RepSocket::new(Tcp::default());
     rep.bind("localhost:0").await.unwrap();

@@ -5,7 +5,7 @@ mod future;
 mod pipeline;
 pub(crate) mod slots;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -298,7 +298,11 @@ pub struct ReqSocket<T: Transport> {
     /// Compresses requests, if set.
     codec: Option<Codec>,
     decoders: Decoders,
+    /// This handle's own state over the connection, once it has one.
     client: Option<Client>,
+    /// The connection every clone shares, set by the first `connect` of any of them: a
+    /// clone taken before it finds the connection here when first used.
+    shared: Arc<OnceLock<Arc<Handle>>>,
     peer: Arc<Mutex<Option<T::Addr>>>,
     events: Arc<EventSink<T::Addr>>,
 }
@@ -312,6 +316,7 @@ impl<T: Transport> Clone for ReqSocket<T> {
             decoders: self.decoders.clone(),
             // A clone starts without the original's reserved capacity.
             client: self.client.as_ref().map(|c| Client::new(c.handle.clone())),
+            shared: self.shared.clone(),
             peer: self.peer.clone(),
             events: self.events.clone(),
         }
@@ -341,6 +346,7 @@ impl<T: Transport> ReqSocket<T> {
             codec: None,
             decoders: Decoders::default(),
             client: None,
+            shared: Arc::default(),
             peer: Arc::new(Mutex::new(None)),
             events: EventSink::new(),
         }
@@ -382,10 +388,7 @@ impl<T: Transport> ReqSocket<T> {
 
     /// The socket's counters; all zero before [`connect`](Self::connect).
     pub fn stats(&self) -> ReqStats {
-        self.client
-            .as_ref()
-            .map(|c| c.slots().stats())
-            .unwrap_or_default()
+        self.handle().map(|h| h.slots.stats()).unwrap_or_default()
     }
 
     /// The socket's connection events: connected, disconnected with the reason,
@@ -464,7 +467,29 @@ impl<T: Transport> ReqSocket<T> {
             let _finished = finished.drop_guard();
             dial::supervise(dialer, session, first, closed, sweep).await;
         });
-        self.client = Some(Client::new(Arc::new(Handle { slots, done })));
+        let handle = Arc::new(Handle { slots, done });
+        // Clones taken before this first connection find it here; a later `connect`
+        // replaces this handle's connection only.
+        let _ = self.shared.set(handle.clone());
+        self.client = Some(Client::new(handle));
+    }
+
+    /// The connection this handle uses: its own, or the one a clone made since this
+    /// handle was taken.
+    fn handle(&self) -> Option<&Arc<Handle>> {
+        match &self.client {
+            Some(client) => Some(&client.handle),
+            None => self.shared.get(),
+        }
+    }
+
+    /// This handle's state over the connection, made on first use for a handle cloned
+    /// before the socket connected.
+    fn client_mut(&mut self) -> Option<&mut Client> {
+        if self.client.is_none() {
+            self.client = self.shared.get().map(|handle| Client::new(handle.clone()));
+        }
+        self.client.as_mut()
     }
 
     /// Closes the socket gracefully: no new request is taken (they fail with
@@ -475,10 +500,9 @@ impl<T: Transport> ReqSocket<T> {
     /// Dropping every handle closes the socket the same way, in the background; drop never
     /// blocks.
     pub async fn close(&self) {
-        let Some(client) = self.client.as_ref() else {
+        let Some(handle) = self.handle() else {
             return;
         };
-        let handle = &client.handle;
         handle.slots.close();
         if tokio::time::timeout(self.options.linger, handle.done.cancelled())
             .await
@@ -571,9 +595,9 @@ impl<T: Transport> ReqSocket<T> {
     ///
     /// As [`request`](Self::request), but the reply's encoding is not checked.
     pub async fn send(&self, msg: Message) -> Result<Message, Error> {
-        let client = self.client.as_ref().ok_or(Error::NotConnected)?;
+        let handle = self.handle().ok_or(Error::NotConnected)?;
         let msg = self.compressed(msg);
-        let slots = client.slots();
+        let slots = &handle.slots;
         let slot = Reserve {
             slots,
             ticket: None,
@@ -592,7 +616,7 @@ impl<T: Transport> tower::Service<Message> for ReqSocket<T> {
     /// Ready when the socket can take one more request: pending while
     /// [`max_in_flight`](ReqOptions::max_in_flight) requests are out.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        let Some(client) = self.client.as_mut() else {
+        let Some(client) = self.client_mut() else {
             return Poll::Ready(Err(Error::NotConnected));
         };
         if client.reserved.is_some() {
