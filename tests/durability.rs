@@ -530,12 +530,8 @@ async fn close_gives_up_after_linger_on_a_handler_that_never_answers_and_drop_ne
 >(
     fixture: F,
 ) {
-    // The server reads the end of the stream of a client that left, and still waits for
-    // the calls it is running (as for a client that only half-closed); it gives them up
-    // when a ping finds the client gone: measured 10 to 15 s over TCP, IPC and QUIC with
-    // the default 5 s heartbeat interval (at once over TLS), never with heartbeats off.
-    // Faster heartbeats keep this test far from its bound.
-    let server = gated_server(&fixture, RepOptions::default().heartbeat(BEAT, SILENCE)).await;
+    // Default heartbeats: the server must not wait for a ping to find the client gone.
+    let server = gated_server(&fixture, RepOptions::default()).await;
     let linger = Duration::from_millis(300);
     let mut req =
         ReqSocket::with_options(fixture.transport(), ReqOptions::default().linger(linger));
@@ -559,8 +555,15 @@ async fn close_gives_up_after_linger_on_a_handler_that_never_answers_and_drop_ne
         let outcome = within(request).await.unwrap();
         assert!(matches!(outcome, Err(Error::Closed)), "{outcome:?}");
     }
-    // The connection is closed: the server drops the calls, once a ping finds it closed.
+    // The connection is closed: the server drops the calls at once, long before its first
+    // ping (5 s) could find the client gone.
+    let gone = Instant::now();
     reaches(&server.dropped, 3).await;
+    assert!(
+        gone.elapsed() < Duration::from_secs(2),
+        "the server dropped the calls of a client that left only after {:?}",
+        gone.elapsed()
+    );
 
     // Dropping a socket with a call in flight and a long linger returns at once, and the
     // socket closes the same way in the background: the call is still answered.

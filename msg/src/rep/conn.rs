@@ -49,7 +49,7 @@ pub(crate) struct Connection<Io, C, A> {
     coding: Coding,
     max_in_flight: usize,
     shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
-    /// No more requests will be read: the peer closed, or shutdown began.
+    /// No more requests will be read: shutdown began.
     reading_done: bool,
 }
 
@@ -112,10 +112,12 @@ where
                 None => match self.io.poll_read(cx) {
                     Poll::Pending => break,
                     Poll::Ready(Ok(Some(frame))) => frame,
-                    Poll::Ready(Ok(None)) => {
-                        self.reading_done = true;
-                        break;
-                    }
+                    // The client closed its side. msg clients never half-close: one that
+                    // closes has left, and nobody will read the replies, so the calls still
+                    // running are dropped with the connection (`serve`'s handlers see
+                    // their futures dropped, as for a cancel) instead of running on until
+                    // a heartbeat finds the connection gone.
+                    Poll::Ready(Ok(None)) => return Err(Error::ConnectionClosed),
                     Poll::Ready(Err(e)) => return Err(e.into()),
                 },
             };
@@ -270,13 +272,11 @@ where
                 return Poll::Ready(Error::Io(e));
             }
             let drained = was_full && this.io.queued_len() < WRITE_HIGH_WATER;
+            // Reading is done only for a graceful shutdown: the end of the peer's stream
+            // ends the connection at once (above).
             if this.reading_done && this.calls.len() == 0 && this.io.queued_len() == 0 {
                 let _ = this.io.poll_close(cx);
-                return Poll::Ready(if this.io.at_eof() {
-                    Error::ConnectionClosed
-                } else {
-                    Error::Closed
-                });
+                return Poll::Ready(Error::Closed);
             }
             // Room freed by finished calls may let more requests in; otherwise every step
             // is waiting on a registered waker.
