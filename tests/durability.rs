@@ -28,7 +28,8 @@ use msg::{
 };
 use msg_tests::fixture::Fixture;
 use msg_tests::{
-    assert_closed_by_server, each_transport, echo_server, refusing_addr, within, Relay, Upstream,
+    answered_again, assert_closed_by_server, each_transport, echo_server, refusing_addr, within,
+    Relay, Upstream,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{oneshot, watch};
@@ -118,25 +119,6 @@ fn reaches(count: &AtomicUsize, n: usize) -> impl Future<Output = ()> + '_ {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     })
-}
-
-/// Retries `payload` until the client, redialing, is answered again (at most 400 tries, a
-/// typed connection error between them).
-async fn answered_again<T: Transport>(req: &ReqSocket<T>, payload: &'static str) {
-    within(async {
-        for _ in 0..400 {
-            match req.request(Bytes::from(payload)).await {
-                Ok(reply) => {
-                    assert_eq!(reply, payload);
-                    return;
-                }
-                Err(e) => assert!(e.is_connection_error(), "{e:?}"),
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("the client never came back");
-    })
-    .await
 }
 
 /// Whether `event` is a disconnection for a missed heartbeat.

@@ -20,7 +20,7 @@ use msg::{
     serve, Error, PubSocket, RepSocket, ReqSocket, Request, SocketEvent, SubSocket, Transport,
 };
 use msg_tests::fixture::Fixture;
-use msg_tests::{each_transport, within};
+use msg_tests::{answered_again, each_transport, within};
 use tower::service_fn;
 
 /// The address type of a fixture's transport.
@@ -60,22 +60,6 @@ async fn echo_sizes<T: Transport>(req: &ReqSocket<T>, count: usize) {
     for (request, reply) in requests.iter().zip(replies) {
         assert_eq!(&reply.expect("reply"), request);
     }
-}
-
-/// Retries `payload` until the client, redialing, is answered again (at most 200 tries, a
-/// typed connection error between them).
-async fn answered_again<T: Transport>(req: &ReqSocket<T>, payload: &'static str) {
-    for _ in 0..200 {
-        match req.request(Bytes::from(payload)).await {
-            Ok(reply) => {
-                assert_eq!(reply, payload);
-                return;
-            }
-            Err(e) => assert!(e.is_connection_error(), "{e:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the client never came back");
 }
 
 async fn frames_cut_into_pieces_of_one_to_seven_bytes_arrive_whole_both_ways<F: Fixture>(

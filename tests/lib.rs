@@ -58,6 +58,25 @@ pub async fn echo_server() -> SocketAddr {
     .await
 }
 
+/// Retries `payload` until `req`, redialing, is answered again: at most 400 tries 20 ms
+/// apart, each failure a typed connection error, all within [`WAIT`].
+pub async fn answered_again<T: msg::Transport>(req: &msg::ReqSocket<T>, payload: &'static str) {
+    within(async {
+        for _ in 0..400 {
+            match req.request(Bytes::from(payload)).await {
+                Ok(reply) => {
+                    assert_eq!(reply, payload);
+                    return;
+                }
+                Err(e) => assert!(e.is_connection_error(), "{e:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the client never came back");
+    })
+    .await
+}
+
 /// A loopback address bound but not listening, held for as long as the returned socket
 /// lives: a dial to it is refused, and no other test can take the port meanwhile (as it
 /// could one that was bound and released).
