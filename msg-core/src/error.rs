@@ -60,6 +60,13 @@ pub enum FrameError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A frame of a kind this end never receives at this point of the conversation (a
+    /// request sent to a client, a publication sent to a publisher).
+    #[error("unexpected {} frame", kind.name())]
+    Unexpected {
+        /// The kind received.
+        kind: crate::FrameKind,
+    },
     /// Reading or writing the underlying stream failed.
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),

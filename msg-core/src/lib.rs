@@ -33,6 +33,7 @@ mod codec;
 mod error;
 mod heartbeat;
 mod message;
+pub mod proto;
 pub mod wire;
 mod write_buf;
 

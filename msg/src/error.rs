@@ -221,6 +221,7 @@ impl From<FrameError> for Error {
     fn from(e: FrameError) -> Self {
         match e {
             FrameError::Io(e) => Error::Io(e),
+            FrameError::Unexpected { kind } => Error::UnexpectedFrame { kind },
             other => Error::Protocol(other),
         }
     }

@@ -82,6 +82,7 @@ mod accept;
 pub mod admission;
 mod backoff;
 mod dial;
+mod driver;
 mod error;
 pub mod events;
 #[doc(hidden)]

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use msg_core::{Encoding, Frame, FrameKind};
+use msg_core::proto::{Link, Publisher};
+use msg_core::Frame;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -16,19 +16,11 @@ use tokio_util::task::TaskTracker;
 
 use super::{lock, Hub, OutFrame, Session, SessionQueue};
 use crate::accept::Established;
+use crate::dial::End;
+use crate::driver::{Driver, Ending, Endpoint};
 use crate::events::{EventSink, SocketEvent};
-use crate::io::FramedIo;
 use crate::topic::validate_pattern;
 use crate::Error;
-
-/// Move queued messages into the write buffer only while it holds less than this, so that
-/// memory stays bounded by the high-water marks, not by the socket's speed.
-const WRITE_CHUNK: usize = 256 * 1024;
-
-/// Read a subscriber's subscription frames only while less than this waits to be written
-/// to it: one that sends them without reading their acks holds its session at this, not at
-/// what it sends.
-const ACKS_HIGH_WATER: usize = 1024 * 1024;
 
 /// Registers a new subscriber and runs its session in a task of its own, tracked by
 /// `tracker`. `stop` ends the session at once; `drain` ends it once what is queued is
@@ -56,41 +48,54 @@ pub(super) fn spawn<Io, A>(
         last_drop_log: AtomicU64::new(0),
     });
     shared.write().sessions.insert(id, session.clone());
-    let mut task = SessionTask {
-        io: conn.io,
+    let endpoint = PubEndpoint {
+        role: Publisher::new(),
         session,
         shared,
         batch: Vec::new(),
         subscriptions: 0,
+        draining: false,
     };
+    let mut driver = Driver::new(conn.io, endpoint);
     tracker.spawn(async move {
-        let result = tokio::select! {
-            result = std::future::poll_fn(|cx| task.poll_run(cx, false)) => Some(result),
-            _ = stop.cancelled() => Some(Ok(())),
+        let end = tokio::select! {
+            end = &mut driver => Some(end),
+            _ = stop.cancelled() => Some(End::Closed),
             _ = drain.cancelled() => None,
         };
-        let result = match result {
-            Some(result) => result,
-            None => tokio::select! {
-                result = std::future::poll_fn(|cx| task.poll_run(cx, true)) => result,
-                _ = stop.cancelled() => Ok(()),
-            },
+        let end = match end {
+            Some(end) => end,
+            None => {
+                driver.endpoint_mut().draining = true;
+                tokio::select! {
+                    end = &mut driver => end,
+                    _ = stop.cancelled() => End::Closed,
+                }
+            }
         };
-        if let Err(e) = &result {
-            tracing::warn!(peer = %task.session.peer, error = %e, "subscriber session closed");
-        }
+        let task = driver.endpoint_mut();
+        let error = match end {
+            End::Closed | End::Lost(Error::ConnectionClosed) => Error::ConnectionClosed,
+            End::Lost(e) => {
+                tracing::warn!(peer = %task.session.peer, error = %e, "subscriber session closed");
+                e
+            }
+        };
         task.close();
         metrics::counter!("msg_disconnections_total", "socket" => "pub").increment(1);
         let peer = task.session.peer.clone();
         events.emit(|| SocketEvent::Disconnected {
             peer,
-            error: Arc::new(result.err().unwrap_or(Error::ConnectionClosed)),
+            error: Arc::new(error),
         });
     });
 }
 
-struct SessionTask<Io, A> {
-    io: FramedIo<Io>,
+/// A publisher's side of one subscriber's connection: the publisher role between the
+/// session's queue and the [`Driver`].
+struct PubEndpoint<A> {
+    /// The protocol: subscription changes in, acks and publications out.
+    role: Publisher,
     session: Arc<Session<A>>,
     shared: Arc<Hub<A>>,
     /// Messages taken from the queue with their sequence numbers, reused from one batch
@@ -98,66 +103,55 @@ struct SessionTask<Io, A> {
     batch: Vec<(u64, OutFrame)>,
     /// Patterns the subscriber holds.
     subscriptions: usize,
+    /// Shutting down: the session ends once everything queued for it is written.
+    draining: bool,
 }
 
-impl<Io, A> SessionTask<Io, A>
-where
-    Io: AsyncRead + AsyncWrite + Unpin,
-    A: Clone + fmt::Display,
-{
-    /// Runs until the subscriber leaves (`Ok`), breaks the protocol or falls silent, or,
-    /// `draining`, until everything queued for it is written.
-    fn poll_run(&mut self, cx: &mut Context<'_>, draining: bool) -> Poll<Result<(), Error>> {
+impl<A: Clone + fmt::Display> Endpoint for PubEndpoint<A> {
+    /// Moves queued messages into the write buffer while it has room.
+    fn send(&mut self, link: &mut Link, cx: &mut Context<'_>) -> Result<bool, Error> {
         self.session.waker.register(cx.waker());
-        loop {
-            if self.read_subscriptions(cx)? {
-                return Poll::Ready(Ok(()));
-            }
-            // Reading stopped at the acks' high-water mark: a flush that writes them all
-            // must lead to another read, or nothing would wake this task again.
-            let paused = self.io.queued_len() >= ACKS_HIGH_WATER;
-            self.io.poll_liveness(cx, false)?;
-            self.take_queued();
-            match self.io.poll_flush(cx) {
-                // Everything written: carry on while messages wait. A full queue wakes no
-                // one when a publish is dropped, so the session must not stop short.
-                Poll::Ready(Ok(())) if !lock(&self.session.queue).frames.is_empty() => continue,
-                Poll::Ready(Ok(())) if paused => continue,
-                Poll::Ready(Ok(())) if draining => return Poll::Ready(Ok(())),
-                Poll::Ready(Ok(())) | Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
-            }
-        }
+        Ok(self.take_queued(link))
     }
 
-    /// Step: applies every subscription change that has arrived and queues its ack, until
-    /// the bytes waiting to be written reach [`ACKS_HIGH_WATER`]. Returns whether the
-    /// subscriber has closed its side.
-    fn read_subscriptions(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
-        while self.io.queued_len() < ACKS_HIGH_WATER {
-            match self.io.poll_read(cx) {
-                Poll::Pending => return Ok(false),
-                Poll::Ready(Ok(Some(frame))) => self.apply(frame)?,
-                Poll::Ready(Ok(None)) => return Ok(true),
-                Poll::Ready(Err(e)) => return Err(e.into()),
-            }
-        }
-        crate::limits::hit(crate::limits::QUEUED_BYTES);
-        Ok(false)
+    fn poll_end(&mut self, link: &Link, _cx: &mut Context<'_>) -> Option<Ending> {
+        (self.draining && link.queued_len() == 0 && lock(&self.session.queue).frames.is_empty())
+            .then_some(Ending::Graceful)
     }
 
-    fn apply(&mut self, frame: Frame) -> Result<(), Error> {
-        let subscribe = match frame.kind {
-            FrameKind::Subscribe => true,
-            FrameKind::Unsubscribe => false,
-            kind => return Err(Error::UnexpectedFrame { kind }),
-        };
-        let pattern = std::str::from_utf8(&frame.topic).map_err(|_| {
-            Error::Protocol(msg_core::FrameError::Malformed {
-                kind: frame.kind.name(),
-                reason: "pattern is not UTF-8",
-            })
-        })?;
+    fn receive(
+        &mut self,
+        frame: Frame,
+        link: &mut Link,
+        _cx: &mut Context<'_>,
+    ) -> Result<(), Error> {
+        self.apply(frame, link)
+    }
+
+    fn poll_deliver(&mut self, _link: &mut Link, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// Subscription frames are read only while the acks owed are under the write
+    /// high-water: one that sends them without reading their acks holds its session at
+    /// that, not at what it sends.
+    fn read_paused(&self, link: &Link) -> bool {
+        link.over_high_water()
+    }
+
+    fn again(&mut self) -> bool {
+        // A full queue wakes no one when a publish is dropped, so the session must not
+        // stop short while messages wait.
+        !lock(&self.session.queue).frames.is_empty()
+    }
+
+    fn finish(&mut self, _end: &End, _cx: &mut Context<'_>) {}
+}
+
+impl<A: Clone + fmt::Display> PubEndpoint<A> {
+    fn apply(&mut self, frame: Frame, link: &mut Link) -> Result<(), Error> {
+        let change = self.role.receive(frame)?;
+        let (subscribe, pattern) = (change.subscribe, change.pattern());
         validate_pattern(pattern)?;
         let options = &self.shared.options;
         // A refusal is an ack with the reason as its payload: the subscriber's `subscribe`
@@ -199,19 +193,14 @@ where
                 tracing::debug!(peer = %self.session.peer, pattern, subscribe, "subscription changed")
             }
         }
-        self.io.queue(
-            FrameKind::SubscriptionAck,
-            Encoding::IDENTITY,
-            frame.id,
-            &refusal.map(Bytes::from).unwrap_or_default(),
-        )?;
+        self.role.ack(change.id, refusal.as_deref(), link)?;
         Ok(())
     }
 
     /// Step: moves queued messages into the write buffer while it has room.
-    fn take_queued(&mut self) {
+    fn take_queued(&mut self, link: &mut Link) -> bool {
         let mut moved = 0;
-        while self.io.queued_len() < WRITE_CHUNK {
+        while !link.over_high_water() {
             {
                 let mut queue = lock(&self.session.queue);
                 let n = queue.frames.len().min(64);
@@ -228,19 +217,16 @@ where
             moved += self.batch.len();
             for (seq, frame) in self.batch.drain(..) {
                 // Checked against the frame limit when it was published.
-                let _ = self.io.queue_parts(
-                    FrameKind::Publish,
-                    frame.encoding,
-                    seq,
-                    &frame.topic,
-                    &frame.payload,
-                );
+                let _ = self
+                    .role
+                    .publish(seq, frame.encoding, &frame.topic, &frame.payload, link);
             }
         }
         if moved > 0 {
             self.session.sent.fetch_add(moved as u64, Ordering::Relaxed);
             self.session.space.notify_waiters();
         }
+        moved > 0
     }
 
     /// Unregisters the session; what is still queued for it counts as dropped.

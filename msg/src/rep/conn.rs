@@ -6,21 +6,20 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use msg_core::{Encoding, Frame, FrameKind};
+use msg_core::proto::{Incoming, Link, Replier};
+use msg_core::{Frame, Message};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::calls::{Calls, Outcome};
 use super::Request;
+use crate::dial::End;
+use crate::driver::{Driver, Ending, Endpoint};
 use crate::error::frame_refused;
 use crate::events::{EventSink, SocketEvent};
-use crate::io::{into_message, FramedIo};
+use crate::io::FramedIo;
 use crate::Error;
 use msg_layers::compression::{Codec, Decoders};
-
-/// Stop reading new requests while this many reply bytes wait for a peer that is not
-/// reading them.
-const WRITE_HIGH_WATER: usize = 1024 * 1024;
 
 /// How a server connection decodes requests and encodes responses.
 #[derive(Clone, Debug)]
@@ -33,24 +32,33 @@ pub(crate) struct Coding {
 }
 
 /// Serves one connection until the peer closes it, it breaks the protocol, or a graceful
-/// shutdown has drained it.
+/// shutdown has drained it: the replier role between the calls and the
+/// [`Driver`](crate::driver::Driver).
 ///
-/// A fixed pair of steps per wake-up: every complete request in the read buffer is handed to
-/// the calls, every finished call is queued as a reply, and all queued replies leave in
-/// one write.
+/// Every complete request read is handed to the calls, every finished call is queued as a
+/// reply, and all queued replies leave in one write.
 pub(crate) struct Connection<Io, C, A> {
     io: FramedIo<Io>,
+    endpoint: RepEndpoint<C, A>,
+}
+
+/// The replier's side of a server connection.
+pub(crate) struct RepEndpoint<C, A> {
+    /// The protocol: requests and cancels in, replies by id out.
+    role: Replier,
     calls: C,
     peer: A,
     /// Finished calls, kept from pass to pass.
     finished: Vec<(u64, Outcome)>,
-    /// A request read while the calls were not ready.
-    stalled: Option<Frame>,
+    /// A request read while the calls were not ready: its id and body.
+    stalled: Option<(u64, Message)>,
     coding: Coding,
     max_in_flight: usize,
     shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     /// No more requests will be read: shutdown began.
     reading_done: bool,
+    /// A call started or was cancelled in this pass: the next pass may find it finished.
+    started: bool,
 }
 
 impl<Io, C, A> Connection<Io, C, A>
@@ -69,17 +77,50 @@ where
     ) -> Self {
         Connection {
             io,
-            calls,
-            peer,
-            finished: Vec::new(),
-            stalled: None,
-            coding,
-            max_in_flight: max_in_flight.max(1),
-            shutdown: shutdown.map(Box::pin),
-            reading_done: false,
+            endpoint: RepEndpoint {
+                role: Replier::new(),
+                calls,
+                peer,
+                finished: Vec::new(),
+                stalled: None,
+                coding,
+                max_in_flight: max_in_flight.max(1),
+                shutdown: shutdown.map(Box::pin),
+                reading_done: false,
+                started: false,
+            },
         }
     }
 
+    /// Serves the connection to its end, and reports the end as an event.
+    pub(crate) async fn run(self, events: Arc<EventSink<A>>)
+    where
+        A: Send + 'static,
+    {
+        let peer = self.endpoint.peer.clone();
+        let end = match Driver::new(self.io, self.endpoint).await {
+            End::Closed => Error::Closed,
+            End::Lost(e) => e,
+        };
+        match &end {
+            Error::ConnectionClosed | Error::Closed => {
+                tracing::debug!(%peer, "connection closed")
+            }
+            e => tracing::info!(%peer, error = %e, "connection closed"),
+        }
+        metrics::counter!("msg_disconnections_total", "socket" => "rep").increment(1);
+        events.emit(|| SocketEvent::Disconnected {
+            peer,
+            error: Arc::new(end),
+        });
+    }
+}
+
+impl<C, A> RepEndpoint<C, A>
+where
+    C: Calls<A>,
+    A: Clone + std::fmt::Display,
+{
     /// Step: stops reading once shutdown is signalled; calls in flight still finish.
     fn watch_shutdown(&mut self, cx: &mut Context<'_>) {
         if let Some(signal) = self.shutdown.as_mut() {
@@ -91,200 +132,152 @@ where
         }
     }
 
-    /// Step: hands every readable request to the calls, while they are ready and there is
-    /// room, and drops the calls the client cancels. Returns whether any call started or
-    /// was cancelled.
-    ///
+    /// Starts request `id`, if the calls have room and are ready; otherwise holds it.
     /// At the in-flight limit, frames are still read up to the next request, so that the
     /// client's cancellations and pings ahead of it are seen: a client whose requests all
     /// hang can still cancel them.
-    fn read_requests(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
-        let progress = self.read_into_calls(cx);
-        self.calls.flush();
-        progress
-    }
-
-    fn read_into_calls(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
-        let mut progress = false;
-        while !self.reading_done && self.io.queued_len() < WRITE_HIGH_WATER {
-            let frame = match self.stalled.take() {
-                Some(frame) => frame,
-                None => match self.io.poll_read(cx) {
-                    Poll::Pending => break,
-                    Poll::Ready(Ok(Some(frame))) => frame,
-                    // The client closed its side. msg clients never half-close: one that
-                    // closes has left, and nobody will read the replies, so the calls still
-                    // running are dropped with the connection (`serve`'s handlers see
-                    // their futures dropped, as for a cancel) instead of running on until
-                    // a heartbeat finds the connection gone.
-                    Poll::Ready(Ok(None)) => return Err(Error::ConnectionClosed),
-                    Poll::Ready(Err(e)) => return Err(e.into()),
-                },
-            };
-            match frame.kind {
-                FrameKind::Request => {}
-                FrameKind::Cancel => {
-                    progress |= self.cancel(frame.id);
-                    continue;
-                }
-                kind => return Err(Error::UnexpectedFrame { kind }),
-            }
-            if self.calls.len() >= self.max_in_flight {
-                crate::limits::hit(crate::limits::IN_FLIGHT);
-                self.stalled = Some(frame);
-                break;
-            }
-            match self.calls.poll_ready(cx) {
-                Poll::Pending => {
-                    self.stalled = Some(frame);
-                    break;
-                }
-                Poll::Ready(Err(e)) => {
-                    tracing::warn!(peer = %self.peer, error = %e, "service failed; closing connection");
-                    return Err(Error::ConnectionClosed);
-                }
-                Poll::Ready(Ok(())) => {}
-            }
-            let id = frame.id;
-            let mut msg = into_message(frame);
-            if !msg.encoding().is_identity() {
-                match self.coding.decoders.decode(msg, self.coding.limit) {
-                    Ok(plain) => msg = plain,
-                    Err(e) => {
-                        // Only this request is lost: the client gets the reason.
-                        let e = crate::error::undecodable(e);
-                        tracing::info!(peer = %self.peer, id, error = %e, "request not decoded");
-                        self.queue_error(id, Bytes::from(format!("{e}: {}", error_chain(&e))));
-                        progress = true;
-                        continue;
-                    }
-                }
-            }
-            let request = Request::new(msg, self.peer.clone());
-            if let Some(outcome) = self.calls.start(id, request, cx) {
-                self.queue_reply(id, outcome);
-            }
-            progress = true;
+    fn start(
+        &mut self,
+        id: u64,
+        msg: Message,
+        link: &mut Link,
+        cx: &mut Context<'_>,
+    ) -> Result<(), Error> {
+        if self.calls.len() >= self.max_in_flight {
+            crate::limits::hit(crate::limits::IN_FLIGHT);
+            self.stalled = Some((id, msg));
+            return Ok(());
         }
-        Ok(progress)
+        match self.calls.poll_ready(cx) {
+            Poll::Pending => {
+                self.stalled = Some((id, msg));
+                return Ok(());
+            }
+            Poll::Ready(Err(e)) => {
+                tracing::warn!(peer = %self.peer, error = %e, "service failed; closing connection");
+                return Err(Error::ConnectionClosed);
+            }
+            Poll::Ready(Ok(())) => {}
+        }
+        self.started = true;
+        let mut msg = msg;
+        if !msg.encoding().is_identity() {
+            match self.coding.decoders.decode(msg, self.coding.limit) {
+                Ok(plain) => msg = plain,
+                Err(e) => {
+                    // Only this request is lost: the client gets the reason.
+                    let e = crate::error::undecodable(e);
+                    tracing::info!(peer = %self.peer, id, error = %e, "request not decoded");
+                    let text = Bytes::from(format!("{e}: {}", error_chain(&e)));
+                    self.role.fail(id, &text, link);
+                    return Ok(());
+                }
+            }
+        }
+        let request = Request::new(msg, self.peer.clone());
+        if let Some(outcome) = self.calls.start(id, request, cx) {
+            self.queue_reply(id, outcome, link);
+        }
+        Ok(())
     }
 
     /// Drops the running call of request `id`, if there is one: the client gave up on it.
-    fn cancel(&mut self, id: u64) -> bool {
-        let cancelled = self.calls.cancel(id);
-        if cancelled {
+    fn cancel(&mut self, id: u64) {
+        if self.calls.cancel(id) {
+            self.started = true;
             tracing::trace!(peer = %self.peer, id, "request cancelled by the client");
         }
-        cancelled
-    }
-
-    /// Step: queues the reply of every call that has finished. Returns whether any call
-    /// finished.
-    fn reply_finished(&mut self, cx: &mut Context<'_>) -> bool {
-        let before = self.calls.len();
-        let mut finished = std::mem::take(&mut self.finished);
-        self.calls.poll_finished(cx, &mut finished);
-        for (id, outcome) in finished.drain(..) {
-            self.queue_reply(id, outcome);
-        }
-        self.finished = finished;
-        before != self.calls.len()
     }
 
     /// Queues the reply to request `id`: the response, or an error frame.
-    fn queue_reply(&mut self, id: u64, outcome: Outcome) {
+    fn queue_reply(&mut self, id: u64, outcome: Outcome, link: &mut Link) {
         let queued = match outcome {
             Ok(mut reply) => {
                 if let Some(codec) = &self.coding.codec {
                     reply = codec.compress(reply);
                 }
-                self.io
-                    .queue(FrameKind::Response, reply.encoding(), id, reply.payload())
+                self.role
+                    .respond(id, &reply, link)
                     .map_err(|e| frame_refused(e).to_string())
             }
             Err(message) => Err(message),
         };
         if let Err(message) = queued {
-            self.queue_error(id, Bytes::from(message));
+            self.role.fail(id, &Bytes::from(message), link);
+        }
+    }
+}
+
+impl<C, A> Endpoint for RepEndpoint<C, A>
+where
+    C: Calls<A>,
+    A: Clone + std::fmt::Display,
+{
+    /// Queues the reply of every call that has finished.
+    fn send(&mut self, link: &mut Link, cx: &mut Context<'_>) -> Result<bool, Error> {
+        self.watch_shutdown(cx);
+        self.started = false;
+        let before = self.calls.len();
+        let mut finished = std::mem::take(&mut self.finished);
+        self.calls.poll_finished(cx, &mut finished);
+        for (id, outcome) in finished.drain(..) {
+            self.queue_reply(id, outcome, link);
+        }
+        self.finished = finished;
+        Ok(before != self.calls.len())
+    }
+
+    fn poll_end(&mut self, link: &Link, _cx: &mut Context<'_>) -> Option<Ending> {
+        // Reading is done only for a graceful shutdown: the end of the peer's stream
+        // ends the connection at once (in `receive`).
+        (self.reading_done && self.calls.len() == 0 && link.queued_len() == 0)
+            .then_some(Ending::Graceful)
+    }
+
+    #[inline]
+    fn receive(
+        &mut self,
+        frame: Frame,
+        link: &mut Link,
+        cx: &mut Context<'_>,
+    ) -> Result<(), Error> {
+        match self.role.receive(frame)? {
+            Incoming::Request { id, msg } => self.start(id, msg, link, cx),
+            Incoming::Cancel { id } => {
+                self.cancel(id);
+                Ok(())
+            }
         }
     }
 
-    /// Queues an error-response to request `id`.
-    fn queue_error(&mut self, id: u64, payload: Bytes) {
-        // An error message always fits: it is far below any sane frame limit, and one that
-        // does not is cut to what does.
-        if self
-            .io
-            .queue(FrameKind::ErrorResponse, Encoding::IDENTITY, id, &payload)
-            .is_err()
-        {
-            let _ = self.io.queue(
-                FrameKind::ErrorResponse,
-                Encoding::IDENTITY,
-                id,
-                &Bytes::from_static(b"error"),
-            );
+    /// Starts the request held for room, if there is room now, and hands the requests
+    /// read over to the calls.
+    fn poll_deliver(&mut self, link: &mut Link, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if let Some((id, msg)) = self.stalled.take() {
+            self.start(id, msg, link, cx)?;
         }
+        self.calls.flush();
+        if self.stalled.is_some() {
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(()))
     }
 
-    /// Serves the connection to its end, and reports the end as an event.
-    pub(crate) async fn run(mut self, events: Arc<EventSink<A>>)
-    where
-        A: Send + 'static,
-    {
-        let end = std::future::poll_fn(|cx| self.poll_run(cx)).await;
-        match &end {
-            Error::ConnectionClosed | Error::Closed => {
-                tracing::debug!(peer = %self.peer, "connection closed")
-            }
-            e => tracing::info!(peer = %self.peer, error = %e, "connection closed"),
-        }
-        metrics::counter!("msg_disconnections_total", "socket" => "rep").increment(1);
-        let peer = self.peer.clone();
-        events.emit(|| SocketEvent::Disconnected {
-            peer,
-            error: Arc::new(end),
-        });
+    fn read_paused(&self, link: &Link) -> bool {
+        self.reading_done || self.stalled.is_some() || link.over_high_water()
     }
 
-    /// Serves until the connection ends; the error says how (`ConnectionClosed` for a
-    /// client that left, `Closed` for a graceful shutdown).
-    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Error> {
-        let this = self;
-        this.watch_shutdown(cx);
-        loop {
-            if let Err(e) = this.io.poll_liveness(cx, this.stalled.is_some()) {
-                return Poll::Ready(e);
-            }
-            let started = match this.read_requests(cx) {
-                Ok(started) => started,
-                Err(e) => return Poll::Ready(e),
-            };
-            let finished = this.reply_finished(cx);
-            // Reading stops while the replies waiting to be written are over the high-water
-            // mark; a flush that takes them under it must lead to another read, or nothing
-            // would wake this task again.
-            let was_full = this.io.queued_len() >= WRITE_HIGH_WATER;
-            if was_full {
-                crate::limits::hit(crate::limits::QUEUED_BYTES);
-            }
-            if let Poll::Ready(Err(e)) = this.io.poll_flush(cx) {
-                return Poll::Ready(Error::Io(e));
-            }
-            let drained = was_full && this.io.queued_len() < WRITE_HIGH_WATER;
-            // Reading is done only for a graceful shutdown: the end of the peer's stream
-            // ends the connection at once (above).
-            if this.reading_done && this.calls.len() == 0 && this.io.queued_len() == 0 {
-                let _ = this.io.poll_close(cx);
-                return Poll::Ready(Error::Closed);
-            }
-            // Room freed by finished calls may let more requests in; otherwise every step
-            // is waiting on a registered waker.
-            if !(finished || started || drained) || this.reading_done {
-                return Poll::Pending;
-            }
-        }
+    fn holding(&self) -> bool {
+        self.stalled.is_some()
     }
+
+    fn again(&mut self) -> bool {
+        // Room freed by finished calls may let more requests in; a call started may have
+        // finished already.
+        self.started && !self.reading_done
+    }
+
+    fn finish(&mut self, _end: &End, _cx: &mut Context<'_>) {}
 }
 
 /// The sources of `e`, as text.

@@ -1,6 +1,6 @@
 //! [`ReqSocket`]: the client side of Request/Reply.
 
-mod driver;
+mod endpoint;
 mod future;
 mod pipeline;
 pub(crate) mod slots;
@@ -20,7 +20,7 @@ use crate::dial::{self, Dialer, End, Session};
 use crate::events::{EventSink, Events};
 use crate::io::heartbeat_config;
 use crate::{Backoff, Error};
-use driver::ReqDriver;
+use endpoint::ReqEndpoint;
 use slots::{SlotId, SlotTable, Ticket};
 
 pub use future::ResponseFuture;
@@ -198,7 +198,7 @@ impl<T: Transport> Session<T> for ReqSession<T::Addr> {
         conn: Established<T::Io, T::Addr>,
     ) -> impl std::future::Future<Output = End> + Send {
         *self.peer.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.peer);
-        ReqDriver::new(conn.io, self.slots.clone())
+        crate::driver::Driver::new(conn.io, ReqEndpoint::new(self.slots.clone()))
     }
 
     fn sweep(&mut self) {

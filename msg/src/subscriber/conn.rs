@@ -1,13 +1,12 @@
 //! One connection of a [`SubSocket`](super::SubSocket) to a publisher: dial, replay the
 //! subscriptions, receive, and redial when the connection is lost.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use msg_core::{Encoding, Frame, FrameError, FrameKind};
+use msg_core::proto::{Delivery, Link, Subscriber};
+use msg_core::Frame;
 use msg_transports::Transport;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -15,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::{lock, Change, Mailbox, SubMessage};
 use crate::accept::Established;
 use crate::dial::{self, End};
-use crate::io::FramedIo;
+use crate::driver::{Driver, Ending, Endpoint};
 use crate::Error;
 
 /// Most messages handed to the inbox at once.
@@ -37,21 +36,32 @@ pub(super) struct SubSession<A> {
 
 impl<T: Transport> dial::Session<T> for SubSession<T::Addr> {
     async fn serve(&mut self, conn: Established<T::Io, T::Addr>) -> End {
-        let mut session = Session::new(conn.io, conn.peer, self.shared.clone(), self.ready.take());
+        // The channel of changes is lent to the connection while it lives.
+        let changes = std::mem::replace(&mut self.changes, mpsc::channel(1).1);
+        let mut endpoint = SubEndpoint::new(conn.peer, self.shared.clone(), self.ready.take());
+        endpoint.changes = Some(changes);
+        let mut driver = Driver::new(conn.io, endpoint);
         // Marked connected before the replay: a subscription made from here on is sent
         // on this connection, at worst twice, never missed.
         self.connected.store(true, Ordering::SeqCst);
-        if let Err(e) = session.replay() {
+        let (link, endpoint) = driver.parts_mut();
+        if let Err(e) = endpoint.replay(link) {
             self.connected.store(false, Ordering::SeqCst);
+            if let Some(changes) = endpoint.changes.take() {
+                self.changes = changes;
+            }
             return End::Lost(e);
         }
-        let changes = &mut self.changes;
         let end = tokio::select! {
             _ = self.stop.cancelled() => End::Closed,
-            end = std::future::poll_fn(|cx| session.poll_run(cx, changes)) => end,
+            end = &mut driver => end,
         };
         self.connected.store(false, Ordering::SeqCst);
-        self.ready = session.ready.take();
+        let endpoint = driver.endpoint_mut();
+        self.ready = endpoint.ready.take();
+        if let Some(changes) = endpoint.changes.take() {
+            self.changes = changes;
+        }
         // Changes asked for meanwhile are replayed on the next connection.
         while self.changes.try_recv().is_ok() {}
         end
@@ -62,84 +72,49 @@ impl<T: Transport> dial::Session<T> for SubSession<T::Addr> {
     }
 }
 
-struct Session<Io, A> {
-    io: FramedIo<Io>,
+/// A subscriber's side of one connection to a publisher: the subscriber role between the
+/// socket's inbox and channel of changes and the [`Driver`].
+struct SubEndpoint<A> {
     peer: A,
     shared: Arc<Mailbox<A>>,
-    /// Subscription changes sent and not yet acknowledged, by ack id.
-    pending: HashMap<u64, Option<oneshot::Sender<Result<(), String>>>>,
-    next_ack: u64,
+    /// The socket's subscription changes, lent while the driver is polled.
+    changes: Option<mpsc::Receiver<Change>>,
+    /// The socket dropped its side of the changes: it is closed.
+    closed: bool,
+    /// The protocol: changes sent and their acks, sequence numbers. The waiter of a change
+    /// is its caller's channel, or none for a replayed one.
+    role: Subscriber<Option<oneshot::Sender<Result<(), String>>>>,
     /// Acks of the replayed subscriptions still to come before `ready` is told.
     replaying: usize,
     ready: Option<oneshot::Sender<()>>,
-    /// Sequence number of the last message received in this session.
-    last_seq: u64,
     batch: Vec<SubMessage<A>>,
     /// Payload bytes in `batch`.
     batch_bytes: usize,
+    /// A full batch was handed over: read on at once.
+    more: bool,
 }
 
-enum Read {
-    /// Nothing more to read now.
-    Pending,
-    /// A batch is full: deliver it, then read on.
-    Full,
-}
-
-impl<Io, A> Session<Io, A>
-where
-    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    A: Clone,
-{
-    fn new(
-        io: FramedIo<Io>,
-        peer: A,
-        shared: Arc<Mailbox<A>>,
-        ready: Option<oneshot::Sender<()>>,
-    ) -> Self {
-        Session {
-            io,
+impl<A: Clone> SubEndpoint<A> {
+    fn new(peer: A, shared: Arc<Mailbox<A>>, ready: Option<oneshot::Sender<()>>) -> Self {
+        SubEndpoint {
             peer,
             shared,
-            pending: HashMap::new(),
-            next_ack: 1,
+            changes: None,
+            closed: false,
+            role: Subscriber::new(),
             replaying: 0,
             ready,
-            last_seq: 0,
             batch: Vec::with_capacity(BATCH),
             batch_bytes: 0,
+            more: false,
         }
     }
 
-    fn send_change(
-        &mut self,
-        subscribe: bool,
-        pattern: &str,
-        applied: Option<oneshot::Sender<Result<(), String>>>,
-    ) -> Result<(), Error> {
-        let id = self.next_ack;
-        self.next_ack += 1;
-        let kind = if subscribe {
-            FrameKind::Subscribe
-        } else {
-            FrameKind::Unsubscribe
-        };
-        self.io.queue_parts(
-            kind,
-            Encoding::IDENTITY,
-            id,
-            pattern.as_bytes(),
-            &Bytes::new(),
-        )?;
-        self.pending.insert(id, applied);
-        Ok(())
-    }
-
     /// Queues every current subscription, before anything else on this connection.
-    fn replay(&mut self) -> Result<(), Error> {
+    fn replay(&mut self, link: &mut Link) -> Result<(), Error> {
         let patterns: Vec<String> = lock(&self.shared.subscriptions).iter().cloned().collect();
         for pattern in &patterns {
-            self.send_change(true, pattern, None)?;
+            self.role.change(true, pattern, None, link)?;
         }
         self.replaying = patterns.len();
         if self.replaying == 0 {
@@ -150,113 +125,56 @@ where
         Ok(())
     }
 
-    fn poll_run(
+    fn full(&self) -> bool {
+        self.batch.len() >= BATCH || self.batch_bytes >= BATCH_BYTES
+    }
+}
+
+impl<A: Clone> Endpoint for SubEndpoint<A> {
+    /// Sends the subscription changes asked for.
+    fn send(&mut self, link: &mut Link, cx: &mut Context<'_>) -> Result<bool, Error> {
+        let Some(changes) = self.changes.as_mut() else {
+            return Ok(false);
+        };
+        let mut took = false;
+        loop {
+            match changes.poll_recv(cx) {
+                Poll::Ready(Some(change)) => {
+                    self.role.change(
+                        change.subscribe,
+                        &change.pattern,
+                        Some(change.applied),
+                        link,
+                    )?;
+                    took = true;
+                }
+                Poll::Ready(None) => {
+                    self.closed = true;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        Ok(took)
+    }
+
+    fn poll_end(&mut self, _link: &Link, _cx: &mut Context<'_>) -> Option<Ending> {
+        self.closed.then_some(Ending::Now(End::Closed))
+    }
+
+    #[inline]
+    fn receive(
         &mut self,
-        cx: &mut Context<'_>,
-        changes: &mut mpsc::Receiver<Change>,
-    ) -> Poll<End> {
-        loop {
-            // Step: the heartbeat; a full inbox is this side's own back-pressure.
-            if let Err(e) = self.io.poll_liveness(cx, !self.batch.is_empty()) {
-                return Poll::Ready(End::Lost(e));
-            }
-            // Step: send the subscription changes asked for.
-            loop {
-                match changes.poll_recv(cx) {
-                    Poll::Ready(Some(change)) => {
-                        if let Err(e) = self.send_change(
-                            change.subscribe,
-                            &change.pattern,
-                            Some(change.applied),
-                        ) {
-                            return Poll::Ready(End::Lost(e));
-                        }
-                    }
-                    Poll::Ready(None) => return Poll::Ready(End::Closed),
-                    Poll::Pending => break,
-                }
-            }
-            if let Poll::Ready(Err(e)) = self.io.poll_flush(cx) {
-                return Poll::Ready(End::Lost(Error::Io(e)));
-            }
-            // Step: hand a stalled batch to the inbox first.
-            if !self.batch.is_empty()
-                && !self
-                    .shared
-                    .deliver(&mut self.batch, &mut self.batch_bytes, cx)
-            {
-                return Poll::Pending;
-            }
-            // Step: read messages and acks.
-            let read = match self.read_frames(cx) {
-                Ok(read) => read,
-                Err(e) => {
-                    if !self.batch.is_empty() {
-                        // Keep what arrived before the end; a full inbox loses it.
-                        let _ = self
-                            .shared
-                            .deliver(&mut self.batch, &mut self.batch_bytes, cx);
-                    }
-                    return Poll::Ready(End::Lost(e));
-                }
-            };
-            // A pong queued while reading leaves now.
-            if self.io.queued_len() > 0 {
-                if let Poll::Ready(Err(e)) = self.io.poll_flush(cx) {
-                    return Poll::Ready(End::Lost(Error::Io(e)));
-                }
-            }
-            if !self.batch.is_empty()
-                && !self
-                    .shared
-                    .deliver(&mut self.batch, &mut self.batch_bytes, cx)
-            {
-                return Poll::Pending;
-            }
-            match read {
-                Read::Full => continue,
-                Read::Pending => return Poll::Pending,
-            }
-        }
-    }
-
-    fn read_frames(&mut self, cx: &mut Context<'_>) -> Result<Read, Error> {
-        loop {
-            match self.io.poll_read(cx) {
-                Poll::Pending => return Ok(Read::Pending),
-                Poll::Ready(Ok(Some(frame))) => {
-                    self.receive(frame)?;
-                    if self.batch.len() >= BATCH || self.batch_bytes >= BATCH_BYTES {
-                        return Ok(Read::Full);
-                    }
-                }
-                Poll::Ready(Ok(None)) => return Err(Error::ConnectionClosed),
-                Poll::Ready(Err(e)) => return Err(e.into()),
-            }
-        }
-    }
-
-    fn receive(&mut self, frame: Frame) -> Result<(), Error> {
-        match frame.kind {
-            FrameKind::Publish => {
-                if frame.id <= self.last_seq {
-                    return Err(Error::Protocol(FrameError::Malformed {
-                        kind: "publish",
-                        reason: "sequence number went backwards",
-                    }));
-                }
-                if std::str::from_utf8(&frame.topic).is_err() {
-                    return Err(Error::Protocol(FrameError::Malformed {
-                        kind: "publish",
-                        reason: "topic is not UTF-8",
-                    }));
-                }
-                let missed = frame.id - self.last_seq - 1;
+        frame: Frame,
+        _link: &mut Link,
+        _cx: &mut Context<'_>,
+    ) -> Result<(), Error> {
+        match self.role.receive(frame)? {
+            Delivery::Publication { frame, missed } => {
                 if missed > 0 {
                     self.shared.missed.fetch_add(missed, Ordering::Relaxed);
                     metrics::counter!("msg_subscriber_missed_total").increment(missed);
                 }
-                self.last_seq = frame.id;
                 self.batch_bytes += frame.payload.len();
                 self.batch.push(SubMessage {
                     topic: frame.topic,
@@ -265,18 +183,10 @@ where
                     publisher: self.peer.clone(),
                     seq: frame.id,
                 });
-                Ok(())
             }
-            FrameKind::SubscriptionAck => {
-                let Some(applied) = self.pending.remove(&frame.id) else {
-                    return Err(Error::UnexpectedFrame { kind: frame.kind });
-                };
-                let outcome = if frame.payload.is_empty() {
-                    Ok(())
-                } else {
-                    Err(String::from_utf8_lossy(&frame.payload).into_owned())
-                };
-                match applied {
+            Delivery::Applied { waiter, refusal } => {
+                let outcome = refusal.map_or(Ok(()), Err);
+                match waiter {
                     Some(tx) => {
                         let _ = tx.send(outcome);
                     }
@@ -289,9 +199,46 @@ where
                         }
                     }
                 }
-                Ok(())
             }
-            kind => Err(Error::UnexpectedFrame { kind }),
+        }
+        Ok(())
+    }
+
+    /// Hands the batch read to the inbox; a full inbox holds it, and reading waits.
+    fn poll_deliver(&mut self, _link: &mut Link, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.batch.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        let full = self.full();
+        if self
+            .shared
+            .deliver(&mut self.batch, &mut self.batch_bytes, cx)
+        {
+            self.more |= full;
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn read_paused(&self, _link: &Link) -> bool {
+        self.full()
+    }
+
+    fn holding(&self) -> bool {
+        !self.batch.is_empty()
+    }
+
+    fn again(&mut self) -> bool {
+        std::mem::take(&mut self.more)
+    }
+
+    fn finish(&mut self, _end: &End, cx: &mut Context<'_>) {
+        if !self.batch.is_empty() {
+            // Keep what arrived before the end; a full inbox loses it.
+            let _ = self
+                .shared
+                .deliver(&mut self.batch, &mut self.batch_bytes, cx);
         }
     }
 }

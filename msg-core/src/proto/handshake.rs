@@ -1,0 +1,235 @@
+//! The hello exchange that opens every connection, as states: the client says hello (its
+//! socket type and optional token), the server welcomes it (its own type) or rejects it
+//! (a reason) and closes.
+
+use bytes::Bytes;
+
+use super::Link;
+use crate::wire::{parse_welcome, welcome_frame, Hello};
+use crate::{Frame, FrameError, FrameKind, SocketType};
+
+/// Why a handshake did not complete.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// The server rejected this client, for the reason given.
+    #[error("rejected by the server: {reason}")]
+    Rejected {
+        /// The server's reason.
+        reason: String,
+    },
+    /// The server is not of the type this client talks to.
+    #[error("a {local} socket cannot talk to a {remote} socket")]
+    Mismatch {
+        /// This side's type.
+        local: SocketType,
+        /// The server's type.
+        remote: SocketType,
+    },
+    /// This server refused the client (a reject was queued for it).
+    #[error("refused: {reason}")]
+    Refused {
+        /// The reason sent.
+        reason: String,
+    },
+    /// The peer broke the protocol (for a server, a reject was queued).
+    #[error(transparent)]
+    Protocol(#[from] FrameError),
+}
+
+/// The client's side of the hello exchange.
+#[derive(Debug)]
+pub struct ClientHandshake {
+    local: SocketType,
+}
+
+impl ClientHandshake {
+    /// Queues the hello of a `local` socket, with `auth_token` if it has one.
+    pub fn start(local: SocketType, auth_token: Option<Bytes>, link: &mut Link) -> Self {
+        let hello = Hello {
+            socket_type: local,
+            auth_token,
+        };
+        // A hello too large for the frame limit goes as it is: the server refuses it.
+        let _ = link.queue_frame(&hello.to_frame());
+        ClientHandshake { local }
+    }
+
+    /// The server's answer: `Ok` once welcomed by a server of the matching type.
+    ///
+    /// # Errors
+    ///
+    /// Rejected, a server of another type, or a frame that is no answer.
+    pub fn receive(self, frame: Frame) -> Result<(), HandshakeError> {
+        match frame.kind {
+            FrameKind::Welcome => {
+                let remote = parse_welcome(&frame.payload)?;
+                if remote != self.local.peer() {
+                    return Err(HandshakeError::Mismatch {
+                        local: self.local,
+                        remote,
+                    });
+                }
+                Ok(())
+            }
+            FrameKind::Reject => Err(HandshakeError::Rejected {
+                reason: String::from_utf8_lossy(&frame.payload).into_owned(),
+            }),
+            kind => Err(FrameError::Unexpected { kind }.into()),
+        }
+    }
+}
+
+/// The server's side of the hello exchange.
+#[derive(Debug)]
+pub struct ServerHandshake {
+    local: SocketType,
+}
+
+impl ServerHandshake {
+    /// A `local` socket's side, waiting for the client's hello.
+    pub fn new(local: SocketType) -> Self {
+        ServerHandshake { local }
+    }
+
+    /// Checks the client's first frame: a well-formed hello from the peer type of this
+    /// socket. On any error a reject saying why is queued on `link`, for the driver to
+    /// write before it closes.
+    ///
+    /// # Errors
+    ///
+    /// A first frame that is no hello, a malformed one, or a client of the wrong type.
+    pub fn receive(&self, frame: Frame, link: &mut Link) -> Result<Hello, HandshakeError> {
+        if frame.kind != FrameKind::Hello {
+            reject("the first frame must be a hello", link);
+            return Err(FrameError::Unexpected { kind: frame.kind }.into());
+        }
+        let hello = match Hello::parse(&frame.payload) {
+            Ok(hello) => hello,
+            Err(e) => {
+                reject(&e.to_string(), link);
+                return Err(e.into());
+            }
+        };
+        if hello.socket_type != self.local.peer() {
+            let reason = format!(
+                "a {} socket cannot connect to a {} socket",
+                hello.socket_type, self.local
+            );
+            reject(&reason, link);
+            return Err(HandshakeError::Refused { reason });
+        }
+        Ok(hello)
+    }
+
+    /// The client could not be read (bad framing): queues a reject saying why.
+    pub fn broken(&self, error: &FrameError, link: &mut Link) {
+        reject(&error.to_string(), link);
+    }
+
+    /// Lets the client in: queues the welcome.
+    pub fn welcome(self, link: &mut Link) {
+        // A one-byte body always fits.
+        let _ = link.queue_frame(&welcome_frame(self.local));
+    }
+
+    /// Turns the client away for `reason`: queues the reject.
+    pub fn refuse(self, reason: &str, link: &mut Link) -> HandshakeError {
+        reject(reason, link);
+        HandshakeError::Refused {
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+/// Queues a reject with `reason`, cut to the frame limit if it must be.
+fn reject(reason: &str, link: &mut Link) {
+    let max = link.max_frame_len();
+    let mut end = reason.len().min(max);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let frame = Frame::new(
+        FrameKind::Reject,
+        0,
+        Bytes::copy_from_slice(&reason.as_bytes()[..end]),
+    );
+    let _ = link.queue_frame(&frame);
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::*;
+
+    /// Moves what `from` queued into `to`, decoded whatever its kind.
+    fn carry(from: &mut Link, to: &mut Link) -> Vec<Frame> {
+        let mut rbuf = BytesMut::from(&from.take_transmit()[..]);
+        std::iter::from_fn(|| to.decode_any(&mut rbuf).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_client_of_the_peer_type_is_welcomed_with_its_token() {
+        let (mut client, mut server) = (Link::new(1024), Link::new(1024));
+        let hs = ClientHandshake::start(SocketType::Req, Some(Bytes::from("t")), &mut client);
+        let hello = carry(&mut client, &mut server).remove(0);
+        let srv = ServerHandshake::new(SocketType::Rep);
+        let hello = srv.receive(hello, &mut server).unwrap();
+        assert_eq!(hello.auth_token.as_deref(), Some(&b"t"[..]));
+        srv.welcome(&mut server);
+        let welcome = carry(&mut server, &mut client).remove(0);
+        hs.receive(welcome).unwrap();
+    }
+
+    #[test]
+    fn a_client_of_another_type_is_refused_with_a_reject_saying_why() {
+        let (mut client, mut server) = (Link::new(1024), Link::new(1024));
+        let hs = ClientHandshake::start(SocketType::Sub, None, &mut client);
+        let hello = carry(&mut client, &mut server).remove(0);
+        let srv = ServerHandshake::new(SocketType::Rep);
+        assert!(matches!(
+            srv.receive(hello, &mut server),
+            Err(HandshakeError::Refused { .. })
+        ));
+        let reject = carry(&mut server, &mut client).remove(0);
+        match hs.receive(reject) {
+            Err(HandshakeError::Rejected { reason }) => {
+                assert!(reason.contains("sub") && reason.contains("rep"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_first_frame_that_is_no_hello_is_rejected() {
+        let mut server = Link::new(1024);
+        let srv = ServerHandshake::new(SocketType::Rep);
+        let request = Frame::new(FrameKind::Request, 1, Bytes::from("x"));
+        assert!(matches!(
+            srv.receive(request, &mut server),
+            Err(HandshakeError::Protocol(FrameError::Unexpected { .. }))
+        ));
+        let frames = carry(&mut server, &mut Link::new(1024));
+        assert_eq!(frames[0].kind, FrameKind::Reject);
+    }
+
+    #[test]
+    fn a_welcome_from_the_wrong_type_fails_the_client() {
+        let mut client = Link::new(1024);
+        let hs = ClientHandshake::start(SocketType::Req, None, &mut client);
+        assert!(matches!(
+            hs.receive(welcome_frame(SocketType::Pub)),
+            Err(HandshakeError::Mismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn an_admission_refusal_longer_than_the_limit_is_cut_to_fit() {
+        let mut server = Link::new(8);
+        let srv = ServerHandshake::new(SocketType::Rep);
+        srv.refuse("ééééééééé", &mut server);
+        let frames = carry(&mut server, &mut Link::new(1024));
+        assert_eq!(frames[0].payload, "éééé");
+    }
+}

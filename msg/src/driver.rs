@@ -1,0 +1,264 @@
+//! [`Driver`]: the one connection loop under every socket.
+//!
+//! A connection is a [`FramedIo`] (the stream, the read buffer, the one timer, over a
+//! sans-IO `msg_core::proto::Link`) and an [`Endpoint`]: the socket's role on that
+//! connection (`msg_core::proto`'s requester, replier, publisher or subscriber) with the
+//! socket's hand-off queue on its other side. The driver owns everything the four sockets
+//! share, in one place:
+//!
+//! - the order of the steps in a pass: take what the socket handed over, run the heartbeat,
+//!   write, read and hand over what was read, write again;
+//! - the pass budget: at most [`MAX_PASSES`] passes per wake-up before other tasks run;
+//! - **one write high-water** for every role (`proto::WRITE_HIGH_WATER`): nothing more is
+//!   taken from the socket while that much waits for the peer, and a flush that drains it
+//!   leads to another pass;
+//! - the read-pause rule: reading stops while the endpoint holds what it could not hand
+//!   over (its socket's own back-pressure), which the heartbeat does not count as the
+//!   peer's silence;
+//! - the end: a graceful end flushes and closes the write side, polled to completion; any
+//!   other end fails what was in flight, through the endpoint.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use msg_core::proto::Link;
+use msg_core::Frame;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::dial::End;
+use crate::io::FramedIo;
+use crate::Error;
+
+/// Passes through a connection's work in one wake-up before the driver lets other tasks
+/// run.
+pub(crate) const MAX_PASSES: usize = 32;
+
+/// How an endpoint wants its connection to end.
+pub(crate) enum Ending {
+    /// Write what is queued, close the write side, then end with [`End::Closed`].
+    Graceful,
+    /// End now, with this.
+    Now(End),
+}
+
+/// A socket's side of one connection: its protocol role, and the socket's hand-off queue
+/// it moves work from and delivers to. The [`Driver`] calls these steps in a fixed order.
+pub(crate) trait Endpoint {
+    /// Step: moves what the socket handed over (requests, replies of finished calls,
+    /// publications, subscription changes) into `link`, through the role. Called only
+    /// while the link is under its write high-water. Returns whether it moved anything.
+    fn send(&mut self, link: &mut Link, cx: &mut Context<'_>) -> Result<bool, Error>;
+
+    /// Whether to put this pass's write off once and come back after the tasks queued to
+    /// run: for work about to be handed over. `took` is what [`send`](Self::send) said.
+    fn defer(&mut self, took: bool) -> bool {
+        let _ = took;
+        false
+    }
+
+    /// Whether the connection is to end now.
+    fn poll_end(&mut self, link: &Link, cx: &mut Context<'_>) -> Option<Ending>;
+
+    /// A frame for the role (pings and pongs never reach it).
+    fn receive(&mut self, frame: Frame, link: &mut Link, cx: &mut Context<'_>)
+        -> Result<(), Error>;
+
+    /// Step: hands what was received to the socket. `Pending` holds it (the socket is
+    /// full, and `cx` is woken when it has room); reading pauses meanwhile.
+    fn poll_deliver(&mut self, link: &mut Link, cx: &mut Context<'_>) -> Poll<Result<(), Error>>;
+
+    /// Whether reading is paused: the endpoint holds what it cannot hand over yet, or what
+    /// it would owe the peer is over the write high-water.
+    fn read_paused(&self, link: &Link) -> bool;
+
+    /// Whether the endpoint holds received work its socket has no room for: its own
+    /// back-pressure, which the heartbeat does not count as the peer's silence.
+    fn holding(&self) -> bool {
+        false
+    }
+
+    /// Whether the pass that just ended left work for another one at once.
+    fn again(&mut self) -> bool {
+        false
+    }
+
+    /// The connection ends with `end`: what was in flight on it fails, and what was
+    /// received and not handed over goes where it can.
+    fn finish(&mut self, end: &End, cx: &mut Context<'_>);
+}
+
+/// Drives one connection of any socket: see the [module docs](self).
+pub(crate) struct Driver<Io, E> {
+    io: FramedIo<Io>,
+    endpoint: E,
+    /// A pass's write was put off once (see [`Endpoint::defer`]).
+    deferred: bool,
+    /// Ending gracefully: the write side is being closed.
+    closing: bool,
+    /// Set once the driver has ended.
+    ended: bool,
+}
+
+impl<Io: AsyncRead + AsyncWrite + Unpin, E: Endpoint> Driver<Io, E> {
+    pub(crate) fn new(io: FramedIo<Io>, endpoint: E) -> Self {
+        Driver {
+            io,
+            endpoint,
+            deferred: false,
+            closing: false,
+            ended: false,
+        }
+    }
+
+    /// The endpoint, to read what it kept once the connection has ended.
+    pub(crate) fn endpoint_mut(&mut self) -> &mut E {
+        &mut self.endpoint
+    }
+
+    /// The link and the endpoint, for work queued before the driver first runs.
+    pub(crate) fn parts_mut(&mut self) -> (&mut Link, &mut E) {
+        (&mut self.io.link, &mut self.endpoint)
+    }
+
+    /// Ends the connection with `end`.
+    fn end(&mut self, end: End, cx: &mut Context<'_>) -> Poll<End> {
+        self.ended = true;
+        self.endpoint.finish(&end, cx);
+        Poll::Ready(end)
+    }
+
+    /// The connection failed: `cause` ends it.
+    fn lost(&mut self, cause: Error, cx: &mut Context<'_>) -> Poll<End> {
+        self.end(End::Lost(cause), cx)
+    }
+
+    /// Writes what is queued and closes the write side, to completion: a TLS close_notify
+    /// or a QUIC stream's finish is sent, not dropped.
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        match self.io.poll_close(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => self.end(End::Closed, cx),
+            // The peer may already be gone; the connection is closed either way.
+            Poll::Ready(Err(e)) => {
+                tracing::debug!(error = %e, "closing the connection failed");
+                self.end(End::Closed, cx)
+            }
+        }
+    }
+
+    /// Step: reads and hands over everything that has arrived, while reading is not
+    /// paused.
+    fn read(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
+        loop {
+            if self.endpoint.read_paused(&self.io.link) {
+                if self.io.link.over_high_water() {
+                    crate::limits::hit(crate::limits::QUEUED_BYTES);
+                }
+                break;
+            }
+            match self.io.buffered() {
+                Ok(Some(frame)) => {
+                    self.endpoint.receive(frame, &mut self.io.link, cx)?;
+                    continue;
+                }
+                Ok(None) if self.io.at_eof() => return Err(Error::ConnectionClosed),
+                Ok(None) => {}
+                Err(e) => return Err(e.into()),
+            }
+            // What was decoded so far is handed over before the next read.
+            match self.endpoint.poll_deliver(&mut self.io.link, cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => break,
+            }
+            match self.io.poll_fill(cx) {
+                Poll::Pending => break,
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Err(Error::Io(e)),
+            }
+        }
+        match self.endpoint.poll_deliver(&mut self.io.link, cx) {
+            Poll::Ready(Err(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+// The driver never pins its fields: the endpoint and the stream are only ever used
+// through `&mut`, so the driver moves freely whatever they hold.
+impl<Io, E> Unpin for Driver<Io, E> {}
+
+impl<Io: AsyncRead + AsyncWrite + Unpin, E: Endpoint> Future for Driver<Io, E> {
+    type Output = End;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<End> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Pending;
+        }
+        if this.closing {
+            return this.poll_close(cx);
+        }
+        // Work handed over while a pass wrote and read goes in the next pass, without
+        // another trip through the scheduler. A pass that finds nothing to do has
+        // registered this task to be woken by what comes next.
+        for _ in 0..MAX_PASSES {
+            let took = if this.io.link.over_high_water() {
+                false
+            } else {
+                match this.endpoint.send(&mut this.io.link, cx) {
+                    Ok(took) => took,
+                    Err(e) => return this.lost(e, cx),
+                }
+            };
+            if !this.deferred && this.endpoint.defer(took) {
+                this.deferred = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            this.deferred = false;
+            match this.endpoint.poll_end(&this.io.link, cx) {
+                None => {}
+                Some(Ending::Now(end)) => return this.end(end, cx),
+                Some(Ending::Graceful) => {
+                    this.closing = true;
+                    return this.poll_close(cx);
+                }
+            }
+            let holding = this.endpoint.holding();
+            if let Err(e) = this.io.poll_liveness(cx, holding) {
+                return this.lost(e, cx);
+            }
+            let was_full = this.io.link.over_high_water();
+            if was_full {
+                crate::limits::hit(crate::limits::QUEUED_BYTES);
+            }
+            if let Poll::Ready(Err(e)) = this.io.poll_flush(cx) {
+                return this.lost(Error::Io(e), cx);
+            }
+            // A flush that takes the buffer under the mark must lead to another pass, or
+            // nothing would wake this task again.
+            let drained = was_full && !this.io.link.over_high_water();
+            if let Err(e) = this.read(cx) {
+                return this.lost(e, cx);
+            }
+            // A pong or an ack queued while reading leaves now; one that takes the buffer
+            // back under the mark after reading paused on it must lead to another pass.
+            let mut drained = drained;
+            if this.io.queued_len() > 0 {
+                let was_full = this.io.link.over_high_water();
+                if let Poll::Ready(Err(e)) = this.io.poll_flush(cx) {
+                    return this.lost(Error::Io(e), cx);
+                }
+                drained |= was_full && !this.io.link.over_high_water();
+            }
+            if !(took || drained || this.endpoint.again()) {
+                return Poll::Pending;
+            }
+        }
+        // Still busy: let other tasks run, and come back.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
