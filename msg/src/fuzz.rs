@@ -36,6 +36,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("snappy", decompress_snappy),
     ("lz4", decompress_lz4),
     ("topic_matcher", topic_matcher),
+    ("roles", roles),
 ];
 
 /// Inputs to start from, per target: valid ones, so that mutations reach past the first
@@ -60,6 +61,45 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             frame(Frame::new(FrameKind::Cancel, 7, Bytes::new())),
         ]
         .concat()],
+        "roles" => {
+            // Commands: [command, pick], and for the peer's bytes [3, pick, length, bytes].
+            let peer = |frames: Vec<Vec<u8>>| {
+                let bytes = frames.concat();
+                [vec![3, 0, bytes.len() as u8], bytes].concat()
+            };
+            let publish = |seq, topic: &'static str| {
+                let mut f = Frame::new(FrameKind::Publish, seq, Bytes::from_static(b"p"));
+                f.topic = Bytes::from_static(topic.as_bytes());
+                frame(f)
+            };
+            let mut subscribe = Frame::new(FrameKind::Subscribe, 1, Bytes::new());
+            subscribe.topic = Bytes::from_static(b"a.>");
+            let response = |id| frame(Frame::new(FrameKind::Response, id, Bytes::from("r")));
+            let ack = |id| frame(Frame::new(FrameKind::SubscriptionAck, id, Bytes::new()));
+            vec![
+                // A requester sends two, cancels one, and is answered twice.
+                [
+                    vec![0, 1, 0, 2, 0, 3, 1, 3],
+                    peer(vec![response(1), response(2), response(1)]),
+                ]
+                .concat(),
+                [
+                    vec![1, 1, 0, 1],
+                    peer(vec![frame(Frame::new(
+                        FrameKind::Request,
+                        1,
+                        Bytes::from("q"),
+                    ))]),
+                ]
+                .concat(),
+                [vec![2, 1, 0, 1], peer(vec![frame(subscribe)])].concat(),
+                [
+                    vec![3, 1, 0, 0, 0, 1],
+                    peer(vec![publish(1, "a.b"), ack(1), publish(4, "a.c"), ack(2)]),
+                ]
+                .concat(),
+            ]
+        }
         "handshake" => vec![
             frame(hello(Some(b"secret"))),
             frame(hello(Some(b"wrong"))),
@@ -422,6 +462,148 @@ pub fn topic_matcher(data: &[u8]) {
             }
         }
     }
+}
+
+/// The four protocol roles, with no runtime: the input picks a role, commands for it
+/// (send, cancel, respond, subscribe, ack) and the bytes its peer sends, fed through a
+/// [`Link`](msg_core::proto::Link) in pieces. Whatever comes, each frame is taken or
+/// refused with a typed error, and the role's own books hold: a requester's answers go
+/// only to callers with a request on the wire, each at most once; a subscriber's gaps add
+/// up to the sequence numbers it saw; what a link queues decodes as whole frames within
+/// its limit.
+pub fn roles(data: &[u8]) {
+    use msg_core::proto::{
+        Answer, Caller, Delivery, Incoming, Link, Publisher, Replier, Requester, Subscriber,
+    };
+
+    let mut u = Unstructured::new(data);
+    let role = u.arbitrary::<u8>().unwrap_or(0) % 4;
+    let max = [64usize, 1024][usize::from(u.arbitrary::<u8>().unwrap_or(0) % 2)];
+    let mut link = Link::new(max);
+    let mut requester = Requester::new();
+    let mut replier = Replier::new();
+    let mut publisher = Publisher::new();
+    let mut subscriber = Subscriber::<u64>::new();
+    // The requester's callers with a request on the wire.
+    let mut waiting = std::collections::HashSet::new();
+    let mut generation = 0u64;
+    let (mut changes, mut acked) = (0u64, 0u64);
+    let (mut seen, mut missed, mut last) = (0u64, 0u64, 0u64);
+    let mut rbuf = BytesMut::new();
+    let mut broken = false;
+    while !u.is_empty() && !broken {
+        let command = u.arbitrary::<u8>().unwrap_or(0) % 4;
+        let pick = u32::from(u.arbitrary::<u8>().unwrap_or(0) % 8);
+        match (role, command) {
+            (0, 0) => {
+                generation += 1;
+                let caller = Caller {
+                    slot: pick,
+                    generation,
+                };
+                // A slot is reused only once its request is answered or given up on.
+                if let Some(&old) = waiting.iter().find(|c: &&Caller| c.slot == pick) {
+                    assert!(requester.cancel(old, &mut link), "a request on the wire");
+                    waiting.remove(&old);
+                }
+                let msg = Message::new(Bytes::from(vec![0u8; (generation % 80) as usize]));
+                if requester.send(caller, &msg, &mut link).is_ok() {
+                    waiting.insert(caller);
+                }
+            }
+            (0, 1) => {
+                if let Some(&caller) = waiting.iter().find(|c| c.slot == pick) {
+                    assert!(requester.cancel(caller, &mut link), "a request on the wire");
+                    waiting.remove(&caller);
+                }
+            }
+            (1, 0) => {
+                let reply = Message::new(Bytes::from(vec![1u8; pick as usize * 20]));
+                if replier.respond(u64::from(pick), &reply, &mut link).is_err() {
+                    replier.fail(u64::from(pick), &Bytes::from("too large"), &mut link);
+                }
+            }
+            (2, 0) => {
+                let pattern = ["a", "a.*", "a.>", "b.c"][pick as usize % 4];
+                if publisher
+                    .ack(u64::from(pick), Some(pattern), &mut link)
+                    .is_err()
+                {
+                    assert!(pattern.len() > max, "an ack fits");
+                }
+            }
+            (3, 0) => {
+                let pattern = ["a", "a.*", "a.>", "b.c"][pick as usize % 4];
+                if subscriber
+                    .change(pick % 2 == 0, pattern, changes, &mut link)
+                    .is_ok()
+                {
+                    changes += 1;
+                }
+            }
+            _ => {
+                // The peer's bytes, in a piece of the input's choosing.
+                let n = usize::from(u.arbitrary::<u8>().unwrap_or(0)).max(1);
+                let piece = u.bytes(n.min(u.len())).unwrap_or_default();
+                rbuf.extend_from_slice(piece);
+                loop {
+                    let frame = match link.decode(&mut rbuf) {
+                        Ok(Some(frame)) => frame,
+                        Ok(None) => break,
+                        Err(_) => {
+                            broken = true;
+                            break;
+                        }
+                    };
+                    assert!(frame.topic.len() + frame.payload.len() <= max);
+                    let taken = match role {
+                        0 => requester.receive(frame).map(|answer| {
+                            if let Some((caller, answer)) = answer {
+                                assert!(waiting.remove(&caller), "an answer for {caller:?}");
+                                if let Answer::Reply(msg) = answer {
+                                    assert!(msg.payload().len() <= max);
+                                }
+                            }
+                        }),
+                        1 => replier.receive(frame).map(|incoming| {
+                            if let Incoming::Request { msg, .. } = incoming {
+                                assert!(msg.payload().len() <= max);
+                            }
+                        }),
+                        2 => publisher.receive(frame).map(|change| {
+                            assert!(std::str::from_utf8(change.pattern().as_bytes()).is_ok());
+                        }),
+                        _ => subscriber.receive(frame).map(|delivery| match delivery {
+                            Delivery::Publication { frame, missed: gap } => {
+                                assert!(frame.id > last, "sequence numbers go up");
+                                assert_eq!(frame.id - last - 1, gap);
+                                last = frame.id;
+                                seen += 1;
+                                missed += gap;
+                            }
+                            Delivery::Applied { waiter, .. } => {
+                                assert!(waiter < changes);
+                                acked += 1;
+                            }
+                        }),
+                    };
+                    if taken.is_err() {
+                        broken = true;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(seen + missed, last, "the gaps add up to the sequence");
+    assert!(acked <= changes);
+    // What the role queued for its peer is whole frames within the limit.
+    let mut sent = BytesMut::from(&link.take_transmit()[..]);
+    let mut codec = FrameCodec::with_max_frame_len(max);
+    while let Some(frame) = codec.decode(&mut sent).expect("a role queues valid frames") {
+        assert!(frame.topic.len() + frame.payload.len() <= max);
+    }
+    assert!(sent.is_empty(), "no frame is queued in part");
 }
 
 #[cfg(test)]
