@@ -49,16 +49,25 @@ pub struct WriteBuf {
     /// Coalesced headers and small payloads, written after `segments`.
     staging: BytesMut,
     len: usize,
+    /// The most bytes waiting since the buffer was last empty: a buffer that carries only
+    /// a few small frames at a time (an idle connection's pings) keeps a small allocation.
+    peak: usize,
     max_frame_len: usize,
 }
+
+/// What the coalescing buffer starts with, when the first frame comes.
+const STAGING_START: usize = 512;
+/// What it is given once a batch of frames has needed more than [`STAGING_START`].
+const STAGING_BUSY: usize = 16 * 1024;
 
 impl WriteBuf {
     /// An empty buffer that refuses frames larger than `max_frame_len`.
     pub fn new(max_frame_len: usize) -> Self {
         WriteBuf {
             segments: VecDeque::new(),
-            staging: BytesMut::with_capacity(16 * 1024),
+            staging: BytesMut::new(),
             len: 0,
+            peak: 0,
             max_frame_len,
         }
     }
@@ -85,6 +94,9 @@ impl WriteBuf {
             payload.len(),
             self.max_frame_len,
         )?;
+        if self.staging.capacity() == 0 {
+            self.staging.reserve(STAGING_START);
+        }
         header.encode(&mut self.staging);
         self.staging.extend_from_slice(topic);
         if payload.len() >= COPY_THRESHOLD {
@@ -95,6 +107,7 @@ impl WriteBuf {
             self.staging.extend_from_slice(payload);
         }
         self.len += HEADER_LEN + topic.len() + payload.len();
+        self.peak = self.peak.max(self.len);
         Ok(())
     }
 
@@ -105,6 +118,7 @@ impl WriteBuf {
             return;
         }
         self.len += bytes.len();
+        self.peak = self.peak.max(self.len);
         if bytes.len() >= COPY_THRESHOLD {
             if !self.staging.is_empty() {
                 let head = self.staging.split().freeze();
@@ -166,11 +180,21 @@ impl WriteBuf {
             self.segments.pop_front();
         }
         if self.len == 0 {
-            // Rewind the coalescing buffer so its allocation is reused.
+            // Rewind the coalescing buffer so its allocation is reused; one that carries
+            // batches gets room for them at once.
             self.staging.clear();
-            if self.staging.capacity() < 4096 {
-                self.staging.reserve(16 * 1024);
+            if self.peak > STAGING_START && self.staging.capacity() < 4096 {
+                self.staging.reserve(STAGING_BUSY);
             }
+            self.peak = 0;
+        }
+    }
+
+    /// Gives the buffer's memory back if nothing waits: for a connection gone idle.
+    pub fn shrink(&mut self) {
+        if self.len == 0 {
+            self.staging = BytesMut::new();
+            self.segments = VecDeque::new();
         }
     }
 }

@@ -85,33 +85,42 @@ pub enum SocketEvent<A> {
 
 /// The sending side, one per socket.
 pub(crate) struct EventSink<A> {
-    tx: broadcast::Sender<SocketEvent<A>>,
+    /// Made by the first [`subscribe`](Self::subscribe): a socket nobody watches holds no
+    /// buffer of events (256 of them cost a client socket more than its connection).
+    tx: std::sync::OnceLock<broadcast::Sender<SocketEvent<A>>>,
 }
 
 impl<A> fmt::Debug for EventSink<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EventSink")
-            .field("receivers", &self.tx.receiver_count())
+            .field(
+                "receivers",
+                &self.tx.get().map_or(0, |tx| tx.receiver_count()),
+            )
             .finish()
     }
 }
 
 impl<A: Clone + Send + 'static> EventSink<A> {
     pub(crate) fn new() -> Arc<Self> {
-        let (tx, _) = broadcast::channel(EVENT_CAPACITY);
-        Arc::new(EventSink { tx })
+        Arc::new(EventSink {
+            tx: std::sync::OnceLock::new(),
+        })
     }
 
     /// Sends `event` to every stream; costs nothing but the event when there is none.
     pub(crate) fn emit(&self, event: impl FnOnce() -> SocketEvent<A>) {
-        if self.tx.receiver_count() > 0 {
-            let _ = self.tx.send(event());
+        if let Some(tx) = self.tx.get() {
+            if tx.receiver_count() > 0 {
+                let _ = tx.send(event());
+            }
         }
     }
 
     pub(crate) fn subscribe(&self) -> Events<A> {
+        let tx = self.tx.get_or_init(|| broadcast::channel(EVENT_CAPACITY).0);
         Events {
-            inner: BroadcastStream::new(self.tx.subscribe()),
+            inner: BroadcastStream::new(tx.subscribe()),
         }
     }
 }

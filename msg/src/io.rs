@@ -20,7 +20,11 @@ use tokio::time::Sleep;
 
 use crate::Error;
 
-/// How much the read buffer grows by when it runs out of room, for small frames.
+/// How much the read buffer takes at first, and again once the connection goes idle: a
+/// handshake, and the pings of an idle connection, need no more.
+const MIN_READ_CHUNK: usize = 2 * 1024;
+/// How much the read buffer grows by when it runs out of room, for small frames, once
+/// reads come full.
 const READ_CHUNK: usize = 64 * 1024;
 /// The most it grows by at once, for large frames.
 const MAX_READ_CHUNK: usize = 1024 * 1024;
@@ -101,7 +105,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
             io,
             rbuf: BytesMut::new(),
             link: Link::new(max_frame_len),
-            chunk: READ_CHUNK,
+            chunk: MIN_READ_CHUNK,
             pool: VecDeque::new(),
             timer: None,
             received: metrics::Counter::noop(),
@@ -154,7 +158,9 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
             .map_err(crate::limits::frame_error)?;
         if let Some(frame) = &frame {
             let len = frame.topic.len() + frame.payload.len();
-            self.chunk = len.saturating_mul(8).clamp(READ_CHUNK, MAX_READ_CHUNK);
+            if len > self.chunk / 8 {
+                self.chunk = len.saturating_mul(8).min(MAX_READ_CHUNK);
+            }
         }
         Ok(frame)
     }
@@ -196,6 +202,13 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
         }
         let mut alarm_cx = Context::from_waker(&timer.alarm_waker);
         while timer.sleep.as_mut().poll(&mut alarm_cx).is_ready() {
+            if !self.link.heard_since_tick() && self.rbuf.is_empty() {
+                // Idle for an interval: the buffers sized for traffic go back.
+                self.rbuf = BytesMut::new();
+                self.pool.clear();
+                self.chunk = MIN_READ_CHUNK;
+                self.link.shrink();
+            }
             if let Err(silent) = self.link.handle_timeout(Instant::now(), paused) {
                 return Err(Error::HeartbeatTimeout {
                     after: silent.after,
@@ -218,11 +231,16 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
             return Poll::Ready(Ok(false));
         }
         self.make_room();
+        let spare = self.rbuf.capacity() - self.rbuf.len();
         let n = ready!(tokio_util::io::poll_read_buf(
             Pin::new(&mut self.io),
             cx,
             &mut self.rbuf
         ))?;
+        if n == spare && self.chunk < READ_CHUNK {
+            // A full read: more is coming than the buffer takes. Grow.
+            self.chunk = (self.chunk * 4).min(READ_CHUNK);
+        }
         if n == 0 {
             self.link.set_eof();
         } else {

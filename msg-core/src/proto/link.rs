@@ -122,6 +122,17 @@ impl Link {
         }
     }
 
+    /// Whether bytes arrived since the heartbeat's last tick.
+    pub fn heard_since_tick(&self) -> bool {
+        self.heard
+    }
+
+    /// Gives back the write buffer's memory if nothing waits to be written: for a
+    /// connection gone idle.
+    pub fn shrink(&mut self) {
+        self.wbuf.shrink();
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) is next due, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.heartbeat.as_ref().map(Heartbeat::deadline)
