@@ -388,6 +388,12 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
         self.wbuf.push(kind, encoding, id, topic, payload)
     }
 
+    /// Queues a frame whose header and topic were encoded once for many connections, with
+    /// `id` patched in.
+    pub(crate) fn queue_shared(&mut self, head: &msg_core::SharedHead, id: u64, payload: &Bytes) {
+        self.wbuf.push_shared(head, id, payload)
+    }
+
     /// Queues a whole frame, topic included.
     pub(crate) fn queue_frame(&mut self, frame: &Frame) -> Result<(), FrameError> {
         self.wbuf.push(

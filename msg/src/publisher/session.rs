@@ -2,19 +2,18 @@
 //! queued for it.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::task::AtomicWaker;
 use msg_core::{Encoding, Frame, FrameKind};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{lock, Hub, OutFrame, Session, SessionQueue};
+use super::registry::Subscriptions;
+use super::{Hub, OutFrame, Session};
 use crate::accept::Established;
 use crate::events::{EventSink, SocketEvent};
 use crate::io::FramedIo;
@@ -44,24 +43,13 @@ pub(super) fn spawn<Io, A>(
     Io: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     A: Clone + fmt::Display + Send + Sync + 'static,
 {
-    let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
-    let session = Arc::new(Session {
-        id,
-        peer: conn.peer,
-        queue: Mutex::new(SessionQueue::default()),
-        waker: AtomicWaker::new(),
-        space: Arc::new(Notify::new()),
-        sent: AtomicU64::new(0),
-        dropped: AtomicU64::new(0),
-        last_drop_log: AtomicU64::new(0),
-    });
-    shared.write().sessions.insert(id, session.clone());
+    let session = shared.add_session(conn.peer);
     let mut task = SessionTask {
         io: conn.io,
         session,
         shared,
         batch: Vec::new(),
-        subscriptions: 0,
+        subscriptions: Subscriptions::default(),
     };
     tracker.spawn(async move {
         let result = tokio::select! {
@@ -96,8 +84,8 @@ struct SessionTask<Io, A> {
     /// Messages taken from the queue with their sequence numbers, reused from one batch
     /// to the next.
     batch: Vec<(u64, OutFrame)>,
-    /// Patterns the subscriber holds.
-    subscriptions: usize,
+    /// Patterns the subscriber holds, and its changes not yet applied.
+    subscriptions: Subscriptions,
 }
 
 impl<Io, A> SessionTask<Io, A>
@@ -121,7 +109,7 @@ where
             match self.io.poll_flush(cx) {
                 // Everything written: carry on while messages wait. A full queue wakes no
                 // one when a publish is dropped, so the session must not stop short.
-                Poll::Ready(Ok(())) if !lock(&self.session.queue).frames.is_empty() => continue,
+                Poll::Ready(Ok(())) if !self.session.is_empty() => continue,
                 Poll::Ready(Ok(())) if paused => continue,
                 Poll::Ready(Ok(())) if draining => return Poll::Ready(Ok(())),
                 Poll::Ready(Ok(())) | Poll::Pending => return Poll::Pending,
@@ -131,9 +119,17 @@ where
     }
 
     /// Step: applies every subscription change that has arrived and queues its ack, until
-    /// the bytes waiting to be written reach [`ACKS_HIGH_WATER`]. Returns whether the
-    /// subscriber has closed its side.
+    /// the bytes waiting to be written reach [`ACKS_HIGH_WATER`]; the changes read
+    /// together take effect together, before any of their acks is written. Returns
+    /// whether the subscriber has closed its side.
     fn read_subscriptions(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
+        let read = self.read_subscription_frames(cx);
+        let id = self.session.id;
+        self.shared.registry.apply(id, &mut self.subscriptions);
+        read
+    }
+
+    fn read_subscription_frames(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
         while self.io.queued_len() < ACKS_HIGH_WATER {
             match self.io.poll_read(cx) {
                 Poll::Pending => return Ok(false),
@@ -170,26 +166,19 @@ where
                 pattern.len(),
                 options.max_pattern_len
             ));
+        } else if subscribe
+            && !self.subscriptions.holds(pattern)
+            && self.subscriptions.len() >= options.max_subscriptions
+        {
+            // A pattern already held takes no more room; a new one past the limit is refused.
+            crate::limits::hit(crate::limits::SUBSCRIPTIONS);
+            refusal = Some(format!(
+                "this publisher takes at most {} patterns per subscriber",
+                options.max_subscriptions
+            ));
         } else {
-            let mut registry = self.shared.write();
-            if !subscribe {
-                if registry.trie.remove(pattern, self.session.id) {
-                    self.subscriptions -= 1;
-                }
-            } else if registry.trie.insert(pattern, self.session.id) {
-                // A pattern already held takes no more room; a new one past the limit is
-                // taken back out.
-                if self.subscriptions >= options.max_subscriptions {
-                    registry.trie.remove(pattern, self.session.id);
-                    crate::limits::hit(crate::limits::SUBSCRIPTIONS);
-                    refusal = Some(format!(
-                        "this publisher takes at most {} patterns per subscriber",
-                        options.max_subscriptions
-                    ));
-                } else {
-                    self.subscriptions += 1;
-                }
-            }
+            // Applied with the others read in this pass, before the ack is written.
+            self.subscriptions.set(pattern, subscribe);
         }
         match &refusal {
             Some(reason) => {
@@ -212,29 +201,14 @@ where
     fn take_queued(&mut self) {
         let mut moved = 0;
         while self.io.queued_len() < WRITE_CHUNK {
-            {
-                let mut queue = lock(&self.session.queue);
-                let n = queue.frames.len().min(64);
-                self.batch.extend(queue.frames.drain(..n));
-                queue.bytes -= self
-                    .batch
-                    .iter()
-                    .map(|(_, f)| f.payload.len())
-                    .sum::<usize>();
-            }
+            self.session.take(64, &mut self.batch);
             if self.batch.is_empty() {
                 break;
             }
             moved += self.batch.len();
             for (seq, frame) in self.batch.drain(..) {
                 // Checked against the frame limit when it was published.
-                let _ = self.io.queue_parts(
-                    FrameKind::Publish,
-                    frame.encoding,
-                    seq,
-                    &frame.topic,
-                    &frame.payload,
-                );
+                self.io.queue_shared(&frame.head, seq, &frame.payload);
             }
         }
         if moved > 0 {
@@ -245,23 +219,15 @@ where
 
     /// Unregisters the session; what is still queued for it counts as dropped.
     fn close(&mut self) {
-        {
-            let mut registry = self.shared.write();
-            registry.trie.remove_all(self.session.id);
-            registry.sessions.remove(&self.session.id);
-        }
-        let left = {
-            let mut queue = lock(&self.session.queue);
-            queue.closed = true;
-            queue.bytes = 0;
-            std::mem::take(&mut queue.frames).len() as u64
-        };
+        self.shared
+            .registry
+            .remove(self.session.id, &self.subscriptions);
+        let left = self.session.close();
         if left > 0 {
             metrics::counter!("msg_publish_dropped_total").increment(left);
             self.session.dropped.fetch_add(left, Ordering::Relaxed);
             self.shared.dropped.fetch_add(left, Ordering::Relaxed);
         }
-        self.session.space.notify_waiters();
         tracing::debug!(peer = %self.session.peer, "subscriber left");
     }
 }
