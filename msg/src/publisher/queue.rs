@@ -209,3 +209,78 @@ impl<A> Session<A> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use msg_core::{Encoding, FrameKind};
+
+    use super::*;
+
+    fn frame() -> OutFrame {
+        let payload = Bytes::from_static(b"x");
+        OutFrame {
+            head: SharedHead::new(
+                FrameKind::Publish,
+                Encoding::IDENTITY,
+                Bytes::from_static(b"t"),
+                payload.len(),
+                1024,
+            )
+            .unwrap(),
+            payload,
+        }
+    }
+
+    #[test]
+    fn full_queues_are_counted_as_they_fill_drain_and_close() {
+        let options = PubOptions::default()
+            .slow_subscriber(SlowSubscriber::Wait)
+            .high_water_mark(2);
+        let pressure = Arc::new(Pressure::default());
+        let one = Session::new(1, (), &options, &pressure);
+        let two = Session::new(2, (), &options, &pressure);
+        let mut batch = Vec::new();
+        for (full_before, session) in [&one, &two].into_iter().enumerate() {
+            let offer = |session: &Session<()>| session.offer(&frame(), SlowSubscriber::Wait);
+            assert!(matches!(offer(session), Offer::Queued));
+            assert_eq!(pressure.full.load(Ordering::Acquire), full_before);
+            assert!(matches!(offer(session), Offer::Queued));
+            assert_eq!(pressure.full.load(Ordering::Acquire), full_before + 1);
+            assert!(matches!(offer(session), Offer::Full));
+        }
+        assert_eq!(pressure.full.load(Ordering::Acquire), 2);
+        let room = pressure.room();
+        let woken = room.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        one.take(1, &mut batch);
+        assert_eq!(batch.len(), 1);
+        assert_eq!(pressure.full.load(Ordering::Acquire), 1);
+        assert!(
+            futures_util::FutureExt::now_or_never(woken).is_some(),
+            "room made wakes the waiting"
+        );
+        assert_eq!(two.close(), 2);
+        assert!(!pressure.any_full());
+        assert!(matches!(
+            two.offer(&frame(), SlowSubscriber::Wait),
+            Offer::Gone
+        ));
+    }
+
+    #[test]
+    fn under_the_drop_policy_nothing_is_counted() {
+        let options = PubOptions::default().high_water_mark(1);
+        let pressure = Arc::new(Pressure::default());
+        let session = Session::new(1, (), &options, &pressure);
+        assert!(matches!(
+            session.offer(&frame(), SlowSubscriber::Drop),
+            Offer::Queued
+        ));
+        assert!(matches!(
+            session.offer(&frame(), SlowSubscriber::Drop),
+            Offer::Full
+        ));
+        assert!(!pressure.any_full());
+    }
+}
