@@ -68,7 +68,7 @@ impl<A> RouteCache<A> {
         snapshot.trie.matching(topic, &mut ids);
         let sessions: Sessions<A> = ids
             .iter()
-            .filter_map(|id| snapshot.sessions.get(id).cloned())
+            .filter_map(|&id| snapshot.sessions.get(id).cloned())
             .collect();
         let topic = match cached.as_deref() {
             // Only the subscriptions changed: the topic's bytes are shared again.

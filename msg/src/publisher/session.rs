@@ -46,10 +46,10 @@ pub(super) fn spawn<Io, A>(
     let session = shared.add_session(conn.peer);
     let mut task = SessionTask {
         io: conn.io,
+        subscriptions: Subscriptions::new(session.id),
         session,
         shared,
         batch: Vec::new(),
-        subscriptions: Subscriptions::default(),
     };
     tracker.spawn(async move {
         let result = tokio::select! {
@@ -124,8 +124,7 @@ where
     /// whether the subscriber has closed its side.
     fn read_subscriptions(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
         let read = self.read_subscription_frames(cx);
-        let id = self.session.id;
-        self.shared.registry.apply(id, &mut self.subscriptions);
+        self.shared.registry.apply(&mut self.subscriptions);
         read
     }
 
@@ -167,8 +166,8 @@ where
                 options.max_pattern_len
             ));
         } else if subscribe
-            && !self.subscriptions.holds(pattern)
             && self.subscriptions.len() >= options.max_subscriptions
+            && !self.subscriptions.holds(&self.shared.registry, pattern)
         {
             // A pattern already held takes no more room; a new one past the limit is refused.
             crate::limits::hit(crate::limits::SUBSCRIPTIONS);
@@ -178,7 +177,8 @@ where
             ));
         } else {
             // Applied with the others read in this pass, before the ack is written.
-            self.subscriptions.set(pattern, subscribe);
+            self.subscriptions
+                .set(&self.shared.registry, pattern, subscribe);
         }
         match &refusal {
             Some(reason) => {
@@ -219,9 +219,7 @@ where
 
     /// Unregisters the session; what is still queued for it counts as dropped.
     fn close(&mut self) {
-        self.shared
-            .registry
-            .remove(self.session.id, &self.subscriptions);
+        self.shared.registry.remove(self.session.id);
         let left = self.session.close();
         if left > 0 {
             metrics::counter!("msg_publish_dropped_total").increment(left);

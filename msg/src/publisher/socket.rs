@@ -313,7 +313,7 @@ impl<T: Transport> PubSocket<T> {
         let snapshot = self.shared.registry.load();
         let mut stats: Vec<_> = snapshot
             .sessions
-            .values()
+            .iter()
             .map(|s| SubscriberStats {
                 peer: s.peer.clone(),
                 sent: s.sent.load(Ordering::Relaxed),
