@@ -46,7 +46,9 @@ impl Drop for Guard {
 /// bounded queue; by default a subscriber that falls behind loses messages, counted in
 /// [`stats`](Self::stats), and never slows `publish` or the other subscribers (see
 /// [`SlowSubscriber`]). The socket is a cheap [`Clone`] handle and a [`tower::Service`] of
-/// [`Publication`]s.
+/// [`Publication`]s. Clones share the subscribers and the counters; each keeps its own
+/// route of the last topic it published, and a publish takes no lock shared with the
+/// other handles.
 ///
 /// # Example
 ///
