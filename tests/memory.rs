@@ -26,10 +26,11 @@ use msg::compression::{
 use msg::wire::{Frame, FrameKind, Header};
 use msg::{
     serve, Encoding, Error, Message, PubOptions, PubSocket, RepOptions, RepSocket, ReqSocket,
-    Request, SocketType, Tcp,
+    Request, SocketType, SubSocket, Tcp,
 };
 use msg_tests::{assert_closed_by_server, encode, raw_client, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_stream::StreamExt;
 use tower::service_fn;
 
 /// Bytes allocated and not yet freed.
@@ -327,6 +328,121 @@ fn a_subscriber_flooding_subscribe_frames_without_reading_acks_is_bounded() {
         drop(publisher);
         // Acks owed are held at 1 MiB, plus the frames read in the last chunk.
         assert!(peak < 4 * MIB, "peak +{:.2} MiB", mib(peak));
+    });
+}
+
+/// Subscribe frames for a pattern already held and unsubscribe frames for one never held,
+/// alternating, with ids from `first`: changes that change nothing.
+fn idle_churn(first: u64, n: u64) -> BytesMut {
+    let mut bytes = BytesMut::new();
+    for id in first..first + n {
+        let (kind, pattern) = if id % 2 == 0 {
+            (FrameKind::Subscribe, "held")
+        } else {
+            (FrameKind::Unsubscribe, "never.held")
+        };
+        let mut frame = Frame::new(kind, id, Bytes::new());
+        frame.topic = Bytes::from_static(pattern.as_bytes());
+        bytes.extend_from_slice(&encode(frame));
+    }
+    bytes
+}
+
+#[test]
+fn a_subscribe_flood_that_changes_nothing_leaves_routes_alone_and_other_subscribers_served() {
+    const FRAMES: u64 = 200_000;
+    const BATCH: u64 = 1_000;
+    const PUBLICATIONS: u64 = 20_000;
+    alone(async {
+        let before = queued_bytes_hits();
+        // Lossless: every publication must reach the reading subscriber.
+        let options = PubOptions::default().slow_subscriber(msg::SlowSubscriber::Wait);
+        let mut publisher = PubSocket::with_options(Tcp::default(), options);
+        publisher.bind("127.0.0.1:0").await.unwrap();
+        let addr = publisher.local_addr().unwrap();
+        let mut reader = SubSocket::new(Tcp::default());
+        within(reader.connect(addr)).await.unwrap();
+        within(reader.subscribe("t")).await.unwrap();
+
+        let mut raw = raw_client(addr, SocketType::Sub).await.expect("welcomed");
+        let mut held = Frame::new(FrameKind::Subscribe, 0, Bytes::new());
+        held.topic = Bytes::from_static(b"held");
+        raw.write_all(&encode(held)).await.unwrap();
+        let ack = msg_tests::read_frame(&mut raw).await.expect("an ack");
+        assert_eq!(ack.kind, FrameKind::SubscriptionAck);
+        assert!(ack.payload.is_empty(), "refused: {:?}", ack.payload);
+        let changes = publisher.stats().subscription_changes;
+
+        let (mut read, mut write) = raw.into_split();
+        let base = mark();
+        let writer = tokio::spawn(async move {
+            let mut first = 1;
+            while first <= FRAMES {
+                write
+                    .write_all(&idle_churn(first, BATCH))
+                    .await
+                    .expect("the publisher reads on");
+                first += BATCH;
+            }
+            write
+        });
+        let publishing = tokio::spawn({
+            let publisher = publisher.clone();
+            async move {
+                for i in 0..PUBLICATIONS {
+                    publisher
+                        .publish("t", Bytes::from(i.to_be_bytes().to_vec()))
+                        .await
+                        .expect("publish");
+                }
+            }
+        });
+        // The reading subscriber gets every publication, in order, while the flood goes on.
+        tokio::time::timeout(Duration::from_secs(120), async {
+            for i in 0..PUBLICATIONS {
+                let msg = reader.next().await.expect("a publication");
+                assert_eq!(msg.payload().as_ref(), i.to_be_bytes(), "publication {i}");
+            }
+        })
+        .await
+        .expect("every publication within 120 s");
+        within(publishing).await.expect("the publishing task");
+        // The flood is read until the publisher pauses on the acks it owes, or all of it.
+        within(async {
+            while !writer.is_finished() && queued_bytes_hits() == before {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        let peak_unread = peak_since(base);
+        // Then every frame is answered, each with an empty ack: nothing refused.
+        let mut acks = 0u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut pending = 0usize;
+        tokio::time::timeout(Duration::from_secs(120), async {
+            while acks < FRAMES {
+                let n = read.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the publisher closed after {acks} acks");
+                pending += n;
+                acks += (pending / msg::wire::HEADER_LEN) as u64;
+                pending %= msg::wire::HEADER_LEN;
+            }
+        })
+        .await
+        .expect("every ack within 120 s");
+        let _write = within(writer).await.expect("the writer");
+        let peak = peak_since(base);
+        let changed = publisher.stats().subscription_changes - changes;
+        println!(
+            "idle subscribe flood of {FRAMES} frames beside {PUBLICATIONS} publications: \
+             {changed} subscription changes, peak +{:.2} MiB while no ack was read, +{:.2} MiB in all",
+            mib(peak_unread),
+            mib(peak)
+        );
+        assert_eq!(changed, 0, "changes that change nothing changed the routes");
+        assert!(peak < 6 * MIB, "peak +{:.2} MiB", mib(peak));
+        drop(reader);
+        drop(publisher);
     });
 }
 

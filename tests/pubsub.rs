@@ -614,3 +614,75 @@ async fn the_next_publish_sees_every_subscription_change() {
         );
     }
 }
+
+/// Subscription changes that arrive together are applied together: a subscriber that sends
+/// many at once costs the publisher a few new snapshots of its subscriptions, not one each,
+/// and every one of them is in force once its ack is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_changes_sent_together_are_applied_together() {
+    const PATTERNS: u64 = 500;
+    let (publisher, addr) = publisher(PubOptions::default()).await;
+    let mut raw = raw_client(addr, SocketType::Sub).await.expect("welcomed");
+    let before = publisher.stats().subscription_changes;
+    let mut frames = bytes::BytesMut::new();
+    for id in 0..PATTERNS {
+        let mut frame = Frame::new(FrameKind::Subscribe, id, Bytes::new());
+        frame.topic = Bytes::from(format!("p.{id}"));
+        frames.extend_from_slice(&encode(frame));
+    }
+    within(raw.write_all(&frames)).await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    for id in 0..PATTERNS {
+        let ack = msg_tests::read_frame_buffered(&mut raw, &mut buf)
+            .await
+            .expect("an ack");
+        assert_eq!((ack.kind, ack.id), (FrameKind::SubscriptionAck, id));
+        assert!(ack.payload.is_empty(), "refused: {:?}", ack.payload);
+    }
+    let changed = publisher.stats().subscription_changes - before;
+    assert!(
+        (1..PATTERNS / 10).contains(&changed),
+        "{changed} snapshots for {PATTERNS} changes sent at once"
+    );
+    for topic in ["p.0", "p.499"] {
+        publisher.publish(topic, Bytes::from(topic)).await.unwrap();
+        let publication = msg_tests::read_frame_buffered(&mut raw, &mut buf)
+            .await
+            .expect("a publication");
+        assert_eq!(publication.kind, FrameKind::Publish);
+        assert_eq!(publication.topic, topic);
+    }
+}
+
+/// Each clone of a publisher keeps a route of its own: clones publishing on different
+/// topics in turn reach exactly their subscribers, and each sees a subscription change
+/// made after its route was cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clones_route_on_their_own_and_all_see_subscription_changes() {
+    let (publisher, addr) = publisher(PubOptions::default()).await;
+    let other = publisher.clone();
+    let mut a = subscriber(addr, &["a"]).await;
+    let mut b = subscriber(addr, &["b"]).await;
+    for round in 0..3u8 {
+        publisher
+            .publish("a", Bytes::from(vec![round]))
+            .await
+            .unwrap();
+        other.publish("b", Bytes::from(vec![round])).await.unwrap();
+        assert_eq!(within(a.next()).await.unwrap().payload().as_ref(), [round]);
+        assert_eq!(within(b.next()).await.unwrap().payload().as_ref(), [round]);
+    }
+    // Both routes are cached; a change must reach both clones.
+    within(a.subscribe("b")).await.unwrap();
+    within(b.unsubscribe("b")).await.unwrap();
+    within(b.subscribe("a")).await.unwrap();
+    other.publish("b", Bytes::from("to a")).await.unwrap();
+    publisher
+        .publish("a", Bytes::from("to both"))
+        .await
+        .unwrap();
+    assert_eq!(within(a.next()).await.unwrap().payload(), "to a");
+    assert_eq!(within(a.next()).await.unwrap().payload(), "to both");
+    assert_eq!(within(b.next()).await.unwrap().payload(), "to both");
+    assert_eq!(publisher.stats().published, 8);
+}

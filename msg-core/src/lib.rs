@@ -43,4 +43,4 @@ pub use error::FrameError;
 pub use heartbeat::{Beat, Heartbeat, HeartbeatConfig};
 pub use message::{Encoding, Headers, Message};
 pub use wire::{Frame, FrameKind, SocketType};
-pub use write_buf::{WriteBuf, COPY_THRESHOLD, MAX_IO_SLICES};
+pub use write_buf::{SharedHead, WriteBuf, COPY_THRESHOLD, MAX_IO_SLICES};

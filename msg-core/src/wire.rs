@@ -155,7 +155,13 @@ impl Header {
 
     /// Writes the header's 20 bytes.
     pub fn encode(&self, dst: &mut BytesMut) {
-        dst.reserve(HEADER_LEN);
+        dst.extend_from_slice(&self.to_bytes());
+    }
+
+    /// The header's 20 bytes.
+    pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
+        let mut bytes = [0u8; HEADER_LEN];
+        let mut dst = &mut bytes[..];
         dst.put_u16(MAGIC);
         dst.put_u8(VERSION);
         dst.put_u8(self.kind as u8);
@@ -164,6 +170,7 @@ impl Header {
         dst.put_u16(self.topic_len);
         dst.put_u64(self.id);
         dst.put_u32(self.payload_len);
+        bytes
     }
 
     /// Parses a header from its 20 bytes.

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::wire::{header_for, FrameKind, HEADER_LEN};
 use crate::{Encoding, FrameError};
@@ -15,6 +15,68 @@ pub const COPY_THRESHOLD: usize = 4 * 1024;
 /// The most slices handed to one vectored write (Linux's `UIO_MAXIOV` is 1024; past a few
 /// dozen the gain is nil).
 pub const MAX_IO_SLICES: usize = 64;
+
+/// Where the id sits in the fixed header (see [`wire`](crate::wire)): bytes 8 to 16.
+const ID_AT: std::ops::Range<usize> = 8..16;
+
+/// A frame's header, encoded and checked once, and its topic, for a frame sent to many
+/// receivers with an id of each one's own (a publication with each subscriber's sequence
+/// number): [`WriteBuf::push_shared`] writes it with the id patched in. Nothing is
+/// allocated: the header is held inline and the topic shared.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use msg_core::{Encoding, FrameKind, SharedHead, WriteBuf};
+///
+/// let payload = Bytes::from_static(b"97000");
+/// let topic = Bytes::from_static(b"prices.eu");
+/// let head = SharedHead::new(FrameKind::Publish, Encoding::IDENTITY, topic, payload.len(), 1 << 20).unwrap();
+/// let mut one = WriteBuf::new(1 << 20);
+/// let mut other = WriteBuf::new(1 << 20);
+/// one.push_shared(&head, 7, &payload);
+/// other.push(FrameKind::Publish, Encoding::IDENTITY, 7, b"prices.eu", &payload).unwrap();
+/// assert_eq!(one.len(), other.len());
+/// ```
+#[derive(Debug, Clone)]
+pub struct SharedHead {
+    /// The header, with id 0.
+    header: [u8; HEADER_LEN],
+    topic: Bytes,
+}
+
+impl SharedHead {
+    /// The header and topic of a frame of `kind` whose payload is `payload_len` bytes.
+    ///
+    /// # Errors
+    ///
+    /// As [`header_for`]: a topic that does not fit or a kind that carries none, or a frame
+    /// larger than `max_frame_len`.
+    pub fn new(
+        kind: FrameKind,
+        encoding: Encoding,
+        topic: Bytes,
+        payload_len: usize,
+        max_frame_len: usize,
+    ) -> Result<Self, FrameError> {
+        let header = header_for(kind, encoding, 0, topic.len(), payload_len, max_frame_len)?;
+        Ok(SharedHead {
+            header: header.to_bytes(),
+            topic,
+        })
+    }
+
+    /// Header and topic together, in bytes.
+    pub fn len(&self) -> usize {
+        HEADER_LEN + self.topic.len()
+    }
+
+    /// Always false: a head holds at least the 20-byte header.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
 
 /// Frames queued to be written, laid out for one vectored write.
 ///
@@ -109,6 +171,27 @@ impl WriteBuf {
         self.len += HEADER_LEN + topic.len() + payload.len();
         self.peak = self.peak.max(self.len);
         Ok(())
+    }
+
+    /// Queues a frame from a head encoded once for many receivers, with `id` patched into
+    /// it, and the payload it was made for (its length is in the head).
+    pub fn push_shared(&mut self, head: &SharedHead, id: u64, payload: &Bytes) {
+        if self.staging.capacity() == 0 {
+            self.staging.reserve(STAGING_START);
+        }
+        self.staging.extend_from_slice(&head.header[..ID_AT.start]);
+        self.staging.put_u64(id);
+        self.staging.extend_from_slice(&head.header[ID_AT.end..]);
+        self.staging.extend_from_slice(&head.topic);
+        if payload.len() >= COPY_THRESHOLD {
+            let split = self.staging.split().freeze();
+            self.segments.push_back(split);
+            self.segments.push_back(payload.clone());
+        } else {
+            self.staging.extend_from_slice(payload);
+        }
+        self.len += head.len() + payload.len();
+        self.peak = self.peak.max(self.len);
     }
 
     /// Queues bytes that are already encoded, such as a frame shared between many
@@ -259,6 +342,53 @@ mod tests {
             }
             assert_eq!(out, frames, "step {step}");
         }
+    }
+
+    #[test]
+    fn a_shared_head_writes_the_same_bytes_as_push_with_each_id() {
+        for size in [0, 5, 5000] {
+            let payload = Bytes::from(vec![3u8; size]);
+            let head = SharedHead::new(
+                FrameKind::Publish,
+                Encoding::IDENTITY,
+                Bytes::from_static(b"a.b"),
+                payload.len(),
+                1 << 20,
+            )
+            .unwrap();
+            let mut shared = WriteBuf::new(1 << 20);
+            let mut pushed = WriteBuf::new(1 << 20);
+            for id in [1, u64::MAX, 42] {
+                shared.push_shared(&head, id, &payload);
+                pushed
+                    .push(FrameKind::Publish, Encoding::IDENTITY, id, b"a.b", &payload)
+                    .unwrap();
+            }
+            assert_eq!(drain(&mut shared, 7), drain(&mut pushed, 7), "size {size}");
+        }
+    }
+
+    #[test]
+    fn a_shared_head_refuses_what_push_refuses() {
+        let err = SharedHead::new(
+            FrameKind::Publish,
+            Encoding::IDENTITY,
+            Bytes::from_static(b"t"),
+            10,
+            10,
+        );
+        assert!(matches!(
+            err,
+            Err(FrameError::TooLarge { len: 11, max: 10 })
+        ));
+        let err = SharedHead::new(
+            FrameKind::Request,
+            Encoding::IDENTITY,
+            Bytes::from_static(b"t"),
+            1,
+            10,
+        );
+        assert!(matches!(err, Err(FrameError::BadTopic(_))));
     }
 
     #[test]

@@ -13,34 +13,15 @@
 //! `*` matches exactly one token; `>` may only be the last token and matches one or more.
 //! Tokens are never empty, so `a..b`, `.a` and `a.` are invalid.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
-/// FNV-1a: tokens are short, and this map is read on every publish, where SipHash's
-/// resistance to flooding buys nothing (subscribers cannot choose the publish topics).
-#[derive(Default)]
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
-type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+/// The trie's maps, keyed by tokens of the patterns subscribers choose: hashed with a key
+/// drawn at random for each map (std's SipHash-1-3), so that no subscriber can aim its
+/// patterns at one bucket. A publish matches the trie only when its handle's cached route
+/// is stale (a new topic, or changed subscriptions), never per message of a repeated topic.
+type TokenMap<V> = HashMap<Box<str>, V, RandomState>;
 
 /// Why a topic or pattern was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -136,10 +117,12 @@ pub fn matches(pattern: &str, topic: &str) -> bool {
     }
 }
 
-#[derive(Debug, Default)]
+/// One token's place in the trie. Children are shared between the versions of a trie
+/// (see [`Trie`]'s `Clone`): a change copies only the nodes on its pattern's path.
+#[derive(Debug, Default, Clone)]
 struct Node {
-    exact: FnvMap<Box<str>, Node>,
-    star: Option<Box<Node>>,
+    exact: TokenMap<Arc<Node>>,
+    star: Option<Arc<Node>>,
     /// Subscribers whose pattern ends here with `>`.
     tail: Vec<u64>,
     /// Subscribers whose pattern ends exactly here.
@@ -150,11 +133,47 @@ impl Node {
     fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.star.is_none() && self.tail.is_empty() && self.here.is_empty()
     }
+
+    /// This node without `id` anywhere at or below it, or `None` if `id` holds nothing
+    /// here: one walk of the subtree, copying only the nodes on the paths that change.
+    fn without(&self, id: u64) -> Option<Node> {
+        let star = self.star.as_deref().and_then(|star| star.without(id));
+        let exact: Vec<(&str, Node)> = self
+            .exact
+            .iter()
+            .filter_map(|(token, child)| child.without(id).map(|child| (&**token, child)))
+            .collect();
+        if star.is_none()
+            && exact.is_empty()
+            && !self.here.contains(&id)
+            && !self.tail.contains(&id)
+        {
+            return None;
+        }
+        let mut node = self.clone();
+        remove_id(&mut node.here, id);
+        remove_id(&mut node.tail, id);
+        if let Some(star) = star {
+            node.star = (!star.is_empty()).then(|| Arc::new(star));
+        }
+        for (token, child) in exact {
+            if child.is_empty() {
+                node.exact.remove(token);
+            } else {
+                node.exact.insert(token.into(), Arc::new(child));
+            }
+        }
+        Some(node)
+    }
 }
 
 /// Subscription patterns of many subscribers, matched against a topic at a cost that grows
 /// with the topic's tokens and the wildcards along its path, not with the number of
 /// subscriptions.
+///
+/// A clone is cheap and shares every node with the original: a change to either copies
+/// only the nodes on the changed pattern's path, so a publisher can read an immutable
+/// version while the next one is made.
 ///
 /// # Example
 ///
@@ -165,45 +184,80 @@ impl Node {
 /// trie.insert("a.b.c", 1);
 /// trie.insert("a.*.d", 2);
 /// trie.insert("a.>", 3);
+/// let before = trie.clone();
+/// trie.remove("a.>", 3);
 /// let mut out = Vec::new();
 /// trie.matching("a.b.c", &mut out);
+/// assert_eq!(out, vec![1]);
+/// before.matching("a.b.c", &mut out);
 /// assert_eq!(out, vec![1, 3]);
-/// trie.matching("a.x.d", &mut out);
+/// before.matching("a.x.d", &mut out);
 /// assert_eq!(out, vec![2, 3]);
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Trie {
-    root: Node,
+    root: Arc<Node>,
 }
 
 impl Trie {
     /// Subscribes `id` to `pattern` (a valid pattern; see [`validate_pattern`]). Returns
-    /// whether it was new.
+    /// whether it was new; a pattern already held copies nothing.
     pub fn insert(&mut self, pattern: &str, id: u64) -> bool {
-        let mut node = &mut self.root;
+        if self.contains(pattern, id) {
+            return false;
+        }
+        let mut node = Arc::make_mut(&mut self.root);
         let mut tokens = pattern.split('.').peekable();
         while let Some(token) = tokens.next() {
             if token == ">" && tokens.peek().is_none() {
                 return push_unique(&mut node.tail, id);
             }
-            node = if token == "*" {
-                node.star.get_or_insert_with(Box::default)
+            let child = if token == "*" {
+                node.star.get_or_insert_with(Arc::default)
             } else {
                 node.exact.entry(token.into()).or_default()
             };
+            node = Arc::make_mut(child);
         }
         push_unique(&mut node.here, id)
     }
 
-    /// Unsubscribes `id` from `pattern`. Returns whether it was subscribed.
+    /// Whether `id` is subscribed to `pattern`.
+    pub fn contains(&self, pattern: &str, id: u64) -> bool {
+        let mut node = &*self.root;
+        let mut tokens = pattern.split('.').peekable();
+        while let Some(token) = tokens.next() {
+            if token == ">" && tokens.peek().is_none() {
+                return node.tail.contains(&id);
+            }
+            let child = if token == "*" {
+                node.star.as_deref()
+            } else {
+                node.exact.get(token).map(|child| &**child)
+            };
+            match child {
+                Some(child) => node = child,
+                None => return false,
+            }
+        }
+        node.here.contains(&id)
+    }
+
+    /// Unsubscribes `id` from `pattern`. Returns whether it was subscribed; a pattern not
+    /// held copies nothing.
     pub fn remove(&mut self, pattern: &str, id: u64) -> bool {
+        if !self.contains(pattern, id) {
+            return false;
+        }
         let tokens: Vec<&str> = pattern.split('.').collect();
-        remove_at(&mut self.root, &tokens, id)
+        remove_at(Arc::make_mut(&mut self.root), &tokens, id)
     }
 
     /// Unsubscribes `id` from everything.
     pub fn remove_all(&mut self, id: u64) {
-        remove_everywhere(&mut self.root, id);
+        if let Some(root) = self.root.without(id) {
+            self.root = Arc::new(root);
+        }
     }
 
     /// Fills `out` with the subscribers whose patterns match `topic`, each once, sorted.
@@ -231,15 +285,18 @@ fn remove_id(ids: &mut Vec<u64>, id: u64) -> bool {
     ids.len() != before
 }
 
+/// Removes `id`'s pattern `tokens` below `node`, copying the nodes on its path that are
+/// shared, and prunes the nodes left empty.
 fn remove_at(node: &mut Node, tokens: &[&str], id: u64) -> bool {
     match tokens {
         [] => remove_id(&mut node.here, id),
         [">"] => remove_id(&mut node.tail, id),
         [first, rest @ ..] => {
-            let removed = if *first == "*" {
+            if *first == "*" {
                 let Some(child) = node.star.as_mut() else {
                     return false;
                 };
+                let child = Arc::make_mut(child);
                 let removed = remove_at(child, rest, id);
                 if child.is_empty() {
                     node.star = None;
@@ -249,30 +306,15 @@ fn remove_at(node: &mut Node, tokens: &[&str], id: u64) -> bool {
                 let Some(child) = node.exact.get_mut(*first) else {
                     return false;
                 };
+                let child = Arc::make_mut(child);
                 let removed = remove_at(child, rest, id);
                 if child.is_empty() {
                     node.exact.remove(*first);
                 }
                 removed
-            };
-            removed
+            }
         }
     }
-}
-
-fn remove_everywhere(node: &mut Node, id: u64) {
-    remove_id(&mut node.here, id);
-    remove_id(&mut node.tail, id);
-    if let Some(star) = node.star.as_mut() {
-        remove_everywhere(star, id);
-        if star.is_empty() {
-            node.star = None;
-        }
-    }
-    node.exact.retain(|_, child| {
-        remove_everywhere(child, id);
-        !child.is_empty()
-    });
 }
 
 fn collect(node: &Node, mut tokens: std::str::Split<'_, char>, out: &mut Vec<u64>) {
@@ -347,6 +389,48 @@ mod tests {
         assert_eq!(out, vec![5]);
     }
 
+    #[test]
+    fn a_clone_keeps_its_version_while_the_original_changes() {
+        let mut trie = Trie::default();
+        trie.insert("a.b", 1);
+        trie.insert("a.*", 2);
+        trie.insert("x.>", 3);
+        trie.insert("k.l", 5);
+        let snapshot = trie.clone();
+        assert!(trie.remove("a.*", 2));
+        assert!(trie.insert("a.b", 4));
+        trie.remove_all(3);
+        let mut out = Vec::new();
+        snapshot.matching("a.b", &mut out);
+        assert_eq!(out, vec![1, 2]);
+        snapshot.matching("x.y", &mut out);
+        assert_eq!(out, vec![3]);
+        trie.matching("a.b", &mut out);
+        assert_eq!(out, vec![1, 4]);
+        trie.matching("x.y", &mut out);
+        assert!(out.is_empty());
+        // The branch the changes did not touch is still shared.
+        assert!(Arc::ptr_eq(
+            &trie.root.exact["k"],
+            &snapshot.root.exact["k"]
+        ));
+    }
+
+    #[test]
+    fn a_change_that_changes_nothing_copies_nothing() {
+        let mut trie = Trie::default();
+        trie.insert("a.b.c", 1);
+        trie.insert("a.>", 2);
+        let snapshot = trie.clone();
+        assert!(!trie.insert("a.b.c", 1));
+        assert!(!trie.remove("a.b.c", 2));
+        assert!(!trie.remove("q.r", 1));
+        trie.remove_all(9);
+        assert!(Arc::ptr_eq(&trie.root, &snapshot.root));
+        assert!(trie.contains("a.>", 2));
+        assert!(!trie.contains("a.*", 2));
+    }
+
     /// The matcher, pinned case by case from the grammar: the property test below checks
     /// the trie against it, so a mistake the two shared would go unseen without this.
     #[test]
@@ -406,6 +490,7 @@ mod tests {
             patterns in prop::collection::vec(pattern(), 0..24),
             topics in prop::collection::vec(topic(), 1..16),
             removed in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+            gone in prop::option::of(0u64..7),
         ) {
             let mut trie = Trie::default();
             let mut live: Vec<(String, u64)> = Vec::new();
@@ -417,6 +502,8 @@ mod tests {
                     live.push((p.clone(), id));
                 }
             }
+            // A clone taken now keeps this version whatever is done to the original.
+            let before = (trie.clone(), live.clone());
             for index in removed {
                 if live.is_empty() {
                     break;
@@ -424,17 +511,23 @@ mod tests {
                 let (p, id) = live.remove(index.index(live.len()));
                 prop_assert!(trie.remove(&p, id));
             }
+            if let Some(id) = gone {
+                trie.remove_all(id);
+                live.retain(|(_, j)| *j != id);
+            }
             let mut out = Vec::new();
-            for t in &topics {
-                trie.matching(t, &mut out);
-                let mut want: Vec<u64> = live
-                    .iter()
-                    .filter(|(p, _)| matches(p, t))
-                    .map(|(_, id)| *id)
-                    .collect();
-                want.sort_unstable();
-                want.dedup();
-                prop_assert_eq!(&out, &want, "topic {}", t);
+            for (trie, live) in [(&trie, &live), (&before.0, &before.1)] {
+                for t in &topics {
+                    trie.matching(t, &mut out);
+                    let mut want: Vec<u64> = live
+                        .iter()
+                        .filter(|(p, _)| matches(p, t))
+                        .map(|(_, id)| *id)
+                        .collect();
+                    want.sort_unstable();
+                    want.dedup();
+                    prop_assert_eq!(&out, &want, "topic {}", t);
+                }
             }
         }
     }

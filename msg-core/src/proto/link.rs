@@ -208,6 +208,13 @@ impl Link {
         )
     }
 
+    /// Queues a frame whose header and topic were encoded once for many connections, with
+    /// `id` patched in.
+    #[inline]
+    pub fn queue_shared(&mut self, head: &crate::SharedHead, id: u64, payload: &Bytes) {
+        self.wbuf.push_shared(head, id, payload);
+    }
+
     /// Queues bytes already encoded as frames (a frame shared by many connections).
     pub fn queue_encoded(&mut self, bytes: Bytes) {
         self.wbuf.push_encoded(bytes);

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::{unexpected, Link};
-use crate::{Encoding, Frame, FrameError, FrameKind};
+use crate::{Encoding, Frame, FrameError, FrameKind, SharedHead};
 
 /// A subscription change a subscriber asked for; answer it with [`Publisher::ack`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,21 +90,11 @@ impl Publisher {
         )
     }
 
-    /// Queues a publication with sequence number `seq`.
-    ///
-    /// # Errors
-    ///
-    /// The publication does not fit the frame limit.
+    /// Queues a publication with sequence number `seq`: its header and topic encoded once
+    /// for every subscriber (`head`), the sequence number patched in.
     #[inline]
-    pub fn publish(
-        &mut self,
-        seq: u64,
-        encoding: Encoding,
-        topic: &[u8],
-        payload: &Bytes,
-        link: &mut Link,
-    ) -> Result<(), FrameError> {
-        link.queue(FrameKind::Publish, encoding, seq, topic, payload)
+    pub fn publish(&mut self, seq: u64, head: &SharedHead, payload: &Bytes, link: &mut Link) {
+        link.queue_shared(head, seq, payload);
     }
 }
 
@@ -148,6 +138,31 @@ mod tests {
                 publisher.receive(Frame::new(kind, 1, Bytes::new())),
                 Err(FrameError::Unexpected { .. })
             ));
+        }
+    }
+
+    #[test]
+    fn publications_carry_each_subscribers_sequence_number_on_one_shared_head() {
+        let head = SharedHead::new(
+            FrameKind::Publish,
+            Encoding::IDENTITY,
+            Bytes::from_static(b"a.b"),
+            1,
+            1024,
+        )
+        .unwrap();
+        let (mut one, mut other) = (Link::new(1024), Link::new(1024));
+        let mut publisher = Publisher::new();
+        publisher.publish(1, &head, &Bytes::from("x"), &mut one);
+        publisher.publish(9, &head, &Bytes::from("x"), &mut other);
+        for (link, seq) in [(&mut one, 1), (&mut other, 9)] {
+            let mut rbuf = BytesMut::from(&link.take_transmit()[..]);
+            let frame = Link::new(1024).decode(&mut rbuf).unwrap().unwrap();
+            assert_eq!((frame.kind, frame.id), (FrameKind::Publish, seq));
+            assert_eq!(
+                (&frame.topic[..], &frame.payload[..]),
+                (&b"a.b"[..], &b"x"[..])
+            );
         }
     }
 

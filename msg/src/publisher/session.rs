@@ -2,19 +2,18 @@
 //! queued for it.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_util::task::AtomicWaker;
 use msg_core::proto::{Link, Publisher};
 use msg_core::Frame;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{lock, Hub, OutFrame, Session, SessionQueue};
+use super::registry::Subscriptions;
+use super::{Hub, OutFrame, Session};
 use crate::accept::Established;
 use crate::dial::End;
 use crate::driver::{Driver, Ending, Endpoint};
@@ -36,24 +35,13 @@ pub(super) fn spawn<Io, A>(
     Io: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     A: Clone + fmt::Display + Send + Sync + 'static,
 {
-    let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
-    let session = Arc::new(Session {
-        id,
-        peer: conn.peer,
-        queue: Mutex::new(SessionQueue::default()),
-        waker: AtomicWaker::new(),
-        space: Arc::new(Notify::new()),
-        sent: AtomicU64::new(0),
-        dropped: AtomicU64::new(0),
-        last_drop_log: AtomicU64::new(0),
-    });
-    shared.write().sessions.insert(id, session.clone());
+    let session = shared.add_session(conn.peer);
     let endpoint = PubEndpoint {
         role: Publisher::new(),
+        subscriptions: Subscriptions::new(session.id),
         session,
         shared,
         batch: Vec::new(),
-        subscriptions: 0,
         draining: false,
     };
     let mut driver = Driver::new(conn.io, endpoint);
@@ -101,8 +89,8 @@ struct PubEndpoint<A> {
     /// Messages taken from the queue with their sequence numbers, reused from one batch
     /// to the next.
     batch: Vec<(u64, OutFrame)>,
-    /// Patterns the subscriber holds.
-    subscriptions: usize,
+    /// Patterns the subscriber holds, and its changes not yet applied.
+    subscriptions: Subscriptions,
     /// Shutting down: the session ends once everything queued for it is written.
     draining: bool,
 }
@@ -115,7 +103,7 @@ impl<A: Clone + fmt::Display> Endpoint for PubEndpoint<A> {
     }
 
     fn poll_end(&mut self, link: &Link, _cx: &mut Context<'_>) -> Option<Ending> {
-        (self.draining && link.queued_len() == 0 && lock(&self.session.queue).frames.is_empty())
+        (self.draining && link.queued_len() == 0 && self.session.is_empty())
             .then_some(Ending::Graceful)
     }
 
@@ -128,7 +116,10 @@ impl<A: Clone + fmt::Display> Endpoint for PubEndpoint<A> {
         self.apply(frame, link)
     }
 
+    /// Applies the subscription changes read so far, together, before any of their acks
+    /// is written.
     fn poll_deliver(&mut self, _link: &mut Link, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.shared.registry.apply(&mut self.subscriptions);
         Poll::Ready(Ok(()))
     }
 
@@ -142,7 +133,7 @@ impl<A: Clone + fmt::Display> Endpoint for PubEndpoint<A> {
     fn again(&mut self) -> bool {
         // A full queue wakes no one when a publish is dropped, so the session must not
         // stop short while messages wait.
-        !lock(&self.session.queue).frames.is_empty()
+        !self.session.is_empty()
     }
 
     fn finish(&mut self, _end: &End, _cx: &mut Context<'_>) {}
@@ -164,26 +155,20 @@ impl<A: Clone + fmt::Display> PubEndpoint<A> {
                 pattern.len(),
                 options.max_pattern_len
             ));
+        } else if subscribe
+            && self.subscriptions.len() >= options.max_subscriptions
+            && !self.subscriptions.holds(&self.shared.registry, pattern)
+        {
+            // A pattern already held takes no more room; a new one past the limit is refused.
+            crate::limits::hit(crate::limits::SUBSCRIPTIONS);
+            refusal = Some(format!(
+                "this publisher takes at most {} patterns per subscriber",
+                options.max_subscriptions
+            ));
         } else {
-            let mut registry = self.shared.write();
-            if !subscribe {
-                if registry.trie.remove(pattern, self.session.id) {
-                    self.subscriptions -= 1;
-                }
-            } else if registry.trie.insert(pattern, self.session.id) {
-                // A pattern already held takes no more room; a new one past the limit is
-                // taken back out.
-                if self.subscriptions >= options.max_subscriptions {
-                    registry.trie.remove(pattern, self.session.id);
-                    crate::limits::hit(crate::limits::SUBSCRIPTIONS);
-                    refusal = Some(format!(
-                        "this publisher takes at most {} patterns per subscriber",
-                        options.max_subscriptions
-                    ));
-                } else {
-                    self.subscriptions += 1;
-                }
-            }
+            // Applied with the others read in this pass, before the ack is written.
+            self.subscriptions
+                .set(&self.shared.registry, pattern, subscribe);
         }
         match &refusal {
             Some(reason) => {
@@ -201,25 +186,14 @@ impl<A: Clone + fmt::Display> PubEndpoint<A> {
     fn take_queued(&mut self, link: &mut Link) -> bool {
         let mut moved = 0;
         while !link.over_high_water() {
-            {
-                let mut queue = lock(&self.session.queue);
-                let n = queue.frames.len().min(64);
-                self.batch.extend(queue.frames.drain(..n));
-                queue.bytes -= self
-                    .batch
-                    .iter()
-                    .map(|(_, f)| f.payload.len())
-                    .sum::<usize>();
-            }
+            self.session.take(64, &mut self.batch);
             if self.batch.is_empty() {
                 break;
             }
             moved += self.batch.len();
             for (seq, frame) in self.batch.drain(..) {
                 // Checked against the frame limit when it was published.
-                let _ = self
-                    .role
-                    .publish(seq, frame.encoding, &frame.topic, &frame.payload, link);
+                self.role.publish(seq, &frame.head, &frame.payload, link);
             }
         }
         if moved > 0 {
@@ -231,23 +205,13 @@ impl<A: Clone + fmt::Display> PubEndpoint<A> {
 
     /// Unregisters the session; what is still queued for it counts as dropped.
     fn close(&mut self) {
-        {
-            let mut registry = self.shared.write();
-            registry.trie.remove_all(self.session.id);
-            registry.sessions.remove(&self.session.id);
-        }
-        let left = {
-            let mut queue = lock(&self.session.queue);
-            queue.closed = true;
-            queue.bytes = 0;
-            std::mem::take(&mut queue.frames).len() as u64
-        };
+        self.shared.registry.remove(self.session.id);
+        let left = self.session.close();
         if left > 0 {
             metrics::counter!("msg_publish_dropped_total").increment(left);
             self.session.dropped.fetch_add(left, Ordering::Relaxed);
             self.shared.dropped.fetch_add(left, Ordering::Relaxed);
         }
-        self.session.space.notify_waiters();
         tracing::debug!(peer = %self.session.peer, "subscriber left");
     }
 }

@@ -1,0 +1,286 @@
+//! A subscriber's queue: what publishes hand to its session, bounded by the high-water
+//! marks, and the count of full queues that [`SlowSubscriber::Wait`] waits on.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use futures_util::task::AtomicWaker;
+use msg_core::SharedHead;
+use tokio::sync::Notify;
+
+use super::{PubOptions, SlowSubscriber};
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves its data consistent, so a poisoned lock is still sound.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One message as every matching subscriber's session writes it: its header and topic
+/// encoded once, and its payload, both shared by reference count and never copied per
+/// subscriber. Each session patches in its own sequence number as it writes.
+#[derive(Debug, Clone)]
+pub(crate) struct OutFrame {
+    pub(super) head: SharedHead,
+    pub(super) payload: Bytes,
+}
+
+/// How many subscribers' queues are full, for [`SlowSubscriber::Wait`]: a publisher's
+/// `poll_ready` reads one counter instead of visiting every queue.
+#[derive(Debug, Default)]
+pub(crate) struct Pressure {
+    /// Queues at a high-water mark now.
+    full: AtomicUsize,
+    /// Woken whenever a full queue gets room or goes.
+    room: Arc<Notify>,
+}
+
+impl Pressure {
+    /// Whether some subscriber's queue is full.
+    pub(super) fn any_full(&self) -> bool {
+        self.full.load(Ordering::Acquire) > 0
+    }
+
+    /// The signal that a full queue got room.
+    pub(super) fn room(&self) -> Arc<Notify> {
+        self.room.clone()
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct SessionQueue {
+    /// Messages waiting, each with its sequence number in this session.
+    pub(super) frames: VecDeque<(u64, OutFrame)>,
+    /// Payload bytes waiting.
+    pub(super) bytes: usize,
+    /// Sequence number of the last message offered, queued or dropped: a drop leaves a
+    /// gap that the subscriber sees.
+    last_seq: u64,
+    /// Whether this queue counts in [`Pressure::full`].
+    counted_full: bool,
+    closed: bool,
+}
+
+/// What a publish and a subscriber's session share.
+pub(crate) struct Session<A> {
+    pub(super) id: u64,
+    pub(super) peer: A,
+    pub(super) queue: Mutex<SessionQueue>,
+    /// The session task, woken when something is queued.
+    pub(super) waker: AtomicWaker,
+    /// Publishers waiting for room in this queue, under [`SlowSubscriber::Wait`].
+    pub(super) space: Arc<Notify>,
+    pub(super) sent: AtomicU64,
+    pub(super) dropped: AtomicU64,
+    /// When a drop was last logged, in milliseconds since the socket was made.
+    pub(super) last_drop_log: AtomicU64,
+    /// Counts this queue while it is full, under [`SlowSubscriber::Wait`] only.
+    pressure: Option<Arc<Pressure>>,
+    high_water_mark: usize,
+    high_water_bytes: usize,
+}
+
+pub(super) enum Offer {
+    Queued,
+    Full,
+    Gone,
+}
+
+impl<A> Session<A> {
+    /// A session of subscriber `peer`, its queue bounded by `options`; `pressure` counts
+    /// it while it is full.
+    pub(super) fn new(id: u64, peer: A, options: &PubOptions, pressure: &Arc<Pressure>) -> Self {
+        Session {
+            id,
+            peer,
+            queue: Mutex::new(SessionQueue::default()),
+            waker: AtomicWaker::new(),
+            space: Arc::new(Notify::new()),
+            sent: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            last_drop_log: AtomicU64::new(0),
+            pressure: (options.slow_subscriber == SlowSubscriber::Wait).then(|| pressure.clone()),
+            high_water_mark: options.high_water_mark,
+            high_water_bytes: options.high_water_bytes,
+        }
+    }
+
+    /// Queues `frame` unless the queue is full or closed. Under the drop policy a full
+    /// queue still takes a sequence number, so that the subscriber sees the gap.
+    pub(super) fn offer(&self, frame: &OutFrame, policy: SlowSubscriber) -> Offer {
+        {
+            let mut queue = lock(&self.queue);
+            if queue.closed {
+                return Offer::Gone;
+            }
+            let size = frame.payload.len();
+            let full = queue.frames.len() >= self.high_water_mark
+                || (!queue.frames.is_empty() && queue.bytes + size > self.high_water_bytes);
+            if full {
+                if policy == SlowSubscriber::Drop {
+                    queue.last_seq += 1;
+                }
+                return Offer::Full;
+            }
+            queue.last_seq += 1;
+            let seq = queue.last_seq;
+            let was_empty = queue.frames.is_empty();
+            queue.frames.push_back((seq, frame.clone()));
+            queue.bytes += size;
+            self.count_pressure(&mut queue);
+            if !was_empty {
+                // The session was woken when the queue stopped being empty, and it drains
+                // the queue whole before it sleeps again.
+                return Offer::Queued;
+            }
+        }
+        self.waker.wake();
+        Offer::Queued
+    }
+
+    /// Moves up to `most` queued messages into `batch`, and tells waiting publishers
+    /// there is room.
+    pub(super) fn take(&self, most: usize, batch: &mut Vec<(u64, OutFrame)>) {
+        let roomier = {
+            let mut queue = lock(&self.queue);
+            let n = queue.frames.len().min(most);
+            let before = batch.len();
+            batch.extend(queue.frames.drain(..n));
+            queue.bytes -= batch[before..]
+                .iter()
+                .map(|(_, f)| f.payload.len())
+                .sum::<usize>();
+            self.count_pressure(&mut queue)
+        };
+        if roomier {
+            if let Some(pressure) = &self.pressure {
+                pressure.room.notify_waiters();
+            }
+        }
+    }
+
+    /// Whether nothing waits in the queue.
+    pub(super) fn is_empty(&self) -> bool {
+        lock(&self.queue).frames.is_empty()
+    }
+
+    /// Messages waiting in the queue.
+    pub(super) fn len(&self) -> usize {
+        lock(&self.queue).frames.len()
+    }
+
+    /// Closes the queue: later offers find it gone. Returns how many messages were still
+    /// queued, now dropped, and wakes every publisher waiting on it.
+    pub(super) fn close(&self) -> u64 {
+        let left = {
+            let mut queue = lock(&self.queue);
+            queue.closed = true;
+            queue.bytes = 0;
+            let left = std::mem::take(&mut queue.frames).len() as u64;
+            self.count_pressure(&mut queue);
+            left
+        };
+        self.space.notify_waiters();
+        if let Some(pressure) = &self.pressure {
+            pressure.room.notify_waiters();
+        }
+        left
+    }
+
+    /// Brings [`Pressure::full`] up to date with this queue; returns whether the queue
+    /// just stopped being full.
+    fn count_pressure(&self, queue: &mut SessionQueue) -> bool {
+        let Some(pressure) = &self.pressure else {
+            return false;
+        };
+        let full = !queue.closed
+            && (queue.frames.len() >= self.high_water_mark || queue.bytes >= self.high_water_bytes);
+        if full == queue.counted_full {
+            return false;
+        }
+        queue.counted_full = full;
+        if full {
+            pressure.full.fetch_add(1, Ordering::AcqRel);
+            false
+        } else {
+            pressure.full.fetch_sub(1, Ordering::AcqRel);
+            true
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use msg_core::{Encoding, FrameKind};
+
+    use super::*;
+
+    fn frame() -> OutFrame {
+        let payload = Bytes::from_static(b"x");
+        OutFrame {
+            head: SharedHead::new(
+                FrameKind::Publish,
+                Encoding::IDENTITY,
+                Bytes::from_static(b"t"),
+                payload.len(),
+                1024,
+            )
+            .unwrap(),
+            payload,
+        }
+    }
+
+    #[test]
+    fn full_queues_are_counted_as_they_fill_drain_and_close() {
+        let options = PubOptions::default()
+            .slow_subscriber(SlowSubscriber::Wait)
+            .high_water_mark(2);
+        let pressure = Arc::new(Pressure::default());
+        let one = Session::new(1, (), &options, &pressure);
+        let two = Session::new(2, (), &options, &pressure);
+        let mut batch = Vec::new();
+        for (full_before, session) in [&one, &two].into_iter().enumerate() {
+            let offer = |session: &Session<()>| session.offer(&frame(), SlowSubscriber::Wait);
+            assert!(matches!(offer(session), Offer::Queued));
+            assert_eq!(pressure.full.load(Ordering::Acquire), full_before);
+            assert!(matches!(offer(session), Offer::Queued));
+            assert_eq!(pressure.full.load(Ordering::Acquire), full_before + 1);
+            assert!(matches!(offer(session), Offer::Full));
+        }
+        assert_eq!(pressure.full.load(Ordering::Acquire), 2);
+        let room = pressure.room();
+        let woken = room.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        one.take(1, &mut batch);
+        assert_eq!(batch.len(), 1);
+        assert_eq!(pressure.full.load(Ordering::Acquire), 1);
+        assert!(
+            futures_util::FutureExt::now_or_never(woken).is_some(),
+            "room made wakes the waiting"
+        );
+        assert_eq!(two.close(), 2);
+        assert!(!pressure.any_full());
+        assert!(matches!(
+            two.offer(&frame(), SlowSubscriber::Wait),
+            Offer::Gone
+        ));
+    }
+
+    #[test]
+    fn under_the_drop_policy_nothing_is_counted() {
+        let options = PubOptions::default().high_water_mark(1);
+        let pressure = Arc::new(Pressure::default());
+        let session = Session::new(1, (), &options, &pressure);
+        assert!(matches!(
+            session.offer(&frame(), SlowSubscriber::Drop),
+            Offer::Queued
+        ));
+        assert!(matches!(
+            session.offer(&frame(), SlowSubscriber::Drop),
+            Offer::Full
+        ));
+        assert!(!pressure.any_full());
+    }
+}

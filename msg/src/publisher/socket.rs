@@ -1,0 +1,405 @@
+//! [`PubSocket`]: the handle a user holds, binds and publishes through.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use msg_core::{Authenticator, Message, SocketType};
+use msg_transports::{Listener, Transport};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::hub::Hub;
+use super::route::RouteCache;
+use super::{session, PubOptions, PubStats, Publication, SlowSubscriber, SubscriberStats};
+use crate::accept::{accept_loop, AcceptConfig};
+use crate::admission::{self, Admission, AdmissionService, Authenticate};
+use crate::events::{EventSink, Events};
+use crate::io::heartbeat_config;
+use crate::Error;
+use msg_layers::compression::{Codec, Compressor, DEFAULT_MIN_LEN};
+
+/// Ends the accept loop and the sessions when the last handle of a socket is gone.
+struct Guard {
+    stop: CancellationToken,
+    /// The sessions, to wait for on close.
+    sessions: TaskTracker,
+    /// Stops the sessions once they have written what is queued: cancelled by `close`.
+    drain: CancellationToken,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The publishing side of Publish/Subscribe.
+///
+/// Bind it and publish on topics; every subscriber whose subscriptions match a topic gets
+/// the message. Filtering happens here, before any byte is sent. Each subscriber has a
+/// bounded queue; by default a subscriber that falls behind loses messages, counted in
+/// [`stats`](Self::stats), and never slows `publish` or the other subscribers (see
+/// [`SlowSubscriber`]). The socket is a cheap [`Clone`] handle and a [`tower::Service`] of
+/// [`Publication`]s. Clones share the subscribers and the counters; each keeps its own
+/// route of the last topic it published, and a publish takes no lock shared with the
+/// other handles.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use msg::{PubSocket, SubSocket, Tcp};
+/// use tokio_stream::StreamExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), msg::Error> {
+/// let mut pub_socket = PubSocket::new(Tcp::default());
+/// pub_socket.bind("127.0.0.1:0").await?;
+///
+/// let mut sub_socket = SubSocket::new(Tcp::default());
+/// sub_socket.connect(pub_socket.local_addr().unwrap()).await?;
+/// sub_socket.subscribe("prices.>").await?;
+///
+/// // The subscription is acknowledged: no sleep is needed before publishing.
+/// pub_socket.publish("prices.eu.btc", Bytes::from("97000")).await?;
+/// let msg = sub_socket.next().await.unwrap();
+/// assert_eq!(msg.topic(), "prices.eu.btc");
+/// assert_eq!(msg.payload(), "97000");
+/// # Ok(())
+/// # }
+/// ```
+pub struct PubSocket<T: Transport> {
+    transport: T,
+    /// Compresses publications, if set.
+    codec: Option<Codec>,
+    /// What `poll_ready` waits on under [`SlowSubscriber::Wait`]: room in a full queue.
+    waiting: Option<Pin<Box<tokio::sync::futures::OwnedNotified>>>,
+    admission: Option<Admission<T::Addr>>,
+    events: Arc<EventSink<T::Addr>>,
+    shared: Arc<Hub<T::Addr>>,
+    /// This handle's own: clones never share it.
+    route: RouteCache<T::Addr>,
+    local_addr: Option<T::Addr>,
+    guard: Option<Arc<Guard>>,
+}
+
+impl<T: Transport> Clone for PubSocket<T> {
+    fn clone(&self) -> Self {
+        PubSocket {
+            transport: self.transport.clone(),
+            codec: self.codec.clone(),
+            waiting: None,
+            admission: self.admission.clone(),
+            events: self.events.clone(),
+            shared: self.shared.clone(),
+            route: RouteCache::default(),
+            local_addr: self.local_addr.clone(),
+            guard: self.guard.clone(),
+        }
+    }
+}
+
+impl<T: Transport> fmt::Debug for PubSocket<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PubSocket")
+            .field("local_addr", &self.local_addr)
+            .field("options", &self.shared.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Transport> PubSocket<T> {
+    /// A publisher socket over `transport`, with default options.
+    pub fn new(transport: T) -> Self {
+        Self::with_options(transport, PubOptions::default())
+    }
+
+    /// A publisher socket over `transport` with `options`.
+    pub fn with_options(transport: T, options: PubOptions) -> Self {
+        PubSocket {
+            transport,
+            codec: None,
+            waiting: None,
+            admission: None,
+            events: EventSink::new(),
+            shared: Arc::new(Hub::new(options)),
+            route: RouteCache::default(),
+            local_addr: None,
+            guard: None,
+        }
+    }
+
+    /// Compresses every publication of at least
+    /// [`compression::DEFAULT_MIN_LEN`](crate::compression::DEFAULT_MIN_LEN) bytes with `compressor`, once
+    /// for all its subscribers (the book's way; a
+    /// [`CompressionLayer`](crate::layers::CompressionLayer) over the socket does the same).
+    /// Subscribers decode it whatever their configuration.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use msg::{compression::GzipCompressor, PubSocket, Tcp};
+    ///
+    /// let publisher = PubSocket::new(Tcp::new()).with_compressor(GzipCompressor::new(6));
+    /// ```
+    pub fn with_compressor(mut self, compressor: impl Compressor) -> Self {
+        self.codec = Some(Codec::new(Arc::new(compressor), DEFAULT_MIN_LEN));
+        self
+    }
+
+    /// Requires every subscriber to pass `auth` in the handshake (the book's way). It
+    /// installs admission by [`Authenticate`]; see [`with_admission`](Self::with_admission).
+    /// Call before [`bind`](Self::bind).
+    pub fn with_auth(self, auth: impl Authenticator) -> Self {
+        self.with_admission(Authenticate::new(auth))
+    }
+
+    /// Decides with `admission` whether each subscriber, once it said hello, may use the
+    /// socket; see [`admission`](mod@crate::admission). Call before [`bind`](Self::bind).
+    pub fn with_admission(mut self, admission: impl AdmissionService<T::Addr>) -> Self {
+        self.admission = Some(admission::boxed(admission));
+        self
+    }
+
+    /// The socket's connection events: accepted subscribers, refused ones with the reason,
+    /// failed handshakes. See [`Events`].
+    pub fn events(&self) -> Events<T::Addr> {
+        self.events.subscribe()
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &PubOptions {
+        &self.shared.options
+    }
+
+    /// Binds to `target` and starts accepting subscribers.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Transport`] if the address does not resolve or cannot be bound.
+    pub async fn bind(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
+        let listener = self.transport.bind(target.into()).await?;
+        let local = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let drain = CancellationToken::new();
+        let sessions = TaskTracker::new();
+        let options = &self.shared.options;
+        let config = AcceptConfig {
+            socket_type: SocketType::Pub,
+            max_frame_len: options.max_frame_len,
+            handshake_timeout: options.handshake_timeout,
+            max_handshakes: options.max_handshakes,
+            heartbeat: heartbeat_config(options.heartbeat_interval, options.heartbeat_timeout),
+            admission: self.admission.clone(),
+            events: self.events.clone(),
+            connections: Arc::new(tokio::sync::Semaphore::new(
+                options
+                    .max_connections
+                    .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+            )),
+        };
+        let shared = self.shared.clone();
+        let (sessions_stop, sessions_drain, tracker, events) = (
+            stop.clone(),
+            drain.clone(),
+            sessions.clone(),
+            self.events.clone(),
+        );
+        tokio::spawn(accept_loop(
+            self.transport.clone(),
+            listener,
+            config,
+            stop.clone().cancelled_owned(),
+            move |conn| {
+                let shared = shared.clone();
+                let stop = sessions_stop.clone();
+                let drain = sessions_drain.clone();
+                let tracker = tracker.clone();
+                let events = events.clone();
+                async move {
+                    session::spawn(conn, shared, stop, drain, &tracker, events);
+                }
+            },
+        ));
+        tracing::debug!(addr = %local, "publisher socket bound");
+        self.local_addr = Some(local);
+        self.guard = Some(Arc::new(Guard {
+            stop,
+            sessions,
+            drain,
+        }));
+        Ok(())
+    }
+
+    /// Closes the socket gracefully, for every clone: stops accepting, lets every
+    /// subscriber's session write what is queued for it for up to [`PubOptions::linger`],
+    /// then closes the sessions. Publishing afterwards fails with [`Error::Closed`].
+    pub async fn close(&self) {
+        let Some(guard) = self.guard.as_ref() else {
+            return;
+        };
+        self.shared.closed.store(true, Ordering::SeqCst);
+        guard.drain.cancel();
+        guard.sessions.close();
+        let linger = self.shared.options.linger;
+        if tokio::time::timeout(linger, guard.sessions.wait())
+            .await
+            .is_err()
+        {
+            guard.stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(1), guard.sessions.wait()).await;
+        }
+        guard.stop.cancel();
+    }
+
+    /// The address the socket is bound to; `None` before [`bind`](Self::bind).
+    pub fn local_addr(&self) -> Option<T::Addr> {
+        self.local_addr.clone()
+    }
+
+    /// Publishes `payload` on `topic` to every subscriber whose subscriptions match it.
+    ///
+    /// With the default [`SlowSubscriber::Drop`] this never waits: a subscriber whose
+    /// queue is full loses this message, and the loss is counted.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidTopic`] for an empty token or a wildcard in `topic`,
+    /// [`Error::FrameTooLarge`] over the frame limit, [`Error::NotBound`] before
+    /// [`bind`](Self::bind).
+    pub async fn publish(&self, topic: impl AsRef<str>, payload: Bytes) -> Result<(), Error> {
+        self.publish_message(topic.as_ref(), &Message::new(payload))
+            .await
+    }
+
+    /// Publishes a message, headers included.
+    ///
+    /// # Errors
+    ///
+    /// As [`publish`](Self::publish).
+    pub async fn publish_message(&self, topic: &str, msg: &Message) -> Result<(), Error> {
+        if self.guard.is_none() {
+            return Err(Error::NotBound);
+        }
+        let routed = self.route.route(&self.shared.registry, topic);
+        match &self.codec {
+            Some(codec) => {
+                self.shared
+                    .publish(routed, &codec.compress(msg.clone()))
+                    .await
+            }
+            None => self.shared.publish(routed, msg).await,
+        }
+    }
+
+    /// The socket's counters.
+    pub fn stats(&self) -> PubStats {
+        let snapshot = self.shared.registry.load();
+        PubStats {
+            published: self.shared.published.load(Ordering::Relaxed),
+            queued: self.shared.queued.load(Ordering::Relaxed),
+            dropped: self.shared.dropped.load(Ordering::Relaxed),
+            subscribers: snapshot.sessions.len(),
+            subscription_changes: snapshot.version,
+        }
+    }
+
+    /// The counters of each subscriber connected now.
+    pub fn subscriber_stats(&self) -> Vec<SubscriberStats<T::Addr>> {
+        let snapshot = self.shared.registry.load();
+        let mut stats: Vec<_> = snapshot
+            .sessions
+            .iter()
+            .map(|s| SubscriberStats {
+                peer: s.peer.clone(),
+                sent: s.sent.load(Ordering::Relaxed),
+                dropped: s.dropped.load(Ordering::Relaxed),
+                queued: s.len(),
+            })
+            .collect();
+        stats.sort_by_key(|s| s.peer.to_string());
+        stats
+    }
+}
+
+/// The future of a publish through [`PubSocket`] as a [`tower::Service`].
+pub struct PublishFuture {
+    inner: Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>,
+}
+
+impl fmt::Debug for PublishFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublishFuture").finish_non_exhaustive()
+    }
+}
+
+impl Future for PublishFuture {
+    type Output = Result<(), Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl<T: Transport> tower::Service<Publication> for PubSocket<T> {
+    type Response = ();
+    type Error = Error;
+    type Future = PublishFuture;
+
+    /// Under [`SlowSubscriber::Drop`], always ready: a full subscriber queue drops. Under
+    /// [`SlowSubscriber::Wait`], pending while any subscriber's queue is full (a count
+    /// kept as queues fill and drain: no queue is visited here), so that
+    /// back-pressure reaches the caller before it makes the publication (and a
+    /// `tower::limit` or `tower::load_shed` above sees it).
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.guard.is_none() {
+            return Poll::Ready(Err(Error::NotBound));
+        }
+        if self.shared.closed.load(Ordering::Relaxed) {
+            return Poll::Ready(Err(Error::Closed));
+        }
+        if self.shared.options.slow_subscriber == SlowSubscriber::Drop {
+            return Poll::Ready(Ok(()));
+        }
+        let pressure = &self.shared.pressure;
+        loop {
+            if let Some(waiting) = self.waiting.as_mut() {
+                std::task::ready!(waiting.as_mut().poll(cx));
+                self.waiting = None;
+            }
+            if !pressure.any_full() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut waiting = Box::pin(pressure.room().notified_owned());
+            // Registered before the second look, so that room made in between wakes it.
+            waiting.as_mut().enable();
+            if !pressure.any_full() {
+                return Poll::Ready(Ok(()));
+            }
+            self.waiting = Some(waiting);
+        }
+    }
+
+    fn call(&mut self, mut publication: Publication) -> PublishFuture {
+        if let Some(codec) = &self.codec {
+            publication.message = codec.compress(publication.message);
+        }
+        let shared = self.shared.clone();
+        let bound = self.guard.is_some();
+        let routed = self.route.route(&shared.registry, &publication.topic);
+        PublishFuture {
+            inner: Box::pin(async move {
+                if !bound {
+                    return Err(Error::NotBound);
+                }
+                shared.publish(routed, &publication.message).await
+            }),
+        }
+    }
+}
