@@ -179,11 +179,14 @@ where
             if let Poll::Ready(Err(e)) = self.io.poll_flush(cx) {
                 return Poll::Ready(End::Lost(Error::Io(e)));
             }
-            // Step: hand a stalled batch to the inbox first.
+            // Step: hand a stalled batch to the inbox first. While the inbox is full only
+            // data delivery waits: frames are still read until the batch is full, so that
+            // the acks a `subscribe` from the reading task waits for are seen.
             if !self.batch.is_empty()
                 && !self
                     .shared
                     .deliver(&mut self.batch, &mut self.batch_bytes, cx)
+                && self.batch_is_full()
             {
                 return Poll::Pending;
             }
@@ -220,13 +223,18 @@ where
         }
     }
 
+    /// Whether the batch holds all it may: past it, reading waits for the inbox.
+    fn batch_is_full(&self) -> bool {
+        self.batch.len() >= BATCH || self.batch_bytes >= BATCH_BYTES
+    }
+
     fn read_frames(&mut self, cx: &mut Context<'_>) -> Result<Read, Error> {
         loop {
             match self.io.poll_read(cx) {
                 Poll::Pending => return Ok(Read::Pending),
                 Poll::Ready(Ok(Some(frame))) => {
                     self.receive(frame)?;
-                    if self.batch.len() >= BATCH || self.batch_bytes >= BATCH_BYTES {
+                    if self.batch_is_full() {
                         return Ok(Read::Full);
                     }
                 }
