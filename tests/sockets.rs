@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use msg::{PubOptions, PubSocket, SubOptions, SubSocket, Tcp};
+use futures_util::FutureExt;
+use msg::{PubOptions, PubSocket, RepOptions, RepSocket, ReqSocket, SubOptions, SubSocket, Tcp};
 use msg_tests::within;
 use tokio_stream::StreamExt;
 
@@ -90,4 +91,77 @@ async fn subscribe_from_the_reading_loop_completes_while_the_inbox_is_full() {
         .collect();
     assert_eq!(payloads[..3 * INBOX - 1], expected[..3 * INBOX - 1]);
     assert_eq!(payloads[3 * INBOX - 1], "on b");
+}
+
+/// `RepOptions::stream_buffer` bounded each connection, not the socket: a connection kept
+/// the room it was told of, so N connections could queue N times the buffer. Here the
+/// room each connection was told of is set up step by step, then every client sends more
+/// than the buffer: once every connection has stopped reading, at most the buffer waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_buffer_bounds_the_requests_of_every_connection_together() {
+    const BUFFER: usize = 4;
+    const CLIENTS: usize = 4;
+    let mut options = RepOptions::default().heartbeat(Duration::ZERO, Duration::ZERO);
+    options.stream_buffer = BUFFER;
+    let mut rep = RepSocket::with_options(Tcp::default(), options);
+    within(rep.bind("127.0.0.1:0")).await.unwrap();
+    let addr = rep.local_addr().unwrap();
+
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut req = ReqSocket::new(Tcp::default());
+        within(req.connect(addr)).await.unwrap();
+        clients.push(req);
+    }
+    // The stream serves the connections once polled; nothing is sent yet to be taken.
+    within(async {
+        while rep.stats().connections < CLIENTS {
+            assert!(rep.next().now_or_never().is_none(), "nothing was sent yet");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+
+    let mut replies = tokio::task::JoinSet::new();
+    let mut send = |req: &ReqSocket<Tcp>, payload: String| {
+        let req = req.clone();
+        replies.spawn(async move {
+            let reply = req.request(Bytes::from(payload.clone())).await;
+            (payload, reply)
+        });
+    };
+    // One request from each client in turn, each taken into the buffer before the next:
+    // the buffer fills, one request from each connection.
+    for (i, req) in clients.iter().enumerate() {
+        send(req, format!("{i}:0"));
+        until(|| rep.stats().queued == i + 1).await;
+    }
+    // Then more from every client than the buffer holds.
+    for (i, req) in clients.iter().enumerate() {
+        for n in 1..=BUFFER {
+            send(req, format!("{i}:{n}"));
+        }
+    }
+    until(|| rep.stats().held_back == CLIENTS).await;
+    let stats = rep.stats();
+    assert!(
+        stats.queued <= BUFFER,
+        "{} requests wait in a stream buffer of {BUFFER} ({CLIENTS} connections)",
+        stats.queued
+    );
+
+    // Nothing is lost: every request is taken and answered.
+    let total = CLIENTS * (BUFFER + 1);
+    for _ in 0..total {
+        let request = within(rep.next()).await.expect("a request");
+        let payload = request.msg().clone();
+        request.respond(payload).unwrap();
+    }
+    let mut answered = 0;
+    while let Some(done) = within(replies.join_next()).await {
+        let (payload, reply) = done.unwrap();
+        assert_eq!(reply.unwrap(), payload);
+        answered += 1;
+    }
+    assert_eq!(answered, total);
 }

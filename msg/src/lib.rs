@@ -103,7 +103,7 @@ pub use events::{Events, SocketEvent};
 pub use msg_core::{Authenticator, Encoding, Headers, Message, SocketType};
 pub use msg_transports::{ipc, quic, tcp, tls, Ipc, Quic, Tcp, Tls, Transport};
 pub use publisher::{PubOptions, PubSocket, PubStats, Publication, SlowSubscriber};
-pub use rep::{serve, PendingRequest, RepOptions, RepSocket, Request};
+pub use rep::{serve, PendingRequest, RepOptions, RepSocket, RepStats, Request};
 pub use req::{ReqOptions, ReqSocket, ReqStats};
 pub use subscriber::{SubMessage, SubOptions, SubSocket, SubStats};
 

@@ -61,7 +61,8 @@ pub struct RepOptions {
     /// Connections accepted and welcomed but not yet taken by [`serve`](crate::serve) or
     /// the stream. Default: 128, the usual listen backlog.
     pub backlog: usize,
-    /// Requests received and not yet taken from the socket's [`Stream`]. Default: 1024.
+    /// Requests received and not yet taken from the socket's [`Stream`], from every
+    /// connection together: past it, the connections stop reading. Default: 1024.
     pub stream_buffer: usize,
     /// Most connections in their handshake at once (the transport's setup, the hello,
     /// admission). A new connection beyond it evicts the oldest handshake still running, so
@@ -143,6 +144,19 @@ impl RepOptions {
         self.linger = linger;
         self
     }
+}
+
+/// Counters of a [`RepSocket`] read as a [`Stream`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct RepStats {
+    /// Connections served as a stream now.
+    pub connections: usize,
+    /// Requests received and not yet taken from the stream: at most
+    /// [`stream_buffer`](RepOptions::stream_buffer), whatever the number of connections.
+    pub queued: usize,
+    /// Connections that stopped reading because the stream buffer was full.
+    pub held_back: usize,
 }
 
 /// A request as a handler given to [`serve`](crate::serve) sees it: the message and the
@@ -497,6 +511,17 @@ impl<T: Transport> RepSocket<T> {
         self.local_addr = Some(local);
         self.incoming = Some(rx);
         Ok(())
+    }
+
+    /// The counters of the socket read as a [`Stream`]; all zero before it is first
+    /// polled, and for a socket given to [`serve`](crate::serve).
+    pub fn stats(&self) -> RepStats {
+        let (queued, held_back) = self.requests.as_ref().map_or((0, 0), |i| i.stats());
+        RepStats {
+            connections: self.tracker.len(),
+            queued,
+            held_back,
+        }
     }
 
     /// The address the socket is bound to, with the real port; `None` before
