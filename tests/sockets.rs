@@ -7,9 +7,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use msg::{PubOptions, PubSocket, RepOptions, RepSocket, ReqSocket, SubOptions, SubSocket, Tcp};
+use msg::tls::{client_config, TestPki};
+use msg::{
+    serve, Error, PubOptions, PubSocket, RepOptions, RepSocket, ReqOptions, ReqSocket, Request,
+    SubOptions, SubSocket, Tcp, Tls,
+};
 use msg_tests::within;
 use tokio_stream::StreamExt;
+use tower::service_fn;
 
 /// Waits, polling every few milliseconds within [`WAIT`](msg_tests::WAIT), until `ready`
 /// holds; the failure names the caller's line.
@@ -164,4 +169,102 @@ async fn stream_buffer_bounds_the_requests_of_every_connection_together() {
         answered += 1;
     }
     assert_eq!(answered, total);
+}
+
+/// A public field set to zero bypassed the clamps of the builders: a client with
+/// `max_in_flight` 0 waited forever for a slot, and `max_frame_len` 0 refused every frame.
+/// Validated when the socket is made, each is raised to the least value with a meaning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_reply_with_zero_fields_still_works() {
+    let mut server_options = RepOptions::default();
+    server_options.max_frame_len = 0;
+    server_options.max_in_flight_per_conn = 0;
+    server_options.stream_buffer = 0;
+    server_options.backlog = 0;
+    server_options.max_connections = 0;
+    server_options.max_handshakes = 0;
+    let mut rep = RepSocket::with_options(Tcp::default(), server_options);
+    within(rep.bind("127.0.0.1:0")).await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    tokio::spawn(serve(
+        rep,
+        service_fn(
+            |req: Request| async move { Ok::<_, std::convert::Infallible>(req.msg().clone()) },
+        ),
+    ));
+
+    let mut options = ReqOptions::default();
+    options.max_frame_len = 0;
+    options.max_in_flight = 0;
+    let mut req = ReqSocket::with_options(Tcp::default(), options);
+    within(req.connect(addr)).await.unwrap();
+    assert_eq!(
+        within(req.request(Bytes::from("zero"))).await.unwrap(),
+        "zero"
+    );
+    assert_eq!(req.options().max_in_flight, 1);
+    assert!(req.options().max_frame_len > 0);
+}
+
+/// The same for Pub/Sub: `high_water_mark` or `high_water_bytes` 0 dropped every message,
+/// `inbox_bytes` 0 held every message back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_subscribe_with_zero_fields_still_works() {
+    let mut options = PubOptions::default();
+    options.high_water_mark = 0;
+    options.high_water_bytes = 0;
+    options.max_frame_len = 0;
+    let (publisher, addr) = publisher(options).await;
+
+    let mut options = SubOptions::default();
+    options.inbox = 0;
+    options.inbox_bytes = 0;
+    options.max_frame_len = 0;
+    let mut sub = SubSocket::with_options(Tcp::default(), options);
+    within(sub.connect(addr)).await.unwrap();
+    within(sub.subscribe("t")).await.unwrap();
+    for i in 0..3 {
+        within(publisher.publish("t", Bytes::from(format!("m{i}"))))
+            .await
+            .unwrap();
+        let msg = within(sub.next()).await.expect("a message");
+        assert_eq!(msg.payload(), format!("m{i}").as_str());
+    }
+    assert_eq!(publisher.stats().dropped, 0);
+}
+
+/// A loopback listener that accepts every connection and never says a word: a black hole.
+async fn black_hole() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    addr
+}
+
+/// A client's connect had no default bound: the server counts the transport's exchange
+/// against its handshake timeout, the client did not, so a TLS client dialing a server
+/// that accepts and never answers waited forever. Now the default connect timeout covers
+/// the transport's exchange and the hello together, for both sockets that dial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_to_a_black_hole_fails_within_the_default_connect_timeout() {
+    let addr = black_hole().await;
+    let pki = TestPki::generate(&["localhost"]).unwrap();
+    let tls = Tls::client(client_config(pki.ca_pem.as_bytes()).unwrap(), "localhost").unwrap();
+    let default = msg::DialOptions::default().connect_timeout;
+
+    let mut req = ReqSocket::new(tls.clone());
+    let mut sub = SubSocket::new(tls);
+    let (req_outcome, sub_outcome) =
+        within(async { tokio::join!(req.connect(addr), sub.connect(addr)) }).await;
+    for outcome in [req_outcome, sub_outcome] {
+        match outcome {
+            Err(Error::ConnectTimeout { after }) => assert_eq!(after, default),
+            other => panic!("expected a connect timeout, got {other:?}"),
+        }
+    }
 }

@@ -21,13 +21,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accept::{
-    accept_loop, AcceptConfig, Established, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKES,
-};
+use crate::accept::{accept_loop, AcceptConfig, Established};
 use crate::admission::{self, Admission, AdmissionService, Authenticate};
 use crate::events::{EventSink, Events};
-use crate::io::heartbeat_config;
-use crate::req::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT};
+use crate::options::{
+    ConnectionOptions, ListenOptions, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKES,
+};
 use crate::Error;
 use calls::Outcome;
 use conn::{Coding, Connection};
@@ -36,7 +36,10 @@ use msg_layers::compression::{Codec, Compressor, Decoders, DEFAULT_MIN_LEN};
 
 pub use serve::{serve, Serve, WithGracefulShutdown};
 
-/// Options of a [`RepSocket`].
+/// Options of a [`RepSocket`]: the [connection](crate::ConnectionOptions) and
+/// [listen](crate::ListenOptions) options every socket shares (see
+/// [`options`](crate::options)), and its own. Checked once, when the socket is made: a
+/// value with no sane meaning (a zero count) is raised to the least one that has one.
 ///
 /// # Example
 ///
@@ -88,7 +91,7 @@ impl Default for RepOptions {
         RepOptions {
             max_in_flight_per_conn: 1024,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             backlog: 128,
             stream_buffer: 1024,
             max_handshakes: DEFAULT_MAX_HANDSHAKES,
@@ -101,6 +104,50 @@ impl Default for RepOptions {
 }
 
 impl RepOptions {
+    /// The connection options in force.
+    pub fn connection(&self) -> ConnectionOptions {
+        ConnectionOptions {
+            max_frame_len: self.max_frame_len,
+            heartbeat_interval: self.heartbeat_interval,
+            heartbeat_timeout: self.heartbeat_timeout,
+        }
+    }
+
+    /// Sets every connection option at once.
+    pub fn with_connection(mut self, connection: ConnectionOptions) -> Self {
+        self.max_frame_len = connection.max_frame_len;
+        self.heartbeat_interval = connection.heartbeat_interval;
+        self.heartbeat_timeout = connection.heartbeat_timeout;
+        self
+    }
+
+    /// The listen options in force.
+    pub fn listen(&self) -> ListenOptions {
+        ListenOptions {
+            handshake_timeout: self.handshake_timeout,
+            max_handshakes: self.max_handshakes,
+            max_connections: self.max_connections,
+        }
+    }
+
+    /// Sets every listen option at once.
+    pub fn with_listen(mut self, listen: ListenOptions) -> Self {
+        self.handshake_timeout = listen.handshake_timeout;
+        self.max_handshakes = listen.max_handshakes;
+        self.max_connections = listen.max_connections;
+        self
+    }
+
+    /// The options with every value raised to its least sane one, as the socket takes them.
+    fn validated(self) -> Self {
+        let connection = self.connection().validated();
+        let listen = self.listen().validated();
+        let mut options = self.with_connection(connection).with_listen(listen);
+        options.max_in_flight_per_conn = options.max_in_flight_per_conn.max(1);
+        options.backlog = options.backlog.max(1);
+        options.stream_buffer = options.stream_buffer.max(1);
+        options
+    }
     /// Sets [`max_in_flight_per_conn`](Self::max_in_flight_per_conn); at least 1.
     pub fn max_in_flight_per_conn(mut self, max: usize) -> Self {
         self.max_in_flight_per_conn = max.max(1);
@@ -383,8 +430,10 @@ impl<T: Transport> RepSocket<T> {
         Self::with_options(transport, RepOptions::default())
     }
 
-    /// A reply socket over `transport` with `options`.
+    /// A reply socket over `transport` with `options`, each raised to its least sane value
+    /// (see [`options`](crate::options)).
     pub fn with_options(transport: T, options: RepOptions) -> Self {
+        let options = options.validated();
         RepSocket {
             transport,
             coding: Coding {
@@ -466,24 +515,14 @@ impl<T: Transport> RepSocket<T> {
     pub async fn bind(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
         let listener = self.transport.bind(target.into()).await?;
         let local = listener.local_addr()?;
-        let (tx, rx) = mpsc::channel(self.options.backlog.max(1));
-        let config = AcceptConfig {
-            socket_type: SocketType::Rep,
-            max_frame_len: self.options.max_frame_len,
-            handshake_timeout: self.options.handshake_timeout,
-            max_handshakes: self.options.max_handshakes,
-            heartbeat: heartbeat_config(
-                self.options.heartbeat_interval,
-                self.options.heartbeat_timeout,
-            ),
-            admission: self.admission.clone(),
-            events: self.events.clone(),
-            connections: Arc::new(tokio::sync::Semaphore::new(
-                self.options
-                    .max_connections
-                    .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
-            )),
-        };
+        let (tx, rx) = mpsc::channel(self.options.backlog);
+        let config = AcceptConfig::new(
+            SocketType::Rep,
+            &self.options.connection(),
+            &self.options.listen(),
+            self.admission.clone(),
+            self.events.clone(),
+        );
         let stop = {
             let tx = tx.clone();
             let shutdown = self.shutdown.clone();

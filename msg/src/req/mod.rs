@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::accept::Established;
 use crate::dial::{self, Dialer, End, Session};
 use crate::events::{EventSink, Events};
-use crate::io::heartbeat_config;
+use crate::options::{ConnectionOptions, DialOptions, DEFAULT_CONNECT_TIMEOUT};
+// The publisher takes its defaults from here.
+pub(crate) use crate::options::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT};
 use crate::{Backoff, Error};
 use driver::ReqDriver;
 use slots::{SlotId, SlotTable, Ticket};
@@ -26,7 +28,10 @@ use slots::{SlotId, SlotTable, Ticket};
 pub use future::ResponseFuture;
 pub use pipeline::Pipeline;
 
-/// Options of a [`ReqSocket`].
+/// Options of a [`ReqSocket`]: the [connection](ConnectionOptions) and
+/// [dial](DialOptions) options every socket shares (see [`options`](crate::options)), and
+/// its own. Checked once, when the socket is made: a value with no sane meaning (a zero
+/// count) is raised to the least one that has one.
 ///
 /// # Example
 ///
@@ -47,14 +52,16 @@ pub struct ReqOptions {
     /// `poll_ready` is pending and [`ReqSocket::request`] waits. Default: 1024, enough to
     /// keep a loopback or LAN link busy while bounding memory.
     pub max_in_flight: usize,
-    /// Largest message sent or received, in bytes. Default: 64 MiB
+    /// Largest message sent or received, in bytes: see
+    /// [`ConnectionOptions::max_frame_len`]. Default: 64 MiB
     /// ([`DEFAULT_MAX_FRAME_LEN`]).
     pub max_frame_len: usize,
     /// Token sent in the handshake for the server's [`Authenticator`](crate::Authenticator).
     /// Default: none.
     pub auth_token: Option<Bytes>,
-    /// Longest wait for the server to accept the handshake. Default: 10 s.
-    pub handshake_timeout: Duration,
+    /// Longest one dial may take, the transport's exchange and the hello together: see
+    /// [`DialOptions::connect_timeout`]. Default: 10 s.
+    pub connect_timeout: Duration,
     /// Longest wait for a reply in [`ReqSocket::request`]. Default: none; with tower, use
     /// `tower::timeout` instead, which applies to every call.
     pub timeout: Option<Duration>,
@@ -83,7 +90,7 @@ impl Default for ReqOptions {
             max_in_flight: 1024,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             auth_token: None,
-            handshake_timeout: Duration::from_secs(10),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             timeout: None,
             reconnect: Backoff::default(),
             reconnect_wait: Duration::from_secs(10),
@@ -94,12 +101,50 @@ impl Default for ReqOptions {
     }
 }
 
-/// Default silence before a ping, on every socket.
-pub(crate) const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
-/// Default silence before a connection is given up, on every socket.
-pub(crate) const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(20);
-
 impl ReqOptions {
+    /// The connection options in force.
+    pub fn connection(&self) -> ConnectionOptions {
+        ConnectionOptions {
+            max_frame_len: self.max_frame_len,
+            heartbeat_interval: self.heartbeat_interval,
+            heartbeat_timeout: self.heartbeat_timeout,
+        }
+    }
+
+    /// Sets every connection option at once.
+    pub fn with_connection(mut self, connection: ConnectionOptions) -> Self {
+        self.max_frame_len = connection.max_frame_len;
+        self.heartbeat_interval = connection.heartbeat_interval;
+        self.heartbeat_timeout = connection.heartbeat_timeout;
+        self
+    }
+
+    /// The dial options in force.
+    pub fn dial(&self) -> DialOptions {
+        DialOptions {
+            connect_timeout: self.connect_timeout,
+            auth_token: self.auth_token.clone(),
+            reconnect: self.reconnect,
+        }
+    }
+
+    /// Sets every dial option at once.
+    pub fn with_dial(mut self, dial: DialOptions) -> Self {
+        self.connect_timeout = dial.connect_timeout;
+        self.auth_token = dial.auth_token;
+        self.reconnect = dial.reconnect;
+        self
+    }
+
+    /// The options with every value raised to its least sane one, as the socket takes them.
+    fn validated(self) -> Self {
+        let connection = self.connection().validated();
+        let dial = self.dial().validated();
+        let mut options = self.with_connection(connection).with_dial(dial);
+        options.max_in_flight = options.max_in_flight.max(1);
+        options
+    }
+
     /// Sets [`max_in_flight`](Self::max_in_flight); at least 1.
     pub fn max_in_flight(mut self, max: usize) -> Self {
         self.max_in_flight = max.max(1);
@@ -118,10 +163,16 @@ impl ReqOptions {
         self
     }
 
-    /// Sets [`handshake_timeout`](Self::handshake_timeout).
-    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = timeout;
+    /// Sets [`connect_timeout`](Self::connect_timeout).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
         self
+    }
+
+    /// Sets [`connect_timeout`](Self::connect_timeout), which bounds the hello and the
+    /// transport's exchange before it together (the name this setting had before).
+    pub fn handshake_timeout(self, timeout: Duration) -> Self {
+        self.connect_timeout(timeout)
     }
 
     /// Sets [`timeout`](Self::timeout).
@@ -338,11 +389,12 @@ impl<T: Transport> ReqSocket<T> {
         Self::with_options(transport, ReqOptions::default())
     }
 
-    /// A request socket over `transport` with `options`.
+    /// A request socket over `transport` with `options`, each raised to its least sane
+    /// value (see [`options`](crate::options)).
     pub fn with_options(transport: T, options: ReqOptions) -> Self {
         ReqSocket {
             transport,
-            options,
+            options: options.validated(),
             codec: None,
             decoders: Decoders::default(),
             client: None,
@@ -429,20 +481,14 @@ impl<T: Transport> ReqSocket<T> {
     }
 
     fn dialer(&self, target: T::Target) -> Dialer<T> {
-        Dialer {
-            transport: self.transport.clone(),
+        Dialer::new(
+            self.transport.clone(),
             target,
-            socket_type: SocketType::Req,
-            token: self.options.auth_token.clone(),
-            max_frame_len: self.options.max_frame_len,
-            handshake_timeout: self.options.handshake_timeout,
-            heartbeat: heartbeat_config(
-                self.options.heartbeat_interval,
-                self.options.heartbeat_timeout,
-            ),
-            backoff: self.options.reconnect,
-            events: self.events.clone(),
-        }
+            SocketType::Req,
+            &self.options.connection(),
+            self.options.dial(),
+            self.events.clone(),
+        )
     }
 
     /// Starts the socket's reconnect supervisor, on `first` if the connection is made.
