@@ -268,3 +268,63 @@ async fn connect_to_a_black_hole_fails_within_the_default_connect_timeout() {
         }
     }
 }
+
+/// A second `connect` on a socket, or on any clone of it, made a second connection for
+/// that handle alone (and left the clones on the first one). Each socket has one
+/// connection, shared by every clone, so a second `connect` is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_connect_on_a_socket_or_any_clone_is_refused() {
+    let addr = msg_tests::echo_server().await;
+    let other = msg_tests::echo_server().await;
+    let mut req = ReqSocket::new(Tcp::default());
+    let mut early = req.clone();
+    within(req.connect(addr)).await.unwrap();
+    let mut late = req.clone();
+    for handle in [&mut req, &mut early, &mut late] {
+        match within(handle.connect(other)).await {
+            Err(Error::AlreadyConnected) => {}
+            other => panic!("expected AlreadyConnected, got {other:?}"),
+        }
+        assert_eq!(handle.peer_addr(), Some(addr));
+        assert_eq!(
+            within(handle.request(Bytes::from("one"))).await.unwrap(),
+            "one"
+        );
+    }
+}
+
+/// `connect_lazy` claims the socket's one connection as `connect` does, for every clone
+/// taken before or after; a `connect` that fails leaves the socket free to connect again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_lazy_and_a_failed_connect_act_on_the_state_every_clone_shares() {
+    let addr = msg_tests::echo_server().await;
+    let (_held, nobody) = msg_tests::refusing_addr();
+
+    // A first connect that fails claims nothing.
+    let mut req = ReqSocket::new(Tcp::default());
+    let mut early = req.clone();
+    assert!(within(req.connect(nobody)).await.is_err());
+    within(early.connect(addr)).await.unwrap();
+    assert_eq!(within(req.request(Bytes::from("a"))).await.unwrap(), "a");
+    assert!(matches!(
+        req.connect_lazy(addr),
+        Err(Error::AlreadyConnected)
+    ));
+
+    // connect_lazy on a clone serves the original, and refuses a later connect anywhere.
+    let mut lazy = ReqSocket::new(Tcp::default());
+    let mut clone = lazy.clone();
+    clone.connect_lazy(addr).unwrap();
+    let mut late = lazy.clone();
+    for handle in [&mut lazy, &mut clone, &mut late] {
+        assert!(matches!(
+            within(handle.connect(addr)).await,
+            Err(Error::AlreadyConnected)
+        ));
+        assert!(matches!(
+            handle.connect_lazy(addr),
+            Err(Error::AlreadyConnected)
+        ));
+        assert_eq!(within(handle.request(Bytes::from("b"))).await.unwrap(), "b");
+    }
+}

@@ -5,6 +5,7 @@ mod future;
 mod pipeline;
 pub(crate) mod slots;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -237,6 +238,42 @@ impl Drop for Handle {
     }
 }
 
+/// The connection every clone of a socket shares, before or after it is made.
+#[derive(Default)]
+struct Shared {
+    /// Taken by the first `connect` or `connect_lazy` of any clone; given back by a
+    /// `connect` whose first dial fails (or that is dropped before it ends).
+    claimed: AtomicBool,
+    /// The connection, once made: a clone taken before it finds it here when first used.
+    handle: OnceLock<Arc<Handle>>,
+}
+
+/// A claim on a socket's one connection, given back on drop unless kept.
+struct Claim<'a>(Option<&'a AtomicBool>);
+
+impl<'a> Claim<'a> {
+    /// Claims the connection of `shared`; refused if it is claimed already.
+    fn take(shared: &'a Shared) -> Result<Self, Error> {
+        if shared.claimed.swap(true, Ordering::AcqRel) {
+            return Err(Error::AlreadyConnected);
+        }
+        Ok(Claim(Some(&shared.claimed)))
+    }
+
+    /// The connection is made: the claim stays.
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if let Some(claimed) = self.0 {
+            claimed.store(false, Ordering::Release);
+        }
+    }
+}
+
 /// What the reconnect supervisor runs on each connection of a request socket.
 struct ReqSession<A> {
     slots: Arc<SlotTable>,
@@ -351,9 +388,10 @@ pub struct ReqSocket<T: Transport> {
     decoders: Decoders,
     /// This handle's own state over the connection, once it has one.
     client: Option<Client>,
-    /// The connection every clone shares, set by the first `connect` of any of them: a
-    /// clone taken before it finds the connection here when first used.
-    shared: Arc<OnceLock<Arc<Handle>>>,
+    /// The connection every clone shares, claimed by the first `connect` or
+    /// `connect_lazy` of any of them: a clone taken before it finds the connection here
+    /// when first used.
+    shared: Arc<Shared>,
     peer: Arc<Mutex<Option<T::Addr>>>,
     events: Arc<EventSink<T::Addr>>,
 }
@@ -453,18 +491,24 @@ impl<T: Transport> ReqSocket<T> {
     /// then keeps the socket connected, redialing whenever the connection is lost.
     ///
     /// For TCP, `target` is what a user would write: `"127.0.0.1:4444"`,
-    /// `"localhost:4444"`, or a [`SocketAddr`](std::net::SocketAddr). Call it once;
-    /// clones made before or after share the connection.
+    /// `"localhost:4444"`, or a [`SocketAddr`](std::net::SocketAddr). A socket has one
+    /// connection: clones made before or after share it, and a second `connect` or
+    /// [`connect_lazy`](Self::connect_lazy) on the socket or any clone is refused. A
+    /// `connect` that fails leaves the socket unconnected, to be connected again.
     ///
     /// # Errors
     ///
-    /// If the first dial fails: [`Error::Transport`] if the server cannot be reached,
-    /// [`Error::HandshakeRejected`] if it refuses this socket (wrong socket type, failed
-    /// authentication or admission), [`Error::HandshakeTimeout`] if it does not answer in
-    /// time.
+    /// [`Error::AlreadyConnected`] if the socket or a clone is connected, or connecting,
+    /// already. If the first dial fails: [`Error::Transport`] if the server cannot be
+    /// reached, [`Error::HandshakeRejected`] if it refuses this socket (wrong socket type,
+    /// failed authentication or admission), [`Error::ConnectTimeout`] if the transport's
+    /// exchange and the hello take longer than [`ReqOptions::connect_timeout`].
     pub async fn connect(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
+        let shared = self.shared.clone();
+        let claim = Claim::take(&shared)?;
         let dialer = self.dialer(target.into());
         let first = dialer.dial_first().await?;
+        claim.keep();
         self.start(dialer, Some(first));
         Ok(())
     }
@@ -475,9 +519,16 @@ impl<T: Transport> ReqSocket<T> {
     /// are retried with [`ReqOptions::reconnect`] and reported in [`events`](Self::events).
     ///
     /// Must be called within a tokio runtime.
-    pub fn connect_lazy(&mut self, target: impl Into<T::Target>) {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyConnected`] if the socket or a clone is connected, or connecting,
+    /// already: a socket has one connection, as with [`connect`](Self::connect).
+    pub fn connect_lazy(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
+        Claim::take(&self.shared)?.keep();
         let dialer = self.dialer(target.into());
         self.start(dialer, None);
+        Ok(())
     }
 
     fn dialer(&self, target: T::Target) -> Dialer<T> {
@@ -514,9 +565,9 @@ impl<T: Transport> ReqSocket<T> {
             dial::supervise(dialer, session, first, closed, sweep).await;
         });
         let handle = Arc::new(Handle { slots, done });
-        // Clones taken before this first connection find it here; a later `connect`
-        // replaces this handle's connection only.
-        let _ = self.shared.set(handle.clone());
+        // Clones taken before this connection find it here. Only the claim's holder gets
+        // here, once.
+        let _ = self.shared.handle.set(handle.clone());
         self.client = Some(Client::new(handle));
     }
 
@@ -525,7 +576,7 @@ impl<T: Transport> ReqSocket<T> {
     fn handle(&self) -> Option<&Arc<Handle>> {
         match &self.client {
             Some(client) => Some(&client.handle),
-            None => self.shared.get(),
+            None => self.shared.handle.get(),
         }
     }
 
@@ -533,7 +584,11 @@ impl<T: Transport> ReqSocket<T> {
     /// before the socket connected.
     fn client_mut(&mut self) -> Option<&mut Client> {
         if self.client.is_none() {
-            self.client = self.shared.get().map(|handle| Client::new(handle.clone()));
+            self.client = self
+                .shared
+                .handle
+                .get()
+                .map(|handle| Client::new(handle.clone()));
         }
         self.client.as_mut()
     }
