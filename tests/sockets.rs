@@ -328,3 +328,32 @@ async fn connect_lazy_and_a_failed_connect_act_on_the_state_every_clone_shares()
         assert_eq!(within(handle.request(Bytes::from("b"))).await.unwrap(), "b");
     }
 }
+
+/// `SubSocket::close` was a plain function that only asked the connections to stop, so a
+/// caller could not know when they had. It is async now, like the other sockets' `close`:
+/// when it returns, every publisher connection is closed (cleanly, within the linger).
+#[tokio::test(flavor = "current_thread")]
+async fn sub_close_returns_once_its_connections_are_closed() {
+    let (publisher, addr) = publisher(PubOptions::default()).await;
+    let mut sub = SubSocket::with_options(
+        Tcp::default(),
+        SubOptions::default().linger(Duration::from_secs(2)),
+    );
+    within(sub.connect(addr)).await.unwrap();
+    within(sub.subscribe("t")).await.unwrap();
+    within(publisher.publish("t", Bytes::from("before close")))
+        .await
+        .unwrap();
+    until(|| sub.stats().received == 1).await;
+    assert_eq!(sub.stats().publishers, 1);
+
+    within(sub.close()).await;
+    assert_eq!(sub.stats().publishers, 0, "a connection outlived close");
+    // The publisher sees it leave; what was received is still taken, then the stream ends.
+    until(|| publisher.stats().subscribers == 0).await;
+    let kept = within(sub.next())
+        .await
+        .expect("the message received before close");
+    assert_eq!(kept.payload(), "before close");
+    assert!(within(sub.next()).await.is_none());
+}

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use msg_core::{Encoding, Frame, FrameError, FrameKind};
@@ -33,6 +34,8 @@ pub(super) struct SubSession<A> {
     /// Told once the first connection's replayed subscriptions are applied.
     pub(super) ready: Option<oneshot::Sender<()>>,
     pub(super) stop: CancellationToken,
+    /// Longest a connection of a closed socket takes to close cleanly.
+    pub(super) linger: Duration,
 }
 
 impl<T: Transport> dial::Session<T> for SubSession<T::Addr> {
@@ -50,6 +53,12 @@ impl<T: Transport> dial::Session<T> for SubSession<T::Addr> {
             _ = self.stop.cancelled() => End::Closed,
             end = std::future::poll_fn(|cx| session.poll_run(cx, changes)) => end,
         };
+        if matches!(end, End::Closed) {
+            // The socket is closed: what is queued leaves, and the transport's own close
+            // (a TLS close_notify, a QUIC stream's finish) completes, within the linger.
+            let close = std::future::poll_fn(|cx| session.io.poll_close(cx));
+            let _ = tokio::time::timeout(self.linger, close).await;
+        }
         self.connected.store(false, Ordering::SeqCst);
         self.ready = session.ready.take();
         // Changes asked for meanwhile are replayed on the next connection.

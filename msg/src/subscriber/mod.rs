@@ -18,6 +18,7 @@ use msg_core::{Encoding, SocketType, DEFAULT_MAX_FRAME_LEN};
 use msg_transports::Transport;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::accept::Established;
 use crate::dial::{self, Dialer};
@@ -392,6 +393,8 @@ pub struct SubSocket<T: Transport> {
     /// Messages dropped because they could not be decoded.
     undecodable: u64,
     stop: CancellationToken,
+    /// The connections' supervisors, to wait for on close.
+    tasks: TaskTracker,
     _guard: Guard,
 }
 
@@ -438,6 +441,7 @@ impl<T: Transport> SubSocket<T> {
             undecodable: 0,
             _guard: Guard(stop.clone()),
             stop,
+            tasks: TaskTracker::new(),
         }
     }
 
@@ -511,9 +515,10 @@ impl<T: Transport> SubSocket<T> {
             connected,
             ready: Some(ready),
             stop: self.stop.clone(),
+            linger: self.options.linger,
         };
         let stop = self.stop.clone();
-        tokio::spawn(dial::supervise(
+        self.tasks.spawn(dial::supervise(
             dialer,
             session,
             first,
@@ -530,10 +535,18 @@ impl<T: Transport> SubSocket<T> {
         self
     }
 
-    /// Closes the socket: every publisher connection is closed, and the stream ends once
-    /// the messages already received are taken.
-    pub fn close(&mut self) {
+    /// Closes the socket: no more messages are read, and every publisher connection is
+    /// closed cleanly (what is queued on it written, the transport's own close completed),
+    /// each given up to [`SubOptions::linger`]; returns once they are all closed. The
+    /// stream ends once the messages already received are taken.
+    ///
+    /// Dropping the socket closes it the same way, in the background; drop never blocks.
+    pub async fn close(&self) {
         self.stop.cancel();
+        self.tasks.close();
+        // Each connection bounds its own close by the linger; this bound is a backstop.
+        let backstop = self.options.linger + Duration::from_secs(1);
+        let _ = tokio::time::timeout(backstop, self.tasks.wait()).await;
     }
 
     /// Subscribes to `pattern` (a topic, or a pattern with `*` and `>` wildcards) and waits
