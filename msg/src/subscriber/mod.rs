@@ -552,6 +552,11 @@ impl<T: Transport> SubSocket<T> {
     /// Subscribes to `pattern` (a topic, or a pattern with `*` and `>` wildcards) and waits
     /// until every connected publisher has applied it.
     ///
+    /// It may be awaited from the task that reads the stream, even with the inbox full: a
+    /// full inbox pauses the delivery of messages, not the reading of acks. A connection
+    /// holds up to 256 messages (256 KiB) read past the inbox's room; an ack behind more
+    /// than that waits for the stream to make room.
+    ///
     /// # Errors
     ///
     /// [`Error::InvalidTopic`] for a pattern that breaks the topic grammar.
