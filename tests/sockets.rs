@@ -357,3 +357,16 @@ async fn sub_close_returns_once_its_connections_are_closed() {
     assert_eq!(kept.payload(), "before close");
     assert!(within(sub.next()).await.is_none());
 }
+
+/// A `connect` given up by its caller (its future dropped mid-dial) claims nothing either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_given_up_mid_dial_leaves_the_socket_free_to_connect() {
+    let hole = black_hole().await;
+    let addr = msg_tests::echo_server().await;
+    let mut req = ReqSocket::new(Tcp::default());
+    // The black hole never answers the hello: the dial cannot end before this bound.
+    let given_up = tokio::time::timeout(Duration::from_millis(100), req.connect(hole)).await;
+    assert!(given_up.is_err(), "{given_up:?}");
+    within(req.connect(addr)).await.unwrap();
+    assert_eq!(within(req.request(Bytes::from("c"))).await.unwrap(), "c");
+}

@@ -149,7 +149,7 @@ impl PubOptions {
     }
 
     /// The options with every value raised to its least sane one, as the socket takes them.
-    pub(crate) fn validated(self) -> Self {
+    fn validated(self) -> Self {
         let connection = self.connection().validated();
         let listen = self.listen().validated();
         let mut options = self.with_connection(connection).with_listen(listen);

@@ -451,14 +451,16 @@ impl<T: Transport> SubSocket<T> {
     }
 
     /// Connects to a publisher at `target` and applies the current subscriptions there.
-    /// A socket may be connected to many publishers; a lost one is redialed, and the
+    /// A socket may be connected to many publishers: each `connect` adds one (a
+    /// `SubSocket` has no clones to share them with). A lost one is redialed, and the
     /// subscriptions replayed before any message flows.
     ///
     /// # Errors
     ///
     /// If the first dial fails: [`Error::Transport`] if the publisher cannot be reached,
     /// [`Error::HandshakeRejected`] if it refuses this socket,
-    /// [`Error::HandshakeTimeout`] if it does not answer in time.
+    /// [`Error::ConnectTimeout`] if the transport's exchange and the hello take longer than
+    /// [`SubOptions::connect_timeout`].
     pub async fn connect(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
         let dialer = self.dialer(target.into());
         let first = dialer.dial_first().await?;
