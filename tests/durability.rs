@@ -770,7 +770,7 @@ async fn connect_lazy_before_the_server_binds_is_answered_once_it_does() {
     let relay = Relay::start(nobody).await;
     let mut req = ReqSocket::new(Tcp::default());
     let mut events = req.events();
-    req.connect_lazy(relay.addr());
+    req.connect_lazy(relay.addr()).unwrap();
     let request = {
         let req = req.clone();
         tokio::spawn(async move { req.request(Bytes::from("early")).await })
@@ -1005,7 +1005,7 @@ async fn a_request_made_while_disconnected_waits_reconnect_wait_then_fails_not_c
     let (_held, nobody) = refusing_addr();
     let mut lazy =
         ReqSocket::with_options(Tcp::default(), ReqOptions::default().reconnect_wait(wait));
-    lazy.connect_lazy(nobody);
+    lazy.connect_lazy(nobody).unwrap();
     let asked = Instant::now();
     let outcome = within(lazy.request(Bytes::from("early"))).await;
     let waited = asked.elapsed();
@@ -1040,7 +1040,7 @@ async fn redialing_stops_after_max_attempts_and_every_request_then_fails_at_once
         .reconnect_wait(Duration::from_secs(600));
     let mut req = ReqSocket::with_options(Tcp::default(), options);
     let mut events = req.events();
-    req.connect_lazy(addr);
+    req.connect_lazy(addr).unwrap();
     let outcome = within(req.request(Bytes::from("never"))).await;
     assert!(matches!(outcome, Err(Error::NotConnected)), "{outcome:?}");
     // Three dials, each reported, and no more.
@@ -1088,7 +1088,7 @@ async fn a_consumer_that_falls_behind_loses_the_oldest_events_and_is_told_how_ma
         }
         total
     });
-    req.connect_lazy(nobody);
+    req.connect_lazy(nobody).unwrap();
     let outcome = within(req.request(Bytes::from("never"))).await;
     assert!(matches!(outcome, Err(Error::NotConnected)), "{outcome:?}");
     // Redialing gave up: no more events; the streams end once the socket is gone.
@@ -1234,7 +1234,7 @@ async fn redials_back_off_from_50_ms_doubling_to_a_1_s_cap_with_full_jitter() {
     // The default backoff.
     let mut req = ReqSocket::new(Tcp::default());
     let mut events = req.events();
-    req.connect_lazy(nobody);
+    req.connect_lazy(nobody).unwrap();
     // The first dial is at once; dial `a` (from 2) waits the backoff's delay `a - 1`, at most
     // 50 ms doubled `a - 2` times, capped at 1 s.
     let mut delays = Vec::new();

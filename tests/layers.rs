@@ -218,7 +218,7 @@ async fn retry_policy_retries_a_request_that_never_reached_a_server() {
     let relay = Relay::start(nowhere).await;
     let options = msg::ReqOptions::default().reconnect_wait(Duration::from_millis(100));
     let mut req = ReqSocket::with_options(Tcp::default(), options);
-    req.connect_lazy(relay.addr());
+    req.connect_lazy(relay.addr()).unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let policy = RetryPolicy::default()
         .max_retries(100)
@@ -275,7 +275,7 @@ async fn retry_policy_never_retries_a_remote_error_and_respects_its_budget() {
     let options = msg::ReqOptions::default().reconnect_wait(Duration::from_millis(50));
     let mut req = ReqSocket::with_options(Tcp::default(), options);
     let (_nobody, nowhere) = refusing_addr();
-    req.connect_lazy(nowhere);
+    req.connect_lazy(nowhere).unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let policy = RetryPolicy::default().budget(Duration::from_secs(1), 0, 0.0);
     let svc = ServiceBuilder::new()

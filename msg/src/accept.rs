@@ -14,16 +14,11 @@ use tracing::Instrument;
 use crate::admission::Admission;
 use crate::events::{EventSink, SocketEvent};
 use crate::handshake;
-use crate::io::FramedIo;
+use crate::io::{heartbeat_config, FramedIo};
+use crate::options::{ConnectionOptions, ListenOptions};
 use crate::Error;
 
-/// Default bound on connections in their handshake at once; see
-/// [`RepOptions::max_handshakes`](crate::RepOptions::max_handshakes).
-pub(crate) const DEFAULT_MAX_HANDSHAKES: usize = 256;
-
-/// Default bound on the connections one listener serves at once; see
-/// [`RepOptions::max_connections`](crate::RepOptions::max_connections).
-pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+pub(crate) use crate::options::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKES};
 
 /// A welcomed connection, waiting to be served.
 pub(crate) struct Established<Io, Addr> {
@@ -42,6 +37,35 @@ pub(crate) struct AcceptConfig<A> {
     pub(crate) events: Arc<EventSink<A>>,
     /// A permit per connection served; none left, a new client is refused.
     pub(crate) connections: Arc<tokio::sync::Semaphore>,
+}
+
+impl<A> AcceptConfig<A> {
+    /// What the accept loop of a socket with these connection and listen options needs.
+    pub(crate) fn new(
+        socket_type: SocketType,
+        connection: &ConnectionOptions,
+        listen: &ListenOptions,
+        admission: Option<Admission<A>>,
+        events: Arc<EventSink<A>>,
+    ) -> Self {
+        AcceptConfig {
+            socket_type,
+            max_frame_len: connection.max_frame_len,
+            handshake_timeout: listen.handshake_timeout,
+            max_handshakes: listen.max_handshakes,
+            heartbeat: heartbeat_config(
+                connection.heartbeat_interval,
+                connection.heartbeat_timeout,
+            ),
+            admission,
+            events,
+            connections: Arc::new(tokio::sync::Semaphore::new(
+                listen
+                    .max_connections
+                    .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+            )),
+        }
+    }
 }
 
 impl<A> Clone for AcceptConfig<A> {

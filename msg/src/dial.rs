@@ -19,7 +19,8 @@ use tracing::Instrument;
 use crate::accept::Established;
 use crate::events::{EventSink, SocketEvent};
 use crate::handshake;
-use crate::io::FramedIo;
+use crate::io::{heartbeat_config, FramedIo};
+use crate::options::{ConnectionOptions, DialOptions};
 use crate::{Backoff, Error};
 
 /// Everything needed to make a connection to one server.
@@ -29,36 +30,60 @@ pub(crate) struct Dialer<T: Transport> {
     pub(crate) socket_type: SocketType,
     pub(crate) token: Option<Bytes>,
     pub(crate) max_frame_len: usize,
-    pub(crate) handshake_timeout: Duration,
+    /// Bounds the transport's exchange and the hello together.
+    pub(crate) connect_timeout: Duration,
     pub(crate) heartbeat: Option<HeartbeatConfig>,
     pub(crate) backoff: Backoff,
     pub(crate) events: Arc<EventSink<T::Addr>>,
 }
 
 impl<T: Transport> Dialer<T> {
+    /// A dialer to `target` with a socket's connection and dial options.
+    pub(crate) fn new(
+        transport: T,
+        target: T::Target,
+        socket_type: SocketType,
+        connection: &ConnectionOptions,
+        dial: DialOptions,
+        events: Arc<EventSink<T::Addr>>,
+    ) -> Self {
+        Dialer {
+            transport,
+            target,
+            socket_type,
+            token: dial.auth_token,
+            max_frame_len: connection.max_frame_len,
+            connect_timeout: dial.connect_timeout,
+            heartbeat: heartbeat_config(
+                connection.heartbeat_interval,
+                connection.heartbeat_timeout,
+            ),
+            backoff: dial.reconnect,
+            events,
+        }
+    }
+
     /// Dials through the transport stack and completes the handshake, reporting a
     /// connection or a rejection as an event (other failures are the caller's to report).
     ///
     /// # Errors
     ///
     /// The transport's error, [`Error::HandshakeRejected`] with the server's reason, or
-    /// [`Error::HandshakeTimeout`].
+    /// [`Error::ConnectTimeout`] if the transport's exchange and the hello together take
+    /// longer than the connect timeout.
     pub(crate) async fn dial(&self) -> Result<Established<T::Io, T::Addr>, Error> {
-        let outcome = async {
+        let connect = async {
             let Connected { io, peer } = self.transport.connect(self.target.clone()).await?;
             let mut io = FramedIo::new(io, self.max_frame_len);
             io.set_label(self.socket_type.name());
-            let after = self.handshake_timeout;
-            tokio::time::timeout(
-                after,
-                handshake::client(&mut io, self.socket_type, self.token.clone()),
-            )
-            .await
-            .map_err(|_| Error::HandshakeTimeout { after })??;
+            handshake::client(&mut io, self.socket_type, self.token.clone()).await?;
             io.start_heartbeat(self.heartbeat);
             Ok::<_, Error>(Established { io, peer })
-        }
-        .await;
+        };
+        let after = self.connect_timeout;
+        let outcome = tokio::time::timeout(after, connect)
+            .await
+            .unwrap_or(Err(Error::ConnectTimeout { after }));
         match &outcome {
             Ok(conn) => {
                 tracing::debug!(peer = %conn.peer, socket = %self.socket_type, "connected");
@@ -103,6 +128,7 @@ impl<T: Transport> Dialer<T> {
 fn copy_error(e: &Error) -> Error {
     match e {
         Error::HandshakeTimeout { after } => Error::HandshakeTimeout { after: *after },
+        Error::ConnectTimeout { after } => Error::ConnectTimeout { after: *after },
         Error::ConnectionClosed => Error::ConnectionClosed,
         Error::Io(io) => Error::Io(std::io::Error::new(io.kind(), io.to_string())),
         other => Error::Io(std::io::Error::other(other.to_string())),

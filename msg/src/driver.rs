@@ -116,6 +116,12 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, E: Endpoint> Driver<Io, E> {
         &mut self.endpoint
     }
 
+    /// Writes what is queued and closes the write side, for a socket that stops a
+    /// connection from outside its driver.
+    pub(crate) fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.io.poll_close(cx)
+    }
+
     /// The link and the endpoint, for work queued before the driver first runs.
     pub(crate) fn parts_mut(&mut self) -> (&mut Link, &mut E) {
         (&mut self.io.link, &mut self.endpoint)
@@ -166,11 +172,14 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, E: Endpoint> Driver<Io, E> {
                 Ok(None) => {}
                 Err(e) => return Err(e.into()),
             }
-            // What was decoded so far is handed over before the next read.
+            // What was decoded so far is handed over before the next read. A socket with no
+            // room holds up only what it holds: reading goes on until the endpoint says it
+            // can hold no more, so that control frames behind the data are still seen.
             match self.endpoint.poll_deliver(&mut self.io.link, cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Err(e),
-                Poll::Pending => break,
+                Poll::Pending if self.endpoint.read_paused(&self.io.link) => break,
+                Poll::Pending => {}
             }
             match self.io.poll_fill(cx) {
                 Poll::Pending => break,

@@ -130,6 +130,17 @@ pub enum Error {
     /// A future was polled again after it had completed.
     #[error("future polled after it completed")]
     PolledAfterCompletion,
+    /// A dial did not finish in time: the transport's exchange and the hello together took
+    /// longer than [`DialOptions::connect_timeout`](crate::DialOptions::connect_timeout).
+    #[error("connect timed out after {after:?}")]
+    ConnectTimeout {
+        /// The bound that passed.
+        after: Duration,
+    },
+    /// The socket is connected already: a socket, and every clone of it, has one
+    /// connection, made by its first `connect` or `connect_lazy`.
+    #[error("the socket is connected already")]
+    AlreadyConnected,
 }
 
 impl Error {
@@ -159,6 +170,8 @@ impl Error {
             Error::NotReady => "not_ready",
             Error::Layer(_) => "layer",
             Error::PolledAfterCompletion => "polled_after_completion",
+            Error::ConnectTimeout { .. } => "connect_timeout",
+            Error::AlreadyConnected => "already_connected",
         }
     }
 

@@ -91,6 +91,7 @@ mod handshake;
 mod ids;
 mod io;
 pub mod limits;
+pub mod options;
 pub mod publisher;
 pub mod rep;
 pub mod req;
@@ -103,8 +104,9 @@ pub use error::Error;
 pub use events::{Events, SocketEvent};
 pub use msg_core::{Authenticator, Encoding, Headers, Message, SocketType};
 pub use msg_transports::{ipc, quic, tcp, tls, Ipc, Quic, Tcp, Tls, Transport};
+pub use options::{ConnectionOptions, DialOptions, ListenOptions};
 pub use publisher::{PubOptions, PubSocket, PubStats, Publication, SlowSubscriber};
-pub use rep::{serve, PendingRequest, RepOptions, RepSocket, Request};
+pub use rep::{serve, PendingRequest, RepOptions, RepSocket, RepStats, Request};
 pub use req::{ReqOptions, ReqSocket, ReqStats};
 pub use subscriber::{SubMessage, SubOptions, SubSocket, SubStats};
 

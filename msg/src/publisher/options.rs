@@ -21,7 +21,10 @@ pub enum SlowSubscriber {
     Wait,
 }
 
-/// Options of a [`PubSocket`](super::PubSocket).
+/// Options of a [`PubSocket`](super::PubSocket): the [connection](crate::ConnectionOptions)
+/// and [listen](crate::ListenOptions) options every socket shares (see
+/// [`options`](crate::options)), and its own. Checked once, when the socket is made: a
+/// value with no sane meaning (a zero count) is raised to the least one that has one.
 ///
 /// # Example
 ///
@@ -90,6 +93,52 @@ impl Default for PubOptions {
 }
 
 impl PubOptions {
+    /// The connection options in force.
+    pub fn connection(&self) -> crate::ConnectionOptions {
+        crate::ConnectionOptions {
+            max_frame_len: self.max_frame_len,
+            heartbeat_interval: self.heartbeat_interval,
+            heartbeat_timeout: self.heartbeat_timeout,
+        }
+    }
+
+    /// Sets every connection option at once.
+    pub fn with_connection(mut self, connection: crate::ConnectionOptions) -> Self {
+        self.max_frame_len = connection.max_frame_len;
+        self.heartbeat_interval = connection.heartbeat_interval;
+        self.heartbeat_timeout = connection.heartbeat_timeout;
+        self
+    }
+
+    /// The listen options in force.
+    pub fn listen(&self) -> crate::ListenOptions {
+        crate::ListenOptions {
+            handshake_timeout: self.handshake_timeout,
+            max_handshakes: self.max_handshakes,
+            max_connections: self.max_connections,
+        }
+    }
+
+    /// Sets every listen option at once.
+    pub fn with_listen(mut self, listen: crate::ListenOptions) -> Self {
+        self.handshake_timeout = listen.handshake_timeout;
+        self.max_handshakes = listen.max_handshakes;
+        self.max_connections = listen.max_connections;
+        self
+    }
+
+    /// The options with every value raised to its least sane one, as the socket takes them.
+    pub(super) fn validated(self) -> Self {
+        let connection = self.connection().validated();
+        let listen = self.listen().validated();
+        let mut options = self.with_connection(connection).with_listen(listen);
+        options.high_water_mark = options.high_water_mark.max(1);
+        options.high_water_bytes = options.high_water_bytes.max(1);
+        options.max_subscriptions = options.max_subscriptions.max(1);
+        options.max_pattern_len = options.max_pattern_len.max(1);
+        options
+    }
+
     /// Sets [`max_subscriptions`](Self::max_subscriptions) and
     /// [`max_pattern_len`](Self::max_pattern_len).
     pub fn max_subscriptions(mut self, patterns: usize, pattern_len: usize) -> Self {

@@ -128,7 +128,7 @@ impl<T: Transport> PubSocket<T> {
             waiting: None,
             admission: None,
             events: EventSink::new(),
-            shared: Arc::new(Hub::new(options)),
+            shared: Arc::new(Hub::new(options.validated())),
             route: RouteCache::default(),
             local_addr: None,
             guard: None,

@@ -49,6 +49,9 @@ struct InboxState<A> {
     reader: Option<Waker>,
     /// Connections that found the queue full.
     writers: Vec<Waker>,
+    /// Room promised to connections and not yet handed back, as requests or unused: it
+    /// counts against the capacity, so that all connections together stay within it.
+    reserved: usize,
     closed: bool,
 }
 
@@ -59,22 +62,27 @@ impl<A> Inbox<A> {
                 queue: VecDeque::new(),
                 reader: None,
                 writers: Vec::new(),
+                reserved: 0,
                 closed: false,
             }),
             capacity: capacity.max(1),
         }
     }
 
-    /// Connection: how many more requests there is room for, besides `held` ones not yet
-    /// handed over; pending while there is none, an error once the socket is closed.
-    fn poll_room(&self, held: usize, cx: &mut Context<'_>) -> Poll<Result<usize, BoxError>> {
+    /// Connection: reserves the room there is for more requests, and says how much; pending
+    /// while there is none, an error once the socket is closed. The room is the
+    /// connection's until it hands it back with [`push_all`](Self::push_all) or
+    /// [`release`](Self::release).
+    fn poll_room(&self, cx: &mut Context<'_>) -> Poll<Result<usize, BoxError>> {
         let mut state = lock(&self.state);
         if state.closed {
             return Poll::Ready(Err(Box::new(SocketClosed)));
         }
-        let taken = state.queue.len() + held;
+        let taken = state.queue.len() + state.reserved;
         if taken < self.capacity {
-            return Poll::Ready(Ok(self.capacity - taken));
+            let room = self.capacity - taken;
+            state.reserved += room;
+            return Poll::Ready(Ok(room));
         }
         if !state.writers.iter().any(|w| w.will_wake(cx.waker())) {
             state.writers.push(cx.waker().clone());
@@ -82,25 +90,46 @@ impl<A> Inbox<A> {
         Poll::Pending
     }
 
-    /// Connection: hands over `batch`, waking the stream if it sleeps.
-    fn push_all(&self, batch: &mut Vec<PendingRequest<A>>) {
-        if batch.is_empty() {
+    /// Connection: hands over `batch`, made in room it had reserved, and gives back
+    /// `unused` room, waking the stream if it sleeps and the connections waiting for room
+    /// if there is some.
+    fn push_all(&self, batch: &mut Vec<PendingRequest<A>>, unused: usize) {
+        if batch.is_empty() && unused == 0 {
             return;
         }
-        let reader = {
+        let (reader, writers) = {
             let mut state = lock(&self.state);
+            state.reserved = state.reserved.saturating_sub(batch.len() + unused);
             if state.closed {
                 drop(state);
                 // Dropped, each answers its client with an error.
                 batch.clear();
                 return;
             }
-            state.queue.extend(batch.drain(..));
-            state.reader.take()
+            let reader = if batch.is_empty() {
+                None
+            } else {
+                state.queue.extend(batch.drain(..));
+                state.reader.take()
+            };
+            let writers = if unused > 0 {
+                std::mem::take(&mut state.writers)
+            } else {
+                Vec::new()
+            };
+            (reader, writers)
         };
         if let Some(reader) = reader {
             reader.wake();
         }
+        for writer in writers {
+            writer.wake();
+        }
+    }
+
+    /// Connection: gives back `room` it had reserved and will not use.
+    fn release(&self, room: usize) {
+        self.push_all(&mut Vec::new(), room);
     }
 
     /// Stream: the next request, or `None` once the queue is empty and `cx` registered.
@@ -115,7 +144,9 @@ impl<A> Inbox<A> {
                 }
             }
             // Room again: the connections that stopped reading go on.
-            let writers = if !state.writers.is_empty() && state.queue.len() < self.capacity {
+            let writers = if !state.writers.is_empty()
+                && state.queue.len() + state.reserved < self.capacity
+            {
                 std::mem::take(&mut state.writers)
             } else {
                 Vec::new()
@@ -126,6 +157,12 @@ impl<A> Inbox<A> {
             writer.wake();
         }
         next
+    }
+
+    /// Requests waiting to be taken, and connections that stopped reading for lack of room.
+    pub(crate) fn stats(&self) -> (usize, usize) {
+        let state = lock(&self.state);
+        (state.queue.len(), state.writers.len())
     }
 
     /// The socket is closed: what waits is answered with an error, and no request is
@@ -228,8 +265,9 @@ pub(crate) struct Mailbox<A> {
     batch: Vec<PendingRequest<A>>,
     /// Requests handed out and neither answered nor cancelled.
     running: usize,
-    /// Requests that may still start before the inbox is asked again: room it had when it
-    /// was last asked, so that a batch costs one look at the shared inbox, not one a request.
+    /// Requests that may still start before the inbox is asked again: room reserved in it
+    /// for this connection, so that a batch costs one look at the shared inbox, not one a
+    /// request. What is left of it goes back with the batch.
     room: usize,
 }
 
@@ -249,9 +287,13 @@ impl<A> Mailbox<A> {
 
 impl<A> Drop for Mailbox<A> {
     fn drop(&mut self) {
-        let mut state = lock(&self.outbox.state);
-        state.closed = true;
-        state.ready.clear();
+        {
+            let mut state = lock(&self.outbox.state);
+            state.closed = true;
+            state.ready.clear();
+        }
+        // The room of the requests never handed over, and the rest, goes back.
+        self.inbox.release(self.batch.len() + self.room);
     }
 }
 
@@ -260,7 +302,7 @@ impl<A> Calls<A> for Mailbox<A> {
         if self.room > 0 {
             return Poll::Ready(Ok(()));
         }
-        match self.inbox.poll_room(self.batch.len(), cx) {
+        match self.inbox.poll_room(cx) {
             Poll::Pending => {
                 // Hand over what is held, so the stream can make room.
                 self.flush();
@@ -307,7 +349,8 @@ impl<A> Calls<A> for Mailbox<A> {
     }
 
     fn flush(&mut self) {
-        self.inbox.push_all(&mut self.batch);
+        self.inbox
+            .push_all(&mut self.batch, std::mem::take(&mut self.room));
     }
 
     fn poll_finished(&mut self, cx: &mut Context<'_>, done: &mut Vec<(u64, Outcome)>) {

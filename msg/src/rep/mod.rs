@@ -21,13 +21,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accept::{
-    accept_loop, AcceptConfig, Established, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKES,
-};
+use crate::accept::{accept_loop, AcceptConfig, Established};
 use crate::admission::{self, Admission, AdmissionService, Authenticate};
 use crate::events::{EventSink, Events};
-use crate::io::heartbeat_config;
-use crate::req::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT};
+use crate::options::{
+    ConnectionOptions, ListenOptions, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKES,
+};
 use crate::Error;
 use calls::Outcome;
 use conn::{Coding, Connection};
@@ -36,7 +36,10 @@ use msg_layers::compression::{Codec, Compressor, Decoders, DEFAULT_MIN_LEN};
 
 pub use serve::{serve, Serve, WithGracefulShutdown};
 
-/// Options of a [`RepSocket`].
+/// Options of a [`RepSocket`]: the [connection](crate::ConnectionOptions) and
+/// [listen](crate::ListenOptions) options every socket shares (see
+/// [`options`](crate::options)), and its own. Checked once, when the socket is made: a
+/// value with no sane meaning (a zero count) is raised to the least one that has one.
 ///
 /// # Example
 ///
@@ -61,7 +64,8 @@ pub struct RepOptions {
     /// Connections accepted and welcomed but not yet taken by [`serve`](crate::serve) or
     /// the stream. Default: 128, the usual listen backlog.
     pub backlog: usize,
-    /// Requests received and not yet taken from the socket's [`Stream`]. Default: 1024.
+    /// Requests received and not yet taken from the socket's [`Stream`], from every
+    /// connection together: past it, the connections stop reading. Default: 1024.
     pub stream_buffer: usize,
     /// Most connections in their handshake at once (the transport's setup, the hello,
     /// admission). A new connection beyond it evicts the oldest handshake still running, so
@@ -87,7 +91,7 @@ impl Default for RepOptions {
         RepOptions {
             max_in_flight_per_conn: 1024,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             backlog: 128,
             stream_buffer: 1024,
             max_handshakes: DEFAULT_MAX_HANDSHAKES,
@@ -100,6 +104,50 @@ impl Default for RepOptions {
 }
 
 impl RepOptions {
+    /// The connection options in force.
+    pub fn connection(&self) -> ConnectionOptions {
+        ConnectionOptions {
+            max_frame_len: self.max_frame_len,
+            heartbeat_interval: self.heartbeat_interval,
+            heartbeat_timeout: self.heartbeat_timeout,
+        }
+    }
+
+    /// Sets every connection option at once.
+    pub fn with_connection(mut self, connection: ConnectionOptions) -> Self {
+        self.max_frame_len = connection.max_frame_len;
+        self.heartbeat_interval = connection.heartbeat_interval;
+        self.heartbeat_timeout = connection.heartbeat_timeout;
+        self
+    }
+
+    /// The listen options in force.
+    pub fn listen(&self) -> ListenOptions {
+        ListenOptions {
+            handshake_timeout: self.handshake_timeout,
+            max_handshakes: self.max_handshakes,
+            max_connections: self.max_connections,
+        }
+    }
+
+    /// Sets every listen option at once.
+    pub fn with_listen(mut self, listen: ListenOptions) -> Self {
+        self.handshake_timeout = listen.handshake_timeout;
+        self.max_handshakes = listen.max_handshakes;
+        self.max_connections = listen.max_connections;
+        self
+    }
+
+    /// The options with every value raised to its least sane one, as the socket takes them.
+    fn validated(self) -> Self {
+        let connection = self.connection().validated();
+        let listen = self.listen().validated();
+        let mut options = self.with_connection(connection).with_listen(listen);
+        options.max_in_flight_per_conn = options.max_in_flight_per_conn.max(1);
+        options.backlog = options.backlog.max(1);
+        options.stream_buffer = options.stream_buffer.max(1);
+        options
+    }
     /// Sets [`max_in_flight_per_conn`](Self::max_in_flight_per_conn); at least 1.
     pub fn max_in_flight_per_conn(mut self, max: usize) -> Self {
         self.max_in_flight_per_conn = max.max(1);
@@ -143,6 +191,19 @@ impl RepOptions {
         self.linger = linger;
         self
     }
+}
+
+/// Counters of a [`RepSocket`] read as a [`Stream`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct RepStats {
+    /// Connections served as a stream now.
+    pub connections: usize,
+    /// Requests received and not yet taken from the stream: at most
+    /// [`stream_buffer`](RepOptions::stream_buffer), whatever the number of connections.
+    pub queued: usize,
+    /// Connections that stopped reading because the stream buffer was full.
+    pub held_back: usize,
 }
 
 /// A request as a handler given to [`serve`](crate::serve) sees it: the message and the
@@ -369,8 +430,10 @@ impl<T: Transport> RepSocket<T> {
         Self::with_options(transport, RepOptions::default())
     }
 
-    /// A reply socket over `transport` with `options`.
+    /// A reply socket over `transport` with `options`, each raised to its least sane value
+    /// (see [`options`](crate::options)).
     pub fn with_options(transport: T, options: RepOptions) -> Self {
+        let options = options.validated();
         RepSocket {
             transport,
             coding: Coding {
@@ -452,24 +515,14 @@ impl<T: Transport> RepSocket<T> {
     pub async fn bind(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
         let listener = self.transport.bind(target.into()).await?;
         let local = listener.local_addr()?;
-        let (tx, rx) = mpsc::channel(self.options.backlog.max(1));
-        let config = AcceptConfig {
-            socket_type: SocketType::Rep,
-            max_frame_len: self.options.max_frame_len,
-            handshake_timeout: self.options.handshake_timeout,
-            max_handshakes: self.options.max_handshakes,
-            heartbeat: heartbeat_config(
-                self.options.heartbeat_interval,
-                self.options.heartbeat_timeout,
-            ),
-            admission: self.admission.clone(),
-            events: self.events.clone(),
-            connections: Arc::new(tokio::sync::Semaphore::new(
-                self.options
-                    .max_connections
-                    .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
-            )),
-        };
+        let (tx, rx) = mpsc::channel(self.options.backlog);
+        let config = AcceptConfig::new(
+            SocketType::Rep,
+            &self.options.connection(),
+            &self.options.listen(),
+            self.admission.clone(),
+            self.events.clone(),
+        );
         let stop = {
             let tx = tx.clone();
             let shutdown = self.shutdown.clone();
@@ -497,6 +550,17 @@ impl<T: Transport> RepSocket<T> {
         self.local_addr = Some(local);
         self.incoming = Some(rx);
         Ok(())
+    }
+
+    /// The counters of the socket read as a [`Stream`]; all zero before it is first
+    /// polled, and for a socket given to [`serve`](crate::serve).
+    pub fn stats(&self) -> RepStats {
+        let (queued, held_back) = self.requests.as_ref().map_or((0, 0), |i| i.stats());
+        RepStats {
+            connections: self.tracker.len(),
+            queued,
+            held_back,
+        }
     }
 
     /// The address the socket is bound to, with the real port; `None` before

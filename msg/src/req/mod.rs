@@ -5,6 +5,7 @@ mod future;
 mod pipeline;
 pub(crate) mod slots;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -18,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 use crate::accept::Established;
 use crate::dial::{self, Dialer, End, Session};
 use crate::events::{EventSink, Events};
-use crate::io::heartbeat_config;
+use crate::options::{ConnectionOptions, DialOptions, DEFAULT_CONNECT_TIMEOUT};
+// The publisher takes its defaults from here.
+pub(crate) use crate::options::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT};
 use crate::{Backoff, Error};
 use endpoint::ReqEndpoint;
 use slots::{SlotId, SlotTable, Ticket};
@@ -26,7 +29,10 @@ use slots::{SlotId, SlotTable, Ticket};
 pub use future::ResponseFuture;
 pub use pipeline::Pipeline;
 
-/// Options of a [`ReqSocket`].
+/// Options of a [`ReqSocket`]: the [connection](ConnectionOptions) and
+/// [dial](DialOptions) options every socket shares (see [`options`](crate::options)), and
+/// its own. Checked once, when the socket is made: a value with no sane meaning (a zero
+/// count) is raised to the least one that has one.
 ///
 /// # Example
 ///
@@ -47,14 +53,16 @@ pub struct ReqOptions {
     /// `poll_ready` is pending and [`ReqSocket::request`] waits. Default: 1024, enough to
     /// keep a loopback or LAN link busy while bounding memory.
     pub max_in_flight: usize,
-    /// Largest message sent or received, in bytes. Default: 64 MiB
+    /// Largest message sent or received, in bytes: see
+    /// [`ConnectionOptions::max_frame_len`]. Default: 64 MiB
     /// ([`DEFAULT_MAX_FRAME_LEN`]).
     pub max_frame_len: usize,
     /// Token sent in the handshake for the server's [`Authenticator`](crate::Authenticator).
     /// Default: none.
     pub auth_token: Option<Bytes>,
-    /// Longest wait for the server to accept the handshake. Default: 10 s.
-    pub handshake_timeout: Duration,
+    /// Longest one dial may take, the transport's exchange and the hello together: see
+    /// [`DialOptions::connect_timeout`]. Default: 10 s.
+    pub connect_timeout: Duration,
     /// Longest wait for a reply in [`ReqSocket::request`]. Default: none; with tower, use
     /// `tower::timeout` instead, which applies to every call.
     pub timeout: Option<Duration>,
@@ -83,7 +91,7 @@ impl Default for ReqOptions {
             max_in_flight: 1024,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             auth_token: None,
-            handshake_timeout: Duration::from_secs(10),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             timeout: None,
             reconnect: Backoff::default(),
             reconnect_wait: Duration::from_secs(10),
@@ -94,12 +102,50 @@ impl Default for ReqOptions {
     }
 }
 
-/// Default silence before a ping, on every socket.
-pub(crate) const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
-/// Default silence before a connection is given up, on every socket.
-pub(crate) const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(20);
-
 impl ReqOptions {
+    /// The connection options in force.
+    pub fn connection(&self) -> ConnectionOptions {
+        ConnectionOptions {
+            max_frame_len: self.max_frame_len,
+            heartbeat_interval: self.heartbeat_interval,
+            heartbeat_timeout: self.heartbeat_timeout,
+        }
+    }
+
+    /// Sets every connection option at once.
+    pub fn with_connection(mut self, connection: ConnectionOptions) -> Self {
+        self.max_frame_len = connection.max_frame_len;
+        self.heartbeat_interval = connection.heartbeat_interval;
+        self.heartbeat_timeout = connection.heartbeat_timeout;
+        self
+    }
+
+    /// The dial options in force.
+    pub fn dial(&self) -> DialOptions {
+        DialOptions {
+            connect_timeout: self.connect_timeout,
+            auth_token: self.auth_token.clone(),
+            reconnect: self.reconnect,
+        }
+    }
+
+    /// Sets every dial option at once.
+    pub fn with_dial(mut self, dial: DialOptions) -> Self {
+        self.connect_timeout = dial.connect_timeout;
+        self.auth_token = dial.auth_token;
+        self.reconnect = dial.reconnect;
+        self
+    }
+
+    /// The options with every value raised to its least sane one, as the socket takes them.
+    fn validated(self) -> Self {
+        let connection = self.connection().validated();
+        let dial = self.dial().validated();
+        let mut options = self.with_connection(connection).with_dial(dial);
+        options.max_in_flight = options.max_in_flight.max(1);
+        options
+    }
+
     /// Sets [`max_in_flight`](Self::max_in_flight); at least 1.
     pub fn max_in_flight(mut self, max: usize) -> Self {
         self.max_in_flight = max.max(1);
@@ -118,10 +164,16 @@ impl ReqOptions {
         self
     }
 
-    /// Sets [`handshake_timeout`](Self::handshake_timeout).
-    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = timeout;
+    /// Sets [`connect_timeout`](Self::connect_timeout).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
         self
+    }
+
+    /// Sets [`connect_timeout`](Self::connect_timeout), which bounds the hello and the
+    /// transport's exchange before it together (the name this setting had before).
+    pub fn handshake_timeout(self, timeout: Duration) -> Self {
+        self.connect_timeout(timeout)
     }
 
     /// Sets [`timeout`](Self::timeout).
@@ -183,6 +235,42 @@ struct Handle {
 impl Drop for Handle {
     fn drop(&mut self) {
         self.slots.close();
+    }
+}
+
+/// The connection every clone of a socket shares, before or after it is made.
+#[derive(Default)]
+struct Shared {
+    /// Taken by the first `connect` or `connect_lazy` of any clone; given back by a
+    /// `connect` whose first dial fails (or that is dropped before it ends).
+    claimed: AtomicBool,
+    /// The connection, once made: a clone taken before it finds it here when first used.
+    handle: OnceLock<Arc<Handle>>,
+}
+
+/// A claim on a socket's one connection, given back on drop unless kept.
+struct Claim<'a>(Option<&'a AtomicBool>);
+
+impl<'a> Claim<'a> {
+    /// Claims the connection of `shared`; refused if it is claimed already.
+    fn take(shared: &'a Shared) -> Result<Self, Error> {
+        if shared.claimed.swap(true, Ordering::AcqRel) {
+            return Err(Error::AlreadyConnected);
+        }
+        Ok(Claim(Some(&shared.claimed)))
+    }
+
+    /// The connection is made: the claim stays.
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if let Some(claimed) = self.0 {
+            claimed.store(false, Ordering::Release);
+        }
     }
 }
 
@@ -300,9 +388,10 @@ pub struct ReqSocket<T: Transport> {
     decoders: Decoders,
     /// This handle's own state over the connection, once it has one.
     client: Option<Client>,
-    /// The connection every clone shares, set by the first `connect` of any of them: a
-    /// clone taken before it finds the connection here when first used.
-    shared: Arc<OnceLock<Arc<Handle>>>,
+    /// The connection every clone shares, claimed by the first `connect` or
+    /// `connect_lazy` of any of them: a clone taken before it finds the connection here
+    /// when first used.
+    shared: Arc<Shared>,
     peer: Arc<Mutex<Option<T::Addr>>>,
     events: Arc<EventSink<T::Addr>>,
 }
@@ -338,11 +427,12 @@ impl<T: Transport> ReqSocket<T> {
         Self::with_options(transport, ReqOptions::default())
     }
 
-    /// A request socket over `transport` with `options`.
+    /// A request socket over `transport` with `options`, each raised to its least sane
+    /// value (see [`options`](crate::options)).
     pub fn with_options(transport: T, options: ReqOptions) -> Self {
         ReqSocket {
             transport,
-            options,
+            options: options.validated(),
             codec: None,
             decoders: Decoders::default(),
             client: None,
@@ -401,18 +491,24 @@ impl<T: Transport> ReqSocket<T> {
     /// then keeps the socket connected, redialing whenever the connection is lost.
     ///
     /// For TCP, `target` is what a user would write: `"127.0.0.1:4444"`,
-    /// `"localhost:4444"`, or a [`SocketAddr`](std::net::SocketAddr). Call it once;
-    /// clones made before or after share the connection.
+    /// `"localhost:4444"`, or a [`SocketAddr`](std::net::SocketAddr). A socket has one
+    /// connection: clones made before or after share it, and a second `connect` or
+    /// [`connect_lazy`](Self::connect_lazy) on the socket or any clone is refused. A
+    /// `connect` that fails leaves the socket unconnected, to be connected again.
     ///
     /// # Errors
     ///
-    /// If the first dial fails: [`Error::Transport`] if the server cannot be reached,
-    /// [`Error::HandshakeRejected`] if it refuses this socket (wrong socket type, failed
-    /// authentication or admission), [`Error::HandshakeTimeout`] if it does not answer in
-    /// time.
+    /// [`Error::AlreadyConnected`] if the socket or a clone is connected, or connecting,
+    /// already. If the first dial fails: [`Error::Transport`] if the server cannot be
+    /// reached, [`Error::HandshakeRejected`] if it refuses this socket (wrong socket type,
+    /// failed authentication or admission), [`Error::ConnectTimeout`] if the transport's
+    /// exchange and the hello take longer than [`ReqOptions::connect_timeout`].
     pub async fn connect(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
+        let shared = self.shared.clone();
+        let claim = Claim::take(&shared)?;
         let dialer = self.dialer(target.into());
         let first = dialer.dial_first().await?;
+        claim.keep();
         self.start(dialer, Some(first));
         Ok(())
     }
@@ -423,26 +519,27 @@ impl<T: Transport> ReqSocket<T> {
     /// are retried with [`ReqOptions::reconnect`] and reported in [`events`](Self::events).
     ///
     /// Must be called within a tokio runtime.
-    pub fn connect_lazy(&mut self, target: impl Into<T::Target>) {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyConnected`] if the socket or a clone is connected, or connecting,
+    /// already: a socket has one connection, as with [`connect`](Self::connect).
+    pub fn connect_lazy(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
+        Claim::take(&self.shared)?.keep();
         let dialer = self.dialer(target.into());
         self.start(dialer, None);
+        Ok(())
     }
 
     fn dialer(&self, target: T::Target) -> Dialer<T> {
-        Dialer {
-            transport: self.transport.clone(),
+        Dialer::new(
+            self.transport.clone(),
             target,
-            socket_type: SocketType::Req,
-            token: self.options.auth_token.clone(),
-            max_frame_len: self.options.max_frame_len,
-            handshake_timeout: self.options.handshake_timeout,
-            heartbeat: heartbeat_config(
-                self.options.heartbeat_interval,
-                self.options.heartbeat_timeout,
-            ),
-            backoff: self.options.reconnect,
-            events: self.events.clone(),
-        }
+            SocketType::Req,
+            &self.options.connection(),
+            self.options.dial(),
+            self.events.clone(),
+        )
     }
 
     /// Starts the socket's reconnect supervisor, on `first` if the connection is made.
@@ -468,9 +565,9 @@ impl<T: Transport> ReqSocket<T> {
             dial::supervise(dialer, session, first, closed, sweep).await;
         });
         let handle = Arc::new(Handle { slots, done });
-        // Clones taken before this first connection find it here; a later `connect`
-        // replaces this handle's connection only.
-        let _ = self.shared.set(handle.clone());
+        // Clones taken before this connection find it here. Only the claim's holder gets
+        // here, once.
+        let _ = self.shared.handle.set(handle.clone());
         self.client = Some(Client::new(handle));
     }
 
@@ -479,7 +576,7 @@ impl<T: Transport> ReqSocket<T> {
     fn handle(&self) -> Option<&Arc<Handle>> {
         match &self.client {
             Some(client) => Some(&client.handle),
-            None => self.shared.get(),
+            None => self.shared.handle.get(),
         }
     }
 
@@ -487,7 +584,11 @@ impl<T: Transport> ReqSocket<T> {
     /// before the socket connected.
     fn client_mut(&mut self) -> Option<&mut Client> {
         if self.client.is_none() {
-            self.client = self.shared.get().map(|handle| Client::new(handle.clone()));
+            self.client = self
+                .shared
+                .handle
+                .get()
+                .map(|handle| Client::new(handle.clone()));
         }
         self.client.as_mut()
     }

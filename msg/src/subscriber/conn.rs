@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use msg_core::proto::{Delivery, Link, Subscriber};
 use msg_core::Frame;
@@ -32,6 +33,8 @@ pub(super) struct SubSession<A> {
     /// Told once the first connection's replayed subscriptions are applied.
     pub(super) ready: Option<oneshot::Sender<()>>,
     pub(super) stop: CancellationToken,
+    /// Longest a connection of a closed socket takes to close cleanly.
+    pub(super) linger: Duration,
 }
 
 impl<T: Transport> dial::Session<T> for SubSession<T::Addr> {
@@ -56,6 +59,12 @@ impl<T: Transport> dial::Session<T> for SubSession<T::Addr> {
             _ = self.stop.cancelled() => End::Closed,
             end = &mut driver => end,
         };
+        if matches!(end, End::Closed) {
+            // The socket is closed: what is queued leaves, and the transport's own close
+            // (a TLS close_notify, a QUIC stream's finish) completes, within the linger.
+            let close = std::future::poll_fn(|cx| driver.poll_shutdown(cx));
+            let _ = tokio::time::timeout(self.linger, close).await;
+        }
         self.connected.store(false, Ordering::SeqCst);
         let endpoint = driver.endpoint_mut();
         self.ready = endpoint.ready.take();

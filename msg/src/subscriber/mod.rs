@@ -18,12 +18,15 @@ use msg_core::{Encoding, SocketType, DEFAULT_MAX_FRAME_LEN};
 use msg_transports::Transport;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::accept::Established;
 use crate::dial::{self, Dialer};
 use crate::events::{EventSink, Events};
-use crate::io::heartbeat_config;
-use crate::req::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT};
+use crate::options::{
+    ConnectionOptions, DialOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_HEARTBEAT_TIMEOUT,
+};
 use crate::topic::validate_pattern;
 use crate::{Backoff, Error};
 use msg_layers::compression::Decoders;
@@ -31,7 +34,10 @@ use msg_layers::compression::Decoders;
 /// Subscription changes waiting for one connection's task; `subscribe` waits for room.
 const CHANGES: usize = 64;
 
-/// Options of a [`SubSocket`].
+/// Options of a [`SubSocket`]: the [connection](ConnectionOptions) and
+/// [dial](DialOptions) options every socket shares (see [`options`](crate::options)), and
+/// its own. Checked once, when the socket is made: a value with no sane meaning (a zero
+/// count) is raised to the least one that has one.
 ///
 /// # Example
 ///
@@ -54,10 +60,12 @@ pub struct SubOptions {
     /// inbox keeps the messages waiting for the application in the CPU's cache: against
     /// 8 MiB, 1 MiB measured 30% faster with 64 KiB messages and 10% with 1 KiB ones.
     pub inbox_bytes: usize,
-    /// Largest frame received, in bytes. Default: 64 MiB.
+    /// Largest frame received, in bytes: see [`ConnectionOptions::max_frame_len`]. Default:
+    /// 64 MiB.
     pub max_frame_len: usize,
-    /// Longest wait for a publisher to accept the handshake. Default: 10 s.
-    pub handshake_timeout: Duration,
+    /// Longest one dial may take, the transport's exchange and the hello together: see
+    /// [`DialOptions::connect_timeout`]. Default: 10 s.
+    pub connect_timeout: Duration,
     /// Token sent in the handshake for the publisher's
     /// [`Authenticator`](crate::Authenticator). Default: none.
     pub auth_token: Option<Bytes>,
@@ -69,6 +77,9 @@ pub struct SubOptions {
     /// Silence from a publisher after which the connection is given up and the publisher
     /// redialed. Default: 20 s.
     pub heartbeat_timeout: Duration,
+    /// Longest [`SubSocket::close`] waits for its connections to close cleanly (a TLS
+    /// close_notify, a QUIC stream's finish). Default: 2 s.
+    pub linger: Duration,
 }
 
 impl Default for SubOptions {
@@ -77,16 +88,85 @@ impl Default for SubOptions {
             inbox: 8192,
             inbox_bytes: 1024 * 1024,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
-            handshake_timeout: Duration::from_secs(10),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             auth_token: None,
             reconnect: Backoff::default(),
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+            linger: Duration::from_secs(2),
         }
     }
 }
 
 impl SubOptions {
+    /// The connection options in force.
+    pub fn connection(&self) -> ConnectionOptions {
+        ConnectionOptions {
+            max_frame_len: self.max_frame_len,
+            heartbeat_interval: self.heartbeat_interval,
+            heartbeat_timeout: self.heartbeat_timeout,
+        }
+    }
+
+    /// Sets every connection option at once.
+    pub fn with_connection(mut self, connection: ConnectionOptions) -> Self {
+        self.max_frame_len = connection.max_frame_len;
+        self.heartbeat_interval = connection.heartbeat_interval;
+        self.heartbeat_timeout = connection.heartbeat_timeout;
+        self
+    }
+
+    /// The dial options in force.
+    pub fn dial(&self) -> DialOptions {
+        DialOptions {
+            connect_timeout: self.connect_timeout,
+            auth_token: self.auth_token.clone(),
+            reconnect: self.reconnect,
+        }
+    }
+
+    /// Sets every dial option at once.
+    pub fn with_dial(mut self, dial: DialOptions) -> Self {
+        self.connect_timeout = dial.connect_timeout;
+        self.auth_token = dial.auth_token;
+        self.reconnect = dial.reconnect;
+        self
+    }
+
+    /// The options with every value raised to its least sane one, as the socket takes them.
+    fn validated(self) -> Self {
+        let connection = self.connection().validated();
+        let dial = self.dial().validated();
+        let mut options = self.with_connection(connection).with_dial(dial);
+        options.inbox = options.inbox.max(1);
+        options.inbox_bytes = options.inbox_bytes.max(1);
+        options
+    }
+
+    /// Sets [`max_frame_len`](Self::max_frame_len).
+    pub fn max_frame_len(mut self, max: usize) -> Self {
+        self.max_frame_len = max;
+        self
+    }
+
+    /// Sets [`connect_timeout`](Self::connect_timeout).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets [`connect_timeout`](Self::connect_timeout), which bounds the hello and the
+    /// transport's exchange before it together (the name this setting had before).
+    pub fn handshake_timeout(self, timeout: Duration) -> Self {
+        self.connect_timeout(timeout)
+    }
+
+    /// Sets [`linger`](Self::linger).
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
     /// Sets [`inbox`](Self::inbox); at least 1.
     pub fn inbox(mut self, messages: usize) -> Self {
         self.inbox = messages.max(1);
@@ -313,6 +393,8 @@ pub struct SubSocket<T: Transport> {
     /// Messages dropped because they could not be decoded.
     undecodable: u64,
     stop: CancellationToken,
+    /// The connections' supervisors, to wait for on close.
+    tasks: TaskTracker,
     _guard: Guard,
 }
 
@@ -331,8 +413,10 @@ impl<T: Transport> SubSocket<T> {
         Self::with_options(transport, SubOptions::default())
     }
 
-    /// A subscriber socket over `transport` with `options`.
+    /// A subscriber socket over `transport` with `options`, each raised to its least sane
+    /// value (see [`options`](crate::options)).
     pub fn with_options(transport: T, options: SubOptions) -> Self {
+        let options = options.validated();
         let stop = CancellationToken::new();
         SubSocket {
             transport,
@@ -344,7 +428,7 @@ impl<T: Transport> SubSocket<T> {
                     bytes: 0,
                     waiting: Vec::new(),
                 }),
-                capacity: options.inbox.max(1),
+                capacity: options.inbox,
                 capacity_bytes: options.inbox_bytes,
                 consumer: AtomicWaker::new(),
                 subscriptions: Mutex::new(BTreeSet::new()),
@@ -357,6 +441,7 @@ impl<T: Transport> SubSocket<T> {
             undecodable: 0,
             _guard: Guard(stop.clone()),
             stop,
+            tasks: TaskTracker::new(),
         }
     }
 
@@ -366,14 +451,16 @@ impl<T: Transport> SubSocket<T> {
     }
 
     /// Connects to a publisher at `target` and applies the current subscriptions there.
-    /// A socket may be connected to many publishers; a lost one is redialed, and the
+    /// A socket may be connected to many publishers: each `connect` adds one (a
+    /// `SubSocket` has no clones to share them with). A lost one is redialed, and the
     /// subscriptions replayed before any message flows.
     ///
     /// # Errors
     ///
     /// If the first dial fails: [`Error::Transport`] if the publisher cannot be reached,
     /// [`Error::HandshakeRejected`] if it refuses this socket,
-    /// [`Error::HandshakeTimeout`] if it does not answer in time.
+    /// [`Error::ConnectTimeout`] if the transport's exchange and the hello take longer than
+    /// [`SubOptions::connect_timeout`].
     pub async fn connect(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
         let dialer = self.dialer(target.into());
         let first = dialer.dial_first().await?;
@@ -400,20 +487,14 @@ impl<T: Transport> SubSocket<T> {
     }
 
     fn dialer(&self, target: T::Target) -> Dialer<T> {
-        Dialer {
-            transport: self.transport.clone(),
+        Dialer::new(
+            self.transport.clone(),
             target,
-            socket_type: SocketType::Sub,
-            token: self.options.auth_token.clone(),
-            max_frame_len: self.options.max_frame_len,
-            handshake_timeout: self.options.handshake_timeout,
-            heartbeat: heartbeat_config(
-                self.options.heartbeat_interval,
-                self.options.heartbeat_timeout,
-            ),
-            backoff: self.options.reconnect,
-            events: self.events.clone(),
-        }
+            SocketType::Sub,
+            &self.options.connection(),
+            self.options.dial(),
+            self.events.clone(),
+        )
     }
 
     /// Starts a reconnect supervisor for one publisher; the receiver is told once the
@@ -436,9 +517,10 @@ impl<T: Transport> SubSocket<T> {
             connected,
             ready: Some(ready),
             stop: self.stop.clone(),
+            linger: self.options.linger,
         };
         let stop = self.stop.clone();
-        tokio::spawn(dial::supervise(
+        self.tasks.spawn(dial::supervise(
             dialer,
             session,
             first,
@@ -455,14 +537,27 @@ impl<T: Transport> SubSocket<T> {
         self
     }
 
-    /// Closes the socket: every publisher connection is closed, and the stream ends once
-    /// the messages already received are taken.
-    pub fn close(&mut self) {
+    /// Closes the socket: no more messages are read, and every publisher connection is
+    /// closed cleanly (what is queued on it written, the transport's own close completed),
+    /// each given up to [`SubOptions::linger`]; returns once they are all closed. The
+    /// stream ends once the messages already received are taken.
+    ///
+    /// Dropping the socket closes it the same way, in the background; drop never blocks.
+    pub async fn close(&self) {
         self.stop.cancel();
+        self.tasks.close();
+        // Each connection bounds its own close by the linger; this bound is a backstop.
+        let backstop = self.options.linger + Duration::from_secs(1);
+        let _ = tokio::time::timeout(backstop, self.tasks.wait()).await;
     }
 
     /// Subscribes to `pattern` (a topic, or a pattern with `*` and `>` wildcards) and waits
     /// until every connected publisher has applied it.
+    ///
+    /// It may be awaited from the task that reads the stream, even with the inbox full: a
+    /// full inbox pauses the delivery of messages, not the reading of acks. A connection
+    /// holds up to 256 messages (256 KiB) read past the inbox's room; an ack behind more
+    /// than that waits for the stream to make room.
     ///
     /// # Errors
     ///
