@@ -1094,14 +1094,14 @@ async fn a_consumer_that_falls_behind_loses_the_oldest_events_and_is_told_how_ma
     // Redialing gave up: no more events; the streams end once the socket is gone.
     drop(req);
     let total = within(total).await.unwrap();
-    assert!(total > 2 * msg::events::EVENT_CAPACITY as u64, "{total}");
+    assert!(total > 2 * msg::EVENT_CAPACITY as u64, "{total}");
 
     let missed = match within(behind.next()).await {
         Some(SocketEvent::Missed { count }) => count,
         other => panic!("expected Missed first, got {other:?}"),
     };
     let kept = within(behind.by_ref().count()).await as u64;
-    assert_eq!(kept, msg::events::EVENT_CAPACITY as u64);
+    assert_eq!(kept, msg::EVENT_CAPACITY as u64);
     assert_eq!(missed + kept, total);
 }
 

@@ -585,11 +585,7 @@ async fn client_at_its_limit_of_two(
     addr: std::net::SocketAddr,
     a: &'static str,
     b: &'static str,
-) -> (
-    ReqSocket<Tcp>,
-    msg::req::ResponseFuture,
-    msg::req::ResponseFuture,
-) {
+) -> (ReqSocket<Tcp>, msg::ResponseFuture, msg::ResponseFuture) {
     let mut req = ReqSocket::with_options(Tcp::default(), ReqOptions::default().max_in_flight(2));
     req.connect(addr).await.unwrap();
     let first = req.ready().await.unwrap().call(Message::from(a));

@@ -147,7 +147,8 @@ pub fn client_config_with_cert(
 }
 
 /// A throwaway PKI for tests and examples: a CA, a server certificate for the given names
-/// and a client certificate, all signed by the CA, in PEM.
+/// and a client certificate, all signed by the CA, in PEM. Only with the `test-util`
+/// feature.
 ///
 /// # Example
 ///
@@ -158,6 +159,7 @@ pub fn client_config_with_cert(
 /// server_config(pki.server_cert_pem.as_bytes(), pki.server_key_pem.as_bytes()).unwrap();
 /// client_config(pki.ca_pem.as_bytes()).unwrap();
 /// ```
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct TestPki {
@@ -173,12 +175,14 @@ pub struct TestPki {
     pub client_key_pem: String,
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl fmt::Debug for TestPki {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TestPki").finish_non_exhaustive()
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl TestPki {
     /// Makes a CA and the server and client certificates it signs. Names that parse as IP
     /// addresses become IP subject names, the others DNS names.
@@ -229,10 +233,12 @@ impl TestPki {
 /// # Example
 ///
 /// ```
+/// # #[cfg(feature = "test-util")] {
 /// use msg_transports::tls::{client_config, server_config, TestPki, Tls};
 /// use msg_transports::{Listener, Transport};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// // A throwaway CA (the `test-util` feature); real deployments load their PEM files.
 /// let pki = TestPki::generate(&["localhost"])?;
 /// let server = Tls::server(server_config(
 ///     pki.server_cert_pem.as_bytes(),
@@ -250,6 +256,7 @@ impl TestPki {
 /// client.connect(addr.into()).await?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// # }).unwrap();
+/// # }
 /// ```
 #[derive(Clone)]
 pub struct Tls {

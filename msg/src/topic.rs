@@ -158,7 +158,7 @@ impl Node {
 ///
 /// # Example
 ///
-/// ```
+/// ```ignore
 /// use msg::topic::Trie;
 ///
 /// let mut trie = Trie::default();
@@ -172,14 +172,14 @@ impl Node {
 /// assert_eq!(out, vec![2, 3]);
 /// ```
 #[derive(Debug, Default)]
-pub struct Trie {
+pub(crate) struct Trie {
     root: Node,
 }
 
 impl Trie {
     /// Subscribes `id` to `pattern` (a valid pattern; see [`validate_pattern`]). Returns
     /// whether it was new.
-    pub fn insert(&mut self, pattern: &str, id: u64) -> bool {
+    pub(crate) fn insert(&mut self, pattern: &str, id: u64) -> bool {
         let mut node = &mut self.root;
         let mut tokens = pattern.split('.').peekable();
         while let Some(token) = tokens.next() {
@@ -196,18 +196,18 @@ impl Trie {
     }
 
     /// Unsubscribes `id` from `pattern`. Returns whether it was subscribed.
-    pub fn remove(&mut self, pattern: &str, id: u64) -> bool {
+    pub(crate) fn remove(&mut self, pattern: &str, id: u64) -> bool {
         let tokens: Vec<&str> = pattern.split('.').collect();
         remove_at(&mut self.root, &tokens, id)
     }
 
     /// Unsubscribes `id` from everything.
-    pub fn remove_all(&mut self, id: u64) {
+    pub(crate) fn remove_all(&mut self, id: u64) {
         remove_everywhere(&mut self.root, id);
     }
 
     /// Fills `out` with the subscribers whose patterns match `topic`, each once, sorted.
-    pub fn matching(&self, topic: &str, out: &mut Vec<u64>) {
+    pub(crate) fn matching(&self, topic: &str, out: &mut Vec<u64>) {
         out.clear();
         collect(&self.root, topic.split('.'), out);
         if out.len() > 1 {
