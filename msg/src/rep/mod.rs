@@ -159,8 +159,16 @@ impl<A> Request<A> {
         Request { msg, peer }
     }
 
-    /// The request's payload.
+    /// The request's payload: the book's name for [`payload`](Self::payload), the same
+    /// bytes.
     pub fn msg(&self) -> &Bytes {
+        self.msg.payload()
+    }
+
+    /// The request's payload, as [`Message::payload`] names it. The same bytes as
+    /// [`msg`](Self::msg), the book's name; use this one in new code, beside
+    /// [`message`](Self::message) for the headers.
+    pub fn payload(&self) -> &Bytes {
         self.msg.payload()
     }
 
@@ -210,9 +218,16 @@ impl<A> Drop for PendingRequest<A> {
 }
 
 impl<A> PendingRequest<A> {
-    /// The request's payload.
+    /// The request's payload: the book's name for [`payload`](Self::payload), the same
+    /// bytes.
     pub fn msg(&self) -> &Bytes {
         self.request.msg()
+    }
+
+    /// The request's payload, as [`Message::payload`] names it. The same bytes as
+    /// [`msg`](Self::msg), the book's name; use this one in new code.
+    pub fn payload(&self) -> &Bytes {
+        self.request.payload()
     }
 
     /// The request, message and peer.
