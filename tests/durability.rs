@@ -816,7 +816,7 @@ async fn a_challenge_response_layer_serves_all_four_sockets() {
         .service(Tcp::default());
     let mut intruder = ReqSocket::new(wrong);
     match within(intruder.connect(addr)).await {
-        Err(Error::Transport(TransportError::Handshake { .. })) => {}
+        Err(Error::Transport(e)) if matches!(*e, TransportError::Handshake { .. }) => {}
         other => panic!("{other:?}"),
     }
     let mut plain = ReqSocket::with_options(
@@ -846,7 +846,7 @@ async fn towers_timeout_layer_over_a_transport_bounds_connect() {
         .service(Tcp::default());
     let mut req = ReqSocket::new(transport);
     match within(req.connect(addr)).await {
-        Err(Error::Transport(TransportError::TimedOut)) => {}
+        Err(Error::Transport(e)) if matches!(*e, TransportError::TimedOut) => {}
         other => panic!("{other:?}"),
     }
     // And a timeout over a bare transport is a transport too.

@@ -1,12 +1,15 @@
 //! The errors of the wire protocol.
 
 use std::io;
+use std::sync::Arc;
 
 /// What can go wrong reading or writing frames of the wire protocol.
 ///
 /// Every variant but [`Io`](FrameError::Io) means the peer broke the protocol: the
 /// connection it came on cannot be trusted any more and is closed.
-#[derive(Debug, thiserror::Error)]
+///
+/// It is `Clone`: the I/O error of [`Io`](FrameError::Io) is behind an [`Arc`].
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum FrameError {
     /// The frame did not start with the protocol's magic bytes: the peer does not speak it.
@@ -62,5 +65,11 @@ pub enum FrameError {
     },
     /// Reading or writing the underlying stream failed.
     #[error("i/o error: {0}")]
-    Io(#[from] io::Error),
+    Io(#[source] Arc<io::Error>),
+}
+
+impl From<io::Error> for FrameError {
+    fn from(e: io::Error) -> Self {
+        FrameError::Io(Arc::new(e))
+    }
 }

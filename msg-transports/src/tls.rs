@@ -146,6 +146,47 @@ pub fn client_config_with_cert(
         .map_err(|e| certificate_error("client certificate refused", e))
 }
 
+/// Whether `e`, the error inside a failed TLS handshake's I/O error, is about
+/// certificates or configurations that will fail the same way next time: rustls refused the
+/// peer's certificate, the peer sent an alert refusing this side's, or the two share no
+/// TLS version or cipher suite. QUIC's handshakes say the same with a [`CertificateRejected`].
+pub(crate) fn is_certificate_error(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    use rustls::AlertDescription as Alert;
+    if e.is::<CertificateRejected>() {
+        return true;
+    }
+    match e.downcast_ref::<rustls::Error>() {
+        Some(
+            rustls::Error::InvalidCertificate(_)
+            | rustls::Error::NoCertificatesPresented
+            | rustls::Error::UnsupportedNameType
+            | rustls::Error::InvalidCertRevocationList(_)
+            | rustls::Error::PeerIncompatible(_),
+        ) => true,
+        Some(rustls::Error::AlertReceived(alert)) => matches!(
+            alert,
+            Alert::BadCertificate
+                | Alert::UnsupportedCertificate
+                | Alert::CertificateRevoked
+                | Alert::CertificateExpired
+                | Alert::CertificateUnknown
+                | Alert::UnknownCA
+                | Alert::AccessDenied
+                | Alert::CertificateRequired
+                | Alert::ProtocolVersion
+                | Alert::InsufficientSecurity
+                | Alert::HandshakeFailure
+        ),
+        _ => false,
+    }
+}
+
+/// A handshake refused on a certificate or TLS configuration, where the error is only text
+/// (QUIC's crypto errors): the inner error of a [`TransportError::TlsHandshake`]'s source.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct CertificateRejected(pub(crate) String);
+
 /// A throwaway PKI for tests and examples: a CA, a server certificate for the given names
 /// and a client certificate, all signed by the CA, in PEM. Only with the `test-util`
 /// feature.

@@ -83,29 +83,18 @@ impl<T: Transport> Dialer<T> {
         outcome
     }
 
-    /// The first dial, for `connect`: its error goes to the caller, and a copy to the
-    /// events.
+    /// The first dial, for `connect`: its error goes to the caller, and the same error
+    /// to the events.
     pub(crate) async fn dial_first(&self) -> Result<Established<T::Io, T::Addr>, Error> {
         let outcome = self.dial().await;
         if let Err(e) = &outcome {
             if !matches!(e, Error::HandshakeRejected { .. }) {
                 self.events.emit(|| SocketEvent::ConnectFailed {
-                    error: Arc::new(copy_error(e)),
+                    error: Arc::new(e.clone()),
                 });
             }
         }
         outcome
-    }
-}
-
-/// A copy of `e` for an event. Errors hold I/O errors, which do not clone: those become
-/// [`Error::Io`] with the same kind and text.
-fn copy_error(e: &Error) -> Error {
-    match e {
-        Error::HandshakeTimeout { after } => Error::HandshakeTimeout { after: *after },
-        Error::ConnectionClosed => Error::ConnectionClosed,
-        Error::Io(io) => Error::Io(std::io::Error::new(io.kind(), io.to_string())),
-        other => Error::Io(std::io::Error::other(other.to_string())),
     }
 }
 
@@ -125,6 +114,9 @@ pub(crate) trait Session<T: Transport>: Send {
     /// Called now and then while there is no connection, so that work waiting for one can
     /// expire.
     fn sweep(&mut self) {}
+
+    /// A dial failed with `error`; the supervisor will dial again after its backoff.
+    fn dial_failed(&mut self, _error: &Error) {}
 
     /// The supervisor stops: the socket was closed while disconnected, or redialing gave up.
     fn stop(&mut self, error: Error);
@@ -189,6 +181,7 @@ pub(crate) async fn supervise<T: Transport, S: Session<T>>(
                     Ok(conn) => conn,
                     Err(Error::HandshakeRejected { .. }) => continue,
                     Err(error) => {
+                        session.dial_failed(&error);
                         dialer.events.emit(|| SocketEvent::ConnectFailed {
                             error: Arc::new(error),
                         });

@@ -1,6 +1,7 @@
 //! [`Error`]: what a socket operation can fail with.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use msg_core::{Encoding, FrameError, FrameKind, SocketType};
@@ -12,15 +13,20 @@ use msg_transports::TransportError;
 /// [`ConnectionClosed`](Error::ConnectionClosed), report a
 /// [`Remote`](Error::Remote) handler error, fix the credentials after
 /// [`HandshakeRejected`](Error::HandshakeRejected).
-#[derive(Debug, thiserror::Error)]
+///
+/// It is `Clone`, cheaply: the errors of other libraries it carries (I/O, transport, a
+/// layer's) are behind an [`Arc`], so the same error goes to a caller and to the socket's
+/// [events](crate::SocketEvent). Match them through it: `Error::Io(e)` binds an
+/// `Arc<io::Error>`, and `e.kind()` reads through it.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// Binding, dialing or accepting failed.
     #[error(transparent)]
-    Transport(#[from] TransportError),
+    Transport(Arc<TransportError>),
     /// Reading or writing the connection failed.
     #[error("i/o error: {0}")]
-    Io(#[from] io::Error),
+    Io(#[source] Arc<io::Error>),
     /// The peer sent bytes that break the wire protocol; the connection was closed.
     #[error("protocol error")]
     Protocol(#[source] FrameError),
@@ -126,7 +132,7 @@ pub enum Error {
     NotReady,
     /// A layer of the service stack failed with an error of its own (not a socket's).
     #[error("layer failed")]
-    Layer(#[source] tower::BoxError),
+    Layer(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// A future was polled again after it had completed.
     #[error("future polled after it completed")]
     PolledAfterCompletion,
@@ -159,6 +165,18 @@ impl Error {
             Error::NotReady => "not_ready",
             Error::Layer(_) => "layer",
             Error::PolledAfterCompletion => "polled_after_completion",
+        }
+    }
+
+    /// Whether trying again cannot help, whatever the request: a certificate or TLS
+    /// configuration refused on either side, a transport without the configuration asked
+    /// of it ([`TransportError::is_permanent`]), or a server that refused this socket's
+    /// type. [`RetryPolicy`](crate::retry::RetryPolicy) never retries these.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Error::Transport(e) => e.is_permanent(),
+            Error::SocketTypeMismatch { .. } => true,
+            _ => false,
         }
     }
 
@@ -208,10 +226,22 @@ impl From<tower::BoxError> for Error {
         match e.downcast::<Error>() {
             Ok(e) => *e,
             Err(e) => match e.downcast::<TransportError>() {
-                Ok(e) => Error::Transport(*e),
-                Err(e) => Error::Layer(e),
+                Ok(e) => Error::Transport(Arc::new(*e)),
+                Err(e) => Error::Layer(Arc::from(e)),
             },
         }
+    }
+}
+
+impl From<TransportError> for Error {
+    fn from(e: TransportError) -> Self {
+        Error::Transport(Arc::new(e))
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(Arc::new(e))
     }
 }
 

@@ -125,7 +125,7 @@ where
                 Poll::Ready(Ok(())) if paused => continue,
                 Poll::Ready(Ok(())) if draining => return Poll::Ready(Ok(())),
                 Poll::Ready(Ok(())) | Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e.into()))),
             }
         }
     }

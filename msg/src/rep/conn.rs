@@ -269,7 +269,7 @@ where
                 crate::limits::hit(crate::limits::QUEUED_BYTES);
             }
             if let Poll::Ready(Err(e)) = this.io.poll_flush(cx) {
-                return Poll::Ready(Error::Io(e));
+                return Poll::Ready(Error::Io(e.into()));
             }
             let drained = was_full && this.io.queued_len() < WRITE_HIGH_WATER;
             // Reading is done only for a graceful shutdown: the end of the peer's stream

@@ -122,7 +122,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> ReqDriver<Io> {
             match self.io.poll_fill(cx) {
                 Poll::Pending => break Ok(()),
                 Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(e)) => break Err(Error::Io(e)),
+                Poll::Ready(Err(e)) => break Err(Error::Io(e.into())),
             }
         };
         self.slots.complete(&mut self.done);
@@ -213,7 +213,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Future for ReqDriver<Io> {
                 crate::limits::hit(crate::limits::QUEUED_BYTES);
             }
             if let Poll::Ready(Err(e)) = this.io.poll_flush(cx) {
-                return Poll::Ready(this.lost(Error::Io(e)));
+                return Poll::Ready(this.lost(Error::Io(e.into())));
             }
             let drained = was_full && this.io.queued_len() < WRITE_HIGH_WATER;
             if let Err(e) = this.read_responses(cx) {
@@ -222,7 +222,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Future for ReqDriver<Io> {
             // A pong queued while reading leaves now.
             if this.io.queued_len() > 0 {
                 if let Poll::Ready(Err(e)) = this.io.poll_flush(cx) {
-                    return Poll::Ready(this.lost(Error::Io(e)));
+                    return Poll::Ready(this.lost(Error::Io(e.into())));
                 }
             }
             if this.flow == Flow::Closing

@@ -205,6 +205,16 @@ impl<T: Transport> Session<T> for ReqSession<T::Addr> {
         self.slots.sweep();
     }
 
+    /// A dial that cannot succeed by trying again (a certificate refused, a configuration
+    /// missing) fails the requests waiting for a connection at once, with its error, rather
+    /// than after `reconnect_wait` with [`Error::NotConnected`]: a retry policy sees why,
+    /// and does not retry it.
+    fn dial_failed(&mut self, error: &Error) {
+        if error.is_permanent() {
+            self.slots.fail_queued(error);
+        }
+    }
+
     fn stop(&mut self, error: Error) {
         self.slots.stop(match error {
             Error::Closed => || Error::Closed,

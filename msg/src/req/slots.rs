@@ -530,6 +530,28 @@ impl SlotTable {
         wake_all(wake);
     }
 
+    /// Supervisor, while disconnected: a dial failed in a way that the next one will too.
+    /// Fails every queued request with `error`.
+    pub(crate) fn fail_queued(&self, error: &Error) {
+        let mut wake = Vec::new();
+        {
+            let mut state = self.lock();
+            if state.connected {
+                return;
+            }
+            let queue = std::mem::take(&mut state.queue);
+            for queued in queue {
+                state.fill(
+                    queued.slot,
+                    queued.generation,
+                    Err(error.clone()),
+                    &mut wake,
+                );
+            }
+        }
+        wake_all(wake);
+    }
+
     /// Supervisor: the socket stops for good (closed while disconnected, or redialing gave
     /// up). Everything queued fails with `error`, and so does every later request.
     pub(crate) fn stop(&self, error: fn() -> Error) {

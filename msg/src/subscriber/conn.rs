@@ -177,7 +177,7 @@ where
                 }
             }
             if let Poll::Ready(Err(e)) = self.io.poll_flush(cx) {
-                return Poll::Ready(End::Lost(Error::Io(e)));
+                return Poll::Ready(End::Lost(Error::Io(e.into())));
             }
             // Step: hand a stalled batch to the inbox first.
             if !self.batch.is_empty()
@@ -203,7 +203,7 @@ where
             // A pong queued while reading leaves now.
             if self.io.queued_len() > 0 {
                 if let Poll::Ready(Err(e)) = self.io.poll_flush(cx) {
-                    return Poll::Ready(End::Lost(Error::Io(e)));
+                    return Poll::Ready(End::Lost(Error::Io(e.into())));
                 }
             }
             if !self.batch.is_empty()
