@@ -240,7 +240,7 @@ async fn pipeline_ends_with_typed_errors_when_the_server_goes_away() {
     for outcome in &outcomes {
         match outcome {
             // Requests the server had read when it went away are refused as dropped.
-            Err(Error::Remote { message }) => assert_eq!(
+            Err(Error::Remote { message, .. }) => assert_eq!(
                 message, "the server dropped the request without responding",
                 "{outcomes:?}"
             ),
@@ -335,7 +335,7 @@ async fn handler_error_reaches_the_client_as_a_typed_remote_error() {
     let mut req = ReqSocket::new(Tcp::default());
     req.connect(addr).await.unwrap();
     match within(req.request(Bytes::from("fail"))).await {
-        Err(Error::Remote { message }) => assert_eq!(message, "the handler refused"),
+        Err(Error::Remote { message, .. }) => assert_eq!(message, "the handler refused"),
         other => panic!("expected a remote error, got {other:?}"),
     }
     // The connection survives a handler error.
@@ -363,7 +363,7 @@ async fn stream_request_dropped_unanswered_fails_the_client_instead_of_hanging()
         Err(Error::Remote { .. })
     ));
     match within(req.request(Bytes::from("other"))).await {
-        Err(Error::Remote { message }) => assert_eq!(message, "no thanks"),
+        Err(Error::Remote { message, .. }) => assert_eq!(message, "no thanks"),
         other => panic!("expected a remote error, got {other:?}"),
     }
 }
@@ -825,7 +825,7 @@ async fn tower_timeouts_apply_on_both_sides() {
         .await
         .map_err(Error::from);
     match slow {
-        Err(Error::Remote { message }) => assert!(message.contains("timed out"), "{message}"),
+        Err(Error::Remote { message, .. }) => assert!(message.contains("timed out"), "{message}"),
         other => panic!("expected the server's timeout as a remote error, got {other:?}"),
     }
     let fast = within(patient.oneshot(Message::from("fast")))

@@ -4,7 +4,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use msg_core::{Encoding, FrameError, FrameKind, SocketType};
+use msg_core::{Code, Encoding, FrameError, FrameKind, SocketType};
 use msg_transports::TransportError;
 
 /// Errors of `msg` sockets.
@@ -100,9 +100,15 @@ pub enum Error {
         /// The timeout in force, when the socket knows it.
         after: Option<Duration>,
     },
-    /// The remote handler failed on this request; its error, as text.
+    /// The remote handler failed on this request: what kind of failure, and its error as
+    /// text. A handler that fails with a [`Status`](crate::Status) chooses the code; the
+    /// server says [`InvalidArgument`](Code::InvalidArgument) for a request it could not
+    /// decode and [`ResourceExhausted`](Code::ResourceExhausted) for a reply over its frame
+    /// limit; anything else is [`Internal`](Code::Internal).
     #[error("remote handler failed: {message}")]
     Remote {
+        /// The kind of failure.
+        code: Code,
         /// The handler's error message.
         message: String,
     },

@@ -94,12 +94,14 @@ mod publisher;
 mod rep;
 mod req;
 pub mod retry;
+mod status;
 mod subscriber;
 pub mod topic;
 
 pub use backoff::Backoff;
 pub use error::Error;
 pub use events::{Events, SocketEvent, EVENT_CAPACITY};
+pub use msg_core::Code;
 pub use msg_core::{Authenticator, Encoding, Headers, Message, SocketType};
 pub use msg_transports::{Ipc, Quic, Tcp, Tls, Transport};
 pub use publisher::{
@@ -107,6 +109,7 @@ pub use publisher::{
 };
 pub use rep::{serve, PendingRequest, RepOptions, RepSocket, Request, Serve, WithGracefulShutdown};
 pub use req::{Pipeline, ReqOptions, ReqSocket, ReqStats, ResponseFuture};
+pub use status::Status;
 pub use subscriber::{SubMessage, SubOptions, SubSocket, SubStats};
 
 /// Compression of whole messages, the book's way (`with_compressor`): the codecs, the
@@ -148,8 +151,8 @@ pub mod layers {
 /// The wire protocol and its codec, for tools that speak it directly.
 pub mod wire {
     pub use msg_core::wire::{
-        header_for, parse_welcome, welcome_frame, Frame, FrameKind, Header, Hello, HEADER_LEN,
-        MAGIC, MAX_TOPIC_LEN, VERSION,
+        error_response_code, error_response_encoding, header_for, parse_welcome, welcome_frame,
+        Frame, FrameKind, Header, Hello, HEADER_LEN, MAGIC, MAX_TOPIC_LEN, VERSION,
     };
     pub use msg_core::{FrameCodec, FrameError, DEFAULT_MAX_FRAME_LEN};
 }

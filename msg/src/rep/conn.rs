@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use msg_core::{Encoding, Frame, FrameKind};
+use msg_core::{wire, Code, Frame, FrameKind};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::calls::{Calls, Outcome};
+use super::calls::{Calls, Failure, Outcome};
 use super::Request;
-use crate::error::frame_refused;
 use crate::events::{EventSink, SocketEvent};
 use crate::io::{into_message, FramedIo};
 use crate::Error;
@@ -154,7 +153,8 @@ where
                         // Only this request is lost: the client gets the reason.
                         let e = crate::error::undecodable(e);
                         tracing::info!(peer = %self.peer, id, error = %e, "request not decoded");
-                        self.queue_error(id, Bytes::from(format!("{e}: {}", error_chain(&e))));
+                        let text = format!("{e}: {}", error_chain(&e));
+                        self.queue_error(id, Code::InvalidArgument, Bytes::from(text));
                         progress = true;
                         continue;
                     }
@@ -200,27 +200,28 @@ where
                 }
                 self.io
                     .queue(FrameKind::Response, reply.encoding(), id, reply.payload())
-                    .map_err(|e| frame_refused(e).to_string())
+                    .map_err(Failure::reply_refused)
             }
             Err(message) => Err(message),
         };
-        if let Err(message) = queued {
-            self.queue_error(id, Bytes::from(message));
+        if let Err(failure) = queued {
+            self.queue_error(id, failure.code, Bytes::from(failure.message));
         }
     }
 
     /// Queues an error-response to request `id`.
-    fn queue_error(&mut self, id: u64, payload: Bytes) {
+    fn queue_error(&mut self, id: u64, code: Code, payload: Bytes) {
+        let encoding = wire::error_response_encoding(code);
         // An error message always fits: it is far below any sane frame limit, and one that
         // does not is cut to what does.
         if self
             .io
-            .queue(FrameKind::ErrorResponse, Encoding::IDENTITY, id, &payload)
+            .queue(FrameKind::ErrorResponse, encoding, id, &payload)
             .is_err()
         {
             let _ = self.io.queue(
                 FrameKind::ErrorResponse,
-                Encoding::IDENTITY,
+                encoding,
                 id,
                 &Bytes::from_static(b"error"),
             );

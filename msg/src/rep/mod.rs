@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_core::Stream;
-use msg_core::{Authenticator, Message, SocketType, DEFAULT_MAX_FRAME_LEN};
+use msg_core::{Authenticator, Code, Message, SocketType, DEFAULT_MAX_FRAME_LEN};
 use msg_transports::{Listener, Transport};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -28,8 +28,8 @@ use crate::admission::{self, Admission, AdmissionService, Authenticate};
 use crate::events::{EventSink, Events};
 use crate::io::heartbeat_config;
 use crate::req::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT};
-use crate::Error;
-use calls::Outcome;
+use crate::{Error, Status};
+use calls::{Failure, Outcome};
 use conn::{Coding, Connection};
 use mailbox::{Inbox, Mailbox, Responder};
 use msg_layers::compression::{Codec, Compressor, Decoders, DEFAULT_MIN_LEN};
@@ -210,9 +210,10 @@ impl<A> Drop for PendingRequest<A> {
     /// Fails the request with a remote error, so that the client does not wait forever.
     fn drop(&mut self) {
         if let Some(responder) = self.responder.take() {
-            let _ = responder.send(Err(
-                "the server dropped the request without responding".to_owned()
-            ));
+            let _ = responder.send(Err(Failure::new(
+                Code::Internal,
+                "the server dropped the request without responding",
+            )));
         }
     }
 }
@@ -265,13 +266,24 @@ impl<A> PendingRequest<A> {
         self.answer(Ok(msg))
     }
 
-    /// Fails the request: the client gets [`Error::Remote`] with `message`.
+    /// Fails the request: the client gets [`Error::Remote`] with `message` and
+    /// [`Code::Internal`].
     ///
     /// # Errors
     ///
     /// [`Error::ConnectionClosed`] if the requester's connection is gone.
     pub fn respond_error(self, message: impl fmt::Display) -> Result<(), Error> {
-        self.answer(Err(message.to_string()))
+        self.answer(Err(Failure::new(Code::Internal, message.to_string())))
+    }
+
+    /// Fails the request with `status`: the client gets [`Error::Remote`] with its code and
+    /// its message.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ConnectionClosed`] if the requester's connection is gone.
+    pub fn respond_status(self, status: Status) -> Result<(), Error> {
+        self.answer(Err(Failure::new(status.code(), status.message())))
     }
 
     fn answer(mut self, outcome: Outcome) -> Result<(), Error> {

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use msg_core::{Encoding, Frame, FrameError, FrameKind};
+use msg_core::{wire, Encoding, Frame, FrameError, FrameKind};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::slots::{Batch, Completions, Flow, Generation, SlotId, SlotTable};
@@ -136,6 +136,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> ReqDriver<Io> {
         let reply = match kind {
             FrameKind::Response => Ok(into_message(frame)),
             FrameKind::ErrorResponse => Err(Error::Remote {
+                code: wire::error_response_code(frame.encoding),
                 message: String::from_utf8_lossy(&frame.payload).into_owned(),
             }),
             kind => return Err(Error::UnexpectedFrame { kind }),
