@@ -47,7 +47,7 @@ impl<T: Transport> Dialer<T> {
         let outcome = async {
             let Connected { io, peer } = self.transport.connect(self.target.clone()).await?;
             let mut io = FramedIo::new(io, self.max_frame_len);
-            io.set_label(self.socket_type.name());
+            io.set_counters(self.events.counters().bytes(self.socket_type));
             let after = self.handshake_timeout;
             tokio::time::timeout(
                 after,
@@ -62,7 +62,9 @@ impl<T: Transport> Dialer<T> {
         match &outcome {
             Ok(conn) => {
                 tracing::debug!(peer = %conn.peer, socket = %self.socket_type, "connected");
-                metrics::counter!("msg_connections_total", "socket" => self.socket_type.name())
+                self.events
+                    .counters()
+                    .connections(self.socket_type)
                     .increment(1);
                 self.events.emit(|| SocketEvent::Connected {
                     peer: conn.peer.clone(),
@@ -76,7 +78,9 @@ impl<T: Transport> Dialer<T> {
             }
             Err(e) => {
                 tracing::debug!(error = %e, socket = %self.socket_type, "dial failed");
-                metrics::counter!("msg_connect_failures_total", "socket" => self.socket_type.name())
+                self.events
+                    .counters()
+                    .connect_failures(self.socket_type)
                     .increment(1);
             }
         }
@@ -205,7 +209,10 @@ pub(crate) async fn supervise<T: Transport, S: Session<T>>(
             End::Lost(error) => {
                 sweeps.reset();
                 tracing::info!(%peer, %error, "connection lost; redialing");
-                metrics::counter!("msg_disconnections_total", "socket" => dialer.socket_type.name())
+                dialer
+                    .events
+                    .counters()
+                    .disconnections(dialer.socket_type)
                     .increment(1);
                 dialer.events.emit(|| SocketEvent::Disconnected {
                     peer,

@@ -144,33 +144,68 @@ pub enum Error {
     PolledAfterCompletion,
 }
 
+/// The variants' names, by [`Error::kind_index`].
+const KIND_NAMES: [&str; Error::KINDS] = [
+    "transport",
+    "io",
+    "protocol",
+    "unexpected_frame",
+    "handshake_rejected",
+    "refused",
+    "heartbeat_timeout",
+    "closed",
+    "handshake_timeout",
+    "handshake_evicted",
+    "socket_type_mismatch",
+    "not_connected",
+    "not_bound",
+    "connection_closed",
+    "timeout",
+    "remote",
+    "frame_too_large",
+    "unsupported_encoding",
+    "decompress",
+    "invalid_topic",
+    "not_ready",
+    "layer",
+    "polled_after_completion",
+];
+
 impl Error {
     /// The variant's name in snake case, for logs and metrics labels.
     pub fn kind(&self) -> &'static str {
+        KIND_NAMES[self.kind_index()]
+    }
+
+    /// How many variants there are: the length of [`KIND_NAMES`].
+    pub(crate) const KINDS: usize = 23;
+
+    /// The variant's place in [`KIND_NAMES`].
+    pub(crate) fn kind_index(&self) -> usize {
         match self {
-            Error::Transport(_) => "transport",
-            Error::Io(_) => "io",
-            Error::Protocol(_) => "protocol",
-            Error::UnexpectedFrame { .. } => "unexpected_frame",
-            Error::HandshakeRejected { .. } => "handshake_rejected",
-            Error::Refused { .. } => "refused",
-            Error::HeartbeatTimeout { .. } => "heartbeat_timeout",
-            Error::Closed => "closed",
-            Error::HandshakeTimeout { .. } => "handshake_timeout",
-            Error::HandshakeEvicted { .. } => "handshake_evicted",
-            Error::SocketTypeMismatch { .. } => "socket_type_mismatch",
-            Error::NotConnected => "not_connected",
-            Error::NotBound => "not_bound",
-            Error::ConnectionClosed => "connection_closed",
-            Error::Timeout { .. } => "timeout",
-            Error::Remote { .. } => "remote",
-            Error::FrameTooLarge { .. } => "frame_too_large",
-            Error::UnsupportedEncoding { .. } => "unsupported_encoding",
-            Error::Decompress(_) => "decompress",
-            Error::InvalidTopic(_) => "invalid_topic",
-            Error::NotReady => "not_ready",
-            Error::Layer(_) => "layer",
-            Error::PolledAfterCompletion => "polled_after_completion",
+            Error::Transport(_) => 0,
+            Error::Io(_) => 1,
+            Error::Protocol(_) => 2,
+            Error::UnexpectedFrame { .. } => 3,
+            Error::HandshakeRejected { .. } => 4,
+            Error::Refused { .. } => 5,
+            Error::HeartbeatTimeout { .. } => 6,
+            Error::Closed => 7,
+            Error::HandshakeTimeout { .. } => 8,
+            Error::HandshakeEvicted { .. } => 9,
+            Error::SocketTypeMismatch { .. } => 10,
+            Error::NotConnected => 11,
+            Error::NotBound => 12,
+            Error::ConnectionClosed => 13,
+            Error::Timeout { .. } => 14,
+            Error::Remote { .. } => 15,
+            Error::FrameTooLarge { .. } => 16,
+            Error::UnsupportedEncoding { .. } => 17,
+            Error::Decompress(_) => 18,
+            Error::InvalidTopic(_) => 19,
+            Error::NotReady => 20,
+            Error::Layer(_) => 21,
+            Error::PolledAfterCompletion => 22,
         }
     }
 

@@ -17,6 +17,7 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
+use crate::counters::SocketCounters;
 use crate::Error;
 
 /// Events kept for a consumer that has not read them yet; past this the oldest are lost.
@@ -83,9 +84,11 @@ pub enum SocketEvent<A> {
     },
 }
 
-/// The sending side, one per socket.
+/// The sending side, one per socket, and the socket's connection counters: what observes
+/// its connections.
 pub(crate) struct EventSink<A> {
     tx: broadcast::Sender<SocketEvent<A>>,
+    counters: SocketCounters,
 }
 
 impl<A> fmt::Debug for EventSink<A> {
@@ -99,7 +102,10 @@ impl<A> fmt::Debug for EventSink<A> {
 impl<A: Clone + Send + 'static> EventSink<A> {
     pub(crate) fn new() -> Arc<Self> {
         let (tx, _) = broadcast::channel(EVENT_CAPACITY);
-        Arc::new(EventSink { tx })
+        Arc::new(EventSink {
+            tx,
+            counters: SocketCounters::default(),
+        })
     }
 
     /// Sends `event` to every stream; costs nothing but the event when there is none.
@@ -107,6 +113,11 @@ impl<A: Clone + Send + 'static> EventSink<A> {
         if self.tx.receiver_count() > 0 {
             let _ = self.tx.send(event());
         }
+    }
+
+    /// The socket's connection counters.
+    pub(crate) fn counters(&self) -> &SocketCounters {
+        &self.counters
     }
 
     pub(crate) fn subscribe(&self) -> Events<A> {

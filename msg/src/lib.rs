@@ -81,6 +81,7 @@
 mod accept;
 pub mod admission;
 mod backoff;
+mod counters;
 mod dial;
 mod error;
 mod events;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use msg_core::{wire, Code, Frame, FrameKind};
+use msg_core::{wire, Code, Frame, FrameKind, SocketType};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
@@ -240,7 +240,10 @@ where
             }
             e => tracing::info!(peer = %self.peer, error = %e, "connection closed"),
         }
-        metrics::counter!("msg_disconnections_total", "socket" => "rep").increment(1);
+        events
+            .counters()
+            .disconnections(SocketType::Rep)
+            .increment(1);
         let peer = self.peer.clone();
         events.emit(|| SocketEvent::Disconnected {
             peer,

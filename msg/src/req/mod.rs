@@ -16,6 +16,7 @@ use msg_transports::Transport;
 use tokio_util::sync::CancellationToken;
 
 use crate::accept::Established;
+use crate::counters::ErrorCounters;
 use crate::dial::{self, Dialer, End, Session};
 use crate::events::{EventSink, Events};
 use crate::io::heartbeat_config;
@@ -315,6 +316,8 @@ pub struct ReqSocket<T: Transport> {
     shared: Arc<OnceLock<Arc<Handle>>>,
     peer: Arc<Mutex<Option<T::Addr>>>,
     events: Arc<EventSink<T::Addr>>,
+    /// The `msg_request_errors_total` handles every clone counts in.
+    errors: Arc<ErrorCounters>,
 }
 
 impl<T: Transport> Clone for ReqSocket<T> {
@@ -329,6 +332,7 @@ impl<T: Transport> Clone for ReqSocket<T> {
             shared: self.shared.clone(),
             peer: self.peer.clone(),
             events: self.events.clone(),
+            errors: self.errors.clone(),
         }
     }
 }
@@ -359,6 +363,7 @@ impl<T: Transport> ReqSocket<T> {
             shared: Arc::default(),
             peer: Arc::new(Mutex::new(None)),
             events: EventSink::new(),
+            errors: Arc::default(),
         }
     }
 
@@ -457,11 +462,14 @@ impl<T: Transport> ReqSocket<T> {
 
     /// Starts the socket's reconnect supervisor, on `first` if the connection is made.
     fn start(&mut self, dialer: Dialer<T>, first: Option<Established<T::Io, T::Addr>>) {
-        let slots = Arc::new(SlotTable::new(
-            self.options.max_in_flight,
-            self.options.max_frame_len,
-            self.decoders.clone(),
-        ));
+        let slots = Arc::new(
+            SlotTable::new(
+                self.options.max_in_flight,
+                self.options.max_frame_len,
+                self.decoders.clone(),
+            )
+            .with_errors(self.errors.clone()),
+        );
         if let Some(conn) = &first {
             *self.peer.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.peer.clone());
         }
@@ -640,15 +648,15 @@ impl<T: Transport> tower::Service<Message> for ReqSocket<T> {
     fn call(&mut self, msg: Message) -> ResponseFuture {
         let msg = self.compressed(msg);
         let Some(client) = self.client.as_mut() else {
-            return ResponseFuture::failed(Error::NotReady);
+            return ResponseFuture::failed(Error::NotReady, self.errors.clone());
         };
         let Some(slot) = client.reserved.take() else {
-            return ResponseFuture::failed(Error::NotReady);
+            return ResponseFuture::failed(Error::NotReady, self.errors.clone());
         };
         let slots = client.slots();
         match slots.enqueue(slot, msg) {
             Ok(()) => ResponseFuture::waiting(slots.clone(), slot),
-            Err(e) => ResponseFuture::failed(e),
+            Err(e) => ResponseFuture::failed(e, self.errors.clone()),
         }
     }
 }

@@ -254,7 +254,10 @@ where
                 let missed = frame.id - self.last_seq - 1;
                 if missed > 0 {
                     self.shared.missed.fetch_add(missed, Ordering::Relaxed);
-                    metrics::counter!("msg_subscriber_missed_total").increment(missed);
+                    self.shared
+                        .missed_counter
+                        .get(|| metrics::counter!("msg_subscriber_missed_total"))
+                        .increment(missed);
                 }
                 self.last_seq = frame.id;
                 self.batch_bytes += frame.payload.len();
