@@ -159,19 +159,19 @@ pub mod wire {
 }
 
 /// The transport traits and their error, for writing a transport, or a layer over one, of
-/// your own. [`Transport`](crate::Transport) itself is at the crate's root.
+/// your own. [`Transport`] itself is at the crate's root.
 pub mod transport {
     pub use msg_transports::{is_connection_error, BoxError, Connected, Listener, TransportError};
 }
 
 /// What TCP addresses can be: [`Endpoint`](tcp::Endpoint). The transport is
-/// [`Tcp`](crate::Tcp).
+/// [`Tcp`].
 pub mod tcp {
     pub use msg_transports::tcp::{Endpoint, TcpAcceptor};
 }
 
 /// TLS over TCP: loading certificates and keys from PEM, and rustls's configurations. The
-/// transport is [`Tls`](crate::Tls).
+/// transport is [`Tls`].
 pub mod tls {
     #[cfg(feature = "test-util")]
     pub use msg_transports::tls::TestPki;
@@ -181,12 +181,12 @@ pub mod tls {
     };
 }
 
-/// QUIC's options and connection types. The transport is [`Quic`](crate::Quic).
+/// QUIC's options and connection types. The transport is [`Quic`].
 pub mod quic {
     pub use msg_transports::quic::{QuicIncoming, QuicListener, QuicOptions, QuicStream};
 }
 
-/// Unix-socket addresses and listeners. The transport is [`Ipc`](crate::Ipc).
+/// Unix-socket addresses and listeners. The transport is [`Ipc`].
 pub mod ipc {
     pub use msg_transports::ipc::{IpcAddr, IpcListener};
 }
