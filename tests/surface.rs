@@ -11,7 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use msg::retry::RetryPolicy;
 use msg::tls::{client_config, TestPki};
-use msg::{serve, Error, Message, RepSocket, ReqOptions, ReqSocket, Request, SocketEvent, Tls};
+use msg::{
+    serve, Error, Message, Quic, RepSocket, ReqOptions, ReqSocket, Request, SocketEvent, Tls,
+};
 use msg_tests::fixture::tls_configs;
 use msg_tests::within;
 use tokio_stream::StreamExt;
@@ -41,8 +43,8 @@ fn untrusting_client() -> Tls {
 }
 
 /// Counts the calls that reach `inner`: the attempts a retry layer above it makes.
-fn counted(
-    inner: ReqSocket<Tls>,
+fn counted<T: msg::Transport>(
+    inner: ReqSocket<T>,
     calls: Arc<AtomicUsize>,
 ) -> impl tower::Service<Message, Response = Message, Error = Error, Future: Send> + Clone {
     service_fn(move |msg: Message| {
@@ -116,6 +118,39 @@ async fn the_retry_policy_never_retries_a_transport_without_the_configuration_to
     let (server, _) = tls_configs();
     let options = ReqOptions::default().reconnect_wait(Duration::from_millis(500));
     let mut req = ReqSocket::with_options(Tls::server(server), options);
+    req.connect_lazy(addr);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let policy = RetryPolicy::default()
+        .idempotent(true)
+        .max_retries(3)
+        .backoff(msg::Backoff::default().max(Duration::from_millis(20)));
+    let svc = ServiceBuilder::new()
+        .layer(tower::retry::RetryLayer::new(policy))
+        .service(counted(req, calls.clone()));
+    let outcome = within(svc.oneshot(Message::from("never sent"))).await;
+    let error = outcome.unwrap_err();
+    assert_eq!(error.kind(), "transport", "{error:?}");
+    assert!(error.is_permanent(), "{error:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one attempt, no retry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_policy_never_retries_a_quic_server_certificate_the_client_does_not_trust() {
+    let (server, client) = tls_configs();
+    let mut rep = RepSocket::new(Quic::with_tls(Some(server), client, "localhost").unwrap());
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    tokio::spawn(serve(
+        rep,
+        service_fn(|req: Request| async move { Ok::<_, Infallible>(req.payload().clone()) }),
+    ));
+    let stranger = TestPki::generate(&["localhost"]).unwrap();
+    let untrusting = client_config(stranger.ca_pem.as_bytes()).unwrap();
+    let options = ReqOptions::default().reconnect_wait(Duration::from_millis(500));
+    let mut req = ReqSocket::with_options(
+        Quic::with_tls(None, untrusting, "localhost").unwrap(),
+        options,
+    );
     req.connect_lazy(addr);
     let calls = Arc::new(AtomicUsize::new(0));
     let policy = RetryPolicy::default()
