@@ -166,3 +166,39 @@ async fn the_retry_policy_never_retries_a_quic_server_certificate_the_client_doe
     assert!(error.is_permanent(), "{error:?}");
     assert_eq!(calls.load(Ordering::SeqCst), 1, "one attempt, no retry");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_policy_never_retries_a_client_the_server_refuses_for_its_missing_certificate() {
+    // Mutual TLS: the server requires a client certificate, and this client has none. Under
+    // TLS 1.3 the refusal comes after the client's side of the handshake, as an I/O error.
+    let pki = msg_tests::fixture::pki();
+    let server = msg::tls::server_config_mtls(
+        pki.server_cert_pem.as_bytes(),
+        pki.server_key_pem.as_bytes(),
+        pki.ca_pem.as_bytes(),
+    )
+    .unwrap();
+    let mut rep = RepSocket::new(Tls::server(server));
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    tokio::spawn(serve(
+        rep,
+        service_fn(|req: Request| async move { Ok::<_, Infallible>(req.payload().clone()) }),
+    ));
+    let without = Tls::client(client_config(pki.ca_pem.as_bytes()).unwrap(), "localhost").unwrap();
+    let options = ReqOptions::default().reconnect_wait(Duration::from_millis(500));
+    let mut req = ReqSocket::with_options(without, options);
+    req.connect_lazy(addr);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let policy = RetryPolicy::default()
+        .idempotent(true)
+        .max_retries(3)
+        .backoff(msg::Backoff::default().max(Duration::from_millis(20)));
+    let svc = ServiceBuilder::new()
+        .layer(tower::retry::RetryLayer::new(policy))
+        .service(counted(req, calls.clone()));
+    let outcome = within(svc.oneshot(Message::from("never sent"))).await;
+    let error = outcome.unwrap_err();
+    assert!(error.is_permanent(), "{error:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one attempt, no retry");
+}

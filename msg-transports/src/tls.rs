@@ -181,6 +181,14 @@ pub(crate) fn is_certificate_error(e: &(dyn std::error::Error + Send + Sync + 's
     }
 }
 
+/// Whether an I/O error on a TLS connection is a refusal of a certificate or of the TLS
+/// configuration, which the next connection will meet again: under TLS 1.3 the server checks
+/// a client's certificate after the client's side of the handshake is done, so the client
+/// reads the server's refusal (an alert) as an I/O error on its first read.
+pub fn is_certificate_refusal(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(is_certificate_error)
+}
+
 /// A handshake refused on a certificate or TLS configuration, where the error is only text
 /// (QUIC's crypto errors): the inner error of a [`TransportError::TlsHandshake`]'s source.
 #[derive(Debug, thiserror::Error)]

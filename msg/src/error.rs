@@ -216,6 +216,9 @@ impl Error {
     pub fn is_permanent(&self) -> bool {
         match self {
             Error::Transport(e) => e.is_permanent(),
+            // A TLS 1.3 server's refusal of this side's certificate, read after the
+            // handshake.
+            Error::Io(e) => msg_transports::tls::is_certificate_refusal(e),
             Error::SocketTypeMismatch { .. } => true,
             _ => false,
         }
