@@ -20,8 +20,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use msg::transport::{Connected, Listener, Transport, TransportError};
-use msg::{serve, PubSocket, RepSocket, ReqSocket, Request, SubSocket, Tcp};
+use msg::transport::{Connected, Listener, TransportError};
+use msg::{serve, PubSocket, RepSocket, ReqSocket, Request, SubSocket, Tcp, Transport};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -533,7 +533,7 @@ async fn a_custom_codec_is_decoded_once_registered_and_refused_before() {
     let mut req = ReqSocket::new(Tcp::default());
     req.connect(plain_addr).await.unwrap();
     match within(req.send(encoded)).await {
-        Err(Error::Remote { message }) => assert!(message.contains("200"), "{message}"),
+        Err(Error::Remote { message, .. }) => assert!(message.contains("200"), "{message}"),
         other => panic!("{other:?}"),
     }
     assert_eq!(
@@ -570,7 +570,7 @@ async fn a_decompression_bomb_request_gets_an_error_and_every_connection_goes_on
     let mut honest = ReqSocket::new(Tcp::default());
     honest.connect(addr).await.unwrap();
     match within(attacker.send(bomb)).await {
-        Err(Error::Remote { message }) => assert!(message.contains("limit"), "{message}"),
+        Err(Error::Remote { message, .. }) => assert!(message.contains("limit"), "{message}"),
         other => panic!("{other:?}"),
     }
     // The attacker's connection and everyone else's go on.

@@ -816,7 +816,7 @@ async fn a_challenge_response_layer_serves_all_four_sockets() {
         .service(Tcp::default());
     let mut intruder = ReqSocket::new(wrong);
     match within(intruder.connect(addr)).await {
-        Err(Error::Transport(TransportError::Handshake { .. })) => {}
+        Err(Error::Transport(e)) if matches!(*e, TransportError::Handshake { .. }) => {}
         other => panic!("{other:?}"),
     }
     let mut plain = ReqSocket::with_options(
@@ -846,7 +846,7 @@ async fn towers_timeout_layer_over_a_transport_bounds_connect() {
         .service(Tcp::default());
     let mut req = ReqSocket::new(transport);
     match within(req.connect(addr)).await {
-        Err(Error::Transport(TransportError::TimedOut)) => {}
+        Err(Error::Transport(e)) if matches!(*e, TransportError::TimedOut) => {}
         other => panic!("{other:?}"),
     }
     // And a timeout over a bare transport is a transport too.
@@ -1094,14 +1094,14 @@ async fn a_consumer_that_falls_behind_loses_the_oldest_events_and_is_told_how_ma
     // Redialing gave up: no more events; the streams end once the socket is gone.
     drop(req);
     let total = within(total).await.unwrap();
-    assert!(total > 2 * msg::events::EVENT_CAPACITY as u64, "{total}");
+    assert!(total > 2 * msg::EVENT_CAPACITY as u64, "{total}");
 
     let missed = match within(behind.next()).await {
         Some(SocketEvent::Missed { count }) => count,
         other => panic!("expected Missed first, got {other:?}"),
     };
     let kept = within(behind.by_ref().count()).await as u64;
-    assert_eq!(kept, msg::events::EVENT_CAPACITY as u64);
+    assert_eq!(kept, msg::EVENT_CAPACITY as u64);
     assert_eq!(missed + kept, total);
 }
 

@@ -327,7 +327,9 @@ async fn a_message_layer_of_your_own_signs_on_the_client_and_verifies_in_the_han
         within(req.clone().oneshot(Message::from("pay 1000"))).await,
     ] {
         match refused {
-            Err(Error::Remote { message }) => assert!(message.contains("signature"), "{message}"),
+            Err(Error::Remote { message, .. }) => {
+                assert!(message.contains("signature"), "{message}")
+            }
             other => panic!("{other:?}"),
         }
     }

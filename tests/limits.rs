@@ -187,7 +187,7 @@ async fn bombs_fail_alone_in_every_direction<F: Fixture>(f: F) {
     within(req.connect(target)).await.unwrap();
     for codec in codecs() {
         match within(req.send(bomb(&*codec))).await {
-            Err(Error::Remote { message }) => assert!(message.contains("limit"), "{message}"),
+            Err(Error::Remote { message, .. }) => assert!(message.contains("limit"), "{message}"),
             other => panic!("{}: {other:?}", codec.encoding()),
         }
     }

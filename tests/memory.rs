@@ -193,7 +193,9 @@ fn a_1_gib_bomb_of_each_codec_is_cut_at_the_frame_limit() {
             let _held = bomb.clone();
             let base = mark();
             match within(req.send(bomb)).await {
-                Err(Error::Remote { message }) => assert!(message.contains("limit"), "{message}"),
+                Err(Error::Remote { message, .. }) => {
+                    assert!(message.contains("limit"), "{message}")
+                }
                 other => panic!("{encoding}: {other:?}"),
             }
             let peak = peak_since(base);

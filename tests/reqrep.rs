@@ -240,7 +240,7 @@ async fn pipeline_ends_with_typed_errors_when_the_server_goes_away() {
     for outcome in &outcomes {
         match outcome {
             // Requests the server had read when it went away are refused as dropped.
-            Err(Error::Remote { message }) => assert_eq!(
+            Err(Error::Remote { message, .. }) => assert_eq!(
                 message, "the server dropped the request without responding",
                 "{outcomes:?}"
             ),
@@ -335,7 +335,7 @@ async fn handler_error_reaches_the_client_as_a_typed_remote_error() {
     let mut req = ReqSocket::new(Tcp::default());
     req.connect(addr).await.unwrap();
     match within(req.request(Bytes::from("fail"))).await {
-        Err(Error::Remote { message }) => assert_eq!(message, "the handler refused"),
+        Err(Error::Remote { message, .. }) => assert_eq!(message, "the handler refused"),
         other => panic!("expected a remote error, got {other:?}"),
     }
     // The connection survives a handler error.
@@ -363,7 +363,7 @@ async fn stream_request_dropped_unanswered_fails_the_client_instead_of_hanging()
         Err(Error::Remote { .. })
     ));
     match within(req.request(Bytes::from("other"))).await {
-        Err(Error::Remote { message }) => assert_eq!(message, "no thanks"),
+        Err(Error::Remote { message, .. }) => assert_eq!(message, "no thanks"),
         other => panic!("expected a remote error, got {other:?}"),
     }
 }
@@ -585,11 +585,7 @@ async fn client_at_its_limit_of_two(
     addr: std::net::SocketAddr,
     a: &'static str,
     b: &'static str,
-) -> (
-    ReqSocket<Tcp>,
-    msg::req::ResponseFuture,
-    msg::req::ResponseFuture,
-) {
+) -> (ReqSocket<Tcp>, msg::ResponseFuture, msg::ResponseFuture) {
     let mut req = ReqSocket::with_options(Tcp::default(), ReqOptions::default().max_in_flight(2));
     req.connect(addr).await.unwrap();
     let first = req.ready().await.unwrap().call(Message::from(a));
@@ -829,7 +825,7 @@ async fn tower_timeouts_apply_on_both_sides() {
         .await
         .map_err(Error::from);
     match slow {
-        Err(Error::Remote { message }) => assert!(message.contains("timed out"), "{message}"),
+        Err(Error::Remote { message, .. }) => assert!(message.contains("timed out"), "{message}"),
         other => panic!("expected the server's timeout as a remote error, got {other:?}"),
     }
     let fast = within(patient.oneshot(Message::from("fast")))

@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 mod auth;
+mod code;
 mod codec;
 mod error;
 mod heartbeat;
@@ -38,6 +39,7 @@ pub mod wire;
 mod write_buf;
 
 pub use auth::Authenticator;
+pub use code::Code;
 pub use codec::{FrameCodec, DEFAULT_MAX_FRAME_LEN};
 pub use error::FrameError;
 pub use heartbeat::{Beat, Heartbeat, HeartbeatConfig};

@@ -17,7 +17,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::{Encoding, FrameError};
+use crate::{Code, Encoding, FrameError};
 
 /// The two bytes every frame starts with: `"ms"`.
 pub const MAGIC: u16 = 0x6d73;
@@ -48,7 +48,8 @@ pub enum FrameKind {
     Request = 0x10,
     /// A response to the request with the same `id`.
     Response = 0x11,
-    /// The request with the same `id` failed in the handler: a UTF-8 message.
+    /// The request with the same `id` failed in the handler: a UTF-8 message, and in the
+    /// encoding byte the error's [`Code`] (see [`error_response_encoding`]).
     ErrorResponse = 0x12,
     /// The client gave up on the request with the same `id`: the server drops its call and
     /// sends no reply. No body.
@@ -294,6 +295,32 @@ pub fn header_for(
         topic_len,
         payload_len,
     })
+}
+
+/// The encoding byte of an error-response that carries `code`.
+///
+/// An error-response's payload is always UTF-8 text, never encoded, so its encoding byte
+/// carries the error's [`Code`] instead. A peer from before codes sends `0` there and
+/// ignores the byte when it reads one, so the text reads the same to both.
+///
+/// # Example
+///
+/// ```
+/// use msg_core::wire::{error_response_code, error_response_encoding};
+/// use msg_core::{Code, Encoding};
+///
+/// let byte = error_response_encoding(Code::NotFound);
+/// assert_eq!(error_response_code(byte), Code::NotFound);
+/// assert_eq!(error_response_code(Encoding::IDENTITY), Code::Internal);
+/// ```
+pub fn error_response_encoding(code: Code) -> Encoding {
+    Encoding::from_code(code.to_wire())
+}
+
+/// The [`Code`] an error-response carries in its encoding byte: `0`, what a peer from
+/// before codes sends, is [`Code::Internal`]. See [`error_response_encoding`].
+pub fn error_response_code(encoding: Encoding) -> Code {
+    Code::from_wire(encoding.code())
 }
 
 /// The kind of socket at either end of a connection, sent in the handshake so that a

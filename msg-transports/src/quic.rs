@@ -24,6 +24,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::tcp::Endpoint as Target;
+use crate::tls::CertificateRejected;
 use crate::transport::{Connected, Listener, Transport, TransportError};
 
 /// The protocol name both sides announce in the TLS handshake.
@@ -513,13 +514,28 @@ impl Transport for Quic {
             let connecting = endpoint
                 .connect_with(config, addr, &name)
                 .map_err(|e| connect_error(&e))?;
-            let connection = connecting.await.map_err(|e| match e {
-                quinn::ConnectionError::TransportError(_)
-                | quinn::ConnectionError::ConnectionClosed(_) => TransportError::TlsHandshake {
-                    addr: addr.to_string(),
-                    source: io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
-                },
-                other => connect_error(&other),
+            let connection = connecting.await.map_err(|e| {
+                // QUIC carries a TLS alert as a crypto error code, 0x100 + the alert.
+                let code = match &e {
+                    quinn::ConnectionError::TransportError(te) => Some(te.code),
+                    quinn::ConnectionError::ConnectionClosed(close) => Some(close.error_code),
+                    _ => None,
+                };
+                match code {
+                    Some(code) => {
+                        let text = e.to_string();
+                        let source = if (0x100..0x200).contains(&u64::from(code)) {
+                            io::Error::new(io::ErrorKind::InvalidData, CertificateRejected(text))
+                        } else {
+                            io::Error::new(io::ErrorKind::InvalidData, text)
+                        };
+                        TransportError::TlsHandshake {
+                            addr: addr.to_string(),
+                            source,
+                        }
+                    }
+                    None => connect_error(&e),
+                }
             })?;
             let (send, recv) = connection.open_bi().await.map_err(|e| connect_error(&e))?;
             Ok(Connected {

@@ -146,8 +146,58 @@ pub fn client_config_with_cert(
         .map_err(|e| certificate_error("client certificate refused", e))
 }
 
+/// Whether `e`, the error inside a failed TLS handshake's I/O error, is about
+/// certificates or configurations that will fail the same way next time: rustls refused the
+/// peer's certificate, the peer sent an alert refusing this side's, or the two share no
+/// TLS version or cipher suite. QUIC's handshakes say the same with a [`CertificateRejected`].
+pub(crate) fn is_certificate_error(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    use rustls::AlertDescription as Alert;
+    if e.is::<CertificateRejected>() {
+        return true;
+    }
+    match e.downcast_ref::<rustls::Error>() {
+        Some(
+            rustls::Error::InvalidCertificate(_)
+            | rustls::Error::NoCertificatesPresented
+            | rustls::Error::UnsupportedNameType
+            | rustls::Error::InvalidCertRevocationList(_)
+            | rustls::Error::PeerIncompatible(_),
+        ) => true,
+        Some(rustls::Error::AlertReceived(alert)) => matches!(
+            alert,
+            Alert::BadCertificate
+                | Alert::UnsupportedCertificate
+                | Alert::CertificateRevoked
+                | Alert::CertificateExpired
+                | Alert::CertificateUnknown
+                | Alert::UnknownCA
+                | Alert::AccessDenied
+                | Alert::CertificateRequired
+                | Alert::ProtocolVersion
+                | Alert::InsufficientSecurity
+                | Alert::HandshakeFailure
+        ),
+        _ => false,
+    }
+}
+
+/// Whether an I/O error on a TLS connection is a refusal of a certificate or of the TLS
+/// configuration, which the next connection will meet again: under TLS 1.3 the server checks
+/// a client's certificate after the client's side of the handshake is done, so the client
+/// reads the server's refusal (an alert) as an I/O error on its first read.
+pub fn is_certificate_refusal(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(is_certificate_error)
+}
+
+/// A handshake refused on a certificate or TLS configuration, where the error is only text
+/// (QUIC's crypto errors): the inner error of a [`TransportError::TlsHandshake`]'s source.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct CertificateRejected(pub(crate) String);
+
 /// A throwaway PKI for tests and examples: a CA, a server certificate for the given names
-/// and a client certificate, all signed by the CA, in PEM.
+/// and a client certificate, all signed by the CA, in PEM. Only with the `test-util`
+/// feature.
 ///
 /// # Example
 ///
@@ -158,6 +208,7 @@ pub fn client_config_with_cert(
 /// server_config(pki.server_cert_pem.as_bytes(), pki.server_key_pem.as_bytes()).unwrap();
 /// client_config(pki.ca_pem.as_bytes()).unwrap();
 /// ```
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct TestPki {
@@ -173,12 +224,14 @@ pub struct TestPki {
     pub client_key_pem: String,
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl fmt::Debug for TestPki {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TestPki").finish_non_exhaustive()
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl TestPki {
     /// Makes a CA and the server and client certificates it signs. Names that parse as IP
     /// addresses become IP subject names, the others DNS names.
@@ -229,10 +282,12 @@ impl TestPki {
 /// # Example
 ///
 /// ```
+/// # #[cfg(feature = "test-util")] {
 /// use msg_transports::tls::{client_config, server_config, TestPki, Tls};
 /// use msg_transports::{Listener, Transport};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// // A throwaway CA (the `test-util` feature); real deployments load their PEM files.
 /// let pki = TestPki::generate(&["localhost"])?;
 /// let server = Tls::server(server_config(
 ///     pki.server_cert_pem.as_bytes(),
@@ -250,6 +305,7 @@ impl TestPki {
 /// client.connect(addr.into()).await?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// # }).unwrap();
+/// # }
 /// ```
 #[derive(Clone)]
 pub struct Tls {

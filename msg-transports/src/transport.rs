@@ -91,6 +91,22 @@ pub enum TransportError {
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl TransportError {
+    /// Whether dialing again cannot help: a certificate or key that cannot be used
+    /// ([`Certificate`](Self::Certificate)), a transport without the configuration asked of
+    /// it ([`Config`](Self::Config)), or a TLS handshake that failed on a certificate, or on
+    /// TLS versions and cipher suites the two sides do not share (this side does not trust
+    /// the peer's certificate, or the peer refused this side's). A retry policy gives up at
+    /// once on these; everything else (a refused or reset connection, a timeout) may pass.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            TransportError::Certificate { .. } | TransportError::Config { .. } => true,
+            TransportError::TlsHandshake { source, .. } => source
+                .get_ref()
+                .is_some_and(crate::tls::is_certificate_error),
+            _ => false,
+        }
+    }
+
     /// The error of a connector wrapped in tower middleware, made typed again: tower's
     /// `Elapsed` becomes [`TimedOut`](Self::TimedOut), a boxed `TransportError` is
     /// unboxed, anything else becomes [`Io`](Self::Io).

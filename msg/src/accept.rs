@@ -171,7 +171,7 @@ async fn handshake<T, W, F>(
     let setup = async {
         let Connected { io, peer } = transport.accept(conn).await?;
         let mut io = FramedIo::new(io, config.max_frame_len);
-        io.set_label(config.socket_type.name());
+        io.set_counters(config.events.counters().bytes(config.socket_type));
         // At the limit the client is still heard, so that it learns why it is refused.
         let slot = config.connections.clone().try_acquire_owned().ok();
         let full = slot.is_none().then(|| {
@@ -201,7 +201,10 @@ async fn handshake<T, W, F>(
         Ok(mut established) => {
             established.io.start_heartbeat(config.heartbeat);
             tracing::debug!(%peer, socket = %config.socket_type, "connection accepted");
-            metrics::counter!("msg_connections_total", "socket" => config.socket_type.name())
+            config
+                .events
+                .counters()
+                .connections(config.socket_type)
                 .increment(1);
             config.events.emit(|| SocketEvent::Accepted { peer });
             span.record("outcome", "accepted");
@@ -210,7 +213,10 @@ async fn handshake<T, W, F>(
         Err(Error::Refused { reason }) => {
             span.record("outcome", "refused");
             tracing::info!(%peer, %reason, "peer refused");
-            metrics::counter!("msg_refused_total", "socket" => config.socket_type.name())
+            config
+                .events
+                .counters()
+                .refused(config.socket_type)
                 .increment(1);
             config.events.emit(|| SocketEvent::Refused { peer, reason });
         }

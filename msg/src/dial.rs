@@ -75,7 +75,7 @@ impl<T: Transport> Dialer<T> {
         let connect = async {
             let Connected { io, peer } = self.transport.connect(self.target.clone()).await?;
             let mut io = FramedIo::new(io, self.max_frame_len);
-            io.set_label(self.socket_type.name());
+            io.set_counters(self.events.counters().bytes(self.socket_type));
             handshake::client(&mut io, self.socket_type, self.token.clone()).await?;
             io.start_heartbeat(self.heartbeat);
             Ok::<_, Error>(Established { io, peer })
@@ -87,7 +87,9 @@ impl<T: Transport> Dialer<T> {
         match &outcome {
             Ok(conn) => {
                 tracing::debug!(peer = %conn.peer, socket = %self.socket_type, "connected");
-                metrics::counter!("msg_connections_total", "socket" => self.socket_type.name())
+                self.events
+                    .counters()
+                    .connections(self.socket_type)
                     .increment(1);
                 self.events.emit(|| SocketEvent::Connected {
                     peer: conn.peer.clone(),
@@ -101,37 +103,27 @@ impl<T: Transport> Dialer<T> {
             }
             Err(e) => {
                 tracing::debug!(error = %e, socket = %self.socket_type, "dial failed");
-                metrics::counter!("msg_connect_failures_total", "socket" => self.socket_type.name())
+                self.events
+                    .counters()
+                    .connect_failures(self.socket_type)
                     .increment(1);
             }
         }
         outcome
     }
 
-    /// The first dial, for `connect`: its error goes to the caller, and a copy to the
-    /// events.
+    /// The first dial, for `connect`: its error goes to the caller, and the same error
+    /// to the events.
     pub(crate) async fn dial_first(&self) -> Result<Established<T::Io, T::Addr>, Error> {
         let outcome = self.dial().await;
         if let Err(e) = &outcome {
             if !matches!(e, Error::HandshakeRejected { .. }) {
                 self.events.emit(|| SocketEvent::ConnectFailed {
-                    error: Arc::new(copy_error(e)),
+                    error: Arc::new(e.clone()),
                 });
             }
         }
         outcome
-    }
-}
-
-/// A copy of `e` for an event. Errors hold I/O errors, which do not clone: those become
-/// [`Error::Io`] with the same kind and text.
-fn copy_error(e: &Error) -> Error {
-    match e {
-        Error::HandshakeTimeout { after } => Error::HandshakeTimeout { after: *after },
-        Error::ConnectTimeout { after } => Error::ConnectTimeout { after: *after },
-        Error::ConnectionClosed => Error::ConnectionClosed,
-        Error::Io(io) => Error::Io(std::io::Error::new(io.kind(), io.to_string())),
-        other => Error::Io(std::io::Error::other(other.to_string())),
     }
 }
 
@@ -151,6 +143,9 @@ pub(crate) trait Session<T: Transport>: Send {
     /// Called now and then while there is no connection, so that work waiting for one can
     /// expire.
     fn sweep(&mut self) {}
+
+    /// A dial failed with `error`; the supervisor will dial again after its backoff.
+    fn dial_failed(&mut self, _error: &Error) {}
 
     /// The supervisor stops: the socket was closed while disconnected, or redialing gave up.
     fn stop(&mut self, error: Error);
@@ -215,6 +210,7 @@ pub(crate) async fn supervise<T: Transport, S: Session<T>>(
                     Ok(conn) => conn,
                     Err(Error::HandshakeRejected { .. }) => continue,
                     Err(error) => {
+                        session.dial_failed(&error);
                         dialer.events.emit(|| SocketEvent::ConnectFailed {
                             error: Arc::new(error),
                         });
@@ -238,7 +234,10 @@ pub(crate) async fn supervise<T: Transport, S: Session<T>>(
             End::Lost(error) => {
                 sweeps.reset();
                 tracing::info!(%peer, %error, "connection lost; redialing");
-                metrics::counter!("msg_disconnections_total", "socket" => dialer.socket_type.name())
+                dialer
+                    .events
+                    .counters()
+                    .disconnections(dialer.socket_type)
                     .increment(1);
                 dialer.events.emit(|| SocketEvent::Disconnected {
                     peer,

@@ -184,7 +184,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, E: Endpoint> Driver<Io, E> {
             match self.io.poll_fill(cx) {
                 Poll::Pending => break,
                 Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(e)) => return Err(Error::Io(e)),
+                Poll::Ready(Err(e)) => return Err(Error::Io(e.into())),
             }
         }
         match self.endpoint.poll_deliver(&mut self.io.link, cx) {
@@ -244,7 +244,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, E: Endpoint> Future for Driver<Io, E> {
                 crate::limits::hit(crate::limits::QUEUED_BYTES);
             }
             if let Poll::Ready(Err(e)) = this.io.poll_flush(cx) {
-                return this.lost(Error::Io(e), cx);
+                return this.lost(Error::Io(e.into()), cx);
             }
             // A flush that takes the buffer under the mark must lead to another pass, or
             // nothing would wake this task again.
@@ -258,7 +258,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, E: Endpoint> Future for Driver<Io, E> {
             if this.io.queued_len() > 0 {
                 let was_full = this.io.link.over_high_water();
                 if let Poll::Ready(Err(e)) = this.io.poll_flush(cx) {
-                    return this.lost(Error::Io(e), cx);
+                    return this.lost(Error::Io(e.into()), cx);
                 }
                 drained |= was_full && !this.io.link.over_high_water();
             }

@@ -1,9 +1,11 @@
 //! [`Error`]: what a socket operation can fail with.
 
+use std::fmt;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
-use msg_core::{Encoding, FrameError, FrameKind, SocketType};
+use msg_core::{Code, Encoding, FrameError, FrameKind, SocketType};
 use msg_transports::TransportError;
 
 /// Errors of `msg` sockets.
@@ -12,26 +14,26 @@ use msg_transports::TransportError;
 /// [`ConnectionClosed`](Error::ConnectionClosed), report a
 /// [`Remote`](Error::Remote) handler error, fix the credentials after
 /// [`HandshakeRejected`](Error::HandshakeRejected).
-#[derive(Debug, thiserror::Error)]
+///
+/// It is `Clone`, cheaply: the errors of other libraries it carries (I/O, transport, a
+/// layer's) are behind an [`Arc`], so the same error goes to a caller and to the socket's
+/// [events](crate::SocketEvent). Match them through it: `Error::Io(e)` binds an
+/// `Arc<io::Error>`, and `e.kind()` reads through it.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Error {
     /// Binding, dialing or accepting failed.
-    #[error(transparent)]
-    Transport(#[from] TransportError),
+    Transport(Arc<TransportError>),
     /// Reading or writing the connection failed.
-    #[error("i/o error: {0}")]
-    Io(#[from] io::Error),
+    Io(Arc<io::Error>),
     /// The peer sent bytes that break the wire protocol; the connection was closed.
-    #[error("protocol error")]
-    Protocol(#[source] FrameError),
+    Protocol(FrameError),
     /// The peer sent a well-formed frame that has no place at this point of the protocol.
-    #[error("unexpected {} frame from the peer", kind.name())]
     UnexpectedFrame {
         /// The kind of frame received.
         kind: FrameKind,
     },
     /// The server refused the connection, and said why.
-    #[error("handshake rejected by the peer: {reason}")]
     HandshakeRejected {
         /// The server's reason.
         reason: String,
@@ -39,36 +41,30 @@ pub enum Error {
     /// This server refused the peer: its socket type does not fit, or admission (an
     /// [`Authenticator`](crate::Authenticator), a service given to `with_admission`)
     /// said no. The peer was told the reason and disconnected.
-    #[error("refused the peer: {reason}")]
     Refused {
         /// The reason the peer was given.
         reason: String,
     },
     /// The peer sent nothing, not even an answer to a ping, for the heartbeat timeout:
     /// the link is frozen or the peer is gone. The connection was closed.
-    #[error("the peer was silent for {after:?}")]
     HeartbeatTimeout {
         /// The heartbeat timeout in force.
         after: Duration,
     },
     /// The socket was closed with `close`, or its last handle dropped.
-    #[error("the socket is closed")]
     Closed,
     /// The handshake did not finish in time.
-    #[error("handshake did not finish within {after:?}")]
     HandshakeTimeout {
         /// The handshake timeout in force.
         after: Duration,
     },
     /// The handshake was given up to make room for a newer connection: `max` handshakes
     /// were running at once (`max_handshakes`).
-    #[error("handshake evicted: {max} handshakes were running and a newer connection needed room")]
     HandshakeEvicted {
         /// The handshake limit in force.
         max: usize,
     },
     /// The peer is a socket of a type this one cannot talk to.
-    #[error("a {local} socket cannot talk to a {remote} socket")]
     SocketTypeMismatch {
         /// This socket's type.
         local: SocketType,
@@ -78,30 +74,30 @@ pub enum Error {
     /// The socket has no connection: `connect` was never called, or a request waited
     /// longer than [`ReqOptions::reconnect_wait`](crate::ReqOptions::reconnect_wait) for a
     /// lost connection to come back.
-    #[error("the socket is not connected")]
     NotConnected,
     /// The socket has no listener: call `bind` first.
-    #[error("the socket is not bound")]
     NotBound,
     /// The connection closed before the operation completed.
-    #[error("connection closed")]
     ConnectionClosed,
     /// The operation did not complete within the configured timeout: `after` is
     /// [`ReqOptions::timeout`](crate::ReqOptions::timeout), or `None` for a timeout set by
     /// a tower layer (whose `Elapsed` does not say how long it was).
-    #[error("timed out")]
     Timeout {
         /// The timeout in force, when the socket knows it.
         after: Option<Duration>,
     },
-    /// The remote handler failed on this request; its error, as text.
-    #[error("remote handler failed: {message}")]
+    /// The remote handler failed on this request: what kind of failure, and its error as
+    /// text. A handler that fails with a [`Status`](crate::Status) chooses the code; the
+    /// server says [`InvalidArgument`](Code::InvalidArgument) for a request it could not
+    /// decode and [`ResourceExhausted`](Code::ResourceExhausted) for a reply over its frame
+    /// limit; anything else is [`Internal`](Code::Internal).
     Remote {
+        /// The kind of failure.
+        code: Code,
         /// The handler's error message.
         message: String,
     },
     /// A message is larger than the frame limit; nothing was sent.
-    #[error("message of {len} bytes exceeds the {max}-byte frame limit")]
     FrameTooLarge {
         /// The message's length.
         len: u64,
@@ -109,69 +105,183 @@ pub enum Error {
         max: usize,
     },
     /// The message's payload encoding has no decoder here.
-    #[error("payload encoding {encoding} is not supported here")]
     UnsupportedEncoding {
         /// The encoding received.
         encoding: Encoding,
     },
     /// A received payload could not be decoded: it would inflate past the frame limit (a
     /// decompression bomb), or it is corrupt. Only this message is lost.
-    #[error("could not decode the payload")]
-    Decompress(#[source] msg_layers::compression::DecompressError),
+    Decompress(msg_layers::compression::DecompressError),
     /// A topic or subscription pattern is not valid.
-    #[error("invalid topic: {0}")]
-    InvalidTopic(#[from] crate::topic::TopicError),
+    InvalidTopic(crate::topic::TopicError),
     /// `call` was used without a successful `poll_ready` first.
-    #[error("service called before it was ready")]
     NotReady,
     /// A layer of the service stack failed with an error of its own (not a socket's).
-    #[error("layer failed")]
-    Layer(#[source] tower::BoxError),
+    Layer(Arc<dyn std::error::Error + Send + Sync>),
     /// A future was polled again after it had completed.
-    #[error("future polled after it completed")]
     PolledAfterCompletion,
     /// A dial did not finish in time: the transport's exchange and the hello together took
     /// longer than [`DialOptions::connect_timeout`](crate::DialOptions::connect_timeout).
-    #[error("connect timed out after {after:?}")]
     ConnectTimeout {
         /// The bound that passed.
         after: Duration,
     },
     /// The socket is connected already: a socket, and every clone of it, has one
     /// connection, made by its first `connect` or `connect_lazy`.
-    #[error("the socket is connected already")]
     AlreadyConnected,
 }
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Transport(e) => fmt::Display::fmt(e, f),
+            Error::Io(e) => write!(f, "i/o error: {e}"),
+            Error::ConnectTimeout { after } => write!(f, "connect timed out after {after:?}"),
+            Error::AlreadyConnected => f.write_str("the socket is connected already"),
+            Error::Protocol(_) => f.write_str("protocol error"),
+            Error::UnexpectedFrame { kind } => {
+                write!(f, "unexpected {} frame from the peer", kind.name())
+            }
+            Error::HandshakeRejected { reason } => {
+                write!(f, "handshake rejected by the peer: {reason}")
+            }
+            Error::Refused { reason } => write!(f, "refused the peer: {reason}"),
+            Error::HeartbeatTimeout { after } => write!(f, "the peer was silent for {after:?}"),
+            Error::Closed => f.write_str("the socket is closed"),
+            Error::HandshakeTimeout { after } => {
+                write!(f, "handshake did not finish within {after:?}")
+            }
+            Error::HandshakeEvicted { max } => write!(
+                f,
+                "handshake evicted: {max} handshakes were running and a newer connection needed room"
+            ),
+            Error::SocketTypeMismatch { local, remote } => {
+                write!(f, "a {local} socket cannot talk to a {remote} socket")
+            }
+            Error::NotConnected => f.write_str("the socket is not connected"),
+            Error::NotBound => f.write_str("the socket is not bound"),
+            Error::ConnectionClosed => f.write_str("connection closed"),
+            Error::Timeout { .. } => f.write_str("timed out"),
+            Error::Remote { message, .. } => write!(f, "remote handler failed: {message}"),
+            Error::FrameTooLarge { len, max } => {
+                write!(f, "message of {len} bytes exceeds the {max}-byte frame limit")
+            }
+            Error::UnsupportedEncoding { encoding } => {
+                write!(f, "payload encoding {encoding} is not supported here")
+            }
+            Error::Decompress(_) => f.write_str("could not decode the payload"),
+            Error::InvalidTopic(e) => write!(f, "invalid topic: {e}"),
+            Error::NotReady => f.write_str("service called before it was ready"),
+            Error::Layer(_) => f.write_str("layer failed"),
+            Error::PolledAfterCompletion => f.write_str("future polled after it completed"),
+        }
+    }
+}
+
+/// The sources are the errors themselves, not the [`Arc`]s that share them: an
+/// `Error::Io`'s source downcasts to [`io::Error`], a layer's to its own type.
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            // Transparent: the transport error stands for this one.
+            Error::Transport(e) => e.source(),
+            Error::Io(e) => Some(&**e),
+            Error::Protocol(e) => Some(e),
+            Error::Decompress(e) => Some(e),
+            Error::InvalidTopic(e) => Some(e),
+            Error::Layer(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+impl From<crate::topic::TopicError> for Error {
+    fn from(e: crate::topic::TopicError) -> Self {
+        Error::InvalidTopic(e)
+    }
+}
+
+/// The variants' names, by [`Error::kind_index`].
+const KIND_NAMES: [&str; Error::KINDS] = [
+    "transport",
+    "io",
+    "protocol",
+    "unexpected_frame",
+    "handshake_rejected",
+    "refused",
+    "heartbeat_timeout",
+    "closed",
+    "handshake_timeout",
+    "handshake_evicted",
+    "socket_type_mismatch",
+    "not_connected",
+    "not_bound",
+    "connection_closed",
+    "timeout",
+    "remote",
+    "frame_too_large",
+    "unsupported_encoding",
+    "decompress",
+    "invalid_topic",
+    "not_ready",
+    "layer",
+    "polled_after_completion",
+    "connect_timeout",
+    "already_connected",
+];
 
 impl Error {
     /// The variant's name in snake case, for logs and metrics labels.
     pub fn kind(&self) -> &'static str {
+        KIND_NAMES[self.kind_index()]
+    }
+
+    /// How many variants there are: the length of [`KIND_NAMES`].
+    pub(crate) const KINDS: usize = 25;
+
+    /// The variant's place in [`KIND_NAMES`].
+    pub(crate) fn kind_index(&self) -> usize {
         match self {
-            Error::Transport(_) => "transport",
-            Error::Io(_) => "io",
-            Error::Protocol(_) => "protocol",
-            Error::UnexpectedFrame { .. } => "unexpected_frame",
-            Error::HandshakeRejected { .. } => "handshake_rejected",
-            Error::Refused { .. } => "refused",
-            Error::HeartbeatTimeout { .. } => "heartbeat_timeout",
-            Error::Closed => "closed",
-            Error::HandshakeTimeout { .. } => "handshake_timeout",
-            Error::HandshakeEvicted { .. } => "handshake_evicted",
-            Error::SocketTypeMismatch { .. } => "socket_type_mismatch",
-            Error::NotConnected => "not_connected",
-            Error::NotBound => "not_bound",
-            Error::ConnectionClosed => "connection_closed",
-            Error::Timeout { .. } => "timeout",
-            Error::Remote { .. } => "remote",
-            Error::FrameTooLarge { .. } => "frame_too_large",
-            Error::UnsupportedEncoding { .. } => "unsupported_encoding",
-            Error::Decompress(_) => "decompress",
-            Error::InvalidTopic(_) => "invalid_topic",
-            Error::NotReady => "not_ready",
-            Error::Layer(_) => "layer",
-            Error::PolledAfterCompletion => "polled_after_completion",
-            Error::ConnectTimeout { .. } => "connect_timeout",
-            Error::AlreadyConnected => "already_connected",
+            Error::Transport(_) => 0,
+            Error::Io(_) => 1,
+            Error::Protocol(_) => 2,
+            Error::UnexpectedFrame { .. } => 3,
+            Error::HandshakeRejected { .. } => 4,
+            Error::Refused { .. } => 5,
+            Error::HeartbeatTimeout { .. } => 6,
+            Error::Closed => 7,
+            Error::HandshakeTimeout { .. } => 8,
+            Error::HandshakeEvicted { .. } => 9,
+            Error::SocketTypeMismatch { .. } => 10,
+            Error::NotConnected => 11,
+            Error::NotBound => 12,
+            Error::ConnectionClosed => 13,
+            Error::Timeout { .. } => 14,
+            Error::Remote { .. } => 15,
+            Error::FrameTooLarge { .. } => 16,
+            Error::UnsupportedEncoding { .. } => 17,
+            Error::Decompress(_) => 18,
+            Error::InvalidTopic(_) => 19,
+            Error::NotReady => 20,
+            Error::Layer(_) => 21,
+            Error::PolledAfterCompletion => 22,
+            Error::ConnectTimeout { .. } => 23,
+            Error::AlreadyConnected => 24,
+        }
+    }
+
+    /// Whether trying again cannot help, whatever the request: a certificate or TLS
+    /// configuration refused on either side, a transport without the configuration asked
+    /// of it ([`TransportError::is_permanent`]), or a server that refused this socket's
+    /// type. [`RetryPolicy`](crate::retry::RetryPolicy) never retries these.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Error::Transport(e) => e.is_permanent(),
+            // A TLS 1.3 server's refusal of this side's certificate, read after the
+            // handshake.
+            Error::Io(e) => msg_transports::tls::is_certificate_refusal(e),
+            Error::SocketTypeMismatch { .. } => true,
+            _ => false,
         }
     }
 
@@ -221,10 +331,22 @@ impl From<tower::BoxError> for Error {
         match e.downcast::<Error>() {
             Ok(e) => *e,
             Err(e) => match e.downcast::<TransportError>() {
-                Ok(e) => Error::Transport(*e),
-                Err(e) => Error::Layer(e),
+                Ok(e) => Error::Transport(Arc::new(*e)),
+                Err(e) => Error::Layer(Arc::from(e)),
             },
         }
+    }
+}
+
+impl From<TransportError> for Error {
+    fn from(e: TransportError) -> Self {
+        Error::Transport(Arc::new(e))
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(Arc::new(e))
     }
 }
 
@@ -263,5 +385,33 @@ pub(crate) fn undecodable(e: msg_layers::compression::DecompressError) -> Error 
             }
             Error::Decompress(other)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn a_shared_source_is_the_error_itself_not_its_arc() {
+        let io = Error::from(io::Error::new(io::ErrorKind::InvalidData, "bad"));
+        assert_eq!(io.to_string(), "i/o error: bad");
+        let source = io.source().expect("a source");
+        assert_eq!(
+            source.downcast_ref::<io::Error>().map(io::Error::kind),
+            Some(io::ErrorKind::InvalidData)
+        );
+
+        #[derive(Debug, thiserror::Error)]
+        #[error("mine")]
+        struct Mine;
+        let layer = Error::from(tower::BoxError::from(Mine));
+        assert!(layer.source().expect("a source").is::<Mine>());
+
+        let transport = Error::from(TransportError::TimedOut);
+        assert_eq!(transport.to_string(), "connecting timed out");
+        assert_eq!(transport.clone().to_string(), transport.to_string());
     }
 }

@@ -17,6 +17,7 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
+use crate::counters::SocketCounters;
 use crate::Error;
 
 /// Events kept for a consumer that has not read them yet; past this the oldest are lost.
@@ -83,11 +84,13 @@ pub enum SocketEvent<A> {
     },
 }
 
-/// The sending side, one per socket.
+/// The sending side, one per socket, and the socket's connection counters: what observes
+/// its connections.
 pub(crate) struct EventSink<A> {
     /// Made by the first [`subscribe`](Self::subscribe): a socket nobody watches holds no
     /// buffer of events (256 of them cost a client socket more than its connection).
     tx: std::sync::OnceLock<broadcast::Sender<SocketEvent<A>>>,
+    counters: SocketCounters,
 }
 
 impl<A> fmt::Debug for EventSink<A> {
@@ -105,6 +108,7 @@ impl<A: Clone + Send + 'static> EventSink<A> {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(EventSink {
             tx: std::sync::OnceLock::new(),
+            counters: SocketCounters::default(),
         })
     }
 
@@ -115,6 +119,11 @@ impl<A: Clone + Send + 'static> EventSink<A> {
                 let _ = tx.send(event());
             }
         }
+    }
+
+    /// The socket's connection counters.
+    pub(crate) fn counters(&self) -> &SocketCounters {
+        &self.counters
     }
 
     pub(crate) fn subscribe(&self) -> Events<A> {

@@ -520,7 +520,8 @@ pub fn roles(data: &[u8]) {
             (1, 0) => {
                 let reply = Message::new(Bytes::from(vec![1u8; pick as usize * 20]));
                 if replier.respond(u64::from(pick), &reply, &mut link).is_err() {
-                    replier.fail(u64::from(pick), &Bytes::from("too large"), &mut link);
+                    let code = msg_core::Code::ResourceExhausted;
+                    replier.fail(u64::from(pick), code, &Bytes::from("too large"), &mut link);
                 }
             }
             (2, 0) => {

@@ -119,11 +119,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
         self._slot = Some(slot);
     }
 
-    /// Names the socket type in the byte counters (`msg_bytes_received_total`,
-    /// `msg_bytes_sent_total`).
-    pub(crate) fn set_label(&mut self, socket: &'static str) {
-        self.received = metrics::counter!("msg_bytes_received_total", "socket" => socket);
-        self.sent = metrics::counter!("msg_bytes_sent_total", "socket" => socket);
+    /// Counts bytes in the socket's byte counters (`msg_bytes_received_total`,
+    /// `msg_bytes_sent_total`), registered once per socket.
+    pub(crate) fn set_counters(&mut self, (received, sent): (metrics::Counter, metrics::Counter)) {
+        self.received = received;
+        self.sent = sent;
     }
 
     /// Starts the heartbeat (after the handshake); `None` leaves it off.

@@ -81,41 +81,59 @@
 mod accept;
 pub mod admission;
 mod backoff;
+mod counters;
 mod dial;
 mod driver;
 mod error;
-pub mod events;
-#[doc(hidden)]
+mod events;
+#[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
 mod handshake;
 mod ids;
 mod io;
 pub mod limits;
 pub mod options;
-pub mod publisher;
-pub mod rep;
-pub mod req;
+mod publisher;
+mod rep;
+mod req;
 pub mod retry;
-pub mod subscriber;
+mod status;
+mod subscriber;
 pub mod topic;
 
 pub use backoff::Backoff;
 pub use error::Error;
-pub use events::{Events, SocketEvent};
+pub use events::{Events, SocketEvent, EVENT_CAPACITY};
+pub use msg_core::Code;
 pub use msg_core::{Authenticator, Encoding, Headers, Message, SocketType};
-pub use msg_transports::{ipc, quic, tcp, tls, Ipc, Quic, Tcp, Tls, Transport};
+pub use msg_transports::{Ipc, Quic, Tcp, Tls, Transport};
 pub use options::{ConnectionOptions, DialOptions, ListenOptions};
-pub use publisher::{PubOptions, PubSocket, PubStats, Publication, SlowSubscriber};
-pub use rep::{serve, PendingRequest, RepOptions, RepSocket, RepStats, Request};
-pub use req::{ReqOptions, ReqSocket, ReqStats};
+pub use publisher::{
+    PubOptions, PubSocket, PubStats, Publication, PublishFuture, SlowSubscriber, SubscriberStats,
+};
+pub use rep::{
+    serve, PendingRequest, RepOptions, RepSocket, RepStats, Request, Serve, WithGracefulShutdown,
+};
+pub use req::{Pipeline, ReqOptions, ReqSocket, ReqStats, ResponseFuture};
+pub use status::Status;
 pub use subscriber::{SubMessage, SubOptions, SubSocket, SubStats};
 
-/// Compression of whole messages, the book's way (`with_compressor`) and the tower way
-/// ([`layers`]): the codecs, the [`Compressor`](compression::Compressor) trait for codecs of
-/// your own, and the decoders every receiving socket uses, by each message's encoding
-/// header, with no configuration.
+/// Compression of whole messages, the book's way (`with_compressor`): the codecs, the
+/// [`Compressor`](compression::Compressor) trait for codecs of your own, and the decoders
+/// every receiving socket uses, by each message's encoding header, with no configuration.
+/// The tower way is in [`layers`].
 pub mod compression {
-    pub use msg_layers::compression::*;
+    #[cfg(feature = "gzip")]
+    pub use msg_layers::compression::GzipCompressor;
+    #[cfg(feature = "lz4")]
+    pub use msg_layers::compression::Lz4Compressor;
+    #[cfg(feature = "snappy")]
+    pub use msg_layers::compression::SnappyCompressor;
+    #[cfg(feature = "zstd")]
+    pub use msg_layers::compression::ZstdCompressor;
+    pub use msg_layers::compression::{
+        Codec, Compressor, Decoders, DecompressError, DEFAULT_MIN_LEN,
+    };
 }
 
 /// The tower layers that know about messages, to stack over a `ReqSocket`, a `PubSocket`
@@ -129,23 +147,51 @@ pub mod layers {
     pub use msg_layers::compression::SnappyLayer;
     #[cfg(feature = "zstd")]
     pub use msg_layers::compression::ZstdLayer;
-    pub use msg_layers::compression::{Compression, CompressionLayer};
+    pub use msg_layers::compression::{Compress, Compression, CompressionFuture, CompressionLayer};
     pub use msg_layers::metrics::{Metrics, MetricsLayer};
     pub use msg_layers::trace::{Trace, TraceLayer};
     pub use msg_layers::{SetEncoding, SetEncodingLayer};
-    pub use msg_transports::compress::{StreamCompression, StreamCompressionLayer};
+    pub use msg_transports::compress::{Compressed, StreamCompression, StreamCompressionLayer};
 }
 
 /// The wire protocol and its codec, for tools that speak it directly.
 pub mod wire {
-    pub use msg_core::wire::*;
+    pub use msg_core::wire::{
+        error_response_code, error_response_encoding, header_for, parse_welcome, welcome_frame,
+        Frame, FrameKind, Header, Hello, HEADER_LEN, MAGIC, MAX_TOPIC_LEN, VERSION,
+    };
     pub use msg_core::{FrameCodec, FrameError, DEFAULT_MAX_FRAME_LEN};
 }
 
 /// The transport traits and their error, for writing a transport, or a layer over one, of
-/// your own.
+/// your own. [`Transport`] itself is at the crate's root.
 pub mod transport {
-    pub use msg_transports::{
-        is_connection_error, BoxError, Connected, Listener, Transport, TransportError,
+    pub use msg_transports::{is_connection_error, BoxError, Connected, Listener, TransportError};
+}
+
+/// What TCP addresses can be: [`Endpoint`](tcp::Endpoint). The transport is
+/// [`Tcp`].
+pub mod tcp {
+    pub use msg_transports::tcp::{Endpoint, TcpAcceptor};
+}
+
+/// TLS over TCP: loading certificates and keys from PEM, and rustls's configurations. The
+/// transport is [`Tls`].
+pub mod tls {
+    #[cfg(feature = "test-util")]
+    pub use msg_transports::tls::TestPki;
+    pub use msg_transports::tls::{
+        certs_from_pem, client_config, client_config_with_cert, key_from_pem, read_pem,
+        server_config, server_config_mtls, ClientConfig, ServerConfig, TlsIo,
     };
+}
+
+/// QUIC's options and connection types. The transport is [`Quic`].
+pub mod quic {
+    pub use msg_transports::quic::{QuicIncoming, QuicListener, QuicOptions, QuicStream};
+}
+
+/// Unix-socket addresses and listeners. The transport is [`Ipc`].
+pub mod ipc {
+    pub use msg_transports::ipc::{IpcAddr, IpcListener};
 }

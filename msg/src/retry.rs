@@ -8,14 +8,19 @@
 //! say it may:
 //!
 //! - **Always** (the request never reached a server): [`Error::NotConnected`] (no
-//!   connection within `reconnect_wait`) and [`Error::Transport`] (the dial failed).
+//!   connection within `reconnect_wait`) and [`Error::Transport`] (the dial failed), but
+//!   for the failures no retry can fix, below.
 //! - **Only if you mark the policy [`idempotent`](RetryPolicy::idempotent)** (the request
 //!   may have reached the server, and the handler may have run): the connection was lost
 //!   with the request on the wire ([`Error::ConnectionClosed`], [`Error::Io`],
 //!   [`Error::HeartbeatTimeout`]) or it timed out ([`Error::Timeout`]).
 //! - **Never**: [`Error::Remote`] (the handler ran and failed: retrying would run it again
-//!   for the same answer), and every error about the request itself (too large, closed
-//!   socket, refused handshake).
+//!   for the same answer), every error about the request itself (too large, closed
+//!   socket, refused handshake), and, even with [`idempotent`](RetryPolicy::idempotent),
+//!   a certificate or configuration error ([`Error::is_permanent`]: this side does not
+//!   trust the server's certificate, or the server refused this side's, or the transport
+//!   lacks the configuration). A `ReqSocket` whose dial fails that way fails the requests
+//!   waiting for the connection at once, with that error.
 //!
 //! The budget (tower's `TpsBudget`) caps retries at a share of recent successful requests,
 //! so that a failing server is not hammered by every client at once.
@@ -99,6 +104,7 @@ impl RetryPolicy {
     /// Whether a request that failed with `e` may be sent again.
     pub fn is_retryable(&self, e: &Error) -> bool {
         match e {
+            e if e.is_permanent() => false,
             Error::NotConnected | Error::Transport(_) => true,
             Error::ConnectionClosed
             | Error::Io(_)

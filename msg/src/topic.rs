@@ -177,7 +177,7 @@ impl Node {
 ///
 /// # Example
 ///
-/// ```
+/// ```ignore
 /// use msg::topic::Trie;
 ///
 /// let mut trie = Trie::default();
@@ -195,14 +195,14 @@ impl Node {
 /// assert_eq!(out, vec![2, 3]);
 /// ```
 #[derive(Debug, Default, Clone)]
-pub struct Trie {
+pub(crate) struct Trie {
     root: Arc<Node>,
 }
 
 impl Trie {
     /// Subscribes `id` to `pattern` (a valid pattern; see [`validate_pattern`]). Returns
     /// whether it was new; a pattern already held copies nothing.
-    pub fn insert(&mut self, pattern: &str, id: u64) -> bool {
+    pub(crate) fn insert(&mut self, pattern: &str, id: u64) -> bool {
         if self.contains(pattern, id) {
             return false;
         }
@@ -223,7 +223,7 @@ impl Trie {
     }
 
     /// Whether `id` is subscribed to `pattern`.
-    pub fn contains(&self, pattern: &str, id: u64) -> bool {
+    pub(crate) fn contains(&self, pattern: &str, id: u64) -> bool {
         let mut node = &*self.root;
         let mut tokens = pattern.split('.').peekable();
         while let Some(token) = tokens.next() {
@@ -245,7 +245,7 @@ impl Trie {
 
     /// Unsubscribes `id` from `pattern`. Returns whether it was subscribed; a pattern not
     /// held copies nothing.
-    pub fn remove(&mut self, pattern: &str, id: u64) -> bool {
+    pub(crate) fn remove(&mut self, pattern: &str, id: u64) -> bool {
         if !self.contains(pattern, id) {
             return false;
         }
@@ -254,14 +254,14 @@ impl Trie {
     }
 
     /// Unsubscribes `id` from everything.
-    pub fn remove_all(&mut self, id: u64) {
+    pub(crate) fn remove_all(&mut self, id: u64) {
         if let Some(root) = self.root.without(id) {
             self.root = Arc::new(root);
         }
     }
 
     /// Fills `out` with the subscribers whose patterns match `topic`, each once, sorted.
-    pub fn matching(&self, topic: &str, out: &mut Vec<u64>) {
+    pub(crate) fn matching(&self, topic: &str, out: &mut Vec<u64>) {
         out.clear();
         collect(&self.root, topic.split('.'), out);
         if out.len() > 1 {

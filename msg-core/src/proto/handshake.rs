@@ -9,17 +9,15 @@ use crate::wire::{parse_welcome, welcome_frame, Hello};
 use crate::{Frame, FrameError, FrameKind, SocketType};
 
 /// Why a handshake did not complete.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum HandshakeError {
     /// The server rejected this client, for the reason given.
-    #[error("rejected by the server: {reason}")]
     Rejected {
         /// The server's reason.
         reason: String,
     },
     /// The server is not of the type this client talks to.
-    #[error("a {local} socket cannot talk to a {remote} socket")]
     Mismatch {
         /// This side's type.
         local: SocketType,
@@ -27,14 +25,41 @@ pub enum HandshakeError {
         remote: SocketType,
     },
     /// This server refused the client (a reject was queued for it).
-    #[error("refused: {reason}")]
     Refused {
         /// The reason sent.
         reason: String,
     },
     /// The peer broke the protocol (for a server, a reject was queued).
-    #[error(transparent)]
-    Protocol(#[from] FrameError),
+    Protocol(FrameError),
+}
+
+impl std::fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HandshakeError::Rejected { reason } => write!(f, "rejected by the server: {reason}"),
+            HandshakeError::Mismatch { local, remote } => {
+                write!(f, "a {local} socket cannot talk to a {remote} socket")
+            }
+            HandshakeError::Refused { reason } => write!(f, "refused: {reason}"),
+            HandshakeError::Protocol(e) => e.fmt(f),
+        }
+    }
+}
+
+/// A broken protocol's source is the protocol's own error.
+impl std::error::Error for HandshakeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            HandshakeError::Protocol(e) => e.source(),
+            _ => None,
+        }
+    }
+}
+
+impl From<FrameError> for HandshakeError {
+    fn from(e: FrameError) -> Self {
+        HandshakeError::Protocol(e)
+    }
 }
 
 /// The client's side of the hello exchange.

@@ -3,7 +3,8 @@
 use bytes::Bytes;
 
 use super::{unexpected, Link};
-use crate::{Encoding, Frame, FrameError, FrameKind, Message};
+use crate::wire::error_response_encoding;
+use crate::{Code, Frame, FrameError, FrameKind, Message};
 
 /// What a client sent.
 #[derive(Debug)]
@@ -66,22 +67,18 @@ impl Replier {
         link.queue_message(FrameKind::Response, id, reply)
     }
 
-    /// Queues an error-response to request `id`, with `message` as its text; one too long
-    /// for the frame limit is replaced by a short one, so the client always hears.
-    pub fn fail(&mut self, id: u64, message: &Bytes, link: &mut Link) {
+    /// Queues an error-response to request `id`, with `code` and `message` as its text;
+    /// one too long for the frame limit is replaced by a short one, so the client always
+    /// hears.
+    pub fn fail(&mut self, id: u64, code: Code, message: &Bytes, link: &mut Link) {
+        let encoding = error_response_encoding(code);
         if link
-            .queue(
-                FrameKind::ErrorResponse,
-                Encoding::IDENTITY,
-                id,
-                b"",
-                message,
-            )
+            .queue(FrameKind::ErrorResponse, encoding, id, b"", message)
             .is_err()
         {
             let _ = link.queue(
                 FrameKind::ErrorResponse,
-                Encoding::IDENTITY,
+                encoding,
                 id,
                 b"",
                 &Bytes::from_static(b"error"),
@@ -127,19 +124,24 @@ mod tests {
     fn a_request_keeps_its_encoding_for_the_decoder() {
         let mut rep = Replier::new();
         let mut frame = Frame::new(FrameKind::Request, 1, Bytes::from("z"));
-        frame.encoding = Encoding::GZIP;
+        frame.encoding = crate::Encoding::GZIP;
         let Ok(Incoming::Request { msg, .. }) = rep.receive(frame) else {
             panic!("a request")
         };
-        assert_eq!(msg.encoding(), Encoding::GZIP);
+        assert_eq!(msg.encoding(), crate::Encoding::GZIP);
     }
 
     #[test]
     fn an_error_too_long_for_the_limit_still_reaches_the_client() {
         let (mut rep, mut link) = (Replier::new(), Link::new(16));
-        rep.fail(3, &Bytes::from(vec![b'x'; 64]), &mut link);
+        rep.fail(3, Code::NotFound, &Bytes::from(vec![b'x'; 64]), &mut link);
         let frames = sent(&mut link);
         assert_eq!(frames.len(), 1);
+        assert_eq!(
+            crate::wire::error_response_code(frames[0].encoding),
+            Code::NotFound,
+            "the code survives the cut"
+        );
         assert_eq!(
             (frames[0].kind, frames[0].id),
             (FrameKind::ErrorResponse, 3)

@@ -22,8 +22,9 @@ pub struct Caller {
 pub enum Answer {
     /// The server's reply.
     Reply(Message),
-    /// The server's handler failed: the error-response frame, whose payload says why.
-    Failed(Frame),
+    /// The server's handler failed: its code, and the error-response frame, whose payload
+    /// says why.
+    Failed(crate::Code, Frame),
 }
 
 /// The client's side of request/reply on one connection: numbers the requests it sends,
@@ -115,7 +116,9 @@ impl Requester {
             FrameKind::Response => {
                 Answer::Reply(Message::new(frame.payload).with_encoding(frame.encoding))
             }
-            FrameKind::ErrorResponse => Answer::Failed(frame),
+            FrameKind::ErrorResponse => {
+                Answer::Failed(crate::wire::error_response_code(frame.encoding), frame)
+            }
             kind => return Err(unexpected(kind)),
         };
         match self.in_flight.remove(&id) {

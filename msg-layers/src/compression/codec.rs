@@ -6,7 +6,7 @@ use std::io::{self, Read};
 use msg_core::Encoding;
 
 /// Why a payload could not be decompressed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecompressError {
     /// The payload would inflate past the receiver's limit (a decompression bomb, or just

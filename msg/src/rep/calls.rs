@@ -10,13 +10,46 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::task::AtomicWaker;
-use msg_core::Message;
+use msg_core::{Code, FrameError, Message};
 use tower::{BoxError, Service};
+
+use crate::error::frame_refused;
+use crate::status::code_of;
 
 use super::Request;
 
-/// How a call ended: the response, or the text of the error the client gets.
-pub(crate) type Outcome = Result<Message, String>;
+/// How a call ended: the response, or the error the client gets.
+pub(crate) type Outcome = Result<Message, Failure>;
+
+/// A call that failed, as the client will get it: the kind of failure and its text.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) code: Code,
+    pub(crate) message: String,
+}
+
+impl Failure {
+    pub(crate) fn new(code: Code, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A handler's error: its text, and the code it carries (see [`code_of`]).
+    pub(crate) fn handler(e: BoxError) -> Failure {
+        Failure::new(code_of(&*e), e.to_string())
+    }
+
+    /// A reply the connection could not send: over the frame limit, most likely.
+    pub(crate) fn reply_refused(e: FrameError) -> Failure {
+        let code = match e {
+            FrameError::TooLarge { .. } => Code::ResourceExhausted,
+            _ => Code::Internal,
+        };
+        Failure::new(code, frame_refused(e).to_string())
+    }
+}
 
 /// The calls of one connection's requests.
 pub(crate) trait Calls<A> {
@@ -179,7 +212,7 @@ impl<S: Service<Request<A>>, A> ServiceCalls<S, A> {
 fn outcome<R: Into<Message>, E: Into<BoxError>>(result: Result<R, E>) -> Outcome {
     match result {
         Ok(reply) => Ok(reply.into()),
-        Err(e) => Err(e.into().to_string()),
+        Err(e) => Err(Failure::handler(e.into())),
     }
 }
 

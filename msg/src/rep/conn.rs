@@ -7,15 +7,14 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use msg_core::proto::{Incoming, Link, Replier};
-use msg_core::{Frame, Message};
+use msg_core::{Code, Frame, Message, SocketType};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::calls::{Calls, Outcome};
+use super::calls::{Calls, Failure, Outcome};
 use super::Request;
 use crate::dial::End;
 use crate::driver::{Driver, Ending, Endpoint};
-use crate::error::frame_refused;
 use crate::events::{EventSink, SocketEvent};
 use crate::io::FramedIo;
 use crate::Error;
@@ -108,7 +107,10 @@ where
             }
             e => tracing::info!(%peer, error = %e, "connection closed"),
         }
-        metrics::counter!("msg_disconnections_total", "socket" => "rep").increment(1);
+        events
+            .counters()
+            .disconnections(SocketType::Rep)
+            .increment(1);
         events.emit(|| SocketEvent::Disconnected {
             peer,
             error: Arc::new(end),
@@ -169,7 +171,7 @@ where
                     let e = crate::error::undecodable(e);
                     tracing::info!(peer = %self.peer, id, error = %e, "request not decoded");
                     let text = Bytes::from(format!("{e}: {}", error_chain(&e)));
-                    self.role.fail(id, &text, link);
+                    self.role.fail(id, Code::InvalidArgument, &text, link);
                     return Ok(());
                 }
             }
@@ -198,12 +200,13 @@ where
                 }
                 self.role
                     .respond(id, &reply, link)
-                    .map_err(|e| frame_refused(e).to_string())
+                    .map_err(Failure::reply_refused)
             }
-            Err(message) => Err(message),
+            Err(failure) => Err(failure),
         };
-        if let Err(message) = queued {
-            self.role.fail(id, &Bytes::from(message), link);
+        if let Err(failure) = queued {
+            self.role
+                .fail(id, failure.code, &Bytes::from(failure.message), link);
         }
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_core::Stream;
-use msg_core::{Authenticator, Message, SocketType, DEFAULT_MAX_FRAME_LEN};
+use msg_core::{Authenticator, Code, Message, SocketType, DEFAULT_MAX_FRAME_LEN};
 use msg_transports::{Listener, Transport};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -28,8 +28,8 @@ use crate::options::{
     ConnectionOptions, ListenOptions, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKES,
 };
-use crate::Error;
-use calls::Outcome;
+use crate::{Error, Status};
+use calls::{Failure, Outcome};
 use conn::{Coding, Connection};
 use mailbox::{Inbox, Mailbox, Responder};
 use msg_layers::compression::{Codec, Compressor, Decoders, DEFAULT_MIN_LEN};
@@ -220,8 +220,16 @@ impl<A> Request<A> {
         Request { msg, peer }
     }
 
-    /// The request's payload.
+    /// The request's payload: the book's name for [`payload`](Self::payload), the same
+    /// bytes.
     pub fn msg(&self) -> &Bytes {
+        self.msg.payload()
+    }
+
+    /// The request's payload, as [`Message::payload`] names it. The same bytes as
+    /// [`msg`](Self::msg), the book's name; use this one in new code, beside
+    /// [`message`](Self::message) for the headers.
+    pub fn payload(&self) -> &Bytes {
         self.msg.payload()
     }
 
@@ -263,17 +271,25 @@ impl<A> Drop for PendingRequest<A> {
     /// Fails the request with a remote error, so that the client does not wait forever.
     fn drop(&mut self) {
         if let Some(responder) = self.responder.take() {
-            let _ = responder.send(Err(
-                "the server dropped the request without responding".to_owned()
-            ));
+            let _ = responder.send(Err(Failure::new(
+                Code::Internal,
+                "the server dropped the request without responding",
+            )));
         }
     }
 }
 
 impl<A> PendingRequest<A> {
-    /// The request's payload.
+    /// The request's payload: the book's name for [`payload`](Self::payload), the same
+    /// bytes.
     pub fn msg(&self) -> &Bytes {
         self.request.msg()
+    }
+
+    /// The request's payload, as [`Message::payload`] names it. The same bytes as
+    /// [`msg`](Self::msg), the book's name; use this one in new code.
+    pub fn payload(&self) -> &Bytes {
+        self.request.payload()
     }
 
     /// The request, message and peer.
@@ -311,13 +327,24 @@ impl<A> PendingRequest<A> {
         self.answer(Ok(msg))
     }
 
-    /// Fails the request: the client gets [`Error::Remote`] with `message`.
+    /// Fails the request: the client gets [`Error::Remote`] with `message` and
+    /// [`Code::Internal`].
     ///
     /// # Errors
     ///
     /// [`Error::ConnectionClosed`] if the requester's connection is gone.
     pub fn respond_error(self, message: impl fmt::Display) -> Result<(), Error> {
-        self.answer(Err(message.to_string()))
+        self.answer(Err(Failure::new(Code::Internal, message.to_string())))
+    }
+
+    /// Fails the request with `status`: the client gets [`Error::Remote`] with its code and
+    /// its message.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ConnectionClosed`] if the requester's connection is gone.
+    pub fn respond_status(self, status: Status) -> Result<(), Error> {
+        self.answer(Err(Failure::new(status.code(), status.message())))
     }
 
     fn answer(mut self, outcome: Outcome) -> Result<(), Error> {

@@ -97,7 +97,8 @@ impl Endpoint for ReqEndpoint {
             Some((caller, answer)) => {
                 let reply = match answer {
                     Answer::Reply(msg) => Ok(msg),
-                    Answer::Failed(frame) => Err(Error::Remote {
+                    Answer::Failed(code, frame) => Err(Error::Remote {
+                        code,
                         message: String::from_utf8_lossy(&frame.payload).into_owned(),
                     }),
                 };

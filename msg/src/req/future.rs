@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use msg_core::Message;
 
 use super::slots::{SlotId, SlotTable};
+use crate::counters::ErrorCounters;
 use crate::Error;
 
 /// The reply to a request sent through [`ReqSocket`](super::ReqSocket) as a
@@ -22,8 +23,12 @@ pub struct ResponseFuture {
 }
 
 enum State {
-    Waiting { slots: Arc<SlotTable>, slot: SlotId },
-    Failed(Error),
+    Waiting {
+        slots: Arc<SlotTable>,
+        slot: SlotId,
+    },
+    /// Failed before it was sent; the socket's error counters, to count it when polled.
+    Failed(Error, Arc<ErrorCounters>),
     Finished,
 }
 
@@ -31,7 +36,7 @@ impl fmt::Debug for ResponseFuture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Waiting { slot, .. } => format!("waiting in slot {slot}"),
-            State::Failed(e) => format!("failed: {e}"),
+            State::Failed(e, _) => format!("failed: {e}"),
             State::Finished => "finished".to_owned(),
         };
         f.debug_struct("ResponseFuture")
@@ -47,9 +52,9 @@ impl ResponseFuture {
         }
     }
 
-    pub(crate) fn failed(e: Error) -> Self {
+    pub(crate) fn failed(e: Error, errors: Arc<ErrorCounters>) -> Self {
         ResponseFuture {
-            state: State::Failed(e),
+            state: State::Failed(e, errors),
         }
     }
 }
@@ -59,24 +64,31 @@ impl Future for ResponseFuture {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let reply = match &self.state {
-            State::Waiting { slots, slot } => match slots.poll_reply(*slot, cx) {
-                // A reply encoded by the server's compression is decoded here, in the
-                // caller's task.
-                Poll::Ready(Ok(msg)) if !msg.encoding().is_identity() => slots.decode(msg),
-                Poll::Ready(reply) => reply,
-                Poll::Pending => return Poll::Pending,
-            },
-            State::Failed(_) | State::Finished => {
+            State::Waiting { slots, slot } => {
+                let reply = match slots.poll_reply(*slot, cx) {
+                    // A reply encoded by the server's compression is decoded here, in the
+                    // caller's task.
+                    Poll::Ready(Ok(msg)) if !msg.encoding().is_identity() => slots.decode(msg),
+                    Poll::Ready(reply) => reply,
+                    Poll::Pending => return Poll::Pending,
+                };
+                if let Err(e) = &reply {
+                    slots.errors().count(e);
+                }
+                reply
+            }
+            State::Failed(..) | State::Finished => {
                 match std::mem::replace(&mut self.state, State::Finished) {
-                    State::Failed(e) => Err(e),
+                    State::Failed(e, errors) => {
+                        errors.count(&e);
+                        Err(e)
+                    }
+                    // A misuse, not a failed request: not counted.
                     _ => Err(Error::PolledAfterCompletion),
                 }
             }
         };
         self.state = State::Finished;
-        if let Err(e) = &reply {
-            metrics::counter!("msg_request_errors_total", "error" => e.kind()).increment(1);
-        }
         Poll::Ready(reply)
     }
 }

@@ -17,6 +17,7 @@ use msg_transports::Transport;
 use tokio_util::sync::CancellationToken;
 
 use crate::accept::Established;
+use crate::counters::ErrorCounters;
 use crate::dial::{self, Dialer, End, Session};
 use crate::events::{EventSink, Events};
 use crate::options::{ConnectionOptions, DialOptions, DEFAULT_CONNECT_TIMEOUT};
@@ -293,6 +294,16 @@ impl<T: Transport> Session<T> for ReqSession<T::Addr> {
         self.slots.sweep();
     }
 
+    /// A dial that cannot succeed by trying again (a certificate refused, a configuration
+    /// missing) fails the requests waiting for a connection at once, with its error, rather
+    /// than after `reconnect_wait` with [`Error::NotConnected`]: a retry policy sees why,
+    /// and does not retry it.
+    fn dial_failed(&mut self, error: &Error) {
+        if error.is_permanent() {
+            self.slots.fail_queued(error);
+        }
+    }
+
     fn stop(&mut self, error: Error) {
         self.slots.stop(match error {
             Error::Closed => || Error::Closed,
@@ -394,6 +405,8 @@ pub struct ReqSocket<T: Transport> {
     shared: Arc<Shared>,
     peer: Arc<Mutex<Option<T::Addr>>>,
     events: Arc<EventSink<T::Addr>>,
+    /// The `msg_request_errors_total` handles every clone counts in.
+    errors: Arc<ErrorCounters>,
 }
 
 impl<T: Transport> Clone for ReqSocket<T> {
@@ -408,6 +421,7 @@ impl<T: Transport> Clone for ReqSocket<T> {
             shared: self.shared.clone(),
             peer: self.peer.clone(),
             events: self.events.clone(),
+            errors: self.errors.clone(),
         }
     }
 }
@@ -439,6 +453,7 @@ impl<T: Transport> ReqSocket<T> {
             shared: Arc::default(),
             peer: Arc::new(Mutex::new(None)),
             events: EventSink::new(),
+            errors: Arc::default(),
         }
     }
 
@@ -544,11 +559,14 @@ impl<T: Transport> ReqSocket<T> {
 
     /// Starts the socket's reconnect supervisor, on `first` if the connection is made.
     fn start(&mut self, dialer: Dialer<T>, first: Option<Established<T::Io, T::Addr>>) {
-        let slots = Arc::new(SlotTable::new(
-            self.options.max_in_flight,
-            self.options.max_frame_len,
-            self.decoders.clone(),
-        ));
+        let slots = Arc::new(
+            SlotTable::new(
+                self.options.max_in_flight,
+                self.options.max_frame_len,
+                self.decoders.clone(),
+            )
+            .with_errors(self.errors.clone()),
+        );
         if let Some(conn) = &first {
             *self.peer.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.peer.clone());
         }
@@ -731,15 +749,15 @@ impl<T: Transport> tower::Service<Message> for ReqSocket<T> {
     fn call(&mut self, msg: Message) -> ResponseFuture {
         let msg = self.compressed(msg);
         let Some(client) = self.client.as_mut() else {
-            return ResponseFuture::failed(Error::NotReady);
+            return ResponseFuture::failed(Error::NotReady, self.errors.clone());
         };
         let Some(slot) = client.reserved.take() else {
-            return ResponseFuture::failed(Error::NotReady);
+            return ResponseFuture::failed(Error::NotReady, self.errors.clone());
         };
         let slots = client.slots();
         match slots.enqueue(slot, msg) {
             Ok(()) => ResponseFuture::waiting(slots.clone(), slot),
-            Err(e) => ResponseFuture::failed(e),
+            Err(e) => ResponseFuture::failed(e, self.errors.clone()),
         }
     }
 }

@@ -23,13 +23,14 @@
 //! hand-off per batch that costs more than the batch itself.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use msg_core::Message;
 use msg_layers::compression::Decoders;
 use tokio_util::sync::CancellationToken;
 
+use crate::counters::ErrorCounters;
 use crate::Error;
 
 /// What a request resolves to.
@@ -198,6 +199,8 @@ pub(crate) struct SlotTable {
     decoders: Decoders,
     /// Cancelled when the socket closes, to stop the supervisor.
     closed: CancellationToken,
+    /// The socket's `msg_request_errors_total` handles.
+    errors: Arc<ErrorCounters>,
 }
 
 /// Wakes every waker in `wakers`, after the lock is released.
@@ -215,7 +218,19 @@ impl SlotTable {
             max_frame_len,
             decoders,
             closed: CancellationToken::new(),
+            errors: Arc::default(),
         }
+    }
+
+    /// Counts failed requests in `errors`, the socket's handles, rather than in its own.
+    pub(crate) fn with_errors(mut self, errors: Arc<ErrorCounters>) -> Self {
+        self.errors = errors;
+        self
+    }
+
+    /// The socket's `msg_request_errors_total` handles.
+    pub(crate) fn errors(&self) -> &ErrorCounters {
+        &self.errors
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -525,6 +540,28 @@ impl SlotTable {
                     queued.sweeps += 1;
                     state.queue.push(queued);
                 }
+            }
+        }
+        wake_all(wake);
+    }
+
+    /// Supervisor, while disconnected: a dial failed in a way that the next one will too.
+    /// Fails every queued request with `error`.
+    pub(crate) fn fail_queued(&self, error: &Error) {
+        let mut wake = Vec::new();
+        {
+            let mut state = self.lock();
+            if state.connected {
+                return;
+            }
+            let queue = std::mem::take(&mut state.queue);
+            for queued in queue {
+                state.fill(
+                    queued.slot,
+                    queued.generation,
+                    Err(error.clone()),
+                    &mut wake,
+                );
             }
         }
         wake_all(wake);

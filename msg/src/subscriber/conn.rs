@@ -182,7 +182,10 @@ impl<A: Clone> Endpoint for SubEndpoint<A> {
             Delivery::Publication { frame, missed } => {
                 if missed > 0 {
                     self.shared.missed.fetch_add(missed, Ordering::Relaxed);
-                    metrics::counter!("msg_subscriber_missed_total").increment(missed);
+                    self.shared
+                        .missed_counter
+                        .get(|| metrics::counter!("msg_subscriber_missed_total"))
+                        .increment(missed);
                 }
                 self.batch_bytes += frame.payload.len();
                 self.batch.push(SubMessage {

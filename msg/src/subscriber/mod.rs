@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::accept::Established;
+use crate::counters::Lazy;
 use crate::dial::{self, Dialer};
 use crate::events::{EventSink, Events};
 use crate::options::{
@@ -303,6 +304,8 @@ struct Mailbox<A> {
     conns: Mutex<Vec<ConnHandle>>,
     received: AtomicU64,
     missed: AtomicU64,
+    /// `msg_subscriber_missed_total`, registered at the first gap.
+    missed_counter: Lazy,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -435,6 +438,7 @@ impl<T: Transport> SubSocket<T> {
                 conns: Mutex::new(Vec::new()),
                 received: AtomicU64::new(0),
                 missed: AtomicU64::new(0),
+                missed_counter: Lazy::default(),
             }),
             options,
             local: VecDeque::new(),

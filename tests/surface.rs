@@ -1,0 +1,204 @@
+//! The public surface as a user meets it, over real sockets on loopback: a request's
+//! payload under both its names, errors that reach events as they are, and the retry
+//! policy's refusal to retry what no retry can fix.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use msg::retry::RetryPolicy;
+use msg::tls::{client_config, TestPki};
+use msg::{
+    serve, Error, Message, Quic, RepSocket, ReqOptions, ReqSocket, Request, SocketEvent, Tls,
+};
+use msg_tests::fixture::tls_configs;
+use msg_tests::within;
+use tokio_stream::StreamExt;
+use tower::{service_fn, ServiceBuilder, ServiceExt};
+
+/// A TLS reply socket on loopback, with the test PKI's certificate, that echoes.
+async fn tls_echo() -> SocketAddr {
+    let (server, _) = tls_configs();
+    let mut rep = RepSocket::new(Tls::server(server));
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    tokio::spawn(serve(
+        rep,
+        service_fn(|req: Request| async move { Ok::<_, Infallible>(req.payload().clone()) }),
+    ));
+    addr
+}
+
+/// A TLS client that trusts another CA than the test PKI's: it refuses the server.
+fn untrusting_client() -> Tls {
+    let stranger = TestPki::generate(&["localhost"]).unwrap();
+    Tls::client(
+        client_config(stranger.ca_pem.as_bytes()).unwrap(),
+        "localhost",
+    )
+    .unwrap()
+}
+
+/// Counts the calls that reach `inner`: the attempts a retry layer above it makes.
+fn counted<T: msg::Transport>(
+    inner: ReqSocket<T>,
+    calls: Arc<AtomicUsize>,
+) -> impl tower::Service<Message, Response = Message, Error = Error, Future: Send> + Clone {
+    service_fn(move |msg: Message| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        inner.clone().oneshot(msg)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_gives_the_same_bytes_as_payload_and_as_the_books_msg() {
+    let mut rep = RepSocket::new(msg::Tcp::default());
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    let mut req = ReqSocket::new(msg::Tcp::default());
+    req.connect(addr).await.unwrap();
+    let server = tokio::spawn(async move {
+        let pending = within(rep.next()).await.unwrap();
+        assert_eq!(pending.payload(), pending.msg());
+        assert_eq!(pending.request().payload(), pending.request().msg());
+        let echoed = pending.payload().clone();
+        pending.respond(echoed).unwrap();
+    });
+    let reply = within(req.request(Bytes::from_static(b"same bytes")))
+        .await
+        .unwrap();
+    assert_eq!(reply, "same bytes");
+    within(server).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_first_dial_reaches_the_events_as_the_transport_error_itself() {
+    let addr = tls_echo().await;
+    let mut req = ReqSocket::new(untrusting_client());
+    let mut events = req.events();
+    let returned = within(req.connect(addr)).await.unwrap_err();
+    assert_eq!(returned.kind(), "transport", "{returned:?}");
+    let event = within(events.next()).await.unwrap();
+    let SocketEvent::ConnectFailed { error } = event else {
+        panic!("{event:?}");
+    };
+    // The same error as the caller's, not a copy of its text as an I/O error.
+    assert_eq!(error.kind(), "transport", "{error:?}");
+    assert_eq!(error.to_string(), returned.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_policy_never_retries_a_server_certificate_the_client_does_not_trust() {
+    let addr = tls_echo().await;
+    let options = ReqOptions::default().reconnect_wait(Duration::from_millis(500));
+    let mut req = ReqSocket::with_options(untrusting_client(), options);
+    req.connect_lazy(addr).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let policy = RetryPolicy::default()
+        .idempotent(true)
+        .max_retries(3)
+        .backoff(msg::Backoff::default().max(Duration::from_millis(20)));
+    let svc = ServiceBuilder::new()
+        .layer(tower::retry::RetryLayer::new(policy))
+        .service(counted(req, calls.clone()));
+    let outcome = within(svc.oneshot(Message::from("never sent"))).await;
+    let error = outcome.unwrap_err();
+    assert_eq!(error.kind(), "transport", "{error:?}");
+    assert!(error.is_permanent(), "{error:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one attempt, no retry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_policy_never_retries_a_transport_without_the_configuration_to_dial() {
+    let addr = tls_echo().await;
+    // A TLS transport with a server side only cannot dial.
+    let (server, _) = tls_configs();
+    let options = ReqOptions::default().reconnect_wait(Duration::from_millis(500));
+    let mut req = ReqSocket::with_options(Tls::server(server), options);
+    req.connect_lazy(addr).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let policy = RetryPolicy::default()
+        .idempotent(true)
+        .max_retries(3)
+        .backoff(msg::Backoff::default().max(Duration::from_millis(20)));
+    let svc = ServiceBuilder::new()
+        .layer(tower::retry::RetryLayer::new(policy))
+        .service(counted(req, calls.clone()));
+    let outcome = within(svc.oneshot(Message::from("never sent"))).await;
+    let error = outcome.unwrap_err();
+    assert_eq!(error.kind(), "transport", "{error:?}");
+    assert!(error.is_permanent(), "{error:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one attempt, no retry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_policy_never_retries_a_quic_server_certificate_the_client_does_not_trust() {
+    let (server, client) = tls_configs();
+    let mut rep = RepSocket::new(Quic::with_tls(Some(server), client, "localhost").unwrap());
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    tokio::spawn(serve(
+        rep,
+        service_fn(|req: Request| async move { Ok::<_, Infallible>(req.payload().clone()) }),
+    ));
+    let stranger = TestPki::generate(&["localhost"]).unwrap();
+    let untrusting = client_config(stranger.ca_pem.as_bytes()).unwrap();
+    let options = ReqOptions::default().reconnect_wait(Duration::from_millis(500));
+    let mut req = ReqSocket::with_options(
+        Quic::with_tls(None, untrusting, "localhost").unwrap(),
+        options,
+    );
+    req.connect_lazy(addr).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let policy = RetryPolicy::default()
+        .idempotent(true)
+        .max_retries(3)
+        .backoff(msg::Backoff::default().max(Duration::from_millis(20)));
+    let svc = ServiceBuilder::new()
+        .layer(tower::retry::RetryLayer::new(policy))
+        .service(counted(req, calls.clone()));
+    let outcome = within(svc.oneshot(Message::from("never sent"))).await;
+    let error = outcome.unwrap_err();
+    assert_eq!(error.kind(), "transport", "{error:?}");
+    assert!(error.is_permanent(), "{error:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one attempt, no retry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_policy_never_retries_a_client_the_server_refuses_for_its_missing_certificate() {
+    // Mutual TLS: the server requires a client certificate, and this client has none. Under
+    // TLS 1.3 the refusal comes after the client's side of the handshake, as an I/O error.
+    let pki = msg_tests::fixture::pki();
+    let server = msg::tls::server_config_mtls(
+        pki.server_cert_pem.as_bytes(),
+        pki.server_key_pem.as_bytes(),
+        pki.ca_pem.as_bytes(),
+    )
+    .unwrap();
+    let mut rep = RepSocket::new(Tls::server(server));
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    tokio::spawn(serve(
+        rep,
+        service_fn(|req: Request| async move { Ok::<_, Infallible>(req.payload().clone()) }),
+    ));
+    let without = Tls::client(client_config(pki.ca_pem.as_bytes()).unwrap(), "localhost").unwrap();
+    let options = ReqOptions::default().reconnect_wait(Duration::from_millis(500));
+    let mut req = ReqSocket::with_options(without, options);
+    req.connect_lazy(addr).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let policy = RetryPolicy::default()
+        .idempotent(true)
+        .max_retries(3)
+        .backoff(msg::Backoff::default().max(Duration::from_millis(20)));
+    let svc = ServiceBuilder::new()
+        .layer(tower::retry::RetryLayer::new(policy))
+        .service(counted(req, calls.clone()));
+    let outcome = within(svc.oneshot(Message::from("never sent"))).await;
+    let error = outcome.unwrap_err();
+    assert!(error.is_permanent(), "{error:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one attempt, no retry");
+}
