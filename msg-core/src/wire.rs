@@ -54,6 +54,10 @@ pub enum FrameKind {
     /// The client gave up on the request with the same `id`: the server drops its call and
     /// sends no reply. No body.
     Cancel = 0x13,
+    /// The server is going away (a graceful shutdown): it processes the requests of this
+    /// connection up to and including `id`, answers them, and closes; any request with a
+    /// greater id was never processed, and is safe to send again elsewhere. No body.
+    GoAway = 0x14,
     /// Subscribe to the topic pattern in the topic field; `id` is echoed by the ack.
     Subscribe = 0x20,
     /// Unsubscribe from the topic pattern in the topic field; `id` is echoed by the ack.
@@ -77,6 +81,7 @@ impl FrameKind {
             FrameKind::Response => "response",
             FrameKind::ErrorResponse => "error-response",
             FrameKind::Cancel => "cancel",
+            FrameKind::GoAway => "go-away",
             FrameKind::Subscribe => "subscribe",
             FrameKind::Unsubscribe => "unsubscribe",
             FrameKind::SubscriptionAck => "subscription-ack",
@@ -93,7 +98,7 @@ impl FrameKind {
     }
 
     /// All kinds, in code order.
-    pub const ALL: [FrameKind; 13] = [
+    pub const ALL: [FrameKind; 14] = [
         FrameKind::Hello,
         FrameKind::Welcome,
         FrameKind::Reject,
@@ -103,6 +108,7 @@ impl FrameKind {
         FrameKind::Response,
         FrameKind::ErrorResponse,
         FrameKind::Cancel,
+        FrameKind::GoAway,
         FrameKind::Subscribe,
         FrameKind::Unsubscribe,
         FrameKind::SubscriptionAck,
@@ -124,6 +130,7 @@ impl TryFrom<u8> for FrameKind {
             0x11 => FrameKind::Response,
             0x12 => FrameKind::ErrorResponse,
             0x13 => FrameKind::Cancel,
+            0x14 => FrameKind::GoAway,
             0x20 => FrameKind::Subscribe,
             0x21 => FrameKind::Unsubscribe,
             0x22 => FrameKind::SubscriptionAck,

@@ -139,6 +139,17 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, E: Endpoint> Driver<Io, E> {
         self.end(End::Lost(cause), cx)
     }
 
+    /// Ends the connection if the endpoint says so: at once, or gracefully.
+    fn poll_end(&mut self, cx: &mut Context<'_>) -> Option<Poll<End>> {
+        match self.endpoint.poll_end(&self.io.link, cx)? {
+            Ending::Now(end) => Some(self.end(end, cx)),
+            Ending::Graceful => {
+                self.closing = true;
+                Some(self.poll_close(cx))
+            }
+        }
+    }
+
     /// Writes what is queued and closes the write side, to completion: a TLS close_notify
     /// or a QUIC stream's finish is sent, not dropped.
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<End> {
@@ -227,13 +238,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, E: Endpoint> Future for Driver<Io, E> {
                 return Poll::Pending;
             }
             this.deferred = false;
-            match this.endpoint.poll_end(&this.io.link, cx) {
-                None => {}
-                Some(Ending::Now(end)) => return this.end(end, cx),
-                Some(Ending::Graceful) => {
-                    this.closing = true;
-                    return this.poll_close(cx);
-                }
+            if let Some(end) = this.poll_end(cx) {
+                return end;
             }
             let holding = this.endpoint.holding();
             if let Err(e) = this.io.poll_liveness(cx, holding) {
@@ -261,6 +267,10 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, E: Endpoint> Future for Driver<Io, E> {
                     return this.lost(Error::Io(e.into()), cx);
                 }
                 drained |= was_full && !this.io.link.over_high_water();
+            }
+            // What this pass wrote may have been the last the endpoint waited for.
+            if let Some(end) = this.poll_end(cx) {
+                return end;
             }
             if !(took || drained || this.endpoint.again()) {
                 return Poll::Pending;

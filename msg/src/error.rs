@@ -129,6 +129,10 @@ pub enum Error {
     /// The socket is connected already: a socket, and every clone of it, has one
     /// connection, made by its first `connect` or `connect_lazy`.
     AlreadyConnected,
+    /// The server went away (a graceful shutdown) before it processed this request: it
+    /// never ran, and is safe to send again, whatever it does.
+    /// [`RetryPolicy`](crate::retry::RetryPolicy) always retries it.
+    NotProcessed,
 }
 
 impl fmt::Display for Error {
@@ -138,6 +142,9 @@ impl fmt::Display for Error {
             Error::Io(e) => write!(f, "i/o error: {e}"),
             Error::ConnectTimeout { after } => write!(f, "connect timed out after {after:?}"),
             Error::AlreadyConnected => f.write_str("the socket is connected already"),
+            Error::NotProcessed => {
+                f.write_str("the server went away before processing the request")
+            }
             Error::Protocol(_) => f.write_str("protocol error"),
             Error::UnexpectedFrame { kind } => {
                 write!(f, "unexpected {} frame from the peer", kind.name())
@@ -228,6 +235,7 @@ const KIND_NAMES: [&str; Error::KINDS] = [
     "polled_after_completion",
     "connect_timeout",
     "already_connected",
+    "not_processed",
 ];
 
 impl Error {
@@ -237,7 +245,7 @@ impl Error {
     }
 
     /// How many variants there are: the length of [`KIND_NAMES`].
-    pub(crate) const KINDS: usize = 25;
+    pub(crate) const KINDS: usize = 26;
 
     /// The variant's place in [`KIND_NAMES`].
     pub(crate) fn kind_index(&self) -> usize {
@@ -267,6 +275,7 @@ impl Error {
             Error::PolledAfterCompletion => 22,
             Error::ConnectTimeout { .. } => 23,
             Error::AlreadyConnected => 24,
+            Error::NotProcessed => 25,
         }
     }
 

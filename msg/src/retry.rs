@@ -7,9 +7,10 @@
 //! A request is retried only when retrying cannot make the server act twice, unless you
 //! say it may:
 //!
-//! - **Always** (the request never reached a server): [`Error::NotConnected`] (no
-//!   connection within `reconnect_wait`) and [`Error::Transport`] (the dial failed), but
-//!   for the failures no retry can fix, below.
+//! - **Always** (the request never reached a server, or never ran there):
+//!   [`Error::NotConnected`] (no connection within `reconnect_wait`),
+//!   [`Error::Transport`] (the dial failed) and [`Error::NotProcessed`] (the server went
+//!   away before it ran the request), but for the failures no retry can fix, below.
 //! - **Only if you mark the policy [`idempotent`](RetryPolicy::idempotent)** (the request
 //!   may have reached the server, and the handler may have run): the connection was lost
 //!   with the request on the wire ([`Error::ConnectionClosed`], [`Error::Io`],
@@ -105,7 +106,7 @@ impl RetryPolicy {
     pub fn is_retryable(&self, e: &Error) -> bool {
         match e {
             e if e.is_permanent() => false,
-            Error::NotConnected | Error::Transport(_) => true,
+            Error::NotConnected | Error::Transport(_) | Error::NotProcessed => true,
             Error::ConnectionClosed
             | Error::Io(_)
             | Error::HeartbeatTimeout { .. }

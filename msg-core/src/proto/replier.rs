@@ -67,6 +67,19 @@ impl Replier {
         link.queue_message(FrameKind::Response, id, reply)
     }
 
+    /// Queues the go-away: the server processes the requests up to and including `last`,
+    /// and none after it.
+    pub fn go_away(&mut self, last: u64, link: &mut Link) {
+        // A bodiless frame always fits.
+        let _ = link.queue(
+            FrameKind::GoAway,
+            crate::Encoding::IDENTITY,
+            last,
+            b"",
+            &Bytes::new(),
+        );
+    }
+
     /// Queues an error-response to request `id`, with `code` and `message` as its text;
     /// one too long for the frame limit is replaced by a short one, so the client always
     /// hears.
@@ -112,7 +125,12 @@ mod tests {
             rep.receive(cancel),
             Ok(Incoming::Cancel { id: 7 })
         ));
-        for kind in [FrameKind::Response, FrameKind::Subscribe, FrameKind::Hello] {
+        for kind in [
+            FrameKind::Response,
+            FrameKind::Subscribe,
+            FrameKind::Hello,
+            FrameKind::GoAway,
+        ] {
             assert!(matches!(
                 rep.receive(Frame::new(kind, 1, Bytes::new())),
                 Err(FrameError::Unexpected { .. })
@@ -147,6 +165,15 @@ mod tests {
             (FrameKind::ErrorResponse, 3)
         );
         assert_eq!(frames[0].payload, "error");
+    }
+
+    #[test]
+    fn a_go_away_names_the_last_request_processed() {
+        let (mut rep, mut link) = (Replier::new(), Link::new(64));
+        rep.go_away(41, &mut link);
+        let frames = sent(&mut link);
+        assert_eq!((frames[0].kind, frames[0].id), (FrameKind::GoAway, 41));
+        assert!(frames[0].payload.is_empty());
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct Requester {
     /// The last request sent from each slot, as (generation, wire id): what a cancel is for.
     sent: Vec<(u64, u64)>,
     next_wire: u64,
+    /// The server said it goes away after this request: nothing more is sent.
+    last_processed: Option<u64>,
 }
 
 impl Default for Requester {
@@ -56,6 +58,7 @@ impl Requester {
             in_flight: IdMap::default(),
             sent: Vec::new(),
             next_wire: 1,
+            last_processed: None,
         }
     }
 
@@ -104,15 +107,27 @@ impl Requester {
         .is_ok()
     }
 
-    /// Matches a received frame to its caller. `Ok(None)` is a late answer, dropped.
+    /// Matches a received frame to its caller. `Ok(None)` is a late answer, dropped, or
+    /// the server's go-away (see [`going_away`](Self::going_away)).
     ///
     /// # Errors
     ///
-    /// A frame a requester never receives, or an answer to a request never sent.
+    /// A frame a requester never receives, an answer to a request never sent, or a second
+    /// go-away that takes back requests the first promised.
     #[inline]
     pub fn receive(&mut self, frame: Frame) -> Result<Option<(Caller, Answer)>, FrameError> {
         let (id, kind) = (frame.id, frame.kind);
         let answer = match kind {
+            FrameKind::GoAway => {
+                if self.last_processed.is_some_and(|last| id < last) {
+                    return Err(FrameError::Malformed {
+                        kind: kind.name(),
+                        reason: "takes back requests an earlier go-away promised",
+                    });
+                }
+                self.last_processed = Some(id);
+                return Ok(None);
+            }
             FrameKind::Response => {
                 Answer::Reply(Message::new(frame.payload).with_encoding(frame.encoding))
             }
@@ -129,6 +144,29 @@ impl Requester {
                 reason: "answers a request that was never sent",
             }),
         }
+    }
+
+    /// The last request the server processes, once it said it goes away: nothing more is
+    /// to be sent on this connection.
+    pub fn going_away(&self) -> Option<u64> {
+        self.last_processed
+    }
+
+    /// The callers of the requests the server will never process (those after its
+    /// go-away), forgotten: they are safe to send again.
+    pub fn drain_unprocessed(&mut self) -> Vec<Caller> {
+        let Some(last) = self.last_processed else {
+            return Vec::new();
+        };
+        let mut unprocessed = Vec::new();
+        self.in_flight.retain(|&wire, caller| {
+            let keep = wire <= last;
+            if !keep {
+                unprocessed.push(*caller);
+            }
+            keep
+        });
+        unprocessed
     }
 
     /// Requests on the wire and not yet answered.
@@ -261,6 +299,35 @@ mod tests {
                 Err(FrameError::Unexpected { kind: k }) if k == kind
             ));
         }
+    }
+
+    #[test]
+    fn a_go_away_hands_back_the_requests_after_it_and_the_ones_before_are_still_answered() {
+        let (mut req, mut link) = (Requester::new(), Link::new(1024));
+        let callers: Vec<Caller> = (0..4)
+            .map(|slot| Caller {
+                slot,
+                generation: u64::from(slot),
+            })
+            .collect();
+        let wires: Vec<u64> = callers
+            .iter()
+            .map(|&c| req.send(c, &Message::from("x"), &mut link).unwrap())
+            .collect();
+        assert!(req.going_away().is_none());
+        let go_away = Frame::new(FrameKind::GoAway, wires[1], Bytes::new());
+        assert!(req.receive(go_away).unwrap().is_none());
+        assert_eq!(req.going_away(), Some(wires[1]));
+        let mut unprocessed = req.drain_unprocessed();
+        unprocessed.sort_by_key(|c| c.slot);
+        assert_eq!(unprocessed, callers[2..].to_vec());
+        for (i, &wire) in wires[..2].iter().enumerate() {
+            let (to, _) = req.receive(response(wire, "done")).unwrap().unwrap();
+            assert_eq!(to, callers[i]);
+        }
+        // A second go-away may promise less, never take back what was promised.
+        let back = Frame::new(FrameKind::GoAway, wires[0], Bytes::new());
+        assert!(req.receive(back).is_err());
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub(crate) struct RepEndpoint<C, A> {
     reading_done: bool,
     /// A call started or was cancelled in this pass: the next pass may find it finished.
     started: bool,
+    /// The id of the last request started (or answered at once): what a go-away names.
+    last_started: u64,
 }
 
 impl<Io, C, A> Connection<Io, C, A>
@@ -87,6 +89,7 @@ where
                 shutdown: shutdown.map(Box::pin),
                 reading_done: false,
                 started: false,
+                last_started: 0,
             },
         }
     }
@@ -123,13 +126,16 @@ where
     C: Calls<A>,
     A: Clone + std::fmt::Display,
 {
-    /// Step: stops reading once shutdown is signalled; calls in flight still finish.
-    fn watch_shutdown(&mut self, cx: &mut Context<'_>) {
+    /// Step: stops reading once shutdown is signalled, and tells the client which request
+    /// is the last this server processes; calls in flight still finish, and a request read
+    /// and not started is dropped: the client fails it as never processed.
+    fn watch_shutdown(&mut self, link: &mut Link, cx: &mut Context<'_>) {
         if let Some(signal) = self.shutdown.as_mut() {
             if signal.as_mut().poll(cx).is_ready() {
                 self.shutdown = None;
                 self.reading_done = true;
                 self.stalled = None;
+                self.role.go_away(self.last_started, link);
             }
         }
     }
@@ -162,6 +168,7 @@ where
             Poll::Ready(Ok(())) => {}
         }
         self.started = true;
+        self.last_started = self.last_started.max(id);
         let mut msg = msg;
         if !msg.encoding().is_identity() {
             match self.coding.decoders.decode(msg, self.coding.limit) {
@@ -218,7 +225,7 @@ where
 {
     /// Queues the reply of every call that has finished.
     fn send(&mut self, link: &mut Link, cx: &mut Context<'_>) -> Result<bool, Error> {
-        self.watch_shutdown(cx);
+        self.watch_shutdown(link, cx);
         self.started = false;
         let before = self.calls.len();
         let mut finished = std::mem::take(&mut self.finished);

@@ -89,8 +89,12 @@ impl<T: Transport, S> fmt::Debug for Serve<T, S> {
 }
 
 impl<T: Transport, S> Serve<T, S> {
-    /// Stops accepting when `signal` completes, lets every connection finish the requests
-    /// it has already read, and then returns.
+    /// Stops accepting when `signal` completes, and shuts every connection down
+    /// gracefully: it tells its client the last request it processes (a go-away), finishes
+    /// the calls started, and closes. Requests read and not started, and those the client
+    /// sent after, fail on the client with [`Error::NotProcessed`], which is safe to retry.
+    /// Calls still running after the socket's [`linger`](crate::RepOptions::linger) are
+    /// dropped, so a hung handler does not hold the shutdown; then it returns.
     pub fn with_graceful_shutdown<F>(self, signal: F) -> WithGracefulShutdown<T, S, F>
     where
         F: Future<Output = ()> + Send + 'static,
@@ -177,8 +181,10 @@ where
 {
     let mut incoming = socket.take_incoming().ok_or(Error::NotBound)?;
     let max_in_flight = socket.options.max_in_flight_per_conn;
+    let linger = socket.options.linger;
     let coding = socket.coding.clone();
     let shutdown = CancellationToken::new();
+    let abort = CancellationToken::new();
     let tracker = TaskTracker::new();
     let mut signal = std::pin::pin!(signal);
     loop {
@@ -198,14 +204,31 @@ where
             coding.clone(),
             Some(shutdown.clone().cancelled_owned()),
         );
-        tracker.spawn(conn.run(socket.events.clone()));
+        let run = conn.run(socket.events.clone());
+        let abort = abort.clone();
+        tracker.spawn(async move {
+            tokio::select! {
+                _ = run => {}
+                _ = abort.cancelled() => {}
+            }
+        });
     }
     // Stop accepting: the accept task ends when its channel closes, dropping the listener.
     drop(incoming);
     drop(socket);
+    // Each connection tells its client which request is the last it processes, finishes
+    // those, and closes. Calls still running after the linger are dropped with their
+    // connections: a hung handler does not hold the shutdown.
     shutdown.cancel();
     tracker.close();
-    tracker.wait().await;
+    if tokio::time::timeout(linger, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            ?linger,
+            "graceful shutdown: calls still running after the linger dropped"
+        );
+        abort.cancel();
+        tracker.wait().await;
+    }
     Ok(())
 }
 

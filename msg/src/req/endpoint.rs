@@ -39,6 +39,11 @@ impl ReqEndpoint {
 
 impl Endpoint for ReqEndpoint {
     fn send(&mut self, link: &mut Link, cx: &mut Context<'_>) -> Result<bool, Error> {
+        if self.role.going_away().is_some() {
+            // The server takes nothing more on this connection: what is queued waits for
+            // the next one.
+            return Ok(false);
+        }
         self.flow = self.slots.take(&mut self.batch, cx);
         let took = !self.batch.requests.is_empty() || !self.batch.cancels.is_empty();
         // Cancellations first: they are for requests sent in earlier batches (one given up
@@ -103,6 +108,14 @@ impl Endpoint for ReqEndpoint {
                     }),
                 };
                 self.done.push(caller.slot, caller.generation, reply);
+            }
+            None if self.role.going_away().is_some() => {
+                // The server goes away: the requests after the last it processes never
+                // ran, and say so.
+                for caller in self.role.drain_unprocessed() {
+                    self.done
+                        .push(caller.slot, caller.generation, Err(Error::NotProcessed));
+                }
             }
             None => tracing::trace!("late reply to a cancelled request dropped"),
         }
