@@ -166,13 +166,15 @@ pub mod wire {
 /// The transport traits and their error, for writing a transport, or a layer over one, of
 /// your own. [`Transport`] itself is at the crate's root.
 pub mod transport {
-    pub use msg_transports::{is_connection_error, BoxError, Connected, Listener, TransportError};
+    pub use msg_transports::{
+        is_connection_error, BoxError, Connected, Listener, Transport, TransportError,
+    };
 }
 
 /// What TCP addresses can be: [`Endpoint`](tcp::Endpoint). The transport is
 /// [`Tcp`].
 pub mod tcp {
-    pub use msg_transports::tcp::{Endpoint, TcpAcceptor};
+    pub use msg_transports::tcp::{Endpoint, Tcp, TcpAcceptor};
 }
 
 /// TLS over TCP: loading certificates and keys from PEM, and rustls's configurations. The
@@ -182,16 +184,16 @@ pub mod tls {
     pub use msg_transports::tls::TestPki;
     pub use msg_transports::tls::{
         certs_from_pem, client_config, client_config_with_cert, key_from_pem, read_pem,
-        server_config, server_config_mtls, ClientConfig, ServerConfig, TlsIo,
+        server_config, server_config_mtls, ClientConfig, ServerConfig, Tls, TlsIo,
     };
 }
 
 /// QUIC's options and connection types. The transport is [`Quic`].
 pub mod quic {
-    pub use msg_transports::quic::{QuicIncoming, QuicListener, QuicOptions, QuicStream};
+    pub use msg_transports::quic::{Quic, QuicIncoming, QuicListener, QuicOptions, QuicStream};
 }
 
 /// Unix-socket addresses and listeners. The transport is [`Ipc`].
 pub mod ipc {
-    pub use msg_transports::ipc::{IpcAddr, IpcListener};
+    pub use msg_transports::ipc::{Ipc, IpcAddr, IpcListener};
 }
