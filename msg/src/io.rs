@@ -22,7 +22,7 @@ use crate::Error;
 
 /// How much the read buffer takes at first, and again once the connection goes idle: a
 /// handshake, and the pings of an idle connection, need no more.
-const MIN_READ_CHUNK: usize = 2 * 1024;
+const MIN_READ_CHUNK: usize = 512;
 /// How much the read buffer grows by when it runs out of room, for small frames, once
 /// reads come full.
 const READ_CHUNK: usize = 64 * 1024;
