@@ -89,7 +89,6 @@ mod events;
 #[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
 mod handshake;
-mod ids;
 mod io;
 pub mod limits;
 pub mod options;

@@ -3,9 +3,10 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// Passes a `u64` key through as its own hash.
-#[derive(Default)]
-pub(crate) struct IdHasher(u64);
+/// Passes a `u64` key through as its own hash: for ids a side numbers itself (wire ids,
+/// ack ids, session ids), which are unique and need no mixing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -23,5 +24,6 @@ impl Hasher for IdHasher {
     }
 }
 
-/// A map from ids to `V`.
-pub(crate) type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+/// A map from ids this side numbers to `V`. Not for keys a peer chooses: with no mixing,
+/// a peer could pick keys that collide.
+pub type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;

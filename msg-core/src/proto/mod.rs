@@ -61,6 +61,7 @@ mod requester;
 mod subscriber;
 
 pub use handshake::{ClientHandshake, HandshakeError, ServerHandshake};
+pub use ids::{IdHasher, IdMap};
 pub use link::{Link, PeerSilent, WRITE_HIGH_WATER};
 pub use publisher::{Change, Publisher};
 pub use replier::{Incoming, Replier};

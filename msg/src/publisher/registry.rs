@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use arc_swap::{ArcSwap, Guard};
 
 use super::queue::{lock, Session};
-use crate::ids::IdMap;
 use crate::topic::Trie;
+use msg_core::proto::IdMap;
 
 /// Shards of the session table: a subscriber coming or going copies one shard (and this
 /// many pointers), not every session.
