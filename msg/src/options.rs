@@ -267,3 +267,24 @@ impl ListenOptions {
         self
     }
 }
+
+/// Writes a socket options type's getter and setter for one shared group (connection, dial,
+/// listen): the group's fields are the socket's own, read and set together. One macro, so
+/// that the four sockets' options cannot drift apart.
+macro_rules! option_group {
+    ($get:ident, $set:ident, $group:ident, $what:literal { $($field:ident),+ $(,)? }) => {
+        #[doc = concat!("The ", $what, " options in force.")]
+        pub fn $get(&self) -> crate::$group {
+            crate::$group {
+                $($field: Clone::clone(&self.$field),)+
+            }
+        }
+
+        #[doc = concat!("Sets every ", $what, " option at once.")]
+        pub fn $set(mut self, group: crate::$group) -> Self {
+            $(self.$field = group.$field;)+
+            self
+        }
+    };
+}
+pub(crate) use option_group;

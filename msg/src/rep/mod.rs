@@ -25,8 +25,8 @@ use crate::accept::{accept_loop, AcceptConfig, Established};
 use crate::admission::{self, Admission, AdmissionService, Authenticate};
 use crate::events::{EventSink, Events};
 use crate::options::{
-    ConnectionOptions, ListenOptions, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL,
-    DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKES,
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKES,
 };
 use crate::{Error, Status};
 use calls::{Failure, Outcome};
@@ -104,39 +104,13 @@ impl Default for RepOptions {
 }
 
 impl RepOptions {
-    /// The connection options in force.
-    pub fn connection(&self) -> ConnectionOptions {
-        ConnectionOptions {
-            max_frame_len: self.max_frame_len,
-            heartbeat_interval: self.heartbeat_interval,
-            heartbeat_timeout: self.heartbeat_timeout,
-        }
-    }
+    crate::options::option_group!(connection, with_connection, ConnectionOptions, "connection" {
+        max_frame_len, heartbeat_interval, heartbeat_timeout
+    });
 
-    /// Sets every connection option at once.
-    pub fn with_connection(mut self, connection: ConnectionOptions) -> Self {
-        self.max_frame_len = connection.max_frame_len;
-        self.heartbeat_interval = connection.heartbeat_interval;
-        self.heartbeat_timeout = connection.heartbeat_timeout;
-        self
-    }
-
-    /// The listen options in force.
-    pub fn listen(&self) -> ListenOptions {
-        ListenOptions {
-            handshake_timeout: self.handshake_timeout,
-            max_handshakes: self.max_handshakes,
-            max_connections: self.max_connections,
-        }
-    }
-
-    /// Sets every listen option at once.
-    pub fn with_listen(mut self, listen: ListenOptions) -> Self {
-        self.handshake_timeout = listen.handshake_timeout;
-        self.max_handshakes = listen.max_handshakes;
-        self.max_connections = listen.max_connections;
-        self
-    }
+    crate::options::option_group!(listen, with_listen, ListenOptions, "listen" {
+        handshake_timeout, max_handshakes, max_connections
+    });
 
     /// The options with every value raised to its least sane one, as the socket takes them.
     fn validated(self) -> Self {

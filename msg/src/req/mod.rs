@@ -20,7 +20,7 @@ use crate::accept::Established;
 use crate::counters::ErrorCounters;
 use crate::dial::{self, Dialer, End, Session};
 use crate::events::{EventSink, Events};
-use crate::options::{ConnectionOptions, DialOptions, DEFAULT_CONNECT_TIMEOUT};
+use crate::options::DEFAULT_CONNECT_TIMEOUT;
 // The publisher takes its defaults from here.
 pub(crate) use crate::options::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT};
 use crate::{Backoff, Error};
@@ -30,8 +30,8 @@ use slots::{SlotId, SlotTable, Ticket};
 pub use future::ResponseFuture;
 pub use pipeline::Pipeline;
 
-/// Options of a [`ReqSocket`]: the [connection](ConnectionOptions) and
-/// [dial](DialOptions) options every socket shares (see [`options`](crate::options)), and
+/// Options of a [`ReqSocket`]: the [connection](crate::ConnectionOptions) and
+/// [dial](crate::DialOptions) options every socket shares (see [`options`](crate::options)), and
 /// its own. Checked once, when the socket is made: a value with no sane meaning (a zero
 /// count) is raised to the least one that has one.
 ///
@@ -55,14 +55,14 @@ pub struct ReqOptions {
     /// keep a loopback or LAN link busy while bounding memory.
     pub max_in_flight: usize,
     /// Largest message sent or received, in bytes: see
-    /// [`ConnectionOptions::max_frame_len`]. Default: 64 MiB
+    /// [`ConnectionOptions::max_frame_len`](crate::ConnectionOptions::max_frame_len). Default: 64 MiB
     /// ([`DEFAULT_MAX_FRAME_LEN`]).
     pub max_frame_len: usize,
     /// Token sent in the handshake for the server's [`Authenticator`](crate::Authenticator).
     /// Default: none.
     pub auth_token: Option<Bytes>,
     /// Longest one dial may take, the transport's exchange and the hello together: see
-    /// [`DialOptions::connect_timeout`]. Default: 10 s.
+    /// [`DialOptions::connect_timeout`](crate::DialOptions::connect_timeout). Default: 10 s.
     pub connect_timeout: Duration,
     /// Longest wait for a reply in [`ReqSocket::request`]. Default: none; with tower, use
     /// `tower::timeout` instead, which applies to every call.
@@ -104,39 +104,13 @@ impl Default for ReqOptions {
 }
 
 impl ReqOptions {
-    /// The connection options in force.
-    pub fn connection(&self) -> ConnectionOptions {
-        ConnectionOptions {
-            max_frame_len: self.max_frame_len,
-            heartbeat_interval: self.heartbeat_interval,
-            heartbeat_timeout: self.heartbeat_timeout,
-        }
-    }
+    crate::options::option_group!(connection, with_connection, ConnectionOptions, "connection" {
+        max_frame_len, heartbeat_interval, heartbeat_timeout
+    });
 
-    /// Sets every connection option at once.
-    pub fn with_connection(mut self, connection: ConnectionOptions) -> Self {
-        self.max_frame_len = connection.max_frame_len;
-        self.heartbeat_interval = connection.heartbeat_interval;
-        self.heartbeat_timeout = connection.heartbeat_timeout;
-        self
-    }
-
-    /// The dial options in force.
-    pub fn dial(&self) -> DialOptions {
-        DialOptions {
-            connect_timeout: self.connect_timeout,
-            auth_token: self.auth_token.clone(),
-            reconnect: self.reconnect,
-        }
-    }
-
-    /// Sets every dial option at once.
-    pub fn with_dial(mut self, dial: DialOptions) -> Self {
-        self.connect_timeout = dial.connect_timeout;
-        self.auth_token = dial.auth_token;
-        self.reconnect = dial.reconnect;
-        self
-    }
+    crate::options::option_group!(dial, with_dial, DialOptions, "dial" {
+        connect_timeout, auth_token, reconnect
+    });
 
     /// The options with every value raised to its least sane one, as the socket takes them.
     fn validated(self) -> Self {

@@ -25,8 +25,7 @@ use crate::counters::Lazy;
 use crate::dial::{self, Dialer};
 use crate::events::{EventSink, Events};
 use crate::options::{
-    ConnectionOptions, DialOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL,
-    DEFAULT_HEARTBEAT_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT,
 };
 use crate::topic::validate_pattern;
 use crate::{Backoff, Error};
@@ -35,8 +34,8 @@ use msg_layers::compression::Decoders;
 /// Subscription changes waiting for one connection's task; `subscribe` waits for room.
 const CHANGES: usize = 64;
 
-/// Options of a [`SubSocket`]: the [connection](ConnectionOptions) and
-/// [dial](DialOptions) options every socket shares (see [`options`](crate::options)), and
+/// Options of a [`SubSocket`]: the [connection](crate::ConnectionOptions) and
+/// [dial](crate::DialOptions) options every socket shares (see [`options`](crate::options)), and
 /// its own. Checked once, when the socket is made: a value with no sane meaning (a zero
 /// count) is raised to the least one that has one.
 ///
@@ -61,11 +60,11 @@ pub struct SubOptions {
     /// inbox keeps the messages waiting for the application in the CPU's cache: against
     /// 8 MiB, 1 MiB measured 30% faster with 64 KiB messages and 10% with 1 KiB ones.
     pub inbox_bytes: usize,
-    /// Largest frame received, in bytes: see [`ConnectionOptions::max_frame_len`]. Default:
+    /// Largest frame received, in bytes: see [`ConnectionOptions::max_frame_len`](crate::ConnectionOptions::max_frame_len). Default:
     /// 64 MiB.
     pub max_frame_len: usize,
     /// Longest one dial may take, the transport's exchange and the hello together: see
-    /// [`DialOptions::connect_timeout`]. Default: 10 s.
+    /// [`DialOptions::connect_timeout`](crate::DialOptions::connect_timeout). Default: 10 s.
     pub connect_timeout: Duration,
     /// Token sent in the handshake for the publisher's
     /// [`Authenticator`](crate::Authenticator). Default: none.
@@ -100,39 +99,13 @@ impl Default for SubOptions {
 }
 
 impl SubOptions {
-    /// The connection options in force.
-    pub fn connection(&self) -> ConnectionOptions {
-        ConnectionOptions {
-            max_frame_len: self.max_frame_len,
-            heartbeat_interval: self.heartbeat_interval,
-            heartbeat_timeout: self.heartbeat_timeout,
-        }
-    }
+    crate::options::option_group!(connection, with_connection, ConnectionOptions, "connection" {
+        max_frame_len, heartbeat_interval, heartbeat_timeout
+    });
 
-    /// Sets every connection option at once.
-    pub fn with_connection(mut self, connection: ConnectionOptions) -> Self {
-        self.max_frame_len = connection.max_frame_len;
-        self.heartbeat_interval = connection.heartbeat_interval;
-        self.heartbeat_timeout = connection.heartbeat_timeout;
-        self
-    }
-
-    /// The dial options in force.
-    pub fn dial(&self) -> DialOptions {
-        DialOptions {
-            connect_timeout: self.connect_timeout,
-            auth_token: self.auth_token.clone(),
-            reconnect: self.reconnect,
-        }
-    }
-
-    /// Sets every dial option at once.
-    pub fn with_dial(mut self, dial: DialOptions) -> Self {
-        self.connect_timeout = dial.connect_timeout;
-        self.auth_token = dial.auth_token;
-        self.reconnect = dial.reconnect;
-        self
-    }
+    crate::options::option_group!(dial, with_dial, DialOptions, "dial" {
+        connect_timeout, auth_token, reconnect
+    });
 
     /// The options with every value raised to its least sane one, as the socket takes them.
     fn validated(self) -> Self {
