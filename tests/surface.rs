@@ -96,19 +96,10 @@ async fn the_retry_policy_never_retries_a_server_certificate_the_client_does_not
     let options = ReqOptions::default().reconnect_wait(Duration::from_millis(500));
     let mut req = ReqSocket::with_options(untrusting_client(), options);
     req.connect_lazy(addr).unwrap();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let policy = RetryPolicy::default()
-        .idempotent(true)
-        .max_retries(3)
-        .backoff(msg::Backoff::default().max(Duration::from_millis(20)));
-    let svc = ServiceBuilder::new()
-        .layer(tower::retry::RetryLayer::new(policy))
-        .service(counted(req, calls.clone()));
-    let outcome = within(svc.oneshot(Message::from("never sent"))).await;
-    let error = outcome.unwrap_err();
+    let (error, calls) = under_an_idempotent_retry_policy(req).await;
     assert_eq!(error.kind(), "transport", "{error:?}");
     assert!(error.is_permanent(), "{error:?}");
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "one attempt, no retry");
+    assert_eq!(calls, 1, "one attempt, no retry");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,19 +110,10 @@ async fn the_retry_policy_never_retries_a_transport_without_the_configuration_to
     let options = ReqOptions::default().reconnect_wait(Duration::from_millis(500));
     let mut req = ReqSocket::with_options(Tls::server(server), options);
     req.connect_lazy(addr).unwrap();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let policy = RetryPolicy::default()
-        .idempotent(true)
-        .max_retries(3)
-        .backoff(msg::Backoff::default().max(Duration::from_millis(20)));
-    let svc = ServiceBuilder::new()
-        .layer(tower::retry::RetryLayer::new(policy))
-        .service(counted(req, calls.clone()));
-    let outcome = within(svc.oneshot(Message::from("never sent"))).await;
-    let error = outcome.unwrap_err();
+    let (error, calls) = under_an_idempotent_retry_policy(req).await;
     assert_eq!(error.kind(), "transport", "{error:?}");
     assert!(error.is_permanent(), "{error:?}");
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "one attempt, no retry");
+    assert_eq!(calls, 1, "one attempt, no retry");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,19 +134,10 @@ async fn the_retry_policy_never_retries_a_quic_server_certificate_the_client_doe
         options,
     );
     req.connect_lazy(addr).unwrap();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let policy = RetryPolicy::default()
-        .idempotent(true)
-        .max_retries(3)
-        .backoff(msg::Backoff::default().max(Duration::from_millis(20)));
-    let svc = ServiceBuilder::new()
-        .layer(tower::retry::RetryLayer::new(policy))
-        .service(counted(req, calls.clone()));
-    let outcome = within(svc.oneshot(Message::from("never sent"))).await;
-    let error = outcome.unwrap_err();
+    let (error, calls) = under_an_idempotent_retry_policy(req).await;
     assert_eq!(error.kind(), "transport", "{error:?}");
     assert!(error.is_permanent(), "{error:?}");
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "one attempt, no retry");
+    assert_eq!(calls, 1, "one attempt, no retry");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,18 +162,9 @@ async fn the_retry_policy_never_retries_a_client_the_server_refuses_for_its_miss
     let options = ReqOptions::default().reconnect_wait(Duration::from_millis(500));
     let mut req = ReqSocket::with_options(without, options);
     req.connect_lazy(addr).unwrap();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let policy = RetryPolicy::default()
-        .idempotent(true)
-        .max_retries(3)
-        .backoff(msg::Backoff::default().max(Duration::from_millis(20)));
-    let svc = ServiceBuilder::new()
-        .layer(tower::retry::RetryLayer::new(policy))
-        .service(counted(req, calls.clone()));
-    let outcome = within(svc.oneshot(Message::from("never sent"))).await;
-    let error = outcome.unwrap_err();
+    let (error, calls) = under_an_idempotent_retry_policy(req).await;
     assert!(error.is_permanent(), "{error:?}");
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "one attempt, no retry");
+    assert_eq!(calls, 1, "one attempt, no retry");
 }
 
 /// The book's authentication example, with its imports as the book writes them
@@ -238,4 +202,20 @@ async fn the_books_authentication_example_compiles_with_its_imports_and_runs() {
     let reply = within(req.request(Bytes::from("hello"))).await.unwrap();
     assert_eq!(reply, "world");
     assert_eq!(ids.try_recv().unwrap(), "client1");
+}
+
+/// Sends one request through `req` under a retry policy that retries anything retryable
+/// (idempotent, three retries, short backoff); returns the error it ended with and how many
+/// attempts reached the socket.
+async fn under_an_idempotent_retry_policy<T: msg::Transport>(req: ReqSocket<T>) -> (Error, usize) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let policy = RetryPolicy::default()
+        .idempotent(true)
+        .max_retries(3)
+        .backoff(msg::Backoff::default().max(Duration::from_millis(20)));
+    let svc = ServiceBuilder::new()
+        .layer(tower::retry::RetryLayer::new(policy))
+        .service(counted(req, calls.clone()));
+    let outcome = within(svc.oneshot(Message::from("never sent"))).await;
+    (outcome.unwrap_err(), calls.load(Ordering::SeqCst))
 }
