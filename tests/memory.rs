@@ -304,21 +304,7 @@ fn a_subscriber_flooding_subscribe_frames_without_reading_acks_is_bounded() {
         .await;
         let peak_unread = peak_since(base);
         // Then every frame is answered.
-        let mut acks = 0u64;
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut pending = 0usize;
-        tokio::time::timeout(Duration::from_secs(120), async {
-            while acks < FRAMES {
-                let n = read.read(&mut buf).await.unwrap();
-                assert!(n > 0, "the publisher closed after {acks} acks");
-                pending += n;
-                // An empty ack is a bare 20-byte header.
-                acks += (pending / msg::wire::HEADER_LEN) as u64;
-                pending %= msg::wire::HEADER_LEN;
-            }
-        })
-        .await
-        .expect("every ack within 120 s");
+        read_bare_acks(&mut read, FRAMES).await;
         let _write = within(writer).await.expect("the writer");
         let peak = peak_since(base);
         println!(
@@ -418,20 +404,7 @@ fn a_subscribe_flood_that_changes_nothing_leaves_routes_alone_and_other_subscrib
         .await;
         let peak_unread = peak_since(base);
         // Then every frame is answered, each with an empty ack: nothing refused.
-        let mut acks = 0u64;
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut pending = 0usize;
-        tokio::time::timeout(Duration::from_secs(120), async {
-            while acks < FRAMES {
-                let n = read.read(&mut buf).await.unwrap();
-                assert!(n > 0, "the publisher closed after {acks} acks");
-                pending += n;
-                acks += (pending / msg::wire::HEADER_LEN) as u64;
-                pending %= msg::wire::HEADER_LEN;
-            }
-        })
-        .await
-        .expect("every ack within 120 s");
+        read_bare_acks(&mut read, FRAMES).await;
         let _write = within(writer).await.expect("the writer");
         let peak = peak_since(base);
         let changed = publisher.stats().subscription_changes - changes;
@@ -541,4 +514,23 @@ fn every_decompressor_allocates_at_most_its_limit_for_a_payload_that_inflates_pa
             );
         }
     });
+}
+
+/// Reads `frames` acks from `read`, each a bare 20-byte header (an ack with no refusal),
+/// within 120 s.
+async fn read_bare_acks(read: &mut (impl tokio::io::AsyncRead + Unpin), frames: u64) {
+    let mut acks = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pending = 0usize;
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while acks < frames {
+            let n = read.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the publisher closed after {acks} acks");
+            pending += n;
+            acks += (pending / msg::wire::HEADER_LEN) as u64;
+            pending %= msg::wire::HEADER_LEN;
+        }
+    })
+    .await
+    .expect("every ack within 120 s");
 }
