@@ -223,6 +223,12 @@ impl WriteBuf {
         self.len == 0
     }
 
+    /// How many slices [`io_slices`](Self::io_slices) would fill at most, to size the
+    /// array given to it.
+    pub fn slice_count(&self) -> usize {
+        self.segments.len() + usize::from(!self.staging.is_empty())
+    }
+
     /// Fills `dst` with the next slices to write, in order, and returns how many it filled.
     pub fn io_slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
