@@ -98,6 +98,45 @@ async fn subscribe_from_the_reading_loop_completes_while_the_inbox_is_full() {
     assert_eq!(payloads[3 * INBOX - 1], "on b");
 }
 
+/// The same with thousands of publications between the full inbox and the ack: the
+/// connection used to stop reading once it held one batch (256 messages) past the inbox,
+/// so an ack behind more waited for the reading loop that was waiting for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_from_the_reading_loop_completes_behind_thousands_of_held_messages() {
+    const INBOX: usize = 4;
+    const BEHIND: usize = 3_000;
+    let (publisher, addr) = publisher(PubOptions::default().high_water_mark(2 * BEHIND)).await;
+    let mut sub = SubSocket::with_options(Tcp::default(), SubOptions::default().inbox(INBOX));
+    within(sub.connect(addr)).await.unwrap();
+    within(sub.subscribe("a")).await.unwrap();
+
+    // The inbox fills, and thousands more wait behind it, all written to the connection.
+    publish_n(&publisher, "a", 0, INBOX + BEHIND).await;
+    until(|| {
+        publisher
+            .subscriber_stats()
+            .iter()
+            .any(|s| s.sent == (INBOX + BEHIND) as u64)
+    })
+    .await;
+    // The inbox took what it could (a first batch may overfill it) and is full.
+    until(|| sub.stats().received >= INBOX as u64).await;
+
+    // The reading loop follows one more topic, without reading.
+    within(sub.subscribe("b")).await.unwrap();
+    within(publisher.publish("b", Bytes::from("on b")))
+        .await
+        .unwrap();
+
+    // Everything arrives, in order, and the new topic's message after it.
+    for i in 0..INBOX + BEHIND {
+        let msg = within(sub.next()).await.expect("a message");
+        assert_eq!(msg.payload(), &Bytes::from(i.to_string()));
+    }
+    let last = within(sub.next()).await.expect("the message on b");
+    assert_eq!(last.payload(), "on b");
+}
+
 /// `RepOptions::stream_buffer` bounded each connection, not the socket: a connection kept
 /// the room it was told of, so N connections could queue N times the buffer. Here the
 /// room each connection was told of is set up step by step, then every client sends more

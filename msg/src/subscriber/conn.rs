@@ -23,6 +23,14 @@ const BATCH: usize = 256;
 /// Most payload bytes handed to the inbox at once, so that a batch of large messages
 /// stays within the inbox's own bound.
 const BATCH_BYTES: usize = 256 * 1024;
+/// While a subscription change waits for its ack, reading goes on past a full batch, up to
+/// this many messages held, so that the ack reaches the task awaiting it even when that
+/// task is the one that would drain the full inbox. It covers what a publisher with the
+/// default queue has queued and written ahead of the ack (1,024 messages queued, 1 MiB
+/// being written, and the sockets' buffers).
+const AWAITING_ACK: usize = 64 * 1024;
+/// The same bound in payload bytes.
+const AWAITING_ACK_BYTES: usize = 16 * 1024 * 1024;
 
 /// What the reconnect supervisor runs on each connection of a subscriber socket to one
 /// publisher.
@@ -234,6 +242,10 @@ impl<A: Clone> Endpoint for SubEndpoint<A> {
     }
 
     fn read_paused(&self, _link: &Link) -> bool {
+        if self.role.unacked() > 0 {
+            // An ack is due: read on towards it, within its own bound.
+            return self.batch.len() >= AWAITING_ACK || self.batch_bytes >= AWAITING_ACK_BYTES;
+        }
         self.full()
     }
 
