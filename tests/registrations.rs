@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
-use msg::{serve, Error, RepSocket, ReqSocket, Request, SocketEvent, Tcp};
+use msg::{
+    serve, Error, PubOptions, PubSocket, RepSocket, ReqSocket, Request, SocketEvent, SubSocket, Tcp,
+};
 use msg_tests::within;
 use tokio_stream::StreamExt;
 use tower::{service_fn, BoxError};
@@ -116,4 +118,42 @@ fn a_socket_registers_each_metric_once_however_many_requests_fail_and_connection
         "{:?}",
         registrations.0
     );
+}
+
+/// A publisher that drops for a slow subscriber counted each drop by looking its two
+/// counters up; they are registered at the first drop and kept.
+#[test]
+fn a_publisher_registers_its_drop_counters_once_however_many_messages_it_drops() {
+    const PUBLISHES: usize = 5_000;
+    let registrations = Registrations::default();
+    let dropped = metrics::with_local_recorder(&registrations, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let mut publisher = PubSocket::with_options(
+                    Tcp::default(),
+                    PubOptions::default().high_water_mark(1),
+                );
+                publisher.bind("127.0.0.1:0").await.unwrap();
+                let addr = publisher.local_addr().unwrap();
+                let mut sub = SubSocket::new(Tcp::default());
+                within(sub.connect(addr)).await.unwrap();
+                within(sub.subscribe("t")).await.unwrap();
+                // On one thread, the subscriber's session runs only when the loop gives way:
+                // its queue of one is full for most of these.
+                for _ in 0..PUBLISHES {
+                    publisher.publish("t", Bytes::from("x")).await.unwrap();
+                }
+                publisher.stats().dropped
+            })
+    });
+    assert!(dropped > 100, "only {dropped} dropped");
+    for name in [
+        "msg_publish_dropped_total{}",
+        "msg_limit_hits_total{limit=queued_bytes}",
+    ] {
+        assert_eq!(registrations.of(name), 1, "{name}: {:?}", registrations.0);
+    }
 }

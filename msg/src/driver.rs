@@ -28,6 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::dial::End;
 use crate::io::FramedIo;
+use crate::limits::Hits;
 use crate::Error;
 
 /// Passes through a connection's work in one wake-up before the driver lets other tasks
@@ -98,6 +99,8 @@ pub(crate) struct Driver<Io, E> {
     closing: bool,
     /// Set once the driver has ended.
     ended: bool,
+    /// The `queued_bytes` limit's counter, hit on every pass over the write high-water.
+    over_high_water: Hits,
 }
 
 impl<Io: AsyncRead + AsyncWrite + Unpin, E: Endpoint> Driver<Io, E> {
@@ -108,6 +111,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, E: Endpoint> Driver<Io, E> {
             deferred: false,
             closing: false,
             ended: false,
+            over_high_water: Hits::new(crate::limits::QUEUED_BYTES),
         }
     }
 
@@ -170,7 +174,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, E: Endpoint> Driver<Io, E> {
         loop {
             if self.endpoint.read_paused(&self.io.link) {
                 if self.io.link.over_high_water() {
-                    crate::limits::hit(crate::limits::QUEUED_BYTES);
+                    self.over_high_water.hit();
                 }
                 break;
             }
@@ -247,7 +251,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, E: Endpoint> Future for Driver<Io, E> {
             }
             let was_full = this.io.link.over_high_water();
             if was_full {
-                crate::limits::hit(crate::limits::QUEUED_BYTES);
+                this.over_high_water.hit();
             }
             if let Poll::Ready(Err(e)) = this.io.poll_flush(cx) {
                 return this.lost(Error::Io(e.into()), cx);

@@ -39,7 +39,35 @@ pub(crate) fn frame_error(e: msg_core::FrameError) -> msg_core::FrameError {
     e
 }
 
-/// Counts one hit of `limit`.
+/// Counts one hit of `limit`, looking its counter up: for limits hit rarely (a refused
+/// handshake, a refused subscription). Where a limit can be hit on every message or every
+/// pass, a [`Hits`] keeps the handle.
 pub(crate) fn hit(limit: &'static str) {
-    metrics::counter!("msg_limit_hits_total", "limit" => limit).increment(1);
+    register(limit).increment(1);
+}
+
+fn register(limit: &'static str) -> metrics::Counter {
+    metrics::counter!("msg_limit_hits_total", "limit" => limit)
+}
+
+/// One limit's hit counter, registered at the first hit and kept.
+#[derive(Debug)]
+pub(crate) struct Hits {
+    limit: &'static str,
+    counter: crate::counters::Lazy,
+}
+
+impl Hits {
+    /// The counter of `limit`, not yet registered.
+    pub(crate) fn new(limit: &'static str) -> Self {
+        Hits {
+            limit,
+            counter: crate::counters::Lazy::default(),
+        }
+    }
+
+    /// Counts one hit.
+    pub(crate) fn hit(&self) {
+        self.counter.get(|| register(self.limit)).increment(1);
+    }
 }

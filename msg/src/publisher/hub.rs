@@ -12,6 +12,8 @@ use super::queue::{Offer, OutFrame, Pressure, Session};
 use super::registry::Registry;
 use super::route::Routed;
 use super::{PubOptions, SlowSubscriber};
+use crate::counters::Lazy;
+use crate::limits::Hits;
 use crate::Error;
 
 /// The publisher's hub: the subscriber sessions, their subscriptions, and the counters,
@@ -28,6 +30,10 @@ pub(crate) struct Hub<A> {
     pub(super) closed: AtomicBool,
     /// The full queues, under [`SlowSubscriber::Wait`].
     pub(super) pressure: Arc<Pressure>,
+    /// `msg_publish_dropped_total`, registered at the first drop.
+    dropped_counter: Lazy,
+    /// The `queued_bytes` limit's counter, hit by every drop.
+    full_queue: Hits,
 }
 
 impl<A: Clone + fmt::Display> Hub<A> {
@@ -42,6 +48,8 @@ impl<A: Clone + fmt::Display> Hub<A> {
             born: Instant::now(),
             closed: AtomicBool::new(false),
             pressure: Arc::default(),
+            dropped_counter: Lazy::default(),
+            full_queue: Hits::new(crate::limits::QUEUED_BYTES),
         }
     }
 
@@ -71,9 +79,11 @@ impl<A: Clone + fmt::Display> Hub<A> {
 
     fn count_drop(&self, session: &Session<A>) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("msg_publish_dropped_total").increment(1);
+        self.dropped_counter
+            .get(|| metrics::counter!("msg_publish_dropped_total"))
+            .increment(1);
         // The subscriber's queue is at its high-water mark or bytes: the queued_bytes limit.
-        crate::limits::hit(crate::limits::QUEUED_BYTES);
+        self.full_queue.hit();
         let dropped = session.dropped.fetch_add(1, Ordering::Relaxed) + 1;
         // Log at most once a second per subscriber, however fast the drops come.
         let now = self.born.elapsed().as_millis() as u64;
