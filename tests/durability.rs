@@ -718,20 +718,38 @@ async fn three_thousand_requests_timing_out_leave_both_sides_their_full_capacity
     .await;
     assert!(server.started.load(Ordering::SeqCst) >= 1024);
 
-    // Full capacity on both sides: a full window of requests is answered.
+    // Full capacity on both sides: a full window of requests is answered. The socket's
+    // 30 ms timeout still applies, and a loaded machine can miss it for some of a window
+    // sent at once: a request that times out is sent again (a few times at most), since
+    // what this checks is that every slot is free again, not the latency.
     server.gate.send(true).unwrap();
     let replies: Vec<_> = within(
         (0..1024)
             .map(|i| {
                 let req = req.clone();
-                async move { req.request(Bytes::from(format!("{i}"))).await }
+                async move {
+                    let mut outcome = req.request(Bytes::from(format!("{i}"))).await;
+                    for _ in 0..5 {
+                        if !matches!(outcome, Err(Error::Timeout { .. })) {
+                            break;
+                        }
+                        outcome = req.request(Bytes::from(format!("{i}"))).await;
+                    }
+                    outcome
+                }
             })
             .collect::<FuturesUnordered<_>>()
             .collect(),
     )
     .await;
     assert_eq!(replies.len(), 1024);
-    assert!(replies.iter().all(Result::is_ok));
+    let failed: Vec<_> = replies.iter().filter(|r| r.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
