@@ -36,6 +36,11 @@ impl<S> Slots<S> {
         }
     }
 
+    /// A table with no bound but the slots' index.
+    pub(crate) fn unbounded() -> Self {
+        Slots::new(SlotId::MAX as usize)
+    }
+
     /// Reserves a free slot, or makes one while there are fewer than the bound, holding
     /// `value`; `None` when every slot is held.
     pub(crate) fn reserve(&mut self, value: S) -> Option<(SlotId, Generation)> {

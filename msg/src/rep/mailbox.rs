@@ -12,9 +12,10 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
+use msg_core::Code;
 use tower::BoxError;
 
-use super::calls::{Calls, Outcome};
+use super::calls::{Calls, Failure, Outcome};
 use super::{PendingRequest, Request};
 use crate::handoff::{wake_all, Handoff, Queue, Weigh};
 use crate::slots::{Generation, SlotId, Slots};
@@ -228,7 +229,7 @@ impl<A> Mailbox<A> {
             outbox: Arc::new(Outbox {
                 state: Mutex::new(OutboxState {
                     ready: Queue::unbounded(),
-                    slots: Slots::new(usize::MAX),
+                    slots: Slots::unbounded(),
                 }),
             }),
             batch: Vec::new(),
@@ -269,7 +270,8 @@ impl<A> Calls<A> for Mailbox<A> {
 
     fn start(&mut self, id: u64, request: Request<A>, _cx: &mut Context<'_>) -> Option<Outcome> {
         let Some((slot, generation)) = lock(&self.outbox.state).slots.reserve(id) else {
-            unreachable!("the outbox's slots are unbounded")
+            // As many requests as slots' indexes are running: refused like any other.
+            return Some(Err(Failure::new(Code::ResourceExhausted, "too many calls")));
         };
         self.running += 1;
         self.room = self.room.saturating_sub(1);
