@@ -153,15 +153,15 @@ pub(crate) fn park(slot: &mut Option<Waker>, waker: &Waker) {
 }
 
 impl<T: Weigh> Queue<T> {
-    /// An empty queue holding at most `max_items` items and, past its first item,
-    /// `max_bytes` bytes; each is at least 1.
+    /// An empty queue holding at most `max_items` items and `max_bytes` bytes (see
+    /// [`is_full`](Self::is_full)); a bound of zero leaves it full for good.
     pub(crate) fn new(max_items: usize, max_bytes: usize) -> Self {
         Queue {
             items: VecDeque::new(),
             bytes: 0,
             reserved: 0,
-            max_items: max_items.max(1),
-            max_bytes: max_bytes.max(1),
+            max_items,
+            max_bytes,
             room: Line::default(),
             consumer: None,
             closed: false,

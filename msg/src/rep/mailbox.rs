@@ -56,7 +56,7 @@ pub(crate) struct Inbox<A> {
 impl<A> Inbox<A> {
     pub(crate) fn new(capacity: usize) -> Self {
         Inbox {
-            queue: Handoff::new(capacity, usize::MAX),
+            queue: Handoff::new(capacity.max(1), usize::MAX),
         }
     }
 
