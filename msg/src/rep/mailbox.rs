@@ -95,10 +95,11 @@ impl<A> Inbox<A> {
                 batch.clear();
                 return;
             }
+            let reader = queue.push_batch(batch);
             if unused > 0 {
                 queue.room.wake_all(&mut writers);
             }
-            queue.push_batch(batch)
+            reader
         };
         if let Some(reader) = reader {
             reader.wake();
