@@ -169,15 +169,14 @@ impl Header {
     /// The header's 20 bytes.
     pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
         let mut bytes = [0u8; HEADER_LEN];
-        let mut dst = &mut bytes[..];
-        dst.put_u16(MAGIC);
-        dst.put_u8(VERSION);
-        dst.put_u8(self.kind as u8);
-        dst.put_u8(0);
-        dst.put_u8(self.encoding.code());
-        dst.put_u16(self.topic_len);
-        dst.put_u64(self.id);
-        dst.put_u32(self.payload_len);
+        bytes[0..2].copy_from_slice(&MAGIC.to_be_bytes());
+        bytes[2] = VERSION;
+        bytes[3] = self.kind as u8;
+        // bytes[4]: the flags, none.
+        bytes[5] = self.encoding.code();
+        bytes[6..8].copy_from_slice(&self.topic_len.to_be_bytes());
+        bytes[8..16].copy_from_slice(&self.id.to_be_bytes());
+        bytes[16..20].copy_from_slice(&self.payload_len.to_be_bytes());
         bytes
     }
 

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::wire::{header_for, FrameKind, HEADER_LEN};
 use crate::{Encoding, FrameError};
@@ -179,9 +179,9 @@ impl WriteBuf {
         if self.staging.capacity() == 0 {
             self.staging.reserve(STAGING_START);
         }
-        self.staging.extend_from_slice(&head.header[..ID_AT.start]);
-        self.staging.put_u64(id);
-        self.staging.extend_from_slice(&head.header[ID_AT.end..]);
+        let mut header = head.header;
+        header[ID_AT].copy_from_slice(&id.to_be_bytes());
+        self.staging.extend_from_slice(&header);
         self.staging.extend_from_slice(&head.topic);
         if payload.len() >= COPY_THRESHOLD {
             let split = self.staging.split().freeze();
@@ -221,6 +221,12 @@ impl WriteBuf {
     /// Whether nothing waits to be written.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// How many slices [`io_slices`](Self::io_slices) would fill at most, to size the
+    /// array given to it.
+    pub fn slice_count(&self) -> usize {
+        self.segments.len() + usize::from(!self.staging.is_empty())
     }
 
     /// Fills `dst` with the next slices to write, in order, and returns how many it filled.

@@ -23,6 +23,7 @@ use crate::Error;
 /// How much the read buffer takes at first, and again once the connection goes idle: a
 /// handshake, and the pings of an idle connection, need no more.
 const MIN_READ_CHUNK: usize = 512;
+
 /// How much the read buffer grows by when it runs out of room, for small frames, once
 /// reads come full.
 const READ_CHUNK: usize = 64 * 1024;
@@ -32,6 +33,8 @@ const MAX_READ_CHUNK: usize = 1024 * 1024;
 /// cover a subscriber's inbox (1 MiB by default) several times over, with the frames the
 /// application still holds. 16 measured no faster than 8.
 const POOLED_BUFFERS: usize = 8;
+/// The slices a write takes when it needs only a few.
+const FEW_SLICES: usize = 4;
 
 /// Heartbeat settings as the socket options give them: `None` turns heartbeats off.
 pub(crate) fn heartbeat_config(interval: Duration, timeout: Duration) -> Option<HeartbeatConfig> {
@@ -330,9 +333,18 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
     /// stream.
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.link.queued_len() > 0 {
-            let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
-            let count = self.link.io_slices(&mut slices);
-            let n = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]))?;
+            // Most writes are of a few slices (small frames coalesce into one): an array
+            // of them is cheaper to set up than one of the most a write takes.
+            let written = if self.link.slice_count() <= FEW_SLICES {
+                let mut slices = [IoSlice::new(&[]); FEW_SLICES];
+                let count = self.link.io_slices(&mut slices);
+                Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count])
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
+                let count = self.link.io_slices(&mut slices);
+                Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count])
+            };
+            let n = ready!(written)?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }

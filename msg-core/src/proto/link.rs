@@ -237,6 +237,11 @@ impl Link {
         self.wbuf.io_slices(dst)
     }
 
+    /// How many slices [`io_slices`](Self::io_slices) would fill at most.
+    pub fn slice_count(&self) -> usize {
+        self.wbuf.slice_count()
+    }
+
     /// `n` bytes were written.
     pub fn advance(&mut self, n: usize) {
         self.wbuf.advance(n);

@@ -92,77 +92,126 @@ impl<A: Clone + fmt::Display> Hub<A> {
         }
     }
 
-    /// Queues `frame` for every subscriber in `sessions`, dropping for the full ones.
-    fn publish_dropping(&self, sessions: &[Arc<Session<A>>], frame: &OutFrame) {
-        for session in sessions {
-            match session.offer(frame, SlowSubscriber::Drop) {
-                Offer::Queued => {
-                    self.queued.fetch_add(1, Ordering::Relaxed);
+    /// [`Error::Closed`] once the socket is closed.
+    pub(super) fn ensure_open(&self) -> Result<(), Error> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Counts one publication, queued for `queued` subscribers.
+    fn count_published(&self, queued: u64) {
+        if queued > 0 {
+            self.queued.fetch_add(queued, Ordering::Relaxed);
+        }
+        self.published.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Publishes `msg` to the sessions `routed` found for its topic, as far as it can
+    /// without waiting: the whole way under [`SlowSubscriber::Drop`], and under
+    /// [`SlowSubscriber::Wait`] up to the first subscriber whose queue is full, which
+    /// [`Blocked`] names for [`finish`](Self::finish) to wait on. Most publishes never
+    /// wait, and take no future of their own.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::FrameTooLarge`] over the frame limit. The caller checks that the socket
+    /// is open ([`ensure_open`](Self::ensure_open)).
+    pub(super) fn start(
+        &self,
+        routed: &Routed<A>,
+        msg: &Message,
+    ) -> Result<Option<Blocked>, Error> {
+        let frame = self.frame(routed, msg)?;
+        let policy = self.options.slow_subscriber;
+        let mut queued = 0;
+        for (at, session) in routed.sessions.iter().enumerate() {
+            match session.offer(&frame, policy) {
+                Offer::Queued => queued += 1,
+                Offer::Full if policy == SlowSubscriber::Wait => {
+                    return Ok(Some(Blocked { at, frame, queued }));
                 }
                 Offer::Full => self.count_drop(session),
                 Offer::Gone => {}
             }
         }
-        self.published.fetch_add(1, Ordering::Relaxed);
+        self.count_published(queued);
+        Ok(None)
     }
 
-    /// Queues `frame` for every subscriber in `sessions`, waiting for room where there is
-    /// none.
-    async fn publish_waiting(&self, sessions: &[Arc<Session<A>>], frame: &OutFrame) {
-        for session in sessions {
-            let mut offer = session.offer(frame, SlowSubscriber::Wait);
+    /// Finishes a publish that [`start`](Self::start) left blocked, waiting for room in
+    /// each full queue in turn.
+    pub(super) async fn finish(&self, routed: &Routed<A>, blocked: Blocked) {
+        let Blocked {
+            at,
+            frame,
+            mut queued,
+        } = blocked;
+        for session in &routed.sessions[at..] {
+            let mut offer = session.offer(&frame, SlowSubscriber::Wait);
             while let Offer::Full = offer {
                 // The room signal is armed only once the queue was found full, and before it
                 // is offered again, so that room made in between is not missed.
                 let space = session.space.notified();
                 tokio::pin!(space);
                 space.as_mut().enable();
-                offer = session.offer(frame, SlowSubscriber::Wait);
+                offer = session.offer(&frame, SlowSubscriber::Wait);
                 if let Offer::Full = offer {
                     space.await;
-                    offer = session.offer(frame, SlowSubscriber::Wait);
+                    offer = session.offer(&frame, SlowSubscriber::Wait);
                 }
             }
             if let Offer::Queued = offer {
-                self.queued.fetch_add(1, Ordering::Relaxed);
+                queued += 1;
             }
         }
-        self.published.fetch_add(1, Ordering::Relaxed);
+        self.count_published(queued);
     }
 
-    /// Publishes `msg` to the sessions `routed` found for its topic.
+    /// Publishes `msg` to the sessions `routed` found for its topic, waiting for room
+    /// under [`SlowSubscriber::Wait`].
     ///
     /// # Errors
     ///
-    /// [`Error::Closed`] once the socket is closed, the routing error, or
-    /// [`Error::FrameTooLarge`] over the frame limit.
+    /// [`Error::Closed`] once the socket is closed, the routing error, or as
+    /// [`start`](Self::start).
     pub(super) async fn publish(
         &self,
-        routed: Result<Routed<A>, Error>,
+        routed: Result<Arc<Routed<A>>, Error>,
         msg: &Message,
     ) -> Result<(), Error> {
-        if self.closed.load(Ordering::Relaxed) {
-            return Err(Error::Closed);
-        }
-        // A publish under the drop policy never waits. So that a loop of them still gives
-        // way to the other tasks on its worker (the subscribers' sessions among them), every
-        // 16th publish on a thread spends a unit of tokio's cooperative budget: a forced
-        // yield every 2048 publishes; one every 128 cost about 15% of the rate at 64 B.
-        thread_local! {
-            static PUBLISHES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-        }
-        if PUBLISHES.with(|n| {
-            n.set(n.get().wrapping_add(1));
-            n.get() % 16 == 0
-        }) {
-            tokio::task::consume_budget().await;
-        }
-        let routed = routed?;
-        let frame = self.frame(&routed, msg)?;
-        match self.options.slow_subscriber {
-            SlowSubscriber::Drop => self.publish_dropping(&routed.sessions, &frame),
-            SlowSubscriber::Wait => self.publish_waiting(&routed.sessions, &frame).await,
+        give_way().await;
+        let routed = self.ensure_open().and(routed)?;
+        if let Some(blocked) = self.start(&routed, msg)? {
+            self.finish(&routed, blocked).await;
         }
         Ok(())
+    }
+}
+
+/// A publish stopped at a full queue under [`SlowSubscriber::Wait`]: the frame, the index
+/// of the session it waits for, and the queues it went into before.
+pub(super) struct Blocked {
+    at: usize,
+    frame: OutFrame,
+    queued: u64,
+}
+
+/// Gives way to the other tasks on this worker now and then.
+///
+/// A publish under the drop policy never waits. So that a loop of them still gives way to
+/// the other tasks on its worker (the subscribers' sessions among them), every 16th publish
+/// on a thread spends a unit of tokio's cooperative budget: a forced yield every 2048
+/// publishes; one every 128 cost about 15% of the rate at 64 B.
+pub(super) async fn give_way() {
+    thread_local! {
+        static PUBLISHES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+    if PUBLISHES.with(|n| {
+        n.set(n.get().wrapping_add(1));
+        n.get() % 16 == 0
+    }) {
+        tokio::task::consume_budget().await;
     }
 }

@@ -81,6 +81,7 @@ pub(crate) struct Session<A> {
     high_water_bytes: usize,
 }
 
+/// What became of a frame offered to a session's queue.
 pub(super) enum Offer {
     Queued,
     Full,

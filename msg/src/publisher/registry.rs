@@ -4,6 +4,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, Guard};
@@ -103,6 +104,9 @@ pub(crate) struct Registry<A> {
     next: Mutex<Snapshot<A>>,
     /// The snapshot in force, read by publishers without a lock.
     current: ArcSwap<Snapshot<A>>,
+    /// The version of `current`, set once it is swapped in: a publisher whose cached route
+    /// is of this version needs nothing else (see [`version`](Self::version)).
+    version: AtomicU64,
 }
 
 impl<A> Default for Registry<A> {
@@ -115,6 +119,7 @@ impl<A> Default for Registry<A> {
         Registry {
             next: Mutex::new(empty.clone()),
             current: ArcSwap::from_pointee(empty),
+            version: AtomicU64::new(0),
         }
     }
 }
@@ -125,6 +130,13 @@ impl<A> Registry<A> {
         self.current.load()
     }
 
+    /// The version of the snapshot in force. It is set after the snapshot is swapped in
+    /// and before the change that made it is acknowledged, so a publisher that reads it
+    /// after an acknowledgement sees that change or a later one.
+    pub(super) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
     /// Makes one change to the next snapshot, then swaps it in.
     fn change(&self, f: impl FnOnce(&mut Trie, &mut Arc<Sessions<A>>)) {
         let mut guard = lock(&self.next);
@@ -133,6 +145,7 @@ impl<A> Registry<A> {
         next.version += 1;
         // Swapped under the lock, so that snapshots come in the order they were made.
         self.current.store(Arc::new(next.clone()));
+        self.version.store(next.version, Ordering::Release);
     }
 
     /// Registers a new subscriber's session.

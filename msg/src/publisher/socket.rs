@@ -14,7 +14,7 @@ use msg_transports::{Listener, Transport};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::hub::Hub;
+use super::hub::{give_way, Hub};
 use super::route::RouteCache;
 use super::{session, PubOptions, PubStats, Publication, SlowSubscriber, SubscriberStats};
 use crate::accept::{accept_loop, AcceptConfig};
@@ -287,15 +287,18 @@ impl<T: Transport> PubSocket<T> {
         if self.guard.is_none() {
             return Err(Error::NotBound);
         }
+        give_way().await;
         let routed = self.route.route(&self.shared.registry, topic);
-        match &self.codec {
-            Some(codec) => {
-                self.shared
-                    .publish(routed, &codec.compress(msg.clone()))
-                    .await
-            }
-            None => self.shared.publish(routed, msg).await,
+        let hub = &self.shared;
+        let routed = hub.ensure_open().and(routed)?;
+        let blocked = match &self.codec {
+            Some(codec) => hub.start(&routed, &codec.compress(msg.clone()))?,
+            None => hub.start(&routed, msg)?,
+        };
+        if let Some(blocked) = blocked {
+            hub.finish(&routed, blocked).await;
         }
+        Ok(())
     }
 
     /// The socket's counters.
