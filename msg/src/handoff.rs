@@ -189,6 +189,13 @@ impl<T: Weigh> Queue<T> {
         self.items.len() + self.reserved >= self.max_items || self.bytes >= self.max_bytes
     }
 
+    /// Whether one more item of `weight` fits: there is room for an item, and its bytes
+    /// fit too, or the queue is empty (an item larger than the bound still goes alone).
+    pub(crate) fn fits(&self, weight: usize) -> bool {
+        self.items.len() + self.reserved < self.max_items
+            && (self.items.is_empty() || self.bytes + weight <= self.max_bytes)
+    }
+
     /// Reserves all the room there is for items, and says how much: none when there is
     /// none. The room is the producer's until it [`unreserve`](Self::unreserve)s it, used
     /// or not.
@@ -338,14 +345,16 @@ mod tests {
     #[test]
     fn the_bound_is_in_items_and_in_bytes_and_reserved_room_counts() {
         let mut queue = Queue::new(3, 10);
+        assert!(queue.fits(20), "an item larger than the bound goes alone");
         queue.push(vec![0; 6]);
+        assert!(queue.fits(4) && !queue.fits(5));
         assert!(!queue.is_full());
         queue.push(vec![0; 4]);
         assert!(queue.is_full(), "at the bound in bytes");
         queue.pop();
         assert_eq!(queue.bytes, 4);
         assert_eq!(queue.reserve(), 2, "all the room left for items");
-        assert!(queue.is_full(), "reserved room is taken");
+        assert!(queue.is_full() && !queue.fits(0), "reserved room is taken");
         assert_eq!(queue.reserve(), 0);
         queue.unreserve(1);
         assert!(!queue.is_full());
