@@ -88,6 +88,7 @@ mod error;
 mod events;
 #[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
+mod handoff;
 mod handshake;
 mod io;
 pub mod limits;
@@ -96,6 +97,7 @@ mod publisher;
 mod rep;
 mod req;
 pub mod retry;
+mod slots;
 mod status;
 mod subscriber;
 pub mod topic;

@@ -1,7 +1,6 @@
 //! A subscriber's queue: what publishes hand to its session, bounded by the high-water
 //! marks, and the count of full queues that [`SlowSubscriber::Wait`] waits on.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -11,6 +10,7 @@ use msg_core::SharedHead;
 use tokio::sync::Notify;
 
 use super::{PubOptions, SlowSubscriber};
+use crate::handoff::{Queue, Weigh};
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section leaves its data consistent, so a poisoned lock is still sound.
@@ -48,18 +48,22 @@ impl Pressure {
     }
 }
 
-#[derive(Default)]
+/// A queued message weighs its payload.
+impl Weigh for (u64, OutFrame) {
+    fn weight(&self) -> usize {
+        self.1.payload.len()
+    }
+}
+
 pub(crate) struct SessionQueue {
-    /// Messages waiting, each with its sequence number in this session.
-    pub(super) frames: VecDeque<(u64, OutFrame)>,
-    /// Payload bytes waiting.
-    pub(super) bytes: usize,
+    /// Messages waiting, each with its sequence number in this session, bounded by the
+    /// high-water marks; closed once the session is gone.
+    frames: Queue<(u64, OutFrame)>,
     /// Sequence number of the last message offered, queued or dropped: a drop leaves a
     /// gap that the subscriber sees.
     last_seq: u64,
     /// Whether this queue counts in [`Pressure::full`].
     counted_full: bool,
-    closed: bool,
 }
 
 /// What a publish and a subscriber's session share.
@@ -77,8 +81,6 @@ pub(crate) struct Session<A> {
     pub(super) last_drop_log: AtomicU64,
     /// Counts this queue while it is full, under [`SlowSubscriber::Wait`] only.
     pressure: Option<Arc<Pressure>>,
-    high_water_mark: usize,
-    high_water_bytes: usize,
 }
 
 /// What became of a frame offered to a session's queue.
@@ -95,15 +97,17 @@ impl<A> Session<A> {
         Session {
             id,
             peer,
-            queue: Mutex::new(SessionQueue::default()),
+            queue: Mutex::new(SessionQueue {
+                frames: Queue::new(options.high_water_mark, options.high_water_bytes),
+                last_seq: 0,
+                counted_full: false,
+            }),
             waker: AtomicWaker::new(),
             space: Arc::new(Notify::new()),
             sent: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             last_drop_log: AtomicU64::new(0),
             pressure: (options.slow_subscriber == SlowSubscriber::Wait).then(|| pressure.clone()),
-            high_water_mark: options.high_water_mark,
-            high_water_bytes: options.high_water_bytes,
         }
     }
 
@@ -112,13 +116,10 @@ impl<A> Session<A> {
     pub(super) fn offer(&self, frame: &OutFrame, policy: SlowSubscriber) -> Offer {
         {
             let mut queue = lock(&self.queue);
-            if queue.closed {
+            if queue.frames.is_closed() {
                 return Offer::Gone;
             }
-            let size = frame.payload.len();
-            let full = queue.frames.len() >= self.high_water_mark
-                || (!queue.frames.is_empty() && queue.bytes + size > self.high_water_bytes);
-            if full {
+            if !queue.frames.fits(frame.payload.len()) {
                 if policy == SlowSubscriber::Drop {
                     queue.last_seq += 1;
                 }
@@ -127,8 +128,7 @@ impl<A> Session<A> {
             queue.last_seq += 1;
             let seq = queue.last_seq;
             let was_empty = queue.frames.is_empty();
-            queue.frames.push_back((seq, frame.clone()));
-            queue.bytes += size;
+            queue.frames.push((seq, frame.clone()));
             self.count_pressure(&mut queue);
             if !was_empty {
                 // The session was woken when the queue stopped being empty, and it drains
@@ -145,13 +145,7 @@ impl<A> Session<A> {
     pub(super) fn take(&self, most: usize, batch: &mut Vec<(u64, OutFrame)>) {
         let roomier = {
             let mut queue = lock(&self.queue);
-            let n = queue.frames.len().min(most);
-            let before = batch.len();
-            batch.extend(queue.frames.drain(..n));
-            queue.bytes -= batch[before..]
-                .iter()
-                .map(|(_, f)| f.payload.len())
-                .sum::<usize>();
+            queue.frames.take_into(most, batch);
             self.count_pressure(&mut queue)
         };
         if roomier {
@@ -176,9 +170,9 @@ impl<A> Session<A> {
     pub(super) fn close(&self) -> u64 {
         let left = {
             let mut queue = lock(&self.queue);
-            queue.closed = true;
-            queue.bytes = 0;
-            let left = std::mem::take(&mut queue.frames).len() as u64;
+            // Nobody waits in the queue itself: publishers wait on `space`, the session
+            // on its own waker.
+            let left = queue.frames.close(&mut Vec::new()).len() as u64;
             self.count_pressure(&mut queue);
             left
         };
@@ -195,8 +189,7 @@ impl<A> Session<A> {
         let Some(pressure) = &self.pressure else {
             return false;
         };
-        let full = !queue.closed
-            && (queue.frames.len() >= self.high_water_mark || queue.bytes >= self.high_water_bytes);
+        let full = !queue.frames.is_closed() && queue.frames.is_full();
         if full == queue.counted_full {
             return false;
         }

@@ -9,14 +9,16 @@
 //! connection's outbox with a generation, so that an answer to a request the client has
 //! since cancelled (or to a connection that is gone) is told apart and goes nowhere.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
+use msg_core::Code;
 use tower::BoxError;
 
-use super::calls::{Calls, Outcome};
+use super::calls::{Calls, Failure, Outcome};
 use super::{PendingRequest, Request};
+use crate::handoff::{wake_all, Handoff, Queue, Weigh};
+use crate::slots::{Generation, SlotId, Slots};
 
 /// Locks `mutex`; every step leaves the state consistent, so a panic elsewhere cannot
 /// poison it into a wrong one.
@@ -36,36 +38,25 @@ impl std::fmt::Display for SocketClosed {
 
 impl std::error::Error for SocketClosed {}
 
-/// Requests of every connection read as a stream, waiting to be taken.
-pub(crate) struct Inbox<A> {
-    state: Mutex<InboxState<A>>,
-    /// Requests waiting, past which connections stop reading.
-    capacity: usize,
+/// The inbox is bounded in requests only.
+impl<A> Weigh for PendingRequest<A> {
+    fn weight(&self) -> usize {
+        0
+    }
 }
 
-struct InboxState<A> {
-    queue: VecDeque<PendingRequest<A>>,
-    /// The socket's stream, when it found the queue empty.
-    reader: Option<Waker>,
-    /// Connections that found the queue full.
-    writers: Vec<Waker>,
-    /// Room promised to connections and not yet handed back, as requests or unused: it
-    /// counts against the capacity, so that all connections together stay within it.
-    reserved: usize,
-    closed: bool,
+/// Requests of every connection read as a stream, waiting to be taken. Room promised to
+/// connections counts against its capacity until it is handed back, as requests or unused,
+/// so that all connections together stay within it; connections that found it full wait
+/// for room, and the stream, when it found it empty, for requests.
+pub(crate) struct Inbox<A> {
+    queue: Handoff<PendingRequest<A>>,
 }
 
 impl<A> Inbox<A> {
     pub(crate) fn new(capacity: usize) -> Self {
         Inbox {
-            state: Mutex::new(InboxState {
-                queue: VecDeque::new(),
-                reader: None,
-                writers: Vec::new(),
-                reserved: 0,
-                closed: false,
-            }),
-            capacity: capacity.max(1),
+            queue: Handoff::new(capacity.max(1), usize::MAX),
         }
     }
 
@@ -74,20 +65,17 @@ impl<A> Inbox<A> {
     /// connection's until it hands it back with [`push_all`](Self::push_all) or
     /// [`release`](Self::release).
     fn poll_room(&self, cx: &mut Context<'_>) -> Poll<Result<usize, BoxError>> {
-        let mut state = lock(&self.state);
-        if state.closed {
+        let mut queue = self.queue.lock();
+        if queue.is_closed() {
             return Poll::Ready(Err(Box::new(SocketClosed)));
         }
-        let taken = state.queue.len() + state.reserved;
-        if taken < self.capacity {
-            let room = self.capacity - taken;
-            state.reserved += room;
-            return Poll::Ready(Ok(room));
+        match queue.reserve() {
+            0 => {
+                queue.room.wait(cx.waker());
+                Poll::Pending
+            }
+            room => Poll::Ready(Ok(room)),
         }
-        if !state.writers.iter().any(|w| w.will_wake(cx.waker())) {
-            state.writers.push(cx.waker().clone());
-        }
-        Poll::Pending
     }
 
     /// Connection: hands over `batch`, made in room it had reserved, and gives back
@@ -97,34 +85,26 @@ impl<A> Inbox<A> {
         if batch.is_empty() && unused == 0 {
             return;
         }
-        let (reader, writers) = {
-            let mut state = lock(&self.state);
-            state.reserved = state.reserved.saturating_sub(batch.len() + unused);
-            if state.closed {
-                drop(state);
+        let mut writers = Vec::new();
+        let reader = {
+            let mut queue = self.queue.lock();
+            queue.unreserve(batch.len() + unused);
+            if queue.is_closed() {
+                drop(queue);
                 // Dropped, each answers its client with an error.
                 batch.clear();
                 return;
             }
-            let reader = if batch.is_empty() {
-                None
-            } else {
-                state.queue.extend(batch.drain(..));
-                state.reader.take()
-            };
-            let writers = if unused > 0 {
-                std::mem::take(&mut state.writers)
-            } else {
-                Vec::new()
-            };
-            (reader, writers)
+            let reader = queue.push_batch(batch);
+            if unused > 0 {
+                queue.room.wake_all(&mut writers);
+            }
+            reader
         };
         if let Some(reader) = reader {
             reader.wake();
         }
-        for writer in writers {
-            writer.wake();
-        }
+        wake_all(writers);
     }
 
     /// Connection: gives back `room` it had reserved and will not use.
@@ -134,52 +114,36 @@ impl<A> Inbox<A> {
 
     /// Stream: the next request, or `None` once the queue is empty and `cx` registered.
     pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Option<PendingRequest<A>> {
-        let (next, writers) = {
-            let mut state = lock(&self.state);
-            let next = state.queue.pop_front();
+        let mut writers = Vec::new();
+        let next = {
+            let mut queue = self.queue.lock();
+            let next = queue.pop();
             if next.is_none() {
-                match &state.reader {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => state.reader = Some(cx.waker().clone()),
-                }
+                queue.park(cx.waker());
             }
             // Room again: the connections that stopped reading go on.
-            let writers = if !state.writers.is_empty()
-                && state.queue.len() + state.reserved < self.capacity
-            {
-                std::mem::take(&mut state.writers)
-            } else {
-                Vec::new()
-            };
-            (next, writers)
+            if !queue.room.is_empty() && !queue.is_full() {
+                queue.room.wake_all(&mut writers);
+            }
+            next
         };
-        for writer in writers {
-            writer.wake();
-        }
+        wake_all(writers);
         next
     }
 
     /// Requests waiting to be taken, and connections that stopped reading for lack of room.
     pub(crate) fn stats(&self) -> (usize, usize) {
-        let state = lock(&self.state);
-        (state.queue.len(), state.writers.len())
+        let queue = self.queue.lock();
+        (queue.len(), queue.room.len())
     }
 
     /// The socket is closed: what waits is answered with an error, and no request is
     /// taken any more.
     pub(crate) fn close(&self) {
-        let (queue, writers) = {
-            let mut state = lock(&self.state);
-            state.closed = true;
-            (
-                std::mem::take(&mut state.queue),
-                std::mem::take(&mut state.writers),
-            )
-        };
-        drop(queue);
-        for writer in writers {
-            writer.wake();
-        }
+        let mut wake = Vec::new();
+        let left = self.queue.lock().close(&mut wake);
+        drop(left);
+        wake_all(wake);
     }
 }
 
@@ -188,33 +152,27 @@ pub(crate) struct Outbox {
     state: Mutex<OutboxState>,
 }
 
-#[derive(Default)]
-struct OutboxState {
-    /// Answers not yet collected by the connection, by request id.
-    ready: Vec<(u64, Outcome)>,
-    /// One per request handed out and not yet answered; reused.
-    slots: Vec<Slot>,
-    free: Vec<u32>,
-    /// The connection, when it found nothing to collect.
-    waker: Option<Waker>,
-    /// The connection is gone.
-    closed: bool,
+/// An answer for the connection, by request id; bounded by the requests it hands out.
+impl Weigh for (u64, Outcome) {
+    fn weight(&self) -> usize {
+        0
+    }
 }
 
-#[derive(Clone, Copy)]
-struct Slot {
-    id: u64,
-    /// Bumped when the slot is answered or cancelled.
-    generation: u32,
-    live: bool,
+struct OutboxState {
+    /// Answers not yet collected by the connection, by request id; its consumer is the
+    /// connection, when it found nothing to collect. Closed once the connection is gone.
+    ready: Queue<(u64, Outcome)>,
+    /// One per request handed out and not yet answered, holding its id; reused.
+    slots: Slots<u64>,
 }
 
 /// A request's way back to its connection, held by its [`PendingRequest`].
 #[derive(Debug)]
 pub(crate) struct Responder {
     outbox: Arc<Outbox>,
-    slot: u32,
-    generation: u32,
+    slot: SlotId,
+    generation: Generation,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -228,19 +186,14 @@ impl Responder {
     pub(crate) fn send(&self, outcome: Outcome) -> Result<(), ()> {
         let waker = {
             let mut state = lock(&self.outbox.state);
-            if state.closed {
+            if state.ready.is_closed() || !state.slots.holds(self.slot, self.generation) {
                 return Err(());
             }
-            let slot = &mut state.slots[self.slot as usize];
-            if !slot.live || slot.generation != self.generation {
+            let Some(id) = state.slots.release(self.slot) else {
                 return Err(());
-            }
-            slot.live = false;
-            slot.generation = slot.generation.wrapping_add(1);
-            let id = slot.id;
-            state.free.push(self.slot);
+            };
             state.ready.push((id, outcome));
-            state.waker.take()
+            state.ready.wake_consumer()
         };
         if let Some(waker) = waker {
             waker.wake();
@@ -251,8 +204,7 @@ impl Responder {
     /// Whether nobody waits for the answer: the client cancelled, or the connection is gone.
     pub(crate) fn is_closed(&self) -> bool {
         let state = lock(&self.outbox.state);
-        let slot = state.slots[self.slot as usize];
-        state.closed || !slot.live || slot.generation != self.generation
+        state.ready.is_closed() || !state.slots.holds(self.slot, self.generation)
     }
 }
 
@@ -276,7 +228,10 @@ impl<A> Mailbox<A> {
         Mailbox {
             inbox,
             outbox: Arc::new(Outbox {
-                state: Mutex::new(OutboxState::default()),
+                state: Mutex::new(OutboxState {
+                    ready: Queue::unbounded(),
+                    slots: Slots::unbounded(),
+                }),
             }),
             batch: Vec::new(),
             running: 0,
@@ -287,11 +242,9 @@ impl<A> Mailbox<A> {
 
 impl<A> Drop for Mailbox<A> {
     fn drop(&mut self) {
-        {
-            let mut state = lock(&self.outbox.state);
-            state.closed = true;
-            state.ready.clear();
-        }
+        // The connection is gone: nobody is left to wake, and answers not collected go.
+        let left = lock(&self.outbox.state).ready.close(&mut Vec::new());
+        drop(left);
         // The room of the requests never handed over, and the rest, goes back.
         self.inbox.release(self.batch.len() + self.room);
     }
@@ -317,23 +270,9 @@ impl<A> Calls<A> for Mailbox<A> {
     }
 
     fn start(&mut self, id: u64, request: Request<A>, _cx: &mut Context<'_>) -> Option<Outcome> {
-        let (slot, generation) = {
-            let mut state = lock(&self.outbox.state);
-            let slot = match state.free.pop() {
-                Some(slot) => slot,
-                None => {
-                    state.slots.push(Slot {
-                        id: 0,
-                        generation: 0,
-                        live: false,
-                    });
-                    (state.slots.len() - 1) as u32
-                }
-            };
-            let entry = &mut state.slots[slot as usize];
-            entry.id = id;
-            entry.live = true;
-            (slot, entry.generation)
+        let Some((slot, generation)) = lock(&self.outbox.state).slots.reserve(id) else {
+            // As many requests as slots' indexes are running: refused like any other.
+            return Some(Err(Failure::new(Code::ResourceExhausted, "too many calls")));
         };
         self.running += 1;
         self.room = self.room.saturating_sub(1);
@@ -358,12 +297,9 @@ impl<A> Calls<A> for Mailbox<A> {
         {
             let mut state = lock(&self.outbox.state);
             if state.ready.is_empty() {
-                match &state.waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => state.waker = Some(cx.waker().clone()),
-                }
+                state.ready.park(cx.waker());
             } else {
-                done.append(&mut state.ready);
+                state.ready.take_into(usize::MAX, done);
             }
         }
         self.running -= done.len() - before;
@@ -371,13 +307,10 @@ impl<A> Calls<A> for Mailbox<A> {
 
     fn cancel(&mut self, id: u64) -> bool {
         let mut state = lock(&self.outbox.state);
-        let Some(i) = state.slots.iter().position(|s| s.live && s.id == id) else {
+        let Some(slot) = state.slots.find(|running| *running == id) else {
             return false;
         };
-        let slot = &mut state.slots[i];
-        slot.live = false;
-        slot.generation = slot.generation.wrapping_add(1);
-        state.free.push(i as u32);
+        state.slots.release(slot);
         drop(state);
         self.running -= 1;
         true

@@ -31,32 +31,22 @@ use msg_layers::compression::Decoders;
 use tokio_util::sync::CancellationToken;
 
 use crate::counters::ErrorCounters;
+pub(crate) use crate::handoff::Ticket;
+use crate::handoff::{park, wake_all, Line, Queue, Weigh};
+use crate::slots::Slots;
+pub(crate) use crate::slots::{Generation, SlotId};
 use crate::Error;
 
 /// What a request resolves to.
 pub(crate) type Reply = Result<Message, Error>;
 
-/// A slot's index in the table.
-pub(crate) type SlotId = u32;
-
-/// A handle's place in the line for a slot.
-pub(crate) type Ticket = u64;
-
-/// Which request made in a slot: each request gets the next one.
-pub(crate) type Generation = u64;
-
-/// One request's place in the table.
+/// What a held slot holds: the request's state.
 #[derive(Debug)]
 enum Slot {
-    /// Nobody holds it.
-    Free,
     /// Held for a request not yet made ([`tower::Service::poll_ready`] reserved it).
     Reserved,
-    /// Request `generation` is queued or on the wire; the waker is its caller's.
-    Waiting {
-        waker: Option<Waker>,
-        generation: Generation,
-    },
+    /// The request is queued or on the wire; the waker is its caller's.
+    Waiting { waker: Option<Waker> },
     /// The reply has come and waits for its caller.
     Done(Reply),
 }
@@ -92,6 +82,13 @@ pub(crate) struct Queued {
     sweeps: u32,
 }
 
+impl Weigh for Queued {
+    /// The queue is bounded by the slots, not in bytes.
+    fn weight(&self) -> usize {
+        0
+    }
+}
+
 /// Whether the socket takes new requests, as the driver sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flow {
@@ -107,7 +104,7 @@ pub(crate) enum Flow {
 #[derive(Default)]
 pub(crate) struct Batch {
     /// Requests to write.
-    pub(crate) requests: Vec<Queued>,
+    pub(crate) requests: VecDeque<Queued>,
     /// Requests on the wire to cancel.
     pub(crate) cancels: Vec<(SlotId, Generation)>,
     /// Replies delivered that their callers have not yet taken: those callers are about to
@@ -116,22 +113,16 @@ pub(crate) struct Batch {
 }
 
 /// The table and queue behind the lock.
-#[derive(Default)]
 struct State {
-    slots: Vec<Slot>,
-    free: Vec<SlotId>,
-    /// Requests for the driver to send, in order.
-    queue: Vec<Queued>,
+    slots: Slots<Slot>,
+    /// Requests for the driver to send, in order; its consumer is the driver, when it found
+    /// nothing to do and went to sleep.
+    queue: Queue<Queued>,
     /// Requests given up while on the wire, for the driver to cancel.
     cancels: Vec<(SlotId, Generation)>,
-    next_generation: Generation,
-    /// The driver, when it found nothing to do and went to sleep.
-    driver: Option<Waker>,
-    /// Handles waiting for a free slot, first come first served.
-    waiters: VecDeque<(Ticket, Waker)>,
-    /// Slots handed to waiting handles that have not yet come for them.
-    granted: Vec<(Ticket, SlotId)>,
-    next_ticket: Ticket,
+    /// Handles waiting for a free slot, first come first served, and the slots handed to
+    /// them that they have not yet come for.
+    waiters: Line<SlotId>,
     /// A driver is serving a connection.
     connected: bool,
     /// No new request is taken: the socket is closing. The driver finishes what is in
@@ -149,15 +140,13 @@ impl State {
     /// Frees slot `id`: hands it to the first waiting handle, if any, so that the wake-up
     /// cannot be lost even if that handle never comes back for it.
     fn release(&mut self, id: SlotId, wake: &mut Vec<Waker>) {
-        match self.waiters.pop_front() {
-            Some((ticket, waker)) => {
-                self.slots[id as usize] = Slot::Reserved;
-                self.granted.push((ticket, id));
+        match self.waiters.grant(id) {
+            Ok(waker) => {
+                self.slots.reissue(id, Slot::Reserved);
                 wake.push(waker);
             }
-            None => {
-                self.slots[id as usize] = Slot::Free;
-                self.free.push(id);
+            Err(id) => {
+                self.slots.release(id);
             }
         }
     }
@@ -165,13 +154,11 @@ impl State {
     /// Fills slot `id` with `reply` if it still waits for request `generation`; anything
     /// else is a late reply and is dropped.
     fn fill(&mut self, id: SlotId, generation: Generation, reply: Reply, wake: &mut Vec<Waker>) {
-        let slot = &mut self.slots[id as usize];
-        match slot {
-            Slot::Waiting { generation: g, .. } if *g == generation => {
+        match self.slots.get(id, generation) {
+            Some(slot @ Slot::Waiting { .. }) => {
                 self.uncollected += 1;
-                if let Slot::Waiting {
-                    waker: Some(waker), ..
-                } = std::mem::replace(slot, Slot::Done(reply))
+                if let Slot::Waiting { waker: Some(waker) } =
+                    std::mem::replace(slot, Slot::Done(reply))
                 {
                     wake.push(waker);
                 }
@@ -193,7 +180,6 @@ impl State {
 /// The shared half of a request socket: its slots, its queue, and its state.
 pub(crate) struct SlotTable {
     state: Mutex<State>,
-    max_in_flight: usize,
     max_frame_len: usize,
     /// What replies are decoded with, by their encoding header.
     decoders: Decoders,
@@ -203,18 +189,20 @@ pub(crate) struct SlotTable {
     errors: Arc<ErrorCounters>,
 }
 
-/// Wakes every waker in `wakers`, after the lock is released.
-fn wake_all(wakers: Vec<Waker>) {
-    for waker in wakers {
-        waker.wake();
-    }
-}
-
 impl SlotTable {
     pub(crate) fn new(max_in_flight: usize, max_frame_len: usize, decoders: Decoders) -> Self {
         SlotTable {
-            state: Mutex::new(State::default()),
-            max_in_flight: max_in_flight.max(1),
+            state: Mutex::new(State {
+                slots: Slots::new(max_in_flight.max(1)),
+                queue: Queue::unbounded(),
+                cancels: Vec::new(),
+                waiters: Line::default(),
+                connected: false,
+                closing: false,
+                stopped: None,
+                late: 0,
+                uncollected: 0,
+            }),
             max_frame_len,
             decoders,
             closed: CancellationToken::new(),
@@ -265,34 +253,22 @@ impl SlotTable {
             return Poll::Ready(Err(e));
         }
         if let Some(mine) = *ticket {
-            if let Some(i) = state.granted.iter().position(|(t, _)| *t == mine) {
-                *ticket = None;
-                return Poll::Ready(Ok(state.granted.swap_remove(i).1));
-            }
-            if let Some((_, waker)) = state.waiters.iter_mut().find(|(t, _)| *t == mine) {
-                if !waker.will_wake(cx.waker()) {
-                    *waker = cx.waker().clone();
+            return match state.waiters.poll(mine, cx.waker()) {
+                Some(id) => {
+                    *ticket = None;
+                    Poll::Ready(Ok(id))
                 }
-            }
-            return Poll::Pending;
+                None => Poll::Pending,
+            };
         }
-        let id = match state.free.pop() {
-            Some(id) => id,
-            None if state.slots.len() < self.max_in_flight => {
-                state.slots.push(Slot::Free);
-                (state.slots.len() - 1) as SlotId
-            }
+        match state.slots.reserve(Slot::Reserved) {
+            Some((id, _)) => Poll::Ready(Ok(id)),
             None => {
                 crate::limits::hit(crate::limits::IN_FLIGHT);
-                let mine = state.next_ticket;
-                state.next_ticket += 1;
-                state.waiters.push_back((mine, cx.waker().clone()));
-                *ticket = Some(mine);
-                return Poll::Pending;
+                *ticket = Some(state.waiters.join(cx.waker()));
+                Poll::Pending
             }
-        };
-        state.slots[id as usize] = Slot::Reserved;
-        Poll::Ready(Ok(id))
+        }
     }
 
     /// A handle stopped waiting for a slot: leaves the queue, and passes on a slot that was
@@ -301,11 +277,8 @@ impl SlotTable {
         let mut wake = Vec::new();
         {
             let mut state = self.lock();
-            if let Some(i) = state.granted.iter().position(|(t, _)| *t == ticket) {
-                let (_, id) = state.granted.swap_remove(i);
+            if let Some(id) = state.waiters.leave(ticket) {
                 state.release(id, &mut wake);
-            } else {
-                state.waiters.retain(|(t, _)| *t != ticket);
             }
         }
         wake_all(wake);
@@ -316,7 +289,7 @@ impl SlotTable {
         let mut wake = Vec::new();
         {
             let mut state = self.lock();
-            if matches!(state.slots.get(id as usize), Some(Slot::Reserved)) {
+            if matches!(state.slots.get_any(id), Some(Slot::Reserved)) {
                 state.release(id, &mut wake);
             }
         }
@@ -350,19 +323,17 @@ impl SlotTable {
                 wake_all(wake);
                 return Err(e);
             }
-            let generation = state.next_generation;
-            state.next_generation += 1;
-            state.slots[id as usize] = Slot::Waiting {
-                waker: None,
-                generation,
-            };
+            let generation = state.slots.generation(id);
+            if let Some(slot) = state.slots.get_any(id) {
+                *slot = Slot::Waiting { waker: None };
+            }
             state.queue.push(Queued {
                 slot: id,
                 generation,
                 msg,
                 sweeps: 0,
             });
-            state.driver.take()
+            state.queue.wake_consumer()
         };
         if let Some(driver) = driver {
             driver.wake();
@@ -375,16 +346,13 @@ impl SlotTable {
         let mut wake = Vec::new();
         let reply = {
             let mut state = self.lock();
-            match &mut state.slots[id as usize] {
-                Slot::Waiting { waker, .. } => {
-                    match waker {
-                        Some(w) if w.will_wake(cx.waker()) => {}
-                        _ => *waker = Some(cx.waker().clone()),
-                    }
+            match state.slots.get_any(id) {
+                Some(Slot::Waiting { waker }) => {
+                    park(waker, cx.waker());
                     return Poll::Pending;
                 }
-                slot @ Slot::Done(_) => {
-                    let Slot::Done(reply) = std::mem::replace(slot, Slot::Free) else {
+                Some(slot @ Slot::Done(_)) => {
+                    let Slot::Done(reply) = std::mem::replace(slot, Slot::Reserved) else {
                         unreachable!("matched as done")
                     };
                     state.uncollected -= 1;
@@ -405,20 +373,16 @@ impl SlotTable {
         let mut wake = Vec::new();
         let driver = {
             let mut state = self.lock();
-            let driver = match state.slots[id as usize] {
-                Slot::Waiting { generation, .. } => {
-                    match state.queue.iter().position(|q| q.slot == id) {
-                        Some(i) => {
-                            state.queue.remove(i);
-                            None
-                        }
-                        None => {
-                            state.cancels.push((id, generation));
-                            state.driver.take()
-                        }
+            let state = &mut *state;
+            let driver = match state.slots.get_any(id) {
+                Some(Slot::Waiting { .. }) => match state.queue.remove(|q| q.slot == id) {
+                    Some(_) => None,
+                    None => {
+                        state.cancels.push((id, state.slots.generation(id)));
+                        state.queue.wake_consumer()
                     }
-                }
-                Slot::Done(_) => {
+                },
+                Some(Slot::Done(_)) => {
                     state.uncollected -= 1;
                     None
                 }
@@ -439,7 +403,7 @@ impl SlotTable {
         let driver = {
             let mut state = self.lock();
             state.closing = true;
-            state.driver.take()
+            state.queue.wake_consumer()
         };
         self.closed.cancel();
         if let Some(driver) = driver {
@@ -459,16 +423,13 @@ impl SlotTable {
     /// cancellation. Returns whether the socket is open, closing, or stopped.
     pub(crate) fn take(&self, batch: &mut Batch, cx: &mut Context<'_>) -> Flow {
         let mut state = self.lock();
-        std::mem::swap(&mut state.queue, &mut batch.requests);
+        state.queue.swap_out(&mut batch.requests);
         std::mem::swap(&mut state.cancels, &mut batch.cancels);
         batch.callers_pending = state.uncollected > 0;
         // Registered only once there is nothing to do, so that a request queued while the
         // driver is busy costs no wake-up.
         if batch.requests.is_empty() && batch.cancels.is_empty() {
-            match &state.driver {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => state.driver = Some(cx.waker().clone()),
-            }
+            state.queue.park(cx.waker());
         }
         match (state.stopped.is_some(), state.closing) {
             (true, _) => Flow::Stopped,
@@ -527,7 +488,7 @@ impl SlotTable {
             if state.connected {
                 return;
             }
-            let queue = std::mem::take(&mut state.queue);
+            let queue = state.queue.drain();
             for mut queued in queue {
                 if queued.sweeps >= SWEEPS_PER_WAIT {
                     state.fill(
@@ -554,7 +515,7 @@ impl SlotTable {
             if state.connected {
                 return;
             }
-            let queue = std::mem::take(&mut state.queue);
+            let queue = state.queue.drain();
             for queued in queue {
                 state.fill(
                     queued.slot,
@@ -574,12 +535,12 @@ impl SlotTable {
         {
             let mut state = self.lock();
             state.stopped = Some(error);
-            let queue = std::mem::take(&mut state.queue);
+            let queue = state.queue.drain();
             for queued in queue {
                 state.fill(queued.slot, queued.generation, Err(error()), &mut wake);
             }
-            wake.extend(state.waiters.drain(..).map(|(_, waker)| waker));
-            wake.extend(state.driver.take());
+            state.waiters.wake_all(&mut wake);
+            wake.extend(state.queue.wake_consumer());
         }
         self.closed.cancel();
         wake_all(wake);
@@ -589,7 +550,7 @@ impl SlotTable {
     pub(crate) fn stats(&self) -> super::ReqStats {
         let state = self.lock();
         super::ReqStats {
-            in_flight: state.slots.len() - state.free.len(),
+            in_flight: state.slots.held(),
             queued: state.queue.len(),
             late_replies: state.late,
             connected: state.connected,

@@ -8,12 +8,11 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_core::Stream;
-use futures_util::task::AtomicWaker;
 use msg_core::{Encoding, SocketType, DEFAULT_MAX_FRAME_LEN};
 use msg_transports::Transport;
 use tokio::sync::{mpsc, oneshot};
@@ -24,6 +23,7 @@ use crate::accept::Established;
 use crate::counters::Lazy;
 use crate::dial::{self, Dialer};
 use crate::events::{EventSink, Events};
+use crate::handoff::{wake_all, Handoff, Weigh};
 use crate::options::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT,
 };
@@ -245,12 +245,11 @@ pub struct SubStats {
     pub publishers: usize,
 }
 
-struct Inbox<A> {
-    messages: VecDeque<SubMessage<A>>,
-    /// Payload bytes in `messages`.
-    bytes: usize,
-    /// Connections waiting for room.
-    waiting: Vec<Waker>,
+/// The inbox is bounded in payload bytes too.
+impl<A> Weigh for SubMessage<A> {
+    fn weight(&self) -> usize {
+        self.payload.len()
+    }
 }
 
 /// A change of subscription for one connection to send, and where to say it is applied.
@@ -269,10 +268,9 @@ struct ConnHandle {
 /// The subscriber's mailbox: the inbox its connections deliver to, the subscriptions
 /// they replay, and the counters.
 struct Mailbox<A> {
-    inbox: Mutex<Inbox<A>>,
-    capacity: usize,
-    capacity_bytes: usize,
-    consumer: AtomicWaker,
+    /// Messages received and not yet taken; its consumer is the socket's stream, and
+    /// connections that find it full wait for room.
+    inbox: Handoff<SubMessage<A>>,
     subscriptions: Mutex<BTreeSet<String>>,
     conns: Mutex<Vec<ConnHandle>>,
     received: AtomicU64,
@@ -295,22 +293,21 @@ impl<A> Mailbox<A> {
         batch_bytes: &mut usize,
         cx: &mut Context<'_>,
     ) -> bool {
-        {
-            let mut inbox = lock(&self.inbox);
-            if inbox.messages.len() >= self.capacity || inbox.bytes >= self.capacity_bytes {
+        let consumer = {
+            let mut inbox = self.inbox.lock();
+            if inbox.is_full() {
                 // Once per connection, however often it finds the inbox full.
-                if !inbox.waiting.iter().any(|w| w.will_wake(cx.waker())) {
-                    inbox.waiting.push(cx.waker().clone());
-                }
+                inbox.room.wait(cx.waker());
                 return false;
             }
             self.received
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            inbox.bytes += batch.iter().map(|m| m.payload.len()).sum::<usize>();
-            inbox.messages.extend(batch.drain(..));
             *batch_bytes = 0;
+            inbox.push_batch(batch)
+        };
+        if let Some(consumer) = consumer {
+            consumer.wake();
         }
-        self.consumer.wake();
         true
     }
 }
@@ -399,14 +396,7 @@ impl<T: Transport> SubSocket<T> {
             decoders: Decoders::default(),
             events: EventSink::new(),
             shared: Arc::new(Mailbox {
-                inbox: Mutex::new(Inbox {
-                    messages: VecDeque::new(),
-                    bytes: 0,
-                    waiting: Vec::new(),
-                }),
-                capacity: options.inbox,
-                capacity_bytes: options.inbox_bytes,
-                consumer: AtomicWaker::new(),
+                inbox: Handoff::new(options.inbox, options.inbox_bytes),
                 subscriptions: Mutex::new(BTreeSet::new()),
                 conns: Mutex::new(Vec::new()),
                 received: AtomicU64::new(0),
@@ -663,16 +653,18 @@ impl<T: Transport> SubSocket<T> {
         if let Some(msg) = this.local.pop_front() {
             return Poll::Ready(Some(msg));
         }
-        this.shared.consumer.register(cx.waker());
-        let waiting = {
-            let mut inbox = lock(&this.shared.inbox);
-            std::mem::swap(&mut inbox.messages, &mut this.local);
-            inbox.bytes = 0;
-            std::mem::take(&mut inbox.waiting)
-        };
-        for waker in waiting {
-            waker.wake();
+        let mut waiting = Vec::new();
+        {
+            let mut inbox = this.shared.inbox.lock();
+            inbox.swap_out(&mut this.local);
+            // Asleep only with nothing to hand out: a batch delivered meanwhile is taken
+            // on the next visit, without a wake-up.
+            if this.local.is_empty() {
+                inbox.park(cx.waker());
+            }
+            inbox.room.wake_all(&mut waiting);
         }
+        wake_all(waiting);
         match this.local.pop_front() {
             Some(msg) => Poll::Ready(Some(msg)),
             // Closed, and everything received taken.
