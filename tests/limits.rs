@@ -683,3 +683,42 @@ each_transport_counted!(
     a_connection_never_runs_more_calls_than_its_in_flight_limit,
     super::in_flight_counted
 );
+
+/// A publisher's session whose subscriber has stopped reading used to spin: with its write
+/// buffer over the high-water mark and messages still queued, each pass asked for another
+/// at once, so the session ran flat out (and counted a `queued_bytes` hit per pass) until
+/// the subscriber read again. It now sleeps until the stream takes more.
+#[test]
+fn a_publisher_session_stalled_on_its_subscriber_sleeps_until_the_stream_takes_more() {
+    const SIZE: usize = 64 * 1024;
+    with_live_counters(|counters| async move {
+        let mut publisher = PubSocket::new(Tcp::default());
+        publisher.bind("127.0.0.1:0").await.unwrap();
+        let mut options = SubOptions::default();
+        options.inbox = 1;
+        let mut sub = SubSocket::with_options(Tcp::default(), options);
+        within(sub.connect(publisher.local_addr().unwrap()))
+            .await
+            .unwrap();
+        within(sub.subscribe("t")).await.unwrap();
+        // 32 MiB: past what the subscriber holds, the sockets' buffers and the write
+        // buffer's high-water mark, with messages still queued behind them.
+        let payload = Bytes::from(vec![5u8; SIZE]);
+        for _ in 0..512 {
+            publisher.publish("t", payload.clone()).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        let stalled = publisher.subscriber_stats().remove(0);
+        assert!(stalled.queued > 0, "{stalled:?}");
+        // The session has nothing it can do until the subscriber reads.
+        let before = counters.limit_hits("queued_bytes");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let during = counters.limit_hits("queued_bytes") - before;
+        assert!(
+            during < 100,
+            "{during} passes over the write high-water in 200 ms of a stalled subscriber"
+        );
+        // Nothing is lost by sleeping: the subscriber reads again and is served.
+        assert_eq!(within(sub.next()).await.unwrap().payload(), &payload);
+    });
+}

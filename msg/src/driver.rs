@@ -276,7 +276,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, E: Endpoint> Future for Driver<Io, E> {
             if let Some(end) = this.poll_end(cx) {
                 return end;
             }
-            if !(took || drained || this.endpoint.again()) {
+            // Work the endpoint still holds is taken in another pass only while there is
+            // room to write it: over the high-water mark, the flush's pending write wakes
+            // this task once the stream takes more, and passing again meanwhile would spin.
+            let again = !this.io.link.over_high_water() && this.endpoint.again();
+            if !(took || drained || again) {
                 return Poll::Pending;
             }
         }
