@@ -81,6 +81,7 @@
 mod accept;
 pub mod admission;
 mod backoff;
+pub mod conn;
 mod counters;
 mod dial;
 mod driver;

@@ -30,6 +30,17 @@ pub(crate) struct Coding {
     pub(crate) limit: usize,
 }
 
+impl Coding {
+    /// The built-in decoders, no compression, and `limit` for what a request inflates to.
+    pub(crate) fn new(limit: usize) -> Self {
+        Coding {
+            decoders: Decoders::default(),
+            codec: None,
+            limit,
+        }
+    }
+}
+
 /// Serves one connection until the peer closes it, it breaks the protocol, or a graceful
 /// shutdown has drained it: the replier role between the calls and the
 /// [`Driver`](crate::driver::Driver).
@@ -94,13 +105,18 @@ where
         }
     }
 
+    /// Serves the connection to its end.
+    pub(crate) fn serve(self) -> Driver<Io, RepEndpoint<C, A>> {
+        Driver::new(self.io, self.endpoint)
+    }
+
     /// Serves the connection to its end, and reports the end as an event.
     pub(crate) async fn run(self, events: Arc<EventSink<A>>)
     where
         A: Send + 'static,
     {
         let peer = self.endpoint.peer.clone();
-        let end = match Driver::new(self.io, self.endpoint).await {
+        let end = match self.serve().await {
             End::Closed => Error::Closed,
             End::Lost(e) => e,
         };
