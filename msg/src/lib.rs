@@ -92,6 +92,7 @@ pub mod fuzz;
 mod handshake;
 mod io;
 pub mod limits;
+mod offload;
 pub mod options;
 mod publisher;
 mod rep;
@@ -132,7 +133,7 @@ pub mod compression {
     #[cfg(feature = "zstd")]
     pub use msg_layers::compression::ZstdCompressor;
     pub use msg_layers::compression::{
-        Codec, Compressor, Decoders, DecompressError, DEFAULT_MIN_LEN,
+        Codec, Compressor, Decoders, DecompressError, DEFAULT_MIN_LEN, OFFLOAD_MIN_LEN,
     };
 }
 

@@ -218,8 +218,7 @@ impl SendRequest {
     /// As [`request`](Self::request), but the reply's encoding is not checked and no
     /// timeout applies.
     pub async fn send(&self, msg: Message) -> Result<Message, Error> {
-        let slots = &self.client.handle().slots;
-        req::send_on(slots, req::compressed(&self.codec, msg)).await
+        req::send_on(&self.client.handle().slots, &self.codec, msg).await
     }
 
     /// Whether the connection has ended: every call fails at once.
@@ -245,8 +244,7 @@ impl tower::Service<Message> for SendRequest {
     }
 
     fn call(&mut self, msg: Message) -> ResponseFuture {
-        let msg = req::compressed(&self.codec, msg);
-        self.client.call(msg, &self.errors)
+        self.client.call(msg, &self.codec, &self.errors)
     }
 }
 

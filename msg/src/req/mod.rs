@@ -324,12 +324,26 @@ impl Client {
         Poll::Ready(Ok(()))
     }
 
-    /// `tower::Service::call`: queues `msg` (already compressed) in the reserved slot.
-    pub(crate) fn call(&mut self, msg: Message, errors: &Arc<ErrorCounters>) -> ResponseFuture {
+    /// `tower::Service::call`: queues `msg`, compressed with `codec` if there is one, in
+    /// the reserved slot. A long message is compressed on the blocking pool and queued by
+    /// the returned future once it is.
+    pub(crate) fn call(
+        &mut self,
+        msg: Message,
+        codec: &Option<Codec>,
+        errors: &Arc<ErrorCounters>,
+    ) -> ResponseFuture {
         let Some(slot) = self.reserved.take() else {
             return ResponseFuture::failed(Error::NotReady, errors.clone());
         };
         let slots = self.slots();
+        let msg = match codec {
+            Some(codec) if crate::offload::compress_offloaded(codec, &msg) => {
+                return ResponseFuture::compressing(slots.clone(), slot, codec, msg);
+            }
+            Some(codec) => codec.compress(msg),
+            None => msg,
+        };
         match slots.enqueue(slot, msg) {
             Ok(()) => ResponseFuture::waiting(slots.clone(), slot),
             Err(e) => ResponseFuture::failed(e, errors.clone()),
@@ -337,9 +351,18 @@ impl Client {
     }
 }
 
-/// Sends `msg` (already compressed) on `slots` and waits for its reply: waits for a slot
-/// first while `max_in_flight` requests are out.
-pub(crate) async fn send_on(slots: &Arc<SlotTable>, msg: Message) -> Result<Message, Error> {
+/// Sends `msg`, compressed with `codec` if there is one (on the blocking pool if it is
+/// long), on `slots` and waits for its reply: waits for a slot first while `max_in_flight`
+/// requests are out.
+pub(crate) async fn send_on(
+    slots: &Arc<SlotTable>,
+    codec: &Option<Codec>,
+    msg: Message,
+) -> Result<Message, Error> {
+    let msg = match codec {
+        Some(codec) => crate::offload::compress(codec, msg).await,
+        None => msg,
+    };
     let slot = Reserve {
         slots,
         ticket: None,
@@ -730,7 +753,7 @@ impl<T: Transport> ReqSocket<T> {
     /// As [`request`](Self::request), but the reply's encoding is not checked.
     pub async fn send(&self, msg: Message) -> Result<Message, Error> {
         let handle = self.handle().ok_or(Error::NotConnected)?;
-        send_on(&handle.slots, compressed(&self.codec, msg)).await
+        send_on(&handle.slots, &self.codec, msg).await
     }
 }
 
@@ -749,19 +772,10 @@ impl<T: Transport> tower::Service<Message> for ReqSocket<T> {
     }
 
     fn call(&mut self, msg: Message) -> ResponseFuture {
-        let msg = compressed(&self.codec, msg);
         match self.client.as_mut() {
-            Some(client) => client.call(msg, &self.errors),
+            Some(client) => client.call(msg, &self.codec, &self.errors),
             None => ResponseFuture::failed(Error::NotReady, self.errors.clone()),
         }
-    }
-}
-
-/// `msg`, compressed if there is a compressor.
-pub(crate) fn compressed(codec: &Option<Codec>, msg: Message) -> Message {
-    match codec {
-        Some(codec) => codec.compress(msg),
-        None => msg,
     }
 }
 
