@@ -18,12 +18,6 @@ pub(crate) fn decode_offloaded(msg: &Message) -> bool {
     !msg.encoding().is_identity() && msg.payload().len() >= OFFLOAD_MIN_LEN
 }
 
-/// Runs `work` on the blocking pool: codec work that needs more than a codec (a socket's
-/// decoders and limit, say).
-pub(crate) fn spawn<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
-    tokio::task::spawn_blocking(work)
-}
-
 /// Compresses `msg` on the blocking pool.
 pub(crate) fn spawn_compress(codec: &Codec, msg: Message) -> JoinHandle<Message> {
     let codec = codec.clone();

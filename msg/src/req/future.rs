@@ -41,7 +41,7 @@ enum State {
     Decoding {
         slots: Arc<SlotTable>,
         encoding: Encoding,
-        job: JoinHandle<Result<Message, Error>>,
+        job: JoinHandle<Result<Message, DecompressError>>,
     },
     /// Failed before it was sent; the socket's error counters, to count it when polled.
     Failed(Error, Arc<ErrorCounters>),
@@ -130,10 +130,8 @@ impl Future for ResponseFuture {
                     Poll::Ready(Ok(msg)) if crate::offload::decode_offloaded(&msg) => {
                         let slots = slots.clone();
                         let encoding = msg.encoding();
-                        let job = {
-                            let slots = slots.clone();
-                            crate::offload::spawn(move || slots.decode(msg))
-                        };
+                        let (decoders, limit) = slots.decoding();
+                        let job = crate::offload::spawn_decode(decoders, msg, limit);
                         self.state = State::Decoding {
                             slots,
                             encoding,
@@ -155,14 +153,10 @@ impl Future for ResponseFuture {
                 encoding,
                 job,
             } => {
-                let reply = match std::task::ready!(Pin::new(job).poll(cx)) {
-                    Ok(reply) => reply,
-                    // The codec panicked: this reply is lost, and nothing else.
-                    Err(e) => Err(crate::error::undecodable(DecompressError::Corrupt {
-                        encoding: *encoding,
-                        reason: format!("the decoder failed: {e}"),
-                    })),
-                };
+                let outcome = std::task::ready!(Pin::new(job).poll(cx));
+                // Mapped here, in the caller's task, where a limit hit is counted.
+                let reply =
+                    crate::offload::joined(*encoding, outcome).map_err(crate::error::undecodable);
                 if let Err(e) = &reply {
                     slots.errors().count(e);
                 }
