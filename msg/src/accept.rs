@@ -13,7 +13,6 @@ use tracing::Instrument;
 
 use crate::admission::Admission;
 use crate::events::{EventSink, SocketEvent};
-use crate::handshake;
 use crate::io::{heartbeat_config, FramedIo};
 use crate::options::{ConnectionOptions, ListenOptions};
 use crate::Error;
@@ -178,12 +177,13 @@ async fn handshake<T, W, F>(
             crate::limits::hit(crate::limits::CONNECTIONS);
             "this server is at its connection limit"
         });
-        handshake::server(
+        crate::conn::server::hello(
             &mut io,
             config.socket_type,
             &peer,
             config.admission.as_ref(),
             full,
+            config.heartbeat,
         )
         .await?;
         if let Some(slot) = slot {
@@ -198,8 +198,7 @@ async fn handshake<T, W, F>(
         .unwrap_or(Err(Error::HandshakeTimeout { after }));
     let _entered = span.enter();
     match outcome {
-        Ok(mut established) => {
-            established.io.start_heartbeat(config.heartbeat);
+        Ok(established) => {
             tracing::debug!(%peer, socket = %config.socket_type, "connection accepted");
             config
                 .events

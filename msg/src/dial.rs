@@ -18,7 +18,6 @@ use tracing::Instrument;
 
 use crate::accept::Established;
 use crate::events::{EventSink, SocketEvent};
-use crate::handshake;
 use crate::io::{heartbeat_config, FramedIo};
 use crate::options::{ConnectionOptions, DialOptions};
 use crate::{Backoff, Error};
@@ -76,8 +75,8 @@ impl<T: Transport> Dialer<T> {
             let Connected { io, peer } = self.transport.connect(self.target.clone()).await?;
             let mut io = FramedIo::new(io, self.max_frame_len);
             io.set_counters(self.events.counters().bytes(self.socket_type));
-            handshake::client(&mut io, self.socket_type, self.token.clone()).await?;
-            io.start_heartbeat(self.heartbeat);
+            let token = self.token.clone();
+            crate::conn::client::hello(&mut io, self.socket_type, token, self.heartbeat).await?;
             Ok::<_, Error>(Established { io, peer })
         };
         let after = self.connect_timeout;

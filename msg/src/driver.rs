@@ -209,6 +209,19 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, E: Endpoint> Driver<Io, E> {
     }
 }
 
+impl<Io, E: Endpoint> Driver<Io, E> {
+    /// Ends a connection that is dropped before its driver ended it: what was in flight
+    /// fails, through the endpoint, with `end`. Nothing more is read or written.
+    pub(crate) fn abandon(&mut self, end: End) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        self.endpoint
+            .finish(&end, &mut Context::from_waker(std::task::Waker::noop()));
+    }
+}
+
 // The driver never pins its fields: the endpoint and the stream are only ever used
 // through `&mut`, so the driver moves freely whatever they hold.
 impl<Io, E> Unpin for Driver<Io, E> {}

@@ -81,6 +81,7 @@
 mod accept;
 pub mod admission;
 mod backoff;
+pub mod conn;
 mod counters;
 mod dial;
 mod driver;
@@ -92,6 +93,7 @@ mod handoff;
 mod handshake;
 mod io;
 pub mod limits;
+mod offload;
 pub mod options;
 mod publisher;
 mod rep;
@@ -133,7 +135,7 @@ pub mod compression {
     #[cfg(feature = "zstd")]
     pub use msg_layers::compression::ZstdCompressor;
     pub use msg_layers::compression::{
-        Codec, Compressor, Decoders, DecompressError, DEFAULT_MIN_LEN,
+        Codec, Compressor, Decoders, DecompressError, DEFAULT_MIN_LEN, OFFLOAD_MIN_LEN,
     };
 }
 

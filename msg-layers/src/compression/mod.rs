@@ -63,3 +63,16 @@ pub use service::{Codec, Compress, Compression};
 /// save about 30%; at 256 bytes, 52-60%, for 1-20 µs per message. 256 is where every codec
 /// at least halves the payload.
 pub const DEFAULT_MIN_LEN: usize = 256;
+
+/// Payloads (the input of the call: plain to compress, packed to decompress) of at least
+/// this many bytes are compressed and decompressed by msg's sockets on tokio's blocking
+/// pool, not on the task that runs a connection or a caller; shorter ones inline.
+///
+/// Measured per call (`msg-layers/tests/codec_cost.rs`, JSON-like payloads, optimized, on
+/// the 2-core machine the suite runs on): gzip-6 compresses 4 KiB in 37 µs and 16 KiB in
+/// 170 µs; zstd-3 16 KiB in 43 µs and 64 KiB in 160 µs; lz4 and snappy 64 KiB in 75-95 µs.
+/// Decompressing costs about 100 µs at 64-100 KiB out for gzip and zstd (13-16 KiB in, at
+/// their ratio of 0.16), and at about 200 KiB out for lz4 and snappy (50-60 KiB in). At
+/// 16 KiB in, no call of the slow codecs costs much more than tokio's 100 µs between
+/// awaits, and the 64 B and 1 KiB messages of the bench never leave their task.
+pub const OFFLOAD_MIN_LEN: usize = 16 * 1024;

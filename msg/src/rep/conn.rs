@@ -6,9 +6,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use msg_core::proto::{Incoming, Link, Replier};
-use msg_core::{Code, Frame, Message, SocketType};
+use msg_core::{Code, Encoding, Frame, Message, SocketType};
+use msg_layers::compression::DecompressError;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::task::JoinHandle;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::calls::{Calls, Failure, Outcome};
@@ -28,6 +31,17 @@ pub(crate) struct Coding {
     pub(crate) codec: Option<Codec>,
     /// The most a request may inflate to: the frame limit.
     pub(crate) limit: usize,
+}
+
+impl Coding {
+    /// The built-in decoders, no compression, and `limit` for what a request inflates to.
+    pub(crate) fn new(limit: usize) -> Self {
+        Coding {
+            decoders: Decoders::default(),
+            codec: None,
+            limit,
+        }
+    }
 }
 
 /// Serves one connection until the peer closes it, it breaks the protocol, or a graceful
@@ -51,6 +65,10 @@ pub(crate) struct RepEndpoint<C, A> {
     finished: Vec<(u64, Outcome)>,
     /// A request read while the calls were not ready: its id and body.
     stalled: Option<(u64, Message)>,
+    /// Codec work on the blocking pool: long requests being decoded before their calls
+    /// start, long replies being compressed. Counted with the calls against the in-flight
+    /// limit.
+    offloaded: FuturesUnordered<Offloaded>,
     coding: Coding,
     max_in_flight: usize,
     shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
@@ -84,6 +102,7 @@ where
                 peer,
                 finished: Vec::new(),
                 stalled: None,
+                offloaded: FuturesUnordered::new(),
                 coding,
                 max_in_flight: max_in_flight.max(1),
                 shutdown: shutdown.map(Box::pin),
@@ -94,13 +113,18 @@ where
         }
     }
 
+    /// Serves the connection to its end.
+    pub(crate) fn serve(self) -> Driver<Io, RepEndpoint<C, A>> {
+        Driver::new(self.io, self.endpoint)
+    }
+
     /// Serves the connection to its end, and reports the end as an event.
     pub(crate) async fn run(self, events: Arc<EventSink<A>>)
     where
         A: Send + 'static,
     {
         let peer = self.endpoint.peer.clone();
-        let end = match Driver::new(self.io, self.endpoint).await {
+        let end = match self.serve().await {
             End::Closed => Error::Closed,
             End::Lost(e) => e,
         };
@@ -134,7 +158,10 @@ where
             if signal.as_mut().poll(cx).is_ready() {
                 self.shutdown = None;
                 self.reading_done = true;
-                self.stalled = None;
+                // A request held for room is dropped, unless it was started already (it
+                // was decoded on the blocking pool): the go-away promises it.
+                let last = self.last_started;
+                self.stalled = self.stalled.take().filter(|(id, _)| *id <= last);
                 self.role.go_away(self.last_started, link);
             }
         }
@@ -151,11 +178,35 @@ where
         link: &mut Link,
         cx: &mut Context<'_>,
     ) -> Result<(), Error> {
-        if self.calls.len() >= self.max_in_flight {
+        if self.calls.len() + self.offloaded.len() >= self.max_in_flight {
             crate::limits::hit(crate::limits::IN_FLIGHT);
             self.stalled = Some((id, msg));
             return Ok(());
         }
+        if crate::offload::decode_offloaded(&msg) {
+            // A long request is decoded on the blocking pool, while this connection goes on
+            // reading, cancelling and answering pings; its call starts once it is decoded
+            // (in `poll_offloaded`). It counts as started for a go-away.
+            self.started = true;
+            self.last_started = self.last_started.max(id);
+            let encoding = msg.encoding();
+            let job = crate::offload::spawn_decode(&self.coding.decoders, msg, self.coding.limit);
+            self.offloaded
+                .push(Offloaded::new(id, Work::Decode(encoding, job)));
+            return Ok(());
+        }
+        self.call(id, msg, link, cx)
+    }
+
+    /// Calls request `id`, decoded inline if it is encoded, if the calls are ready;
+    /// otherwise holds it.
+    fn call(
+        &mut self,
+        id: u64,
+        msg: Message,
+        link: &mut Link,
+        cx: &mut Context<'_>,
+    ) -> Result<(), Error> {
         match self.calls.poll_ready(cx) {
             Poll::Pending => {
                 self.stalled = Some((id, msg));
@@ -169,20 +220,13 @@ where
         }
         self.started = true;
         self.last_started = self.last_started.max(id);
-        let mut msg = msg;
-        if !msg.encoding().is_identity() {
-            match self.coding.decoders.decode(msg, self.coding.limit) {
-                Ok(plain) => msg = plain,
-                Err(e) => {
-                    // Only this request is lost: the client gets the reason.
-                    let e = crate::error::undecodable(e);
-                    tracing::info!(peer = %self.peer, id, error = %e, "request not decoded");
-                    let text = Bytes::from(format!("{e}: {}", error_chain(&e)));
-                    self.role.fail(id, Code::InvalidArgument, &text, link);
-                    return Ok(());
-                }
+        let msg = match self.coding.decoders.decode(msg, self.coding.limit) {
+            Ok(plain) => plain,
+            Err(e) => {
+                self.undecodable(id, e, link);
+                return Ok(());
             }
-        }
+        };
         let request = Request::new(msg, self.peer.clone());
         if let Some(outcome) = self.calls.start(id, request, cx) {
             self.queue_reply(id, outcome, link);
@@ -190,9 +234,45 @@ where
         Ok(())
     }
 
+    /// Request `id` could not be decoded: only it is lost, and the client gets the reason.
+    fn undecodable(&mut self, id: u64, e: DecompressError, link: &mut Link) {
+        let e = crate::error::undecodable(e);
+        tracing::info!(peer = %self.peer, id, error = %e, "request not decoded");
+        let text = Bytes::from(format!("{e}: {}", error_chain(&e)));
+        self.role.fail(id, Code::InvalidArgument, &text, link);
+    }
+
+    /// Step: takes the codec work the blocking pool has finished: starts the calls of the
+    /// requests decoded, and queues the replies compressed. Work for requests the client
+    /// cancelled meanwhile is dropped. Stops while a request is held for room. Returns
+    /// whether any finished.
+    fn poll_offloaded(&mut self, link: &mut Link, cx: &mut Context<'_>) -> Result<bool, Error> {
+        let mut any = false;
+        while self.stalled.is_none() {
+            let Poll::Ready(Some((id, done))) = self.offloaded.poll_next_unpin(cx) else {
+                break;
+            };
+            any = true;
+            match done {
+                None => tracing::trace!(peer = %self.peer, id, "cancelled during codec work"),
+                Some(Done::Decoded(Ok(msg))) => self.call(id, msg, link, cx)?,
+                Some(Done::Decoded(Err(e))) => self.undecodable(id, e, link),
+                Some(Done::Compressed(reply)) => self.respond(id, reply, link),
+                Some(Done::Failed(failure)) => self.fail(id, failure, link),
+            }
+        }
+        Ok(any)
+    }
+
     /// Drops the running call of request `id`, if there is one: the client gave up on it.
     fn cancel(&mut self, id: u64) {
-        if self.calls.cancel(id) {
+        let cancelled = self.calls.cancel(id)
+            || self
+                .offloaded
+                .iter_mut()
+                .find(|job| job.id == id)
+                .is_some_and(Offloaded::cancel);
+        if cancelled {
             self.started = true;
             tracing::trace!(peer = %self.peer, id, "request cancelled by the client");
         }
@@ -200,21 +280,34 @@ where
 
     /// Queues the reply to request `id`: the response, or an error frame.
     fn queue_reply(&mut self, id: u64, outcome: Outcome, link: &mut Link) {
-        let queued = match outcome {
-            Ok(mut reply) => {
-                if let Some(codec) = &self.coding.codec {
-                    reply = codec.compress(reply);
-                }
-                self.role
-                    .respond(id, &reply, link)
-                    .map_err(Failure::reply_refused)
-            }
-            Err(failure) => Err(failure),
+        let mut reply = match outcome {
+            Ok(reply) => reply,
+            Err(failure) => return self.fail(id, failure, link),
         };
-        if let Err(failure) = queued {
-            self.role
-                .fail(id, failure.code, &Bytes::from(failure.message), link);
+        if let Some(codec) = &self.coding.codec {
+            if crate::offload::compress_offloaded(codec, &reply) {
+                // Compressed on the blocking pool; the reply leaves when it is done (in
+                // `poll_offloaded`).
+                let job = crate::offload::spawn_compress(codec, reply);
+                self.offloaded.push(Offloaded::new(id, Work::Compress(job)));
+                return;
+            }
+            reply = codec.compress(reply);
         }
+        self.respond(id, reply, link);
+    }
+
+    /// Queues `reply`, ready to leave, as the response to request `id`.
+    fn respond(&mut self, id: u64, reply: Message, link: &mut Link) {
+        if let Err(e) = self.role.respond(id, &reply, link) {
+            self.fail(id, Failure::reply_refused(e), link);
+        }
+    }
+
+    /// Queues the error frame of request `id`.
+    fn fail(&mut self, id: u64, failure: Failure, link: &mut Link) {
+        self.role
+            .fail(id, failure.code, &Bytes::from(failure.message), link);
     }
 }
 
@@ -234,14 +327,15 @@ where
             self.queue_reply(id, outcome, link);
         }
         self.finished = finished;
-        Ok(before != self.calls.len())
+        let offloaded = self.poll_offloaded(link, cx)?;
+        Ok(before != self.calls.len() || offloaded)
     }
 
     fn poll_end(&mut self, link: &Link, _cx: &mut Context<'_>) -> Option<Ending> {
         // Reading is done only for a graceful shutdown: the end of the peer's stream
         // ends the connection at once (in `receive`).
-        (self.reading_done && self.calls.len() == 0 && link.queued_len() == 0)
-            .then_some(Ending::Graceful)
+        let idle = self.calls.len() == 0 && self.offloaded.is_empty();
+        (self.reading_done && idle && link.queued_len() == 0).then_some(Ending::Graceful)
     }
 
     #[inline]
@@ -288,6 +382,77 @@ where
     }
 
     fn finish(&mut self, _end: &End, _cx: &mut Context<'_>) {}
+}
+
+/// Codec work of one request on the blocking pool.
+struct Offloaded {
+    id: u64,
+    work: Work,
+    /// The client cancelled the request meanwhile: the work's outcome is dropped.
+    cancelled: bool,
+}
+
+enum Work {
+    /// Decoding the request, of this encoding, before its call starts.
+    Decode(Encoding, JoinHandle<Result<Message, DecompressError>>),
+    /// Compressing its reply.
+    Compress(JoinHandle<Message>),
+}
+
+/// Finished codec work.
+enum Done {
+    Decoded(Result<Message, DecompressError>),
+    Compressed(Message),
+    Failed(Failure),
+}
+
+impl Offloaded {
+    fn new(id: u64, work: Work) -> Self {
+        Offloaded {
+            id,
+            work,
+            cancelled: false,
+        }
+    }
+
+    /// The client cancelled the request: work not begun never runs, work running is
+    /// dropped when done. Returns whether this cancelled anything.
+    fn cancel(&mut self) -> bool {
+        if std::mem::replace(&mut self.cancelled, true) {
+            return false;
+        }
+        match &self.work {
+            Work::Decode(_, job) => job.abort(),
+            Work::Compress(job) => job.abort(),
+        }
+        true
+    }
+}
+
+impl Future for Offloaded {
+    /// The request's id, and the outcome; `None` for a cancelled request.
+    type Output = (u64, Option<Done>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let done = match &mut self.work {
+            Work::Decode(encoding, job) => {
+                let encoding = *encoding;
+                Done::Decoded(crate::offload::joined(
+                    encoding,
+                    std::task::ready!(Pin::new(job).poll(cx)),
+                ))
+            }
+            Work::Compress(job) => match std::task::ready!(Pin::new(job).poll(cx)) {
+                Ok(reply) => Done::Compressed(reply),
+                // The codec panicked, with the reply: the client hears of it.
+                Err(e) => Done::Failed(Failure::new(
+                    Code::Internal,
+                    format!("compressing the reply failed: {e}"),
+                )),
+            },
+        };
+        Poll::Ready((self.id, (!self.cancelled).then_some(done)))
+    }
 }
 
 /// The sources of `e`, as text.

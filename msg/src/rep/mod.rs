@@ -29,10 +29,11 @@ use crate::options::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKES,
 };
 use crate::{Error, Status};
+pub(crate) use calls::{Calls, ServiceCalls};
 use calls::{Failure, Outcome};
-use conn::{Coding, Connection};
+pub(crate) use conn::{Coding, Connection};
 use mailbox::{Inbox, Mailbox, Responder};
-use msg_layers::compression::{Codec, Compressor, Decoders, DEFAULT_MIN_LEN};
+use msg_layers::compression::{Codec, Compressor, DEFAULT_MIN_LEN};
 
 pub use serve::{serve, Serve, WithGracefulShutdown};
 
@@ -113,7 +114,7 @@ impl RepOptions {
     });
 
     /// The options with every value raised to its least sane one, as the socket takes them.
-    fn validated(self) -> Self {
+    pub(crate) fn validated(self) -> Self {
         let connection = self.connection().validated();
         let listen = self.listen().validated();
         let mut options = self.with_connection(connection).with_listen(listen);
@@ -437,11 +438,7 @@ impl<T: Transport> RepSocket<T> {
         let options = options.validated();
         RepSocket {
             transport,
-            coding: Coding {
-                decoders: Decoders::default(),
-                codec: None,
-                limit: options.max_frame_len,
-            },
+            coding: Coding::new(options.max_frame_len),
             options,
             admission: None,
             events: EventSink::new(),
@@ -570,6 +567,14 @@ impl<T: Transport> RepSocket<T> {
         self.local_addr.clone()
     }
 
+    /// How each connection is served.
+    pub(crate) fn serving(&self) -> crate::conn::server::Serving {
+        crate::conn::server::Serving {
+            max_in_flight: self.options.max_in_flight_per_conn,
+            coding: self.coding.clone(),
+        }
+    }
+
     pub(crate) fn take_incoming(&mut self) -> Option<mpsc::Receiver<Established<T::Io, T::Addr>>> {
         self.incoming.take()
     }
@@ -609,22 +614,20 @@ impl<T: Transport> Stream for RepSocket<T> {
             .requests
             .get_or_insert_with(|| Arc::new(Inbox::new(this.options.stream_buffer)));
         while let Poll::Ready(Some(conn)) = incoming.poll_recv(cx) {
-            let conn = Connection::new(
-                conn.io,
+            // Written out rather than `this.serving()`: `incoming` borrows `this`.
+            let serving = crate::conn::server::Serving {
+                max_in_flight: this.options.max_in_flight_per_conn,
+                coding: this.coding.clone(),
+            };
+            crate::conn::server::spawn(
+                &this.tracker,
+                conn,
                 Mailbox::new(inbox.clone()),
-                conn.peer,
-                this.options.max_in_flight_per_conn,
-                this.coding.clone(),
-                Some(this.shutdown.clone().cancelled_owned()),
+                &serving,
+                &this.shutdown,
+                &this.abort,
+                this.events.clone(),
             );
-            let abort = this.abort.clone();
-            let events = this.events.clone();
-            this.tracker.spawn(async move {
-                tokio::select! {
-                    _ = conn.run(events) => {}
-                    _ = abort.cancelled() => {}
-                }
-            });
         }
         match inbox.poll_take(cx) {
             Some(request) => Poll::Ready(Some(request)),

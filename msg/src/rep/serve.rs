@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 use tower::{BoxError, Service};
 
 use super::calls::ServiceCalls;
-use super::{Connection, RepSocket, Request};
+use super::{RepSocket, Request};
 use crate::Error;
 
 /// Serves every connection of `socket` with `service`, in the manner of `axum::serve`.
@@ -180,9 +180,8 @@ where
     F: Future<Output = ()> + Send,
 {
     let mut incoming = socket.take_incoming().ok_or(Error::NotBound)?;
-    let max_in_flight = socket.options.max_in_flight_per_conn;
+    let serving = socket.serving();
     let linger = socket.options.linger;
-    let coding = socket.coding.clone();
     let shutdown = CancellationToken::new();
     let abort = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -196,22 +195,15 @@ where
                 None => break,
             },
         };
-        let conn = Connection::new(
-            conn.io,
+        crate::conn::server::spawn(
+            &tracker,
+            conn,
             ServiceCalls::new(service.clone()),
-            conn.peer,
-            max_in_flight,
-            coding.clone(),
-            Some(shutdown.clone().cancelled_owned()),
+            &serving,
+            &shutdown,
+            &abort,
+            socket.events.clone(),
         );
-        let run = conn.run(socket.events.clone());
-        let abort = abort.clone();
-        tracker.spawn(async move {
-            tokio::select! {
-                _ = run => {}
-                _ = abort.cancelled() => {}
-            }
-        });
     }
     // Stop accepting: the accept task ends when its channel closes, dropping the listener.
     drop(incoming);

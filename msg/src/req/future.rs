@@ -6,7 +6,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use msg_core::Message;
+use msg_core::{Encoding, Message};
+use msg_layers::compression::{Codec, DecompressError};
+use tokio::task::JoinHandle;
 
 use super::slots::{SlotId, SlotTable};
 use crate::counters::ErrorCounters;
@@ -23,9 +25,23 @@ pub struct ResponseFuture {
 }
 
 enum State {
+    /// A long request being compressed on the blocking pool, in its reserved slot; queued
+    /// once it is. `plain` goes instead if the codec panics.
+    Compressing {
+        slots: Arc<SlotTable>,
+        slot: SlotId,
+        job: JoinHandle<Message>,
+        plain: Message,
+    },
     Waiting {
         slots: Arc<SlotTable>,
         slot: SlotId,
+    },
+    /// A long reply being decoded on the blocking pool; its slot is free already.
+    Decoding {
+        slots: Arc<SlotTable>,
+        encoding: Encoding,
+        job: JoinHandle<Result<Message, DecompressError>>,
     },
     /// Failed before it was sent; the socket's error counters, to count it when polled.
     Failed(Error, Arc<ErrorCounters>),
@@ -35,7 +51,9 @@ enum State {
 impl fmt::Debug for ResponseFuture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
+            State::Compressing { slot, .. } => format!("compressing in slot {slot}"),
             State::Waiting { slot, .. } => format!("waiting in slot {slot}"),
+            State::Decoding { .. } => "decoding".to_owned(),
             State::Failed(e, _) => format!("failed: {e}"),
             State::Finished => "finished".to_owned(),
         };
@@ -52,6 +70,24 @@ impl ResponseFuture {
         }
     }
 
+    /// Compresses `msg` with `codec` on the blocking pool, then queues it in reserved slot
+    /// `slot`.
+    pub(crate) fn compressing(
+        slots: Arc<SlotTable>,
+        slot: SlotId,
+        codec: &Codec,
+        msg: Message,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Compressing {
+                slots,
+                slot,
+                job: crate::offload::spawn_compress(codec, msg.clone()),
+                plain: msg,
+            },
+        }
+    }
+
     pub(crate) fn failed(e: Error, errors: Arc<ErrorCounters>) -> Self {
         ResponseFuture {
             state: State::Failed(e, errors),
@@ -63,11 +99,46 @@ impl Future for ResponseFuture {
     type Output = Result<Message, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let reply = match &self.state {
+        if let State::Compressing {
+            slots,
+            slot,
+            job,
+            plain,
+        } = &mut self.state
+        {
+            let msg = match std::task::ready!(Pin::new(job).poll(cx)) {
+                Ok(msg) => msg,
+                // The codec panicked: the request goes as it is, as when a codec fails.
+                Err(_) => plain.clone(),
+            };
+            let (slots, slot) = (slots.clone(), *slot);
+            match slots.enqueue(slot, msg) {
+                Ok(()) => self.state = State::Waiting { slots, slot },
+                Err(e) => {
+                    // The slot is freed by the refusal.
+                    self.state = State::Finished;
+                    slots.errors().count(&e);
+                    return Poll::Ready(Err(e));
+                }
+            }
+        }
+        let reply = match &mut self.state {
             State::Waiting { slots, slot } => {
                 let reply = match slots.poll_reply(*slot, cx) {
                     // A reply encoded by the server's compression is decoded here, in the
-                    // caller's task.
+                    // caller's task; a long one on the blocking pool.
+                    Poll::Ready(Ok(msg)) if crate::offload::decode_offloaded(&msg) => {
+                        let slots = slots.clone();
+                        let encoding = msg.encoding();
+                        let (decoders, limit) = slots.decoding();
+                        let job = crate::offload::spawn_decode(decoders, msg, limit);
+                        self.state = State::Decoding {
+                            slots,
+                            encoding,
+                            job,
+                        };
+                        return self.poll(cx);
+                    }
                     Poll::Ready(Ok(msg)) if !msg.encoding().is_identity() => slots.decode(msg),
                     Poll::Ready(reply) => reply,
                     Poll::Pending => return Poll::Pending,
@@ -77,7 +148,21 @@ impl Future for ResponseFuture {
                 }
                 reply
             }
-            State::Failed(..) | State::Finished => {
+            State::Decoding {
+                slots,
+                encoding,
+                job,
+            } => {
+                let outcome = std::task::ready!(Pin::new(job).poll(cx));
+                // Mapped here, in the caller's task, where a limit hit is counted.
+                let reply =
+                    crate::offload::joined(*encoding, outcome).map_err(crate::error::undecodable);
+                if let Err(e) = &reply {
+                    slots.errors().count(e);
+                }
+                reply
+            }
+            State::Compressing { .. } | State::Failed(..) | State::Finished => {
                 match std::mem::replace(&mut self.state, State::Finished) {
                     State::Failed(e, errors) => {
                         errors.count(&e);
@@ -95,8 +180,11 @@ impl Future for ResponseFuture {
 
 impl Drop for ResponseFuture {
     fn drop(&mut self) {
-        if let State::Waiting { slots, slot } = &self.state {
-            slots.abandon(*slot);
+        match &self.state {
+            State::Waiting { slots, slot } => slots.abandon(*slot),
+            // Not queued yet: the slot goes back; the compression's outcome is dropped.
+            State::Compressing { slots, slot, .. } => slots.unreserve(*slot),
+            _ => {}
         }
     }
 }

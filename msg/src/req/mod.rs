@@ -24,7 +24,7 @@ use crate::options::DEFAULT_CONNECT_TIMEOUT;
 // The publisher takes its defaults from here.
 pub(crate) use crate::options::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT};
 use crate::{Backoff, Error};
-use endpoint::ReqEndpoint;
+pub(crate) use endpoint::ReqEndpoint;
 use slots::{SlotId, SlotTable, Ticket};
 
 pub use future::ResponseFuture;
@@ -113,7 +113,7 @@ impl ReqOptions {
     });
 
     /// The options with every value raised to its least sane one, as the socket takes them.
-    fn validated(self) -> Self {
+    pub(crate) fn validated(self) -> Self {
         let connection = self.connection().validated();
         let dial = self.dial().validated();
         let mut options = self.with_connection(connection).with_dial(dial);
@@ -201,10 +201,10 @@ pub struct ReqStats {
 }
 
 /// The socket's state that every clone shares; the last one to go closes the socket.
-struct Handle {
-    slots: Arc<SlotTable>,
-    /// Cancelled when the supervisor has stopped.
-    done: CancellationToken,
+pub(crate) struct Handle {
+    pub(crate) slots: Arc<SlotTable>,
+    /// Cancelled when the supervisor (or the connection's future) has stopped.
+    pub(crate) done: CancellationToken,
 }
 
 impl Drop for Handle {
@@ -261,7 +261,7 @@ impl<T: Transport> Session<T> for ReqSession<T::Addr> {
         conn: Established<T::Io, T::Addr>,
     ) -> impl std::future::Future<Output = End> + Send {
         *self.peer.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.peer);
-        crate::driver::Driver::new(conn.io, ReqEndpoint::new(self.slots.clone()))
+        crate::conn::client::driver(conn.io, self.slots.clone())
     }
 
     fn sweep(&mut self) {
@@ -287,8 +287,9 @@ impl<T: Transport> Session<T> for ReqSession<T::Addr> {
 }
 
 /// A handle's claim on its connection: the connection, and the slot that `poll_ready`
-/// reserved for the next call, if any.
-struct Client {
+/// reserved for the next call, if any. The one way a [`ReqSocket`] and a
+/// [`SendRequest`](crate::conn::client::SendRequest) take a slot and queue a request.
+pub(crate) struct Client {
     handle: Arc<Handle>,
     reserved: Option<SlotId>,
     /// This handle's place in the line for a slot, while `poll_ready` waits for one.
@@ -296,7 +297,7 @@ struct Client {
 }
 
 impl Client {
-    fn new(handle: Arc<Handle>) -> Self {
+    pub(crate) fn new(handle: Arc<Handle>) -> Self {
         Client {
             handle,
             reserved: None,
@@ -304,8 +305,83 @@ impl Client {
         }
     }
 
+    pub(crate) fn handle(&self) -> &Arc<Handle> {
+        &self.handle
+    }
+
     fn slots(&self) -> &Arc<SlotTable> {
         &self.handle.slots
+    }
+
+    /// `tower::Service::poll_ready`: reserves a slot for the next call, or waits in line
+    /// for one while `max_in_flight` requests are out.
+    pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.reserved.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        let slot = std::task::ready!(self.handle.slots.poll_reserve(&mut self.ticket, cx))?;
+        self.reserved = Some(slot);
+        Poll::Ready(Ok(()))
+    }
+
+    /// `tower::Service::call`: queues `msg`, compressed with `codec` if there is one, in
+    /// the reserved slot. A long message is compressed on the blocking pool and queued by
+    /// the returned future once it is.
+    pub(crate) fn call(
+        &mut self,
+        msg: Message,
+        codec: &Option<Codec>,
+        errors: &Arc<ErrorCounters>,
+    ) -> ResponseFuture {
+        let Some(slot) = self.reserved.take() else {
+            return ResponseFuture::failed(Error::NotReady, errors.clone());
+        };
+        let slots = self.slots();
+        let msg = match codec {
+            Some(codec) if crate::offload::compress_offloaded(codec, &msg) => {
+                return ResponseFuture::compressing(slots.clone(), slot, codec, msg);
+            }
+            Some(codec) => codec.compress(msg),
+            None => msg,
+        };
+        match slots.enqueue(slot, msg) {
+            Ok(()) => ResponseFuture::waiting(slots.clone(), slot),
+            Err(e) => ResponseFuture::failed(e, errors.clone()),
+        }
+    }
+}
+
+/// Sends `msg`, compressed with `codec` if there is one (on the blocking pool if it is
+/// long), on `slots` and waits for its reply: waits for a slot first while `max_in_flight`
+/// requests are out.
+pub(crate) async fn send_on(
+    slots: &Arc<SlotTable>,
+    codec: &Option<Codec>,
+    msg: Message,
+) -> Result<Message, Error> {
+    let msg = match codec {
+        Some(codec) => crate::offload::compress(codec, msg).await,
+        None => msg,
+    };
+    let slot = Reserve {
+        slots,
+        ticket: None,
+    }
+    .await?;
+    slots.enqueue(slot, msg)?;
+    ResponseFuture::waiting(slots.clone(), slot).await
+}
+
+/// Waits for `send` with the request timeout, if there is one.
+pub(crate) async fn with_timeout(
+    timeout: Option<Duration>,
+    send: impl std::future::Future<Output = Result<Message, Error>>,
+) -> Result<Message, Error> {
+    match timeout {
+        Some(after) => tokio::time::timeout(after, send)
+            .await
+            .map_err(|_| Error::Timeout { after: Some(after) })?,
+        None => send.await,
     }
 }
 
@@ -533,14 +609,7 @@ impl<T: Transport> ReqSocket<T> {
 
     /// Starts the socket's reconnect supervisor, on `first` if the connection is made.
     fn start(&mut self, dialer: Dialer<T>, first: Option<Established<T::Io, T::Addr>>) {
-        let slots = Arc::new(
-            SlotTable::new(
-                self.options.max_in_flight,
-                self.options.max_frame_len,
-                self.decoders.clone(),
-            )
-            .with_errors(self.errors.clone()),
-        );
+        let slots = crate::conn::client::slots(&self.options, &self.decoders, &self.errors);
         if let Some(conn) = &first {
             *self.peer.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.peer.clone());
         }
@@ -620,13 +689,8 @@ impl<T: Transport> ReqSocket<T> {
     /// [`ReqOptions::timeout`], [`Error::FrameTooLarge`] for a payload over the limit, and
     /// [`Error::UnsupportedEncoding`] for a reply whose encoding no layer decoded.
     pub async fn request(&self, payload: Bytes) -> Result<Bytes, Error> {
-        let reply = match self.options.timeout {
-            Some(after) => tokio::time::timeout(after, self.send(Message::new(payload)))
-                .await
-                .map_err(|_| Error::Timeout { after: Some(after) })??,
-            None => self.send(Message::new(payload)).await?,
-        };
-        checked_payload(reply)
+        let send = self.send(Message::new(payload));
+        checked_payload(with_timeout(self.options.timeout, send).await?)
     }
 
     /// Sends every payload of `requests`, keeping up to `window` of them in flight, and
@@ -689,15 +753,7 @@ impl<T: Transport> ReqSocket<T> {
     /// As [`request`](Self::request), but the reply's encoding is not checked.
     pub async fn send(&self, msg: Message) -> Result<Message, Error> {
         let handle = self.handle().ok_or(Error::NotConnected)?;
-        let msg = self.compressed(msg);
-        let slots = &handle.slots;
-        let slot = Reserve {
-            slots,
-            ticket: None,
-        }
-        .await?;
-        slots.enqueue(slot, msg)?;
-        ResponseFuture::waiting(slots.clone(), slot).await
+        send_on(&handle.slots, &self.codec, msg).await
     }
 }
 
@@ -709,45 +765,22 @@ impl<T: Transport> tower::Service<Message> for ReqSocket<T> {
     /// Ready when the socket can take one more request: pending while
     /// [`max_in_flight`](ReqOptions::max_in_flight) requests are out.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        let Some(client) = self.client_mut() else {
-            return Poll::Ready(Err(Error::NotConnected));
-        };
-        if client.reserved.is_some() {
-            return Poll::Ready(Ok(()));
+        match self.client_mut() {
+            Some(client) => client.poll_ready(cx),
+            None => Poll::Ready(Err(Error::NotConnected)),
         }
-        let slot = std::task::ready!(client.handle.slots.poll_reserve(&mut client.ticket, cx))?;
-        client.reserved = Some(slot);
-        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, msg: Message) -> ResponseFuture {
-        let msg = self.compressed(msg);
-        let Some(client) = self.client.as_mut() else {
-            return ResponseFuture::failed(Error::NotReady, self.errors.clone());
-        };
-        let Some(slot) = client.reserved.take() else {
-            return ResponseFuture::failed(Error::NotReady, self.errors.clone());
-        };
-        let slots = client.slots();
-        match slots.enqueue(slot, msg) {
-            Ok(()) => ResponseFuture::waiting(slots.clone(), slot),
-            Err(e) => ResponseFuture::failed(e, self.errors.clone()),
-        }
-    }
-}
-
-impl<T: Transport> ReqSocket<T> {
-    /// `msg`, compressed if the socket has a compressor.
-    fn compressed(&self, msg: Message) -> Message {
-        match &self.codec {
-            Some(codec) => codec.compress(msg),
-            None => msg,
+        match self.client.as_mut() {
+            Some(client) => client.call(msg, &self.codec, &self.errors),
+            None => ResponseFuture::failed(Error::NotReady, self.errors.clone()),
         }
     }
 }
 
 /// The payload of a reply, provided no layer left it encoded.
-fn checked_payload(reply: Message) -> Result<Bytes, Error> {
+pub(crate) fn checked_payload(reply: Message) -> Result<Bytes, Error> {
     if !reply.encoding().is_identity() {
         return Err(Error::UnsupportedEncoding {
             encoding: reply.encoding(),

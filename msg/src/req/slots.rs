@@ -234,6 +234,11 @@ impl SlotTable {
             .map_err(crate::error::undecodable)
     }
 
+    /// The decoders and the limit replies are decoded with, to decode one elsewhere.
+    pub(crate) fn decoding(&self) -> (&Decoders, usize) {
+        (&self.decoders, self.max_frame_len)
+    }
+
     /// Cancelled once the socket is closed.
     pub(crate) fn closed_token(&self) -> &CancellationToken {
         &self.closed

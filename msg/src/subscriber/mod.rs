@@ -4,6 +4,7 @@ mod conn;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_core::Stream;
-use msg_core::{Encoding, SocketType, DEFAULT_MAX_FRAME_LEN};
+use msg_core::{Encoding, Message, SocketType, DEFAULT_MAX_FRAME_LEN};
 use msg_transports::Transport;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -365,6 +366,8 @@ pub struct SubSocket<T: Transport> {
     local: VecDeque<SubMessage<T::Addr>>,
     /// Messages dropped because they could not be decoded.
     undecodable: u64,
+    /// A long message being decoded on the blocking pool: the next one handed out.
+    decoding: Option<Decoding<T::Addr>>,
     stop: CancellationToken,
     /// The connections' supervisors, to wait for on close.
     tasks: TaskTracker,
@@ -406,6 +409,7 @@ impl<T: Transport> SubSocket<T> {
             options,
             local: VecDeque::new(),
             undecodable: 0,
+            decoding: None,
             _guard: Guard(stop.clone()),
             stop,
             tasks: TaskTracker::new(),
@@ -614,35 +618,67 @@ impl<T: Transport> Stream for SubSocket<T> {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         loop {
+            if let Some(decoding) = &mut this.decoding {
+                let outcome = std::task::ready!(Pin::new(&mut decoding.job).poll(cx));
+                let msg = this.decoding.take().map(|d| d.msg).expect("decoding");
+                let encoding = msg.encoding;
+                match crate::offload::joined(encoding, outcome) {
+                    Ok(plain) => return Poll::Ready(Some(msg.decoded(plain.into_payload()))),
+                    Err(e) => this.undecodable(&msg, e),
+                }
+                continue;
+            }
             match this.poll_raw(cx) {
                 Poll::Ready(Some(msg)) if !msg.encoding.is_identity() => {
-                    match this.decoders.decompress(
-                        msg.encoding,
-                        &msg.payload,
-                        this.options.max_frame_len,
-                    ) {
-                        Ok(plain) => {
-                            return Poll::Ready(Some(SubMessage {
-                                payload: Bytes::from(plain),
-                                encoding: Encoding::IDENTITY,
-                                ..msg
-                            }))
-                        }
-                        Err(e) => {
-                            if matches!(
-                                e,
-                                msg_layers::compression::DecompressError::TooLarge { .. }
-                            ) {
-                                crate::limits::hit(crate::limits::DECOMPRESSED_LEN);
-                            }
-                            this.undecodable += 1;
-                            tracing::warn!(topic = msg.topic(), error = %e, "message not decoded; dropped");
-                        }
+                    let limit = this.options.max_frame_len;
+                    let packed = Message::new(msg.payload.clone()).with_encoding(msg.encoding);
+                    if crate::offload::decode_offloaded(&packed) {
+                        // Decoded on the blocking pool; handed out, in its turn, when done.
+                        let job = crate::offload::spawn_decode(&this.decoders, packed, limit);
+                        this.decoding = Some(Decoding { job, msg });
+                        continue;
+                    }
+                    match this.decoders.decompress(msg.encoding, &msg.payload, limit) {
+                        Ok(plain) => return Poll::Ready(Some(msg.decoded(Bytes::from(plain)))),
+                        Err(e) => this.undecodable(&msg, e),
                     }
                 }
                 other => return other,
             }
         }
+    }
+}
+
+/// A long message being decoded on the blocking pool.
+struct Decoding<A> {
+    job: tokio::task::JoinHandle<Result<Message, msg_layers::compression::DecompressError>>,
+    /// The message, still encoded.
+    msg: SubMessage<A>,
+}
+
+impl<A> SubMessage<A> {
+    /// The message with its payload decoded to `plain`.
+    fn decoded(self, plain: Bytes) -> Self {
+        SubMessage {
+            payload: plain,
+            encoding: Encoding::IDENTITY,
+            ..self
+        }
+    }
+}
+
+impl<T: Transport> SubSocket<T> {
+    /// `msg` could not be decoded: it is dropped, and counted.
+    fn undecodable(
+        &mut self,
+        msg: &SubMessage<T::Addr>,
+        e: msg_layers::compression::DecompressError,
+    ) {
+        if matches!(e, msg_layers::compression::DecompressError::TooLarge { .. }) {
+            crate::limits::hit(crate::limits::DECOMPRESSED_LEN);
+        }
+        self.undecodable += 1;
+        tracing::warn!(topic = msg.topic(), error = %e, "message not decoded; dropped");
     }
 }
 
