@@ -21,6 +21,7 @@ use crate::accept::{accept_loop, AcceptConfig};
 use crate::admission::{self, Admission, AdmissionService, Authenticate};
 use crate::events::{EventSink, Events};
 use crate::io::heartbeat_config;
+use crate::offload;
 use crate::Error;
 use msg_layers::compression::{Codec, Compressor, DEFAULT_MIN_LEN};
 
@@ -292,7 +293,8 @@ impl<T: Transport> PubSocket<T> {
         let hub = &self.shared;
         let routed = hub.ensure_open().and(routed)?;
         let blocked = match &self.codec {
-            Some(codec) => hub.start(&routed, &codec.compress(msg.clone()))?,
+            // A long message is compressed on the blocking pool (see `offload`).
+            Some(codec) => hub.start(&routed, &offload::compress(codec, msg.clone()).await)?,
             None => hub.start(&routed, msg)?,
         };
         if let Some(blocked) = blocked {
@@ -389,10 +391,8 @@ impl<T: Transport> tower::Service<Publication> for PubSocket<T> {
         }
     }
 
-    fn call(&mut self, mut publication: Publication) -> PublishFuture {
-        if let Some(codec) = &self.codec {
-            publication.message = codec.compress(publication.message);
-        }
+    fn call(&mut self, publication: Publication) -> PublishFuture {
+        let codec = self.codec.clone();
         let shared = self.shared.clone();
         let bound = self.guard.is_some();
         let routed = self.route.route(&shared.registry, &publication.topic);
@@ -401,7 +401,11 @@ impl<T: Transport> tower::Service<Publication> for PubSocket<T> {
                 if !bound {
                     return Err(Error::NotBound);
                 }
-                shared.publish(routed, &publication.message).await
+                let message = match &codec {
+                    Some(codec) => offload::compress(codec, publication.message).await,
+                    None => publication.message,
+                };
+                shared.publish(routed, &message).await
             }),
         }
     }
