@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::counters::ErrorCounters;
 pub(crate) use crate::handoff::Ticket;
 use crate::handoff::{park, wake_all, Line, Queue, Weigh};
+use crate::limits::Hits;
 use crate::slots::Slots;
 pub(crate) use crate::slots::{Generation, SlotId};
 use crate::Error;
@@ -187,6 +188,8 @@ pub(crate) struct SlotTable {
     closed: CancellationToken,
     /// The socket's `msg_request_errors_total` handles.
     errors: Arc<ErrorCounters>,
+    /// The `in_flight` limit's counter, hit by every caller that waits for a slot.
+    in_flight: Hits,
 }
 
 impl SlotTable {
@@ -207,6 +210,7 @@ impl SlotTable {
             decoders,
             closed: CancellationToken::new(),
             errors: Arc::default(),
+            in_flight: Hits::new(crate::limits::IN_FLIGHT),
         }
     }
 
@@ -269,7 +273,7 @@ impl SlotTable {
         match state.slots.reserve(Slot::Reserved) {
             Some((id, _)) => Poll::Ready(Ok(id)),
             None => {
-                crate::limits::hit(crate::limits::IN_FLIGHT);
+                self.in_flight.hit();
                 *ticket = Some(state.waiters.join(cx.waker()));
                 Poll::Pending
             }
