@@ -123,7 +123,7 @@ fn reaches(count: &AtomicUsize, n: usize) -> impl Future<Output = ()> + '_ {
 
 /// Whether `event` is a disconnection for a missed heartbeat.
 fn heartbeat_lost<A>(event: &SocketEvent<A>) -> bool {
-    matches!(event, SocketEvent::Disconnected { error, .. } if matches!(**error, Error::HeartbeatTimeout { .. }))
+    matches!(event, SocketEvent::Disconnected { error, .. } if matches!(*error, Error::HeartbeatTimeout { .. }))
 }
 
 async fn a_req_socket_is_answered_again_soon_after_its_server_returns_and_no_request_hangs<
@@ -1152,7 +1152,7 @@ async fn a_client_that_says_nothing_is_closed_after_handshake_timeout() {
     })
     .await;
     assert!(
-        matches!(seen.last(), Some(SocketEvent::HandshakeFailed { error, .. }) if matches!(**error, Error::HandshakeTimeout { after } if after == timeout)),
+        matches!(seen.last(), Some(SocketEvent::HandshakeFailed { error, .. }) if matches!(*error, Error::HandshakeTimeout { after } if after == timeout)),
         "{seen:?}"
     );
     // One that starts its hello and stops halfway is closed the same way.

@@ -147,7 +147,7 @@ async fn a_corrupted_byte_costs_only_its_own_connection_which_comes_back<F: Fixt
     within(async {
         loop {
             if let Some(SocketEvent::Disconnected { error, .. }) = events.next().await {
-                match &*error {
+                match &error {
                     Error::Protocol(_) => break,
                     Error::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => break,
                     other => panic!("{other:?}"),
@@ -190,7 +190,7 @@ async fn a_half_closed_link_is_noticed_and_the_client_redials<F: Fixture>(fixtur
     .await;
     // The end of the stream, typed: over TLS, one without the peer's close_notify.
     assert!(
-        match &*error {
+        match &error {
             Error::ConnectionClosed => true,
             Error::Io(e) => e.kind() == std::io::ErrorKind::UnexpectedEof,
             _ => false,

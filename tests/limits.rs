@@ -133,7 +133,7 @@ fn silent_connections_past_max_handshakes_evict_the_oldest_and_a_real_client_get
         })
         .await;
         assert!(
-            matches!(*evicted, Error::HandshakeEvicted { max: 2 }),
+            matches!(evicted, Error::HandshakeEvicted { max: 2 }),
             "{evicted:?}"
         );
         // Two silent connections cannot lock a real client out: it evicts the second.
@@ -291,7 +291,7 @@ async fn publications_past_the_frame_limit_fail_or_close_the_connection<F: Fixtu
         while let Some(event) = events.next().await {
             match event {
                 msg::SocketEvent::Disconnected { error, .. } => {
-                    assert!(matches!(*error, Error::Protocol(_)), "{error:?}");
+                    assert!(matches!(error, Error::Protocol(_)), "{error:?}");
                     lost = true;
                 }
                 msg::SocketEvent::Connected { .. } if lost => return,

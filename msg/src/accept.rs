@@ -131,7 +131,7 @@ pub(crate) async fn accept_loop<T, S, W, F>(
                 let max = config.max_handshakes.max(1);
                 config.events.emit(|| SocketEvent::HandshakeFailed {
                     peer,
-                    error: Arc::new(Error::HandshakeEvicted { max }),
+                    error: Error::HandshakeEvicted { max },
                 });
             }
         }
@@ -222,10 +222,9 @@ async fn handshake<T, W, F>(
         Err(e) => {
             span.record("outcome", "failed");
             tracing::info!(%peer, error = %e, "handshake failed; connection closed");
-            config.events.emit(|| SocketEvent::HandshakeFailed {
-                peer,
-                error: Arc::new(e),
-            });
+            config
+                .events
+                .emit(|| SocketEvent::HandshakeFailed { peer, error: e });
         }
     }
 }

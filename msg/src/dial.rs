@@ -117,9 +117,8 @@ impl<T: Transport> Dialer<T> {
         let outcome = self.dial().await;
         if let Err(e) = &outcome {
             if !matches!(e, Error::HandshakeRejected { .. }) {
-                self.events.emit(|| SocketEvent::ConnectFailed {
-                    error: Arc::new(e.clone()),
-                });
+                self.events
+                    .emit(|| SocketEvent::ConnectFailed { error: e.clone() });
             }
         }
         outcome
@@ -210,9 +209,7 @@ pub(crate) async fn supervise<T: Transport, S: Session<T>>(
                     Err(Error::HandshakeRejected { .. }) => continue,
                     Err(error) => {
                         session.dial_failed(&error);
-                        dialer.events.emit(|| SocketEvent::ConnectFailed {
-                            error: Arc::new(error),
-                        });
+                        dialer.events.emit(|| SocketEvent::ConnectFailed { error });
                         continue;
                     }
                 }
@@ -238,10 +235,9 @@ pub(crate) async fn supervise<T: Transport, S: Session<T>>(
                     .counters()
                     .disconnections(dialer.socket_type)
                     .increment(1);
-                dialer.events.emit(|| SocketEvent::Disconnected {
-                    peer,
-                    error: Arc::new(error),
-                });
+                dialer
+                    .events
+                    .emit(|| SocketEvent::Disconnected { peer, error });
             }
         }
     }

@@ -37,7 +37,7 @@ pub enum SocketEvent<A> {
         /// The other end's address.
         peer: A,
         /// Why it ended.
-        error: Arc<Error>,
+        error: Error,
     },
     /// A client socket will dial again after `delay`; `attempt` counts the dials since the
     /// last connection, from 1.
@@ -50,7 +50,7 @@ pub enum SocketEvent<A> {
     /// A client socket's dial, or the handshake after it, failed.
     ConnectFailed {
         /// Why.
-        error: Arc<Error>,
+        error: Error,
     },
     /// A server refused this client socket, with its reason.
     Rejected {
@@ -75,7 +75,7 @@ pub enum SocketEvent<A> {
         /// The client's address.
         peer: A,
         /// Why.
-        error: Arc<Error>,
+        error: Error,
     },
     /// This stream fell behind and lost `count` events.
     Missed {

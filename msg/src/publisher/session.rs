@@ -72,10 +72,7 @@ pub(super) fn spawn<Io, A>(
         task.close();
         metrics::counter!("msg_disconnections_total", "socket" => "pub").increment(1);
         let peer = task.session.peer.clone();
-        events.emit(|| SocketEvent::Disconnected {
-            peer,
-            error: Arc::new(error),
-        });
+        events.emit(|| SocketEvent::Disconnected { peer, error });
     });
 }
 

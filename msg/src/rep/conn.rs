@@ -20,6 +20,7 @@ use crate::dial::End;
 use crate::driver::{Driver, Ending, Endpoint};
 use crate::events::{EventSink, SocketEvent};
 use crate::io::FramedIo;
+use crate::limits::Hits;
 use crate::Error;
 use msg_layers::compression::{Codec, Decoders};
 
@@ -71,6 +72,8 @@ pub(crate) struct RepEndpoint<C, A> {
     offloaded: FuturesUnordered<Offloaded>,
     coding: Coding,
     max_in_flight: usize,
+    /// The `in_flight` limit's counter, hit by every request held at the limit.
+    in_flight: Hits,
     shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     /// No more requests will be read: shutdown began.
     reading_done: bool,
@@ -105,6 +108,7 @@ where
                 offloaded: FuturesUnordered::new(),
                 coding,
                 max_in_flight: max_in_flight.max(1),
+                in_flight: Hits::new(crate::limits::IN_FLIGHT),
                 shutdown: shutdown.map(Box::pin),
                 reading_done: false,
                 started: false,
@@ -138,10 +142,7 @@ where
             .counters()
             .disconnections(SocketType::Rep)
             .increment(1);
-        events.emit(|| SocketEvent::Disconnected {
-            peer,
-            error: Arc::new(end),
-        });
+        events.emit(|| SocketEvent::Disconnected { peer, error: end });
     }
 }
 
@@ -179,7 +180,7 @@ where
         cx: &mut Context<'_>,
     ) -> Result<(), Error> {
         if self.calls.len() + self.offloaded.len() >= self.max_in_flight {
-            crate::limits::hit(crate::limits::IN_FLIGHT);
+            self.in_flight.hit();
             self.stalled = Some((id, msg));
             return Ok(());
         }
