@@ -404,6 +404,95 @@ fn a_server_stops_reading_a_client_that_leaves_its_replies_unread_and_loses_noth
     assert!(counters.limit_hits("queued_bytes") >= 1, "{counters:?}");
 }
 
+/// A server whose replies a client leaves unread starts no new call for it, but still
+/// reads its cancels: it used to stop reading at the write high-water mark, so a client
+/// could not cancel a call that hung while the replies of the others piled up.
+#[test]
+fn a_server_over_its_write_high_water_still_reads_cancels() {
+    // A raw TCP client, the one kind that can leave replies unread.
+    const LARGE: usize = 1024 * 1024;
+    const REQUESTS: u64 = 48;
+    with_live_counters(|live| async move {
+        let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel::<()>();
+        let dropped_tx = Arc::new(std::sync::Mutex::new(Some(dropped_tx)));
+        // The large replies wait for the gate, until every request has been read.
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let started = Arc::new(AtomicUsize::new(0));
+        let mut rep = RepSocket::new(Tcp::default());
+        rep.bind("127.0.0.1:0").await.unwrap();
+        let addr = rep.local_addr().unwrap();
+        let (gate_in, started_in) = (gate.clone(), started.clone());
+        tokio::spawn(serve(
+            rep,
+            service_fn(move |req: Request| {
+                let (dropped_tx, gate) = (dropped_tx.clone(), gate_in.clone());
+                started_in.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if req.msg().as_ref() == b"hang" {
+                        // Tells the test when the call is dropped: cancelled.
+                        struct Tell(
+                            Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>>,
+                        );
+                        impl Drop for Tell {
+                            fn drop(&mut self) {
+                                if let Some(tx) = self.0.lock().unwrap().take() {
+                                    let _ = tx.send(());
+                                }
+                            }
+                        }
+                        let _tell = Tell(dropped_tx);
+                        std::future::pending::<()>().await;
+                    }
+                    let _pass = gate.acquire().await.unwrap();
+                    Ok::<_, Infallible>(Bytes::from(vec![1u8; LARGE]))
+                }
+            }),
+        ));
+        let raw = raw_client(addr, msg::SocketType::Req)
+            .await
+            .expect("welcomed");
+        let (_read, mut write) = raw.into_split();
+        let send = |kind, id, payload: &'static [u8]| {
+            encode(msg::wire::Frame::new(kind, id, Bytes::from_static(payload)))
+        };
+        use tokio::io::AsyncWriteExt;
+        write
+            .write_all(&send(msg::wire::FrameKind::Request, 1, b"hang"))
+            .await
+            .unwrap();
+        for id in 2..=REQUESTS + 1 {
+            write
+                .write_all(&send(msg::wire::FrameKind::Request, id, b"large"))
+                .await
+                .unwrap();
+        }
+        within(async {
+            while started.load(Ordering::SeqCst) < REQUESTS as usize + 1 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        // 48 MiB of replies, none read: past the sockets' buffers and the server's write
+        // high-water mark.
+        gate.add_permits(REQUESTS as usize);
+        within(async {
+            while live.limit_hits("queued_bytes") == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        // Over the mark, the client cancels the call that hangs: the server reads the
+        // cancel and drops the call.
+        write
+            .write_all(&send(msg::wire::FrameKind::Cancel, 1, b""))
+            .await
+            .unwrap();
+        within(dropped_rx)
+            .await
+            .expect("the hanging call was dropped");
+    });
+}
+
 /// Reads one frame from `read`, keeping bytes of later frames in `buf`.
 async fn read_reply(
     read: &mut tokio::net::tcp::OwnedReadHalf,

@@ -168,10 +168,11 @@ where
         }
     }
 
-    /// Starts request `id`, if the calls have room and are ready; otherwise holds it.
-    /// At the in-flight limit, frames are still read up to the next request, so that the
-    /// client's cancellations and pings ahead of it are seen: a client whose requests all
-    /// hang can still cancel them.
+    /// Starts request `id`, if the calls have room and are ready and the replies are
+    /// under the write high-water mark; otherwise holds it. Held at the in-flight limit or
+    /// over the mark, frames are still read up to the next request, so that the client's
+    /// cancellations and pings ahead of it are seen: a client whose requests all hang, or
+    /// who leaves replies unread, can still cancel.
     fn start(
         &mut self,
         id: u64,
@@ -179,6 +180,12 @@ where
         link: &mut Link,
         cx: &mut Context<'_>,
     ) -> Result<(), Error> {
+        if link.over_high_water() {
+            // The client leaves its replies unread: no new call starts until it reads, but
+            // the frames before this request (its cancels, its pings) were read.
+            self.stalled = Some((id, msg));
+            return Ok(());
+        }
         if self.calls.len() + self.offloaded.len() >= self.max_in_flight {
             self.in_flight.hit();
             self.stalled = Some((id, msg));
@@ -368,8 +375,10 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn read_paused(&self, link: &Link) -> bool {
-        self.reading_done || self.stalled.is_some() || link.over_high_water()
+    /// Reading pauses at a request held for room (the in-flight limit, or replies over
+    /// the write high-water mark), once the frames before it are read.
+    fn read_paused(&self, _link: &Link) -> bool {
+        self.reading_done || self.stalled.is_some()
     }
 
     fn holding(&self) -> bool {
