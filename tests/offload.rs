@@ -117,6 +117,27 @@ fn length_of(
     }
 }
 
+/// Sends `long` and, once the gated codec holds it, a short request, which is answered
+/// `short_answer` meanwhile; then lets the long one go on, and returns its answer.
+async fn short_answered_while_long_is_held(
+    req: &ReqSocket<Tcp>,
+    gate: &mut Gate,
+    long: Bytes,
+    short_answer: &str,
+) -> Bytes {
+    let long = {
+        let req = req.clone();
+        tokio::spawn(async move { req.request(long).await })
+    };
+    within(gate.begun.recv()).await.unwrap();
+    assert_eq!(
+        within(req.request(Bytes::from("short"))).await.unwrap(),
+        short_answer
+    );
+    gate.go.send(()).unwrap();
+    within(long).await.unwrap().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_request_being_decoded_holds_up_no_other_request_on_its_connection() {
     let (codec, mut gate) = gated();
@@ -128,21 +149,9 @@ async fn a_long_request_being_decoded_holds_up_no_other_request_on_its_connectio
 
     let mut req = ReqSocket::new(Tcp::default()).with_compressor(GzipCompressor::new(1));
     within(req.connect(addr)).await.unwrap();
-    let long = {
-        let req = req.clone();
-        tokio::spawn(async move { req.request(long_payload()).await })
-    };
-    within(gate.begun.recv()).await.unwrap();
     // The server is decoding the long request: the short one is answered meanwhile.
-    assert_eq!(
-        within(req.request(Bytes::from("short"))).await.unwrap(),
-        "5"
-    );
-    gate.go.send(()).unwrap();
-    assert_eq!(
-        within(long).await.unwrap().unwrap(),
-        (4 << 20).to_string().as_str()
-    );
+    let long = short_answered_while_long_is_held(&req, &mut gate, long_payload(), "5").await;
+    assert_eq!(long, (4 << 20).to_string().as_str());
     assert_eq!(long_calls.load(Ordering::SeqCst), 1);
 }
 
@@ -164,18 +173,9 @@ async fn a_long_reply_being_compressed_holds_up_no_other_request_on_its_connecti
 
     let mut req = ReqSocket::new(Tcp::default());
     within(req.connect(addr)).await.unwrap();
-    let long = {
-        let req = req.clone();
-        tokio::spawn(async move { req.request(Bytes::from("long")).await })
-    };
-    within(gate.begun.recv()).await.unwrap();
     // The server is compressing the long reply: the short request is answered meanwhile.
-    assert_eq!(
-        within(req.request(Bytes::from("short"))).await.unwrap(),
-        "short"
-    );
-    gate.go.send(()).unwrap();
-    assert_eq!(within(long).await.unwrap().unwrap(), long_payload());
+    let long = short_answered_while_long_is_held(&req, &mut gate, "long".into(), "short").await;
+    assert_eq!(long, long_payload());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,17 +246,8 @@ async fn a_client_decoding_a_long_reply_holds_up_no_other_request() {
 
     let mut req = ReqSocket::new(Tcp::default()).with_decompressor(codec);
     within(req.connect(addr)).await.unwrap();
-    let long = {
-        let req = req.clone();
-        tokio::spawn(async move { req.request(Bytes::from("long")).await })
-    };
-    within(gate.begun.recv()).await.unwrap();
-    assert_eq!(
-        within(req.request(Bytes::from("short"))).await.unwrap(),
-        "short"
-    );
-    gate.go.send(()).unwrap();
-    assert_eq!(within(long).await.unwrap().unwrap(), long_payload());
+    let long = short_answered_while_long_is_held(&req, &mut gate, "long".into(), "short").await;
+    assert_eq!(long, long_payload());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
@@ -290,20 +281,8 @@ async fn a_client_compressing_a_long_request_holds_up_no_other_request() {
     let reply = within(long_call).await.unwrap().unwrap();
     assert_eq!(reply.payload(), (4 << 20).to_string().as_str());
 
-    let long = {
-        let req = req.clone();
-        tokio::spawn(async move { req.request(long_payload()).await })
-    };
-    within(gate.begun.recv()).await.unwrap();
-    assert_eq!(
-        within(req.request(Bytes::from("short"))).await.unwrap(),
-        "5"
-    );
-    gate.go.send(()).unwrap();
-    assert_eq!(
-        within(long).await.unwrap().unwrap(),
-        (4 << 20).to_string().as_str()
-    );
+    let long = short_answered_while_long_is_held(&req, &mut gate, long_payload(), "5").await;
+    assert_eq!(long, (4 << 20).to_string().as_str());
     assert_eq!(long_calls.load(Ordering::SeqCst), 2);
 }
 

@@ -180,14 +180,14 @@ where
         link: &mut Link,
         cx: &mut Context<'_>,
     ) -> Result<(), Error> {
-        if link.over_high_water() {
-            // The client leaves its replies unread: no new call starts until it reads, but
-            // the frames before this request (its cancels, its pings) were read.
-            self.stalled = Some((id, msg));
-            return Ok(());
-        }
-        if self.calls.len() + self.offloaded.len() >= self.max_in_flight {
-            self.in_flight.hit();
+        // At the in-flight limit, or with replies the client leaves unread over the write
+        // high-water mark, no new call starts; the frames before this request (its
+        // cancels, its pings) were read.
+        let at_limit = self.calls.len() + self.offloaded.len() >= self.max_in_flight;
+        if at_limit || link.over_high_water() {
+            if at_limit {
+                self.in_flight.hit();
+            }
             self.stalled = Some((id, msg));
             return Ok(());
         }
