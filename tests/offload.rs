@@ -117,6 +117,15 @@ fn length_of(
     }
 }
 
+/// A handler that answers "long" with the long payload and echoes anything else.
+async fn long_or_echo(req: Request) -> Result<Bytes, std::convert::Infallible> {
+    Ok(if req.msg() == "long" {
+        long_payload()
+    } else {
+        req.msg().clone()
+    })
+}
+
 /// Sends `long` and, once the gated codec holds it, a short request, which is answered
 /// `short_answer` meanwhile; then lets the long one go on, and returns its answer.
 async fn short_answered_while_long_is_held(
@@ -161,15 +170,7 @@ async fn a_long_reply_being_compressed_holds_up_no_other_request_on_its_connecti
     let mut rep = RepSocket::new(Tcp::default()).with_compressor(codec);
     rep.bind("127.0.0.1:0").await.unwrap();
     let addr = rep.local_addr().unwrap();
-    let handler = service_fn(|req: Request| async move {
-        let reply = if req.msg() == "long" {
-            long_payload()
-        } else {
-            req.msg().clone()
-        };
-        Ok::<_, std::convert::Infallible>(reply)
-    });
-    tokio::spawn(serve(rep, handler));
+    tokio::spawn(serve(rep, service_fn(long_or_echo)));
 
     let mut req = ReqSocket::new(Tcp::default());
     within(req.connect(addr)).await.unwrap();
@@ -234,15 +235,7 @@ async fn a_client_decoding_a_long_reply_holds_up_no_other_request() {
     let mut rep = RepSocket::new(Tcp::default()).with_compressor(GzipCompressor::new(1));
     rep.bind("127.0.0.1:0").await.unwrap();
     let addr = rep.local_addr().unwrap();
-    let handler = service_fn(|req: Request| async move {
-        let reply = if req.msg() == "long" {
-            long_payload()
-        } else {
-            req.msg().clone()
-        };
-        Ok::<_, std::convert::Infallible>(reply)
-    });
-    tokio::spawn(serve(rep, handler));
+    tokio::spawn(serve(rep, service_fn(long_or_echo)));
 
     let mut req = ReqSocket::new(Tcp::default()).with_decompressor(codec);
     within(req.connect(addr)).await.unwrap();
