@@ -26,13 +26,8 @@ pub struct ResponseFuture {
 
 enum State {
     /// A long request being compressed on the blocking pool, in its reserved slot; queued
-    /// once it is. `plain` goes instead if the codec panics.
-    Compressing {
-        slots: Arc<SlotTable>,
-        slot: SlotId,
-        job: JoinHandle<Message>,
-        plain: Message,
-    },
+    /// once it is. Boxed: rare, and the common states stay small.
+    Compressing(Box<Compressing>),
     Waiting {
         slots: Arc<SlotTable>,
         slot: SlotId,
@@ -48,10 +43,18 @@ enum State {
     Finished,
 }
 
+/// A request being compressed: `plain` goes instead if the codec panics.
+struct Compressing {
+    slots: Arc<SlotTable>,
+    slot: SlotId,
+    job: JoinHandle<Message>,
+    plain: Message,
+}
+
 impl fmt::Debug for ResponseFuture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
-            State::Compressing { slot, .. } => format!("compressing in slot {slot}"),
+            State::Compressing(c) => format!("compressing in slot {}", c.slot),
             State::Waiting { slot, .. } => format!("waiting in slot {slot}"),
             State::Decoding { .. } => "decoding".to_owned(),
             State::Failed(e, _) => format!("failed: {e}"),
@@ -79,12 +82,12 @@ impl ResponseFuture {
         msg: Message,
     ) -> Self {
         ResponseFuture {
-            state: State::Compressing {
+            state: State::Compressing(Box::new(Compressing {
                 slots,
                 slot,
                 job: crate::offload::spawn_compress(codec, msg.clone()),
                 plain: msg,
-            },
+            })),
         }
     }
 
@@ -99,13 +102,13 @@ impl Future for ResponseFuture {
     type Output = Result<Message, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let State::Compressing {
-            slots,
-            slot,
-            job,
-            plain,
-        } = &mut self.state
-        {
+        if let State::Compressing(compressing) = &mut self.state {
+            let Compressing {
+                slots,
+                slot,
+                job,
+                plain,
+            } = &mut **compressing;
             let msg = match std::task::ready!(Pin::new(job).poll(cx)) {
                 Ok(msg) => msg,
                 // The codec panicked: the request goes as it is, as when a codec fails.
@@ -162,7 +165,7 @@ impl Future for ResponseFuture {
                 }
                 reply
             }
-            State::Compressing { .. } | State::Failed(..) | State::Finished => {
+            State::Compressing(_) | State::Failed(..) | State::Finished => {
                 match std::mem::replace(&mut self.state, State::Finished) {
                     State::Failed(e, errors) => {
                         errors.count(&e);
@@ -183,7 +186,7 @@ impl Drop for ResponseFuture {
         match &self.state {
             State::Waiting { slots, slot } => slots.abandon(*slot),
             // Not queued yet: the slot goes back; the compression's outcome is dropped.
-            State::Compressing { slots, slot, .. } => slots.unreserve(*slot),
+            State::Compressing(c) => c.slots.unreserve(c.slot),
             _ => {}
         }
     }

@@ -359,8 +359,13 @@ pub(crate) async fn send_on(
     codec: &Option<Codec>,
     msg: Message,
 ) -> Result<Message, Error> {
+    // Only a long message waits for the blocking pool, in a future of its own: the
+    // common path's future stays small (a `FuturesUnordered` of requests moves each).
     let msg = match codec {
-        Some(codec) => crate::offload::compress(codec, msg).await,
+        Some(codec) if crate::offload::compress_offloaded(codec, &msg) => {
+            Box::pin(crate::offload::compress(codec, msg)).await
+        }
+        Some(codec) => codec.compress(msg),
         None => msg,
     };
     let slot = Reserve {
