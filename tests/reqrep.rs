@@ -234,7 +234,7 @@ async fn pipeline_ends_with_typed_errors_when_the_server_goes_away() {
     assert!(
         outcomes.len() <= WINDOW + dropped,
         "{} outcomes for a window of {WINDOW} and {dropped} refused: the pipeline went on \
-         after the connection failed",
+         after the connection failed: {outcomes:?}",
         outcomes.len()
     );
     for outcome in &outcomes {

@@ -294,8 +294,9 @@ impl Error {
         }
     }
 
-    /// Whether the error is about the connection, not the request: it ended, or there was
-    /// none. A retry needs a connection (which a `ReqSocket` redials by itself).
+    /// Whether the error is about the connection, not the request: it ended, is going
+    /// away ([`NotProcessed`](Error::NotProcessed)), or there was none. A retry needs a
+    /// connection (which a `ReqSocket` redials by itself).
     pub fn is_connection_error(&self) -> bool {
         matches!(
             self,
@@ -304,6 +305,7 @@ impl Error {
                 | Error::UnexpectedFrame { .. }
                 | Error::ConnectionClosed
                 | Error::NotConnected
+                | Error::NotProcessed
                 | Error::HeartbeatTimeout { .. }
         )
     }
