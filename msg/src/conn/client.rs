@@ -1,8 +1,9 @@
 //! The client's half of one connection: [`handshake`] says msg's hello over any stream and
 //! returns a [`SendRequest`] handle and the [`Connection`] future that drives the stream.
 //!
-//! A [`ReqSocket`](crate::ReqSocket) is this plus a dialer and a reconnect supervisor: its
-//! every connection is set up by [`hello`] and driven by [`driver`], the same two steps.
+//! A [`ReqSocket`](crate::ReqSocket) is this plus a dialer and a reconnect supervisor: each
+//! of its connections is set up by the same hello and driven by the same driver as the
+//! ones [`handshake`] returns.
 
 use std::fmt;
 use std::future::Future;
@@ -103,7 +104,7 @@ impl Builder {
     }
 
     /// Compresses every request of at least
-    /// [`DEFAULT_MIN_LEN`](crate::compression::DEFAULT_MIN_LEN) bytes with `compressor`, as
+    /// [`DEFAULT_MIN_LEN`] bytes with `compressor`, as
     /// [`ReqSocket::with_compressor`](crate::ReqSocket::with_compressor) does.
     pub fn compressor(mut self, compressor: impl Compressor) -> Self {
         self.codec = Some(Codec::new(Arc::new(compressor), DEFAULT_MIN_LEN));

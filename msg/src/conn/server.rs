@@ -3,8 +3,8 @@
 //! with a [`tower::Service`].
 //!
 //! [`serve`](crate::serve) and a [`RepSocket`](crate::RepSocket) read as a stream are this
-//! plus an accept loop: each accepted connection is welcomed by [`hello`] and served by
-//! [`spawn`], the same two steps.
+//! plus an accept loop: each accepted connection is welcomed by the same hello and served
+//! by the same connection as the ones [`serve_connection`] runs.
 
 use std::fmt;
 use std::future::Future;
@@ -159,7 +159,7 @@ impl<A: Clone + fmt::Display + Send + Sync + 'static> Builder<A> {
     }
 
     /// Compresses every response of at least
-    /// [`DEFAULT_MIN_LEN`](crate::compression::DEFAULT_MIN_LEN) bytes with `compressor`.
+    /// [`DEFAULT_MIN_LEN`] bytes with `compressor`.
     pub fn compressor(mut self, compressor: impl Compressor) -> Self {
         self.coding.codec = Some(Codec::new(Arc::new(compressor), DEFAULT_MIN_LEN));
         self
