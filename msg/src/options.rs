@@ -69,6 +69,81 @@ pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 /// The least timeout a socket takes: a zero one would fail every connection.
 const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
+/// Writes the setters of the connection group's fields ([`ConnectionOptions`]), for that
+/// type and for each socket's options, which carry the same fields: one copy of each.
+macro_rules! connection_setters {
+    () => {
+        /// Sets [`max_frame_len`](Self::max_frame_len).
+        pub fn max_frame_len(mut self, max: usize) -> Self {
+            self.max_frame_len = max;
+            self
+        }
+
+        /// Sets [`heartbeat_interval`](Self::heartbeat_interval) and
+        /// [`heartbeat_timeout`](Self::heartbeat_timeout).
+        pub fn heartbeat(
+            mut self,
+            interval: std::time::Duration,
+            timeout: std::time::Duration,
+        ) -> Self {
+            self.heartbeat_interval = interval;
+            self.heartbeat_timeout = timeout;
+            self
+        }
+    };
+}
+pub(crate) use connection_setters;
+
+/// Writes the setters of the dial group's fields ([`DialOptions`]), for that type and for
+/// each dialing socket's options.
+macro_rules! dial_setters {
+    () => {
+        /// Sets [`connect_timeout`](Self::connect_timeout).
+        pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.connect_timeout = timeout;
+            self
+        }
+
+        /// Sets [`auth_token`](Self::auth_token).
+        pub fn auth_token(mut self, token: impl Into<bytes::Bytes>) -> Self {
+            self.auth_token = Some(token.into());
+            self
+        }
+
+        /// Sets [`reconnect`](Self::reconnect).
+        pub fn reconnect(mut self, backoff: crate::Backoff) -> Self {
+            self.reconnect = backoff;
+            self
+        }
+    };
+}
+pub(crate) use dial_setters;
+
+/// Writes the setters of the listen group's fields ([`ListenOptions`]), for that type and
+/// for each listening socket's options.
+macro_rules! listen_setters {
+    () => {
+        /// Sets [`handshake_timeout`](Self::handshake_timeout).
+        pub fn handshake_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.handshake_timeout = timeout;
+            self
+        }
+
+        /// Sets [`max_handshakes`](Self::max_handshakes); at least 1.
+        pub fn max_handshakes(mut self, max: usize) -> Self {
+            self.max_handshakes = max.max(1);
+            self
+        }
+
+        /// Sets [`max_connections`](Self::max_connections); at least 1.
+        pub fn max_connections(mut self, max: usize) -> Self {
+            self.max_connections = max.max(1);
+            self
+        }
+    };
+}
+pub(crate) use listen_setters;
+
 /// What every connection of every socket has.
 ///
 /// # Example
@@ -107,19 +182,7 @@ impl Default for ConnectionOptions {
 }
 
 impl ConnectionOptions {
-    /// Sets [`max_frame_len`](Self::max_frame_len).
-    pub fn max_frame_len(mut self, max: usize) -> Self {
-        self.max_frame_len = max;
-        self
-    }
-
-    /// Sets [`heartbeat_interval`](Self::heartbeat_interval) and
-    /// [`heartbeat_timeout`](Self::heartbeat_timeout).
-    pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
-        self.heartbeat_interval = interval;
-        self.heartbeat_timeout = timeout;
-        self
-    }
+    connection_setters!();
 
     /// The options with every value raised to its least sane one.
     pub(crate) fn validated(mut self) -> Self {
@@ -173,23 +236,7 @@ impl Default for DialOptions {
 }
 
 impl DialOptions {
-    /// Sets [`connect_timeout`](Self::connect_timeout).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// Sets [`auth_token`](Self::auth_token).
-    pub fn auth_token(mut self, token: impl Into<Bytes>) -> Self {
-        self.auth_token = Some(token.into());
-        self
-    }
-
-    /// Sets [`reconnect`](Self::reconnect).
-    pub fn reconnect(mut self, backoff: Backoff) -> Self {
-        self.reconnect = backoff;
-        self
-    }
+    dial_setters!();
 
     /// The options with every value raised to its least sane one.
     pub(crate) fn validated(mut self) -> Self {
@@ -239,23 +286,7 @@ impl Default for ListenOptions {
 }
 
 impl ListenOptions {
-    /// Sets [`handshake_timeout`](Self::handshake_timeout).
-    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = timeout;
-        self
-    }
-
-    /// Sets [`max_handshakes`](Self::max_handshakes).
-    pub fn max_handshakes(mut self, max: usize) -> Self {
-        self.max_handshakes = max;
-        self
-    }
-
-    /// Sets [`max_connections`](Self::max_connections).
-    pub fn max_connections(mut self, max: usize) -> Self {
-        self.max_connections = max;
-        self
-    }
+    listen_setters!();
 
     /// The options with every value raised to its least sane one.
     pub(crate) fn validated(mut self) -> Self {

@@ -97,9 +97,13 @@ impl PubOptions {
         max_frame_len, heartbeat_interval, heartbeat_timeout
     });
 
+    crate::options::connection_setters!();
+
     crate::options::option_group!(listen, with_listen, ListenOptions, "listen" {
         handshake_timeout, max_handshakes, max_connections
     });
+
+    crate::options::listen_setters!();
 
     /// The options with every value raised to its least sane one, as the socket takes them.
     pub(super) fn validated(self) -> Self {
@@ -136,26 +140,6 @@ impl PubOptions {
     /// Sets [`slow_subscriber`](Self::slow_subscriber).
     pub fn slow_subscriber(mut self, policy: SlowSubscriber) -> Self {
         self.slow_subscriber = policy;
-        self
-    }
-
-    /// Sets [`max_connections`](Self::max_connections); at least 1.
-    pub fn max_connections(mut self, max: usize) -> Self {
-        self.max_connections = max.max(1);
-        self
-    }
-
-    /// Sets [`max_frame_len`](Self::max_frame_len).
-    pub fn max_frame_len(mut self, max: usize) -> Self {
-        self.max_frame_len = max;
-        self
-    }
-
-    /// Sets [`heartbeat_interval`](Self::heartbeat_interval) and
-    /// [`heartbeat_timeout`](Self::heartbeat_timeout).
-    pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
-        self.heartbeat_interval = interval;
-        self.heartbeat_timeout = timeout;
         self
     }
 

@@ -109,9 +109,13 @@ impl RepOptions {
         max_frame_len, heartbeat_interval, heartbeat_timeout
     });
 
+    crate::options::connection_setters!();
+
     crate::options::option_group!(listen, with_listen, ListenOptions, "listen" {
         handshake_timeout, max_handshakes, max_connections
     });
+
+    crate::options::listen_setters!();
 
     /// The options with every value raised to its least sane one, as the socket takes them.
     pub(crate) fn validated(self) -> Self {
@@ -126,38 +130,6 @@ impl RepOptions {
     /// Sets [`max_in_flight_per_conn`](Self::max_in_flight_per_conn); at least 1.
     pub fn max_in_flight_per_conn(mut self, max: usize) -> Self {
         self.max_in_flight_per_conn = max.max(1);
-        self
-    }
-
-    /// Sets [`max_connections`](Self::max_connections); at least 1.
-    pub fn max_connections(mut self, max: usize) -> Self {
-        self.max_connections = max.max(1);
-        self
-    }
-
-    /// Sets [`max_frame_len`](Self::max_frame_len).
-    pub fn max_frame_len(mut self, max: usize) -> Self {
-        self.max_frame_len = max;
-        self
-    }
-
-    /// Sets [`handshake_timeout`](Self::handshake_timeout).
-    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = timeout;
-        self
-    }
-
-    /// Sets [`max_handshakes`](Self::max_handshakes); at least 1.
-    pub fn max_handshakes(mut self, max: usize) -> Self {
-        self.max_handshakes = max.max(1);
-        self
-    }
-
-    /// Sets [`heartbeat_interval`](Self::heartbeat_interval) and
-    /// [`heartbeat_timeout`](Self::heartbeat_timeout).
-    pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
-        self.heartbeat_interval = interval;
-        self.heartbeat_timeout = timeout;
         self
     }
 

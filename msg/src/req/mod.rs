@@ -108,9 +108,13 @@ impl ReqOptions {
         max_frame_len, heartbeat_interval, heartbeat_timeout
     });
 
+    crate::options::connection_setters!();
+
     crate::options::option_group!(dial, with_dial, DialOptions, "dial" {
         connect_timeout, auth_token, reconnect
     });
+
+    crate::options::dial_setters!();
 
     /// The options with every value raised to its least sane one, as the socket takes them.
     pub(crate) fn validated(self) -> Self {
@@ -127,24 +131,6 @@ impl ReqOptions {
         self
     }
 
-    /// Sets [`max_frame_len`](Self::max_frame_len).
-    pub fn max_frame_len(mut self, max: usize) -> Self {
-        self.max_frame_len = max;
-        self
-    }
-
-    /// Sets [`auth_token`](Self::auth_token).
-    pub fn auth_token(mut self, token: impl Into<Bytes>) -> Self {
-        self.auth_token = Some(token.into());
-        self
-    }
-
-    /// Sets [`connect_timeout`](Self::connect_timeout).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
     /// Sets [`connect_timeout`](Self::connect_timeout), which bounds the hello and the
     /// transport's exchange before it together (the name this setting had before).
     pub fn handshake_timeout(self, timeout: Duration) -> Self {
@@ -157,23 +143,9 @@ impl ReqOptions {
         self
     }
 
-    /// Sets [`reconnect`](Self::reconnect).
-    pub fn reconnect(mut self, backoff: Backoff) -> Self {
-        self.reconnect = backoff;
-        self
-    }
-
     /// Sets [`reconnect_wait`](Self::reconnect_wait).
     pub fn reconnect_wait(mut self, wait: Duration) -> Self {
         self.reconnect_wait = wait;
-        self
-    }
-
-    /// Sets [`heartbeat_interval`](Self::heartbeat_interval) and
-    /// [`heartbeat_timeout`](Self::heartbeat_timeout).
-    pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
-        self.heartbeat_interval = interval;
-        self.heartbeat_timeout = timeout;
         self
     }
 

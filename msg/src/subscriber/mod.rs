@@ -104,9 +104,13 @@ impl SubOptions {
         max_frame_len, heartbeat_interval, heartbeat_timeout
     });
 
+    crate::options::connection_setters!();
+
     crate::options::option_group!(dial, with_dial, DialOptions, "dial" {
         connect_timeout, auth_token, reconnect
     });
+
+    crate::options::dial_setters!();
 
     /// The options with every value raised to its least sane one, as the socket takes them.
     fn validated(self) -> Self {
@@ -116,18 +120,6 @@ impl SubOptions {
         options.inbox = options.inbox.max(1);
         options.inbox_bytes = options.inbox_bytes.max(1);
         options
-    }
-
-    /// Sets [`max_frame_len`](Self::max_frame_len).
-    pub fn max_frame_len(mut self, max: usize) -> Self {
-        self.max_frame_len = max;
-        self
-    }
-
-    /// Sets [`connect_timeout`](Self::connect_timeout).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
     }
 
     /// Sets [`connect_timeout`](Self::connect_timeout), which bounds the hello and the
@@ -151,26 +143,6 @@ impl SubOptions {
     /// Sets [`inbox_bytes`](Self::inbox_bytes); at least 1.
     pub fn inbox_bytes(mut self, bytes: usize) -> Self {
         self.inbox_bytes = bytes.max(1);
-        self
-    }
-
-    /// Sets [`auth_token`](Self::auth_token).
-    pub fn auth_token(mut self, token: impl Into<Bytes>) -> Self {
-        self.auth_token = Some(token.into());
-        self
-    }
-
-    /// Sets [`reconnect`](Self::reconnect).
-    pub fn reconnect(mut self, backoff: Backoff) -> Self {
-        self.reconnect = backoff;
-        self
-    }
-
-    /// Sets [`heartbeat_interval`](Self::heartbeat_interval) and
-    /// [`heartbeat_timeout`](Self::heartbeat_timeout).
-    pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
-        self.heartbeat_interval = interval;
-        self.heartbeat_timeout = timeout;
         self
     }
 }
