@@ -296,12 +296,7 @@ fn a_subscriber_flooding_subscribe_frames_without_reading_acks_is_bounded() {
         });
         // No ack is read until the publisher stops reading (it counts its queued_bytes
         // limit) or every frame is written.
-        within(async {
-            while !writer.is_finished() && queued_bytes_hits() == before {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await;
+        until_paused_or_written(&writer, before).await;
         let peak_unread = peak_since(base);
         // Then every frame is answered.
         read_bare_acks(&mut read, FRAMES).await;
@@ -396,12 +391,7 @@ fn a_subscribe_flood_that_changes_nothing_leaves_routes_alone_and_other_subscrib
         .expect("every publication within 120 s");
         within(publishing).await.expect("the publishing task");
         // The flood is read until the publisher pauses on the acks it owes, or all of it.
-        within(async {
-            while !writer.is_finished() && queued_bytes_hits() == before {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await;
+        until_paused_or_written(&writer, before).await;
         let peak_unread = peak_since(base);
         // Then every frame is answered, each with an empty ack: nothing refused.
         read_bare_acks(&mut read, FRAMES).await;
@@ -514,6 +504,17 @@ fn every_decompressor_allocates_at_most_its_limit_for_a_payload_that_inflates_pa
             );
         }
     });
+}
+
+/// Waits until the publisher stops reading the flood (its `queued_bytes` hits pass
+/// `before`) or `writer` has written all of it.
+async fn until_paused_or_written(writer: &tokio::task::JoinHandle<impl Sized>, before: u64) {
+    within(async {
+        while !writer.is_finished() && queued_bytes_hits() == before {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
 }
 
 /// Reads `frames` acks from `read`, each a bare 20-byte header (an ack with no refusal),
