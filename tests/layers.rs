@@ -286,6 +286,72 @@ async fn retry_policy_never_retries_a_remote_error_and_respects_its_budget() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
+/// tower's retry over tower's timeout, stacked as users write them (`.retry(policy)
+/// .timeout(d)`, no `map_err` between): an attempt that times out is retried only when the
+/// policy says the requests are idempotent, and the error a user gets is tower's `Elapsed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_over_timeout_composes_and_retries_a_timed_out_idempotent_request() {
+    let _beside_others = beside_others().await;
+    use msg::retry::RetryPolicy;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    // The handler stalls on its first call (far past the client's timeout) and answers the
+    // others at once.
+    let mut rep = RepSocket::new(Tcp::default());
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let calls = handled.clone();
+    tokio::spawn(serve(
+        rep,
+        service_fn(move |req: Request| {
+            let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
+            async move {
+                if first {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+                Ok::<_, Infallible>(req.msg().clone())
+            }
+        }),
+    ));
+    let mut req = ReqSocket::new(Tcp::default());
+    req.connect(addr).await.unwrap();
+
+    let policy = RetryPolicy::default()
+        .idempotent(true)
+        .backoff(msg::Backoff::default().max(Duration::from_millis(10)));
+    let client = ServiceBuilder::new()
+        .retry(policy)
+        .timeout(Duration::from_millis(200))
+        .service(req.clone());
+    let reply = within(client.oneshot(Message::from("again")))
+        .await
+        .unwrap();
+    assert_eq!(reply.payload(), "again");
+    assert_eq!(
+        handled.load(Ordering::SeqCst),
+        2,
+        "timed out once, retried once"
+    );
+
+    // Not idempotent: the timeout is the answer, as tower's `Elapsed`, and nothing is sent
+    // again (the handler stalls on its first call again).
+    handled.store(0, Ordering::SeqCst);
+    let client = ServiceBuilder::new()
+        .retry(RetryPolicy::default())
+        .timeout(Duration::from_millis(200))
+        .service(req);
+    let error = within(client.oneshot(Message::from("once")))
+        .await
+        .unwrap_err();
+    assert!(
+        error.is::<tower::timeout::error::Elapsed>(),
+        "the timeout itself: {error}"
+    );
+    // A retry would have met the handler's quick answer, and returned it instead.
+    assert!(matches!(Error::from(error), Error::Timeout { .. }));
+}
+
 #[allow(dead_code)]
 #[path = "../examples/custom_layer.rs"]
 mod custom_layer;

@@ -39,6 +39,31 @@
 //! let policy = RetryPolicy::default().max_retries(5).idempotent(true);
 //! let svc = ServiceBuilder::new().layer(RetryLayer::new(policy)).service(req);
 //! ```
+//!
+//! # Over tower's timeout
+//!
+//! The policy also takes the `BoxError` that tower's own layers return, so it stacks over
+//! `timeout` as written, with no `map_err` in between. Each attempt gets its own timeout; one
+//! that times out may have reached the server, so it is retried only when the policy is
+//! [`idempotent`](RetryPolicy::idempotent). `msg::Error::from` turns the stack's error back
+//! into an [`Error`] (tower's `Elapsed` becomes [`Error::Timeout`]).
+//!
+//! ```
+//! use std::time::Duration;
+//! use msg::retry::RetryPolicy;
+//! use msg::{Error, Message, ReqSocket, Tcp};
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # async fn call(req: ReqSocket<Tcp>) -> Result<(), Error> {
+//! let client = ServiceBuilder::new()
+//!     .retry(RetryPolicy::default().idempotent(true))
+//!     .timeout(Duration::from_secs(1))
+//!     .service(req);
+//! let reply = client.oneshot(Message::from("price?")).await.map_err(Error::from)?;
+//! # let _ = reply;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,20 +141,33 @@ impl RetryPolicy {
     }
 }
 
-impl Policy<Message, Message, Error> for RetryPolicy {
-    type Future = tokio::time::Sleep;
+impl RetryPolicy {
+    /// Whether a request that failed with `e`, as a layer under the retry sees it (tower's
+    /// `Timeout`, `LoadShed` and most layers box their errors), may be sent again: tower's
+    /// `Elapsed` as a timeout, its `Overloaded` as a request that never left, and a boxed
+    /// [`Error`] as itself. Anything else is not retried.
+    pub fn is_retryable_boxed(&self, e: &tower::BoxError) -> bool {
+        if let Some(e) = e.downcast_ref::<Error>() {
+            self.is_retryable(e)
+        } else if e.is::<tower::timeout::error::Elapsed>() {
+            self.idempotent
+        } else {
+            e.is::<tower::load_shed::error::Overloaded>()
+        }
+    }
 
-    fn retry(
+    /// One outcome: a deposit for a success, a delay for a failure worth retrying.
+    fn next<E: std::fmt::Display>(
         &mut self,
-        _req: &mut Message,
-        result: &mut Result<Message, Error>,
-    ) -> Option<Self::Future> {
+        result: Result<(), &E>,
+        retryable: bool,
+    ) -> Option<tokio::time::Sleep> {
         match result {
-            Ok(_) => {
+            Ok(()) => {
                 self.budget.deposit();
                 None
             }
-            Err(e) if self.retries < self.max_retries && self.is_retryable(e) => {
+            Err(e) if retryable && self.retries < self.max_retries => {
                 if !self.budget.withdraw() {
                     tracing::debug!(target: "msg", error = %e, "retry budget spent; not retried");
                     return None;
@@ -145,6 +183,41 @@ impl Policy<Message, Message, Error> for RetryPolicy {
             }
             Err(_) => None,
         }
+    }
+}
+
+/// The policy straight over a socket, or over layers that keep [`Error`].
+impl Policy<Message, Message, Error> for RetryPolicy {
+    type Future = tokio::time::Sleep;
+
+    fn retry(
+        &mut self,
+        _req: &mut Message,
+        result: &mut Result<Message, Error>,
+    ) -> Option<Self::Future> {
+        let retryable = result.as_ref().is_err_and(|e| self.is_retryable(e));
+        self.next(result.as_ref().map(|_| ()), retryable)
+    }
+
+    fn clone_request(&mut self, req: &Message) -> Option<Message> {
+        Some(req.clone())
+    }
+}
+
+/// The policy over tower's own layers, whose error is a `BoxError`: `.retry(policy)
+/// .timeout(d)` in a `ServiceBuilder` needs no `map_err` in between. A timeout counts as a
+/// request that may have reached the server (retried only when
+/// [`idempotent`](RetryPolicy::idempotent)).
+impl Policy<Message, Message, tower::BoxError> for RetryPolicy {
+    type Future = tokio::time::Sleep;
+
+    fn retry(
+        &mut self,
+        _req: &mut Message,
+        result: &mut Result<Message, tower::BoxError>,
+    ) -> Option<Self::Future> {
+        let retryable = result.as_ref().is_err_and(|e| self.is_retryable_boxed(e));
+        self.next(result.as_ref().map(|_| ()), retryable)
     }
 
     fn clone_request(&mut self, req: &Message) -> Option<Message> {
