@@ -13,7 +13,7 @@ use bytes::Bytes;
 ///
 /// ```
 /// use bytes::Bytes;
-/// use msg_core::Authenticator;
+/// use msg::Authenticator;
 ///
 /// struct AllowList(Vec<Bytes>);
 ///

@@ -14,7 +14,7 @@ use std::fmt;
 /// # Example
 ///
 /// ```
-/// use msg_core::Code;
+/// use msg::Code;
 ///
 /// assert_eq!(Code::from_wire(Code::NotFound.to_wire()), Code::NotFound);
 /// assert_eq!(Code::from_wire(0), Code::Internal, "a peer from before codes");

@@ -33,7 +33,7 @@ enum DecodeState {
 ///
 /// ```
 /// use bytes::{Bytes, BytesMut};
-/// use msg_core::{Frame, FrameCodec, FrameKind};
+/// use msg::wire::{Frame, FrameCodec, FrameKind};
 /// use tokio_util::codec::{Decoder, Encoder};
 ///
 /// let mut codec = FrameCodec::new();

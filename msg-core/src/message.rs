@@ -13,7 +13,7 @@ use bytes::Bytes;
 /// # Example
 ///
 /// ```
-/// use msg_core::Encoding;
+/// use msg::Encoding;
 ///
 /// assert_eq!(Encoding::default(), Encoding::IDENTITY);
 /// assert!(Encoding::custom(200).is_some());
@@ -113,7 +113,7 @@ pub struct Headers {
 ///
 /// ```
 /// use bytes::Bytes;
-/// use msg_core::{Encoding, Message};
+/// use msg::{Encoding, Message};
 ///
 /// let mut msg = Message::from(Bytes::from_static(b"hello"));
 /// assert_eq!(msg.payload(), &Bytes::from_static(b"hello"));

@@ -312,8 +312,8 @@ pub fn header_for(
 /// # Example
 ///
 /// ```
-/// use msg_core::wire::{error_response_code, error_response_encoding};
-/// use msg_core::{Code, Encoding};
+/// use msg::wire::{error_response_code, error_response_encoding};
+/// use msg::{Code, Encoding};
 ///
 /// let byte = error_response_encoding(Code::NotFound);
 /// assert_eq!(error_response_code(byte), Code::NotFound);

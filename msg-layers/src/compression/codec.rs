@@ -42,8 +42,8 @@ pub enum DecompressError {
 ///
 /// ```
 /// use std::io;
-/// use msg_core::Encoding;
-/// use msg_layers::compression::{Compressor, DecompressError};
+/// use msg::compression::{Compressor, DecompressError};
+/// use msg::Encoding;
 ///
 /// /// Reverses the bytes: not compression, but a codec all the same.
 /// struct Reverse;
