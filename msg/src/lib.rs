@@ -125,6 +125,12 @@ pub use subscriber::{SubMessage, SubOptions, SubSocket, SubStats};
 /// [`Compressor`](compression::Compressor) trait for codecs of your own, and the decoders
 /// every receiving socket uses, by each message's encoding header, with no configuration.
 /// The tower way is in [`layers`].
+///
+/// The codecs are slow in a debug build (about 15x), and a library's profile settings do
+/// not reach the program that uses it: a program that compresses much under `cargo run` or
+/// `cargo test` should set `opt-level = 3` for the codec crates in its own `Cargo.toml`,
+/// under `[profile.dev.package.zlib-rs]`, `[profile.dev.package.zstd-sys]`,
+/// `[profile.dev.package.lz4_flex]` and `[profile.dev.package.snap]`.
 pub mod compression {
     #[cfg(feature = "gzip")]
     pub use msg_layers::compression::GzipCompressor;

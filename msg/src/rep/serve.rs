@@ -23,6 +23,11 @@ use crate::Error;
 /// service that is not ready (a concurrency limit, say) stops the reading of new requests
 /// until it is, so back-pressure reaches the clients.
 ///
+/// What the clones share, every connection shares: tower's `ConcurrencyLimit` clones hold
+/// one semaphore, so `.concurrency_limit(256)` caps the calls running on the whole socket
+/// at 256, however many clients connect; state a layer keeps per clone (a buffer of its
+/// own, say) is per connection.
+///
 /// # Return Value
 ///
 /// A [`Serve`] to `.await` or spawn, which serves until the socket's listener fails. Call
