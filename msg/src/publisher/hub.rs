@@ -71,10 +71,7 @@ impl<A: Clone + fmt::Display> Hub<A> {
             self.options.max_frame_len,
         )
         .map_err(crate::error::frame_refused)?;
-        Ok(OutFrame {
-            head,
-            payload: msg.payload().clone(),
-        })
+        Ok(OutFrame::new(head, msg.payload().clone()))
     }
 
     fn count_drop(&self, session: &Session<A>) {
