@@ -395,7 +395,7 @@ async fn server_graceful_shutdown_finishes_calls_started() {
     });
     let (client_io, server_io) = pair(Via::Duplex).await;
     let serving = builder().serve_connection(server_io, "peer", slow);
-    let signal = serving.shutdown_signal();
+    let signal = serving.shutdown_handle();
     let served = tokio::spawn(serving);
     let (send, conn) = within(client::handshake(client_io, ReqOptions::default()))
         .await
@@ -406,7 +406,8 @@ async fn server_graceful_shutdown_finishes_calls_started() {
         tokio::spawn(async move { send.request(Bytes::from("finish me")).await })
     };
     within(started.recv()).await.unwrap();
-    signal.cancel();
+    signal.graceful_shutdown();
+    assert!(signal.is_shutting_down());
     release_tx.send(true).unwrap();
     assert_eq!(within(call).await.unwrap().unwrap(), "finish me");
     assert!(within(served).await.unwrap().is_ok());

@@ -261,16 +261,34 @@ impl ServeConnection {
     /// its connections: no new request is read, the client is told the last request this
     /// server processes (the later ones fail on it with [`Error::NotProcessed`]), the
     /// calls started finish (for at most the [`linger`](RepOptions::linger)), and the
-    /// connection closes. Call it from anywhere: a clone of the signal is
-    /// [`shutdown_signal`](Self::shutdown_signal).
+    /// connection closes. Call it from anywhere with a
+    /// [`shutdown_handle`](Self::shutdown_handle), once the connection is spawned.
     pub fn graceful_shutdown(&self) {
         self.shutdown.cancel();
     }
 
-    /// A token that starts the [graceful shutdown](Self::graceful_shutdown) when cancelled,
-    /// for a connection already spawned.
-    pub fn shutdown_signal(&self) -> CancellationToken {
-        self.shutdown.clone()
+    /// A handle that starts the [graceful shutdown](Self::graceful_shutdown), for a
+    /// connection already spawned.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shutdown.clone())
+    }
+}
+
+/// Starts the graceful shutdown of a [`ServeConnection`] that is running elsewhere; see
+/// [`ServeConnection::graceful_shutdown`]. Clones start the same shutdown.
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle(CancellationToken);
+
+impl ShutdownHandle {
+    /// Shuts the connection down gracefully, as
+    /// [`ServeConnection::graceful_shutdown`] does. Calling it again does nothing more.
+    pub fn graceful_shutdown(&self) {
+        self.0.cancel();
+    }
+
+    /// Whether the shutdown has been started.
+    pub fn is_shutting_down(&self) -> bool {
+        self.0.is_cancelled()
     }
 }
 
