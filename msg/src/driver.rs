@@ -15,8 +15,12 @@
 //! - the read-pause rule: reading stops while the endpoint holds what it could not hand
 //!   over (its socket's own back-pressure), which the heartbeat does not count as the
 //!   peer's silence;
-//! - the end: a graceful end flushes and closes the write side, polled to completion; any
-//!   other end fails what was in flight, through the endpoint.
+//! - the end: a graceful end flushes and closes the write side, polled to completion, then
+//!   reads and throws away what the peer still sends until it closes its side too (for at
+//!   most [`LINGER_READ`]), so that what this side wrote last is not lost: a socket closed
+//!   with unread input makes the kernel answer with a reset, and a reset can discard the
+//!   peer's unread data, a go-away or a refusal among it. Any other end fails what was in
+//!   flight, through the endpoint.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -34,6 +38,11 @@ use crate::Error;
 /// Passes through a connection's work in one wake-up before the driver lets other tasks
 /// run.
 pub(crate) const MAX_PASSES: usize = 32;
+
+/// How long a gracefully closed connection waits for its peer to close its side, reading
+/// and discarding what comes meanwhile. A msg peer closes as soon as it reads the end of
+/// the stream, so this bound is for peers that do not.
+pub(crate) const LINGER_READ: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How an endpoint wants its connection to end.
 pub(crate) enum Ending {
@@ -97,6 +106,8 @@ pub(crate) struct Driver<Io, E> {
     deferred: bool,
     /// Ending gracefully: the write side is being closed.
     closing: bool,
+    /// The write side is closed: the peer has until this fires to close its side.
+    lingering: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Set once the driver has ended.
     ended: bool,
     /// The `queued_bytes` limit's counter, hit on every pass over the write high-water.
@@ -110,6 +121,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, E: Endpoint> Driver<Io, E> {
             endpoint,
             deferred: false,
             closing: false,
+            lingering: None,
             ended: false,
             over_high_water: Hits::new(crate::limits::QUEUED_BYTES),
         }
@@ -155,17 +167,30 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, E: Endpoint> Driver<Io, E> {
     }
 
     /// Writes what is queued and closes the write side, to completion: a TLS close_notify
-    /// or a QUIC stream's finish is sent, not dropped.
+    /// or a QUIC stream's finish is sent, not dropped. Then waits, for at most
+    /// [`LINGER_READ`], for the peer to close its side, throwing away what it still sends.
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<End> {
-        match self.io.poll_close(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(())) => self.end(End::Closed, cx),
-            // The peer may already be gone; the connection is closed either way.
-            Poll::Ready(Err(e)) => {
-                tracing::debug!(error = %e, "closing the connection failed");
-                self.end(End::Closed, cx)
+        if self.lingering.is_none() {
+            match self.io.poll_close(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) => {}
+                // The peer may already be gone; the connection is closed either way.
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(error = %e, "closing the connection failed");
+                    return self.end(End::Closed, cx);
+                }
             }
+            self.lingering = Some(Box::pin(tokio::time::sleep(LINGER_READ)));
         }
+        let peer_closed = self.io.poll_discard(cx).is_ready();
+        let waited = self
+            .lingering
+            .as_mut()
+            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
+        if peer_closed || waited {
+            return self.end(End::Closed, cx);
+        }
+        Poll::Pending
     }
 
     /// Step: reads and hands over everything that has arrived, while reading is not

@@ -22,6 +22,10 @@ use crate::Error;
 
 /// How much the read buffer takes at first, and again once the connection goes idle: a
 /// handshake, and the pings of an idle connection, need no more.
+/// Reads of a closing connection's leftover input per poll (of 4 KiB each), before the
+/// driver lets other tasks run.
+const DISCARD_READS: usize = 16;
+
 const MIN_READ_CHUNK: usize = 512;
 
 /// How much the read buffer grows by when it runs out of room, for small frames, once
@@ -362,5 +366,26 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
     pub(crate) fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_flush(cx))?;
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    /// Reads and throws away what the peer still sends, until it closes its side: ready at
+    /// the peer's end of stream (or a read error), pending while it is silent. Reads at most
+    /// [`DISCARD_READS`] times per call, and asks to be polled again if it had to stop.
+    pub(crate) fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.link.at_eof() {
+            return Poll::Ready(());
+        }
+        let mut scratch = [0u8; 4096];
+        for _ in 0..DISCARD_READS {
+            let mut buf = tokio::io::ReadBuf::new(&mut scratch);
+            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
