@@ -228,7 +228,11 @@ pub struct Connected<Io, Addr> {
 pub trait Transport: Clone + Send + Sync + Unpin + 'static {
     /// What a user names an endpoint with: for TCP a `host:port` string or a socket
     /// address, for IPC a path.
-    type Target: Clone + Send + Sync + 'static;
+    ///
+    /// Every address the transport reports converts into a target (`From<Self::Addr>`), so
+    /// that code generic over the transport can dial what a listener reports: bind on port
+    /// 0, then connect to [`local_addr`](Listener::local_addr).
+    type Target: Clone + Send + Sync + From<Self::Addr> + 'static;
     /// A resolved address, as reported for peers and bound listeners.
     type Addr: Clone + Debug + Display + Eq + Hash + Send + Sync + Unpin + 'static;
     /// The byte stream of one connection.
