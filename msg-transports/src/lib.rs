@@ -25,12 +25,14 @@
 #![forbid(unsafe_code)]
 
 pub mod compress;
+pub mod endpoint;
 pub mod ipc;
 pub mod quic;
 pub mod tcp;
 pub mod tls;
 mod transport;
 
+pub use endpoint::{Endpoint, EndpointError};
 pub use ipc::Ipc;
 pub use quic::Quic;
 pub use tcp::Tcp;
