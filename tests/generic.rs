@@ -2,7 +2,7 @@
 //! `T: Transport`, bind on port 0 (or a fresh path) and connect to the bound socket's
 //! `local_addr()`, with a handler that names its request type through `T::Addr`. That it
 //! compiles is half the test (the trait states `Target: From<Addr>`); the other half runs it
-//! over every transport, and the layered ones.
+//! over every transport, the layered ones and `AnyTransport` too.
 
 use std::convert::Infallible;
 use std::fmt::Display;
@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use msg::layers::StreamCompressionLayer;
-use msg::{serve, PubSocket, RepSocket, ReqSocket, Request, SubSocket, Transport};
-use msg_tests::fixture::Fixture;
+use msg::{serve, AnyTransport, PubSocket, RepSocket, ReqSocket, Request, SubSocket, Transport};
+use msg_tests::fixture::{Fixture, TempDir};
 use msg_tests::{each_transport, within};
 use tokio_stream::StreamExt;
 use tower::{service_fn, Service, ServiceBuilder};
@@ -70,7 +70,7 @@ async fn generic_code_binds_and_dials_the_bound_address<F: Fixture>(f: F) {
 each_transport!(generic_code_binds_and_dials_the_bound_address);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn layered_transports_run_the_same_generic_code() {
+async fn layered_transports_and_any_transport_run_the_same_generic_code() {
     let compressed = ServiceBuilder::new()
         .layer(StreamCompressionLayer::new(3))
         .service(msg::Tcp::default());
@@ -82,4 +82,10 @@ async fn layered_transports_run_the_same_generic_code() {
         .service(msg::Tcp::default());
     request_reply_over(bounded.clone(), "127.0.0.1:0".into()).await;
     publish_subscribe_over(bounded, "127.0.0.1:0".into()).await;
+
+    let dir = TempDir::new();
+    let ipc = format!("ipc://{}", dir.path().join("rep.sock").display());
+    request_reply_over(AnyTransport::new(), "quic://127.0.0.1:0".into()).await;
+    request_reply_over(AnyTransport::new(), ipc.as_str().into()).await;
+    publish_subscribe_over(AnyTransport::new(), "tcp://127.0.0.1:0".into()).await;
 }
