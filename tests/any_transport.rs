@@ -10,8 +10,8 @@ use bytes::Bytes;
 use msg::any::AnyAddr;
 use msg::transport::TransportError;
 use msg::{
-    serve, AnyTransport, Endpoint, EndpointError, Error, PubSocket, Quic, RepSocket, ReqSocket,
-    Request, SubSocket, Tls,
+    serve, AnyTransport, Endpoint, EndpointError, Error, PubSocket, RepSocket, ReqSocket, Request,
+    SubSocket,
 };
 use msg_tests::fixture::{tls_configs, TempDir};
 use msg_tests::within;
@@ -21,12 +21,9 @@ use tower::service_fn;
 /// An `AnyTransport` for every scheme: TLS and QUIC with the test PKI, the server verified.
 fn transport() -> AnyTransport {
     let (server, client) = tls_configs();
-    let tls = Tls::server(server)
-        .with_client(client, "localhost")
-        .expect("TLS client side");
-    let (server, client) = tls_configs();
-    let quic = Quic::with_tls(Some(server), client, "localhost").expect("QUIC with TLS");
-    AnyTransport::new().with_tls(tls).with_quic(quic)
+    AnyTransport::new()
+        .with_certificates(Some(server), client, "localhost")
+        .expect("TLS and QUIC configurations")
 }
 
 /// The program: a reply socket bound at `rep_at` and a publisher at `pub_at`, a request

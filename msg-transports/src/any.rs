@@ -21,7 +21,7 @@ use crate::endpoint::{Endpoint, EndpointError};
 use crate::ipc::{IpcAddr, IpcListener};
 use crate::quic::{QuicIncoming, QuicListener, QuicStream};
 use crate::tcp::TcpAcceptor;
-use crate::tls::TlsIo;
+use crate::tls::{ClientConfig, ServerConfig, TlsIo};
 use crate::transport::{Connected, Listener, Transport, TransportError};
 use crate::{Ipc, Quic, Tcp, Tls};
 
@@ -31,8 +31,8 @@ use crate::{Ipc, Quic, Tcp, Tls};
 /// TCP and IPC need no configuration. QUIC starts as [`Quic::default`], which encrypts but
 /// does **not** authenticate the server; give it real certificates with
 /// [`with_quic`](Self::with_quic). TLS needs certificates: without
-/// [`with_tls`](Self::with_tls), a `tls://` endpoint fails with
-/// [`TransportError::Config`].
+/// [`with_tls`](Self::with_tls) (or [`with_certificates`](Self::with_certificates), for
+/// both), a `tls://` endpoint fails with [`TransportError::Config`].
 ///
 /// # Example
 ///
@@ -80,6 +80,47 @@ impl AnyTransport {
     pub fn with_quic(mut self, quic: Quic) -> Self {
         self.quic = quic;
         self
+    }
+
+    /// Serves `tls://` and `quic://` endpoints with one set of certificates, as a program
+    /// reads them from its configuration: `server` (if this side binds) presents its chain,
+    /// `client` verifies that every server dialed presents a certificate for `server_name`
+    /// (the name given here, not the host of the endpoint dialed). Build both with the
+    /// [`tls`](crate::tls) helpers, from PEM.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # extern crate msg_transports as msg;
+    /// # #[cfg(feature = "test-util")] {
+    /// use msg::tls::{client_config, server_config, TestPki};
+    /// use msg::AnyTransport;
+    ///
+    /// // A throwaway CA (the `test-util` feature); real deployments load their PEM files.
+    /// let pki = TestPki::generate(&["localhost"])?;
+    /// let server = server_config(pki.server_cert_pem.as_bytes(), pki.server_key_pem.as_bytes())?;
+    /// let client = client_config(pki.ca_pem.as_bytes())?;
+    /// let transport = AnyTransport::new().with_certificates(Some(server), client, "localhost")?;
+    /// # }
+    /// # Ok::<(), msg::TransportError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::Certificate`] if `server_name` is not a DNS name or IP address, or
+    /// a configuration cannot do TLS 1.3, which QUIC requires.
+    pub fn with_certificates(
+        self,
+        server: Option<ServerConfig>,
+        client: ClientConfig,
+        server_name: &str,
+    ) -> Result<Self, TransportError> {
+        let tls = match &server {
+            Some(server) => Tls::server(server.clone()).with_client(client.clone(), server_name)?,
+            None => Tls::client(client.clone(), server_name)?,
+        };
+        let quic = Quic::with_tls(server, client, server_name)?;
+        Ok(self.with_tls(tls).with_quic(quic))
     }
 
     fn tls(&self) -> Result<&Tls, TransportError> {
