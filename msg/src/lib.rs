@@ -196,16 +196,16 @@ pub mod quic {
     pub use msg_transports::quic::{Quic, QuicIncoming, QuicListener, QuicOptions, QuicStream};
 }
 
-/// One transport chosen at run time: [`AnyTransport`](crate::AnyTransport) binds and
-/// dials whatever an [`Endpoint`](crate::Endpoint) names (`tcp://host:port`, `tls://host:port`, `quic://host:port`,
+/// One transport chosen at run time: [`AnyTransport`] binds and dials whatever an
+/// [`Endpoint`] names (`tcp://host:port`, `tls://host:port`, `quic://host:port`,
 /// `ipc://path`), so a program takes its transport from a flag or a configuration file with
 /// no `match` per socket.
 ///
 /// Sockets over an `AnyTransport` take endpoint strings where they take addresses; a string
-/// that does not parse fails `bind` or `connect` with the
-/// [`EndpointError`](crate::EndpointError) inside [`Error::Transport`](crate::Error::Transport) (parse it first, `"..".parse::<Endpoint>()`, to meet it sooner).
-/// A bound socket's `local_addr()` is an [`AnyAddr`](crate::any::AnyAddr), written in the same
-/// form, which a client dials as it is.
+/// that does not parse fails `bind` or `connect` with its [`EndpointError`] inside
+/// [`Error::Transport`] (parse it first, `"..".parse::<Endpoint>()`, to meet it sooner). A
+/// bound socket's `local_addr()` is an [`AnyAddr`](any::AnyAddr), written in the same form,
+/// which a client dials as it is.
 ///
 /// # Example
 ///
@@ -240,10 +240,10 @@ pub mod quic {
 /// # }).unwrap();
 /// ```
 ///
-/// TLS needs certificates ([`AnyTransport::with_tls`](crate::AnyTransport::with_tls)); QUIC
-/// starts as [`Quic::default`](crate::Quic::default), which encrypts but does not
-/// authenticate the server ([`AnyTransport::with_quic`](crate::AnyTransport::with_quic)
-/// gives it real certificates).
+/// TLS needs certificates ([`AnyTransport::with_certificates`], or
+/// [`with_tls`](AnyTransport::with_tls)); QUIC starts as [`Quic::default`], which encrypts
+/// but does not authenticate the server, until `with_certificates` (or
+/// [`with_quic`](AnyTransport::with_quic)) gives it real certificates.
 pub mod any {
     pub use msg_transports::any::{AnyAddr, AnyConn, AnyIo, AnyListener, AnyTarget, AnyTransport};
     pub use msg_transports::endpoint::{Endpoint, EndpointError, Scheme};

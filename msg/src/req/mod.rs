@@ -701,9 +701,10 @@ impl<T: Transport> ReqSocket<T> {
     /// # let mut rep = RepSocket::new(Tcp::default());
     /// # rep.bind("127.0.0.1:0").await?;
     /// # let addr = rep.local_addr().unwrap();
-    /// # tokio::spawn(serve(rep, tower::service_fn(|req: Request<std::net::SocketAddr>| async move {
+    /// # let echo = |req: Request<std::net::SocketAddr>| async move {
     /// #     Ok::<_, std::convert::Infallible>(req.msg().clone())
-    /// # })));
+    /// # };
+    /// # tokio::spawn(serve(rep, tower::service_fn(echo)));
     /// let mut req = ReqSocket::new(Tcp::default());
     /// req.connect(addr).await?;
     ///
