@@ -190,7 +190,10 @@ async fn a_tls_endpoint_without_certificates_is_a_configuration_error() {
         match outcome {
             Err(Error::Transport(e)) => {
                 assert!(matches!(*e, TransportError::Config { .. }), "{e:?}");
-                assert!(e.to_string().contains("AnyTransport::with_tls"), "{e}");
+                assert!(
+                    e.to_string().contains("AnyTransport::with_certificates"),
+                    "{e}"
+                );
                 assert!(e.is_permanent());
             }
             other => panic!("expected a configuration error, got {other:?}"),

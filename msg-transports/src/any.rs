@@ -126,7 +126,7 @@ impl AnyTransport {
     fn tls(&self) -> Result<&Tls, TransportError> {
         self.tls.as_ref().ok_or_else(|| TransportError::Config {
             reason: "a tls:// endpoint needs certificates: build the transport with \
-                     AnyTransport::with_tls"
+                     AnyTransport::with_certificates (or with_tls)"
                 .into(),
         })
     }
