@@ -15,6 +15,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -156,7 +157,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = rep.local_addr().expect("bound");
     tokio::spawn(serve(
         rep,
-        service_fn(|req: Request| async move { Ok::<_, Infallible>(req.msg().clone()) }),
+        service_fn(
+            |req: Request<SocketAddr>| async move { Ok::<_, Infallible>(req.msg().clone()) },
+        ),
     ));
     let mut req = ReqSocket::new(transport.clone());
     req.connect(addr).await?;

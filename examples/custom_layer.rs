@@ -9,6 +9,7 @@
 
 use std::convert::Infallible;
 use std::future::{ready, Ready};
+use std::net::SocketAddr;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -158,7 +159,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = rep.local_addr().expect("bound");
     let handler = ServiceBuilder::new()
         .layer(VerifyLayer::new(secret))
-        .service(service_fn(|req: Request| async move {
+        .service(service_fn(|req: Request<SocketAddr>| async move {
             println!("handler: {:?}, signature checked and stripped", req.msg());
             Ok::<_, Infallible>(Bytes::from("signed and delivered"))
         }));

@@ -4,6 +4,7 @@
 //! Run with `cargo run --release -p msg-examples --example demo`.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -27,7 +28,10 @@ async fn reqrep() -> Result<(), msg::Error> {
     let addr = rep.local_addr().expect("bound");
     println!("reply socket bound on {addr}");
 
-    let handler = service_fn(|req: Request| async move { Ok::<_, Infallible>(req.msg().clone()) });
+    let handler =
+        service_fn(
+            |req: Request<SocketAddr>| async move { Ok::<_, Infallible>(req.msg().clone()) },
+        );
     tokio::spawn(serve(rep, handler));
 
     let mut req = ReqSocket::new(Tcp::default());

@@ -58,7 +58,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = rep.local_addr().expect("bound");
     let handler = ServiceBuilder::new()
         .layer(MetricsLayer::new())
-        .service(service_fn(|req: Request| async move {
+        .service(service_fn(|req: Request<SocketAddr>| async move {
             Ok::<_, Infallible>(req.msg().clone())
         }));
     tokio::spawn(serve(rep, handler));

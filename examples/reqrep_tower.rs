@@ -4,6 +4,7 @@
 //! Run with `cargo run -p msg-examples --example reqrep_tower`.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,7 +21,7 @@ async fn main() -> Result<(), BoxError> {
     let handler = ServiceBuilder::new()
         .concurrency_limit(128)
         .timeout(Duration::from_secs(1))
-        .service(service_fn(|req: Request| async move {
+        .service(service_fn(|req: Request<SocketAddr>| async move {
             if req.msg().is_empty() {
                 return Err::<Bytes, BoxError>("empty request".into());
             }
@@ -48,7 +49,7 @@ async fn main() -> Result<(), BoxError> {
     }
 
     // A handler may also be a plain closure returning the payload type itself.
-    let _ = service_fn(|_: Request| async { Ok::<_, Infallible>(Message::from("ok")) });
+    let _ = service_fn(|_: Request<SocketAddr>| async { Ok::<_, Infallible>(Message::from("ok")) });
 
     stop.send(()).ok();
     server.await??;

@@ -6,6 +6,7 @@
 //! Run with `cargo run -p msg-examples --example tls`.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 
 use bytes::Bytes;
 use msg::tls::{client_config, client_config_with_cert, server_config_mtls, TestPki};
@@ -26,7 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = rep.local_addr().expect("bound");
     tokio::spawn(serve(
         rep,
-        service_fn(|req: Request| async move {
+        service_fn(|req: Request<SocketAddr>| async move {
             println!("server: request from {} over mutual TLS", req.peer());
             Ok::<_, Infallible>(Bytes::from([&b"secret "[..], req.msg()].concat()))
         }),

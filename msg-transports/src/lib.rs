@@ -1,5 +1,7 @@
 //! Transports for `msg`: the [`Transport`] and [`Listener`] traits every socket is generic
-//! over, and their implementations. [`Tcp`] is the first.
+//! over, and their implementations: [`Tcp`], [`Tls`], [`Quic`] and [`Ipc`], and
+//! [`AnyTransport`], which is any of them as an [`Endpoint`] (`tcp://..`, `ipc://..`)
+//! names.
 //!
 //! A transport holds configuration only. It binds listeners, sets up what they accept
 //! ([`Transport::accept`]: nothing for TCP, the handshake for TLS and QUIC) and dials
@@ -24,13 +26,17 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+pub mod any;
 pub mod compress;
+pub mod endpoint;
 pub mod ipc;
 pub mod quic;
 pub mod tcp;
 pub mod tls;
-mod transport;
+pub mod transport;
 
+pub use any::AnyTransport;
+pub use endpoint::{Endpoint, EndpointError};
 pub use ipc::Ipc;
 pub use quic::Quic;
 pub use tcp::Tcp;

@@ -82,6 +82,10 @@ pub enum TransportError {
         #[source]
         source: BoxError,
     },
+    /// An endpoint string that does not parse (an unknown scheme, no port, an empty
+    /// path), given to [`AnyTransport`](crate::AnyTransport) to bind or dial.
+    #[error(transparent)]
+    Endpoint(#[from] crate::endpoint::EndpointError),
     /// Any other I/O failure of the transport.
     #[error("transport i/o error: {0}")]
     Io(#[from] io::Error),
@@ -93,13 +97,16 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 impl TransportError {
     /// Whether dialing again cannot help: a certificate or key that cannot be used
     /// ([`Certificate`](Self::Certificate)), a transport without the configuration asked of
-    /// it ([`Config`](Self::Config)), or a TLS handshake that failed on a certificate, or on
+    /// it ([`Config`](Self::Config)), an endpoint that does not parse
+    /// ([`Endpoint`](Self::Endpoint)), or a TLS handshake that failed on a certificate, or on
     /// TLS versions and cipher suites the two sides do not share (this side does not trust
     /// the peer's certificate, or the peer refused this side's). A retry policy gives up at
     /// once on these; everything else (a refused or reset connection, a timeout) may pass.
     pub fn is_permanent(&self) -> bool {
         match self {
-            TransportError::Certificate { .. } | TransportError::Config { .. } => true,
+            TransportError::Certificate { .. }
+            | TransportError::Config { .. }
+            | TransportError::Endpoint(_) => true,
             TransportError::TlsHandshake { source, .. } => source
                 .get_ref()
                 .is_some_and(crate::tls::is_certificate_error),
@@ -228,7 +235,11 @@ pub struct Connected<Io, Addr> {
 pub trait Transport: Clone + Send + Sync + Unpin + 'static {
     /// What a user names an endpoint with: for TCP a `host:port` string or a socket
     /// address, for IPC a path.
-    type Target: Clone + Send + Sync + 'static;
+    ///
+    /// Every address the transport reports converts into a target (`From<Self::Addr>`), so
+    /// that code generic over the transport can dial what a listener reports: bind on port
+    /// 0, then connect to [`local_addr`](Listener::local_addr).
+    type Target: Clone + Send + Sync + From<Self::Addr> + 'static;
     /// A resolved address, as reported for peers and bound listeners.
     type Addr: Clone + Debug + Display + Eq + Hash + Send + Sync + Unpin + 'static;
     /// The byte stream of one connection.

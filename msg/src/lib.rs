@@ -109,7 +109,7 @@ pub use error::Error;
 pub use events::{Events, SocketEvent, EVENT_CAPACITY};
 pub use msg_core::Code;
 pub use msg_core::{Authenticator, Encoding, Headers, Message, SocketType};
-pub use msg_transports::{Ipc, Quic, Tcp, Tls, Transport};
+pub use msg_transports::{AnyTransport, Endpoint, EndpointError, Ipc, Quic, Tcp, Tls, Transport};
 pub use options::{ConnectionOptions, DialOptions, ListenOptions};
 pub use publisher::{
     PubOptions, PubSocket, PubStats, Publication, PublishFuture, SlowSubscriber, SubscriberStats,
@@ -200,6 +200,59 @@ pub mod tls {
 /// QUIC's options and connection types. The transport is [`Quic`].
 pub mod quic {
     pub use msg_transports::quic::{Quic, QuicIncoming, QuicListener, QuicOptions, QuicStream};
+}
+
+/// One transport chosen at run time: [`AnyTransport`] binds and dials whatever an
+/// [`Endpoint`] names (`tcp://host:port`, `tls://host:port`, `quic://host:port`,
+/// `ipc://path`), so a program takes its transport from a flag or a configuration file with
+/// no `match` per socket.
+///
+/// Sockets over an `AnyTransport` take endpoint strings where they take addresses; a string
+/// that does not parse fails `bind` or `connect` with its [`EndpointError`] inside
+/// [`Error::Transport`] (parse it first, `"..".parse::<Endpoint>()`, to meet it sooner). A
+/// bound socket's `local_addr()` is an [`AnyAddr`](any::AnyAddr), written in the same form,
+/// which a client dials as it is.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use msg::{AnyTransport, Endpoint, RepSocket, ReqSocket};
+/// use tokio_stream::StreamExt;
+///
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// // From a flag: "tcp://127.0.0.1:0", "ipc:///tmp/app.sock", "quic://127.0.0.1:0"...
+/// let endpoint: Endpoint = "tcp://127.0.0.1:0".parse()?;
+///
+/// let mut rep = RepSocket::new(AnyTransport::new());
+/// rep.bind(endpoint).await?;
+/// let addr = rep.local_addr().unwrap();
+/// assert!(addr.to_string().starts_with("tcp://127.0.0.1:"));
+/// tokio::spawn(async move {
+///     while let Some(request) = rep.next().await {
+///         let _ = request.respond(Bytes::from("world"));
+///     }
+/// });
+///
+/// let mut req = ReqSocket::new(AnyTransport::new());
+/// req.connect(addr.to_string()).await?; // or `addr` itself
+/// let reply: Bytes = req.request(Bytes::from("hello")).await?;
+/// assert_eq!(reply, "world");
+///
+/// // A bad endpoint is a typed error.
+/// let err = ReqSocket::new(AnyTransport::new()).connect("udp://127.0.0.1:1").await;
+/// assert!(err.unwrap_err().to_string().contains("unknown scheme `udp`"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+///
+/// TLS needs certificates ([`AnyTransport::with_certificates`], or
+/// [`with_tls`](AnyTransport::with_tls)); QUIC starts as [`Quic::default`], which encrypts
+/// but does not authenticate the server, until `with_certificates` (or
+/// [`with_quic`](AnyTransport::with_quic)) gives it real certificates.
+pub mod any {
+    pub use msg_transports::any::{AnyAddr, AnyConn, AnyIo, AnyListener, AnyTarget, AnyTransport};
+    pub use msg_transports::endpoint::{Endpoint, EndpointError, Scheme};
 }
 
 /// Unix-socket addresses and listeners. The transport is [`Ipc`].

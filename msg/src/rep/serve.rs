@@ -36,6 +36,7 @@ use crate::Error;
 /// # Example
 ///
 /// ```
+/// use std::net::SocketAddr;
 /// use std::time::Duration;
 /// use msg::{serve, RepSocket, Request, Tcp};
 /// use tower::{service_fn, ServiceBuilder};
@@ -48,7 +49,7 @@ use crate::Error;
 /// let handler = ServiceBuilder::new()
 ///     .concurrency_limit(256)
 ///     .timeout(Duration::from_secs(1))
-///     .service(service_fn(|req: Request| async move {
+///     .service(service_fn(|req: Request<SocketAddr>| async move {
 ///         Ok::<_, std::convert::Infallible>(req.msg().clone())
 ///     }));
 ///

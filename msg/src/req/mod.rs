@@ -390,6 +390,8 @@ impl Drop for Client {
 /// # Example
 ///
 /// ```
+/// use std::net::SocketAddr;
+///
 /// use bytes::Bytes;
 /// use msg::{serve, Message, RepSocket, ReqSocket, Request, Tcp};
 /// use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
@@ -399,7 +401,7 @@ impl Drop for Client {
 /// let mut rep = RepSocket::new(Tcp::default());
 /// rep.bind("127.0.0.1:0").await?;
 /// let addr = rep.local_addr().unwrap();
-/// tokio::spawn(serve(rep, service_fn(|req: Request| async move {
+/// tokio::spawn(serve(rep, service_fn(|req: Request<SocketAddr>| async move {
 ///     Ok::<_, std::convert::Infallible>(req.msg().clone())
 /// })));
 ///
@@ -699,9 +701,10 @@ impl<T: Transport> ReqSocket<T> {
     /// # let mut rep = RepSocket::new(Tcp::default());
     /// # rep.bind("127.0.0.1:0").await?;
     /// # let addr = rep.local_addr().unwrap();
-    /// # tokio::spawn(serve(rep, tower::service_fn(|req: Request| async move {
+    /// # let echo = |req: Request<std::net::SocketAddr>| async move {
     /// #     Ok::<_, std::convert::Infallible>(req.msg().clone())
-    /// # })));
+    /// # };
+    /// # tokio::spawn(serve(rep, tower::service_fn(echo)));
     /// let mut req = ReqSocket::new(Tcp::default());
     /// req.connect(addr).await?;
     ///
