@@ -219,3 +219,61 @@ async fn under_an_idempotent_retry_policy<T: msg::Transport>(req: ReqSocket<T>) 
     let outcome = within(svc.oneshot(Message::from("never sent"))).await;
     (outcome.unwrap_err(), calls.load(Ordering::SeqCst))
 }
+
+/// The doc examples a user of `msg` reads import from `msg`: no `///` code block in the
+/// library crates names `msg_core::`, `msg_layers::` or `msg_transports::` (a user of `msg`
+/// cannot compile those), nor does a module doc of `msg` itself. The modules `msg` does not
+/// re-export (the sans-IO roles, the write buffer, the heartbeat) keep their crate's paths.
+#[test]
+fn doc_examples_import_from_msg_only() {
+    const INNER: [&str; 3] = ["msg_core::", "msg_layers::", "msg_transports::"];
+    const NOT_REEXPORTED: [&str; 3] = ["msg-core/src/proto/", "write_buf.rs", "heartbeat.rs"];
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = Vec::new();
+    let mut dirs: Vec<_> = ["msg", "msg-core", "msg-layers", "msg-transports"]
+        .iter()
+        .map(|krate| root.join(krate).join("src"))
+        .collect();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() > 40, "the crates' sources were not found");
+    let mut found = Vec::new();
+    for path in &files {
+        let name = path.to_string_lossy().replace('\\', "/");
+        if NOT_REEXPORTED.iter().any(|skip| name.contains(skip)) {
+            continue;
+        }
+        let in_msg = name.contains("/msg/src/");
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut in_code = false;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim_start();
+            let doc = match line.strip_prefix("///") {
+                Some(doc) => doc,
+                None if in_msg => match line.strip_prefix("//!") {
+                    Some(doc) => doc,
+                    None => continue,
+                },
+                None => continue,
+            };
+            if doc.trim_start().starts_with("```") {
+                in_code = !in_code;
+            } else if in_code && INNER.iter().any(|inner| doc.contains(inner)) {
+                found.push(format!("{name}:{}: {}", n + 1, doc.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "doc examples a user of msg cannot compile:\n{}",
+        found.join("\n")
+    );
+}

@@ -39,7 +39,6 @@ use crate::{Ipc, Quic, Tcp, Tls};
 /// A server and a client over whatever endpoint the program was given:
 ///
 /// ```
-/// # extern crate msg_transports as msg;
 /// use msg::transport::{Listener, Transport};
 /// use msg::AnyTransport;
 ///
@@ -91,7 +90,6 @@ impl AnyTransport {
     /// # Example
     ///
     /// ```
-    /// # extern crate msg_transports as msg;
     /// # #[cfg(feature = "test-util")] {
     /// use msg::tls::{client_config, server_config, TestPki};
     /// use msg::AnyTransport;
@@ -102,7 +100,7 @@ impl AnyTransport {
     /// let client = client_config(pki.ca_pem.as_bytes())?;
     /// let transport = AnyTransport::new().with_certificates(Some(server), client, "localhost")?;
     /// # }
-    /// # Ok::<(), msg::TransportError>(())
+    /// # Ok::<(), msg::transport::TransportError>(())
     /// ```
     ///
     /// # Errors

@@ -18,7 +18,6 @@
 //! # Example
 //!
 //! ```
-//! # extern crate msg_transports as msg;
 //! use msg::{Endpoint, EndpointError};
 //!
 //! let endpoint: Endpoint = "tcp://127.0.0.1:5555".parse()?;
@@ -91,7 +90,6 @@ impl fmt::Display for Scheme {
 /// # Example
 ///
 /// ```
-/// # extern crate msg_transports as msg;
 /// use std::net::SocketAddr;
 /// use msg::Endpoint;
 ///

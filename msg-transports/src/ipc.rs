@@ -17,7 +17,7 @@ use crate::transport::{Connected, Listener, Transport, TransportError};
 /// # Example
 ///
 /// ```
-/// use msg_transports::ipc::IpcAddr;
+/// use msg::ipc::IpcAddr;
 ///
 /// let listener = IpcAddr::new("/tmp/app.sock");
 /// assert_eq!(listener.to_string(), "/tmp/app.sock");
@@ -88,7 +88,8 @@ impl From<&IpcAddr> for PathBuf {
 /// # Example
 ///
 /// ```
-/// use msg_transports::{Ipc, Listener, Transport};
+/// use msg::transport::Listener;
+/// use msg::{Ipc, Transport};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let dir = std::env::temp_dir().join(format!("msg-ipc-doc-{}", std::process::id()));

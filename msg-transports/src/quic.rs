@@ -102,7 +102,8 @@ enum ClientSide {
 /// # Example
 ///
 /// ```
-/// use msg_transports::{Listener, Quic, Transport};
+/// use msg::transport::Listener;
+/// use msg::{Quic, Transport};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let listener = Quic::default().bind("127.0.0.1:0".into()).await?;

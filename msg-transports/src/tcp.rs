@@ -19,7 +19,7 @@ use crate::transport::{Connected, Listener, Transport, TransportError};
 ///
 /// ```
 /// use std::net::SocketAddr;
-/// use msg_transports::tcp::Endpoint;
+/// use msg::tcp::Endpoint;
 ///
 /// let addr: SocketAddr = "127.0.0.1:4444".parse().unwrap();
 /// assert_eq!(Endpoint::from("127.0.0.1:4444"), Endpoint::Addr(addr));
@@ -150,7 +150,8 @@ impl Endpoint {
 /// # Example
 ///
 /// ```
-/// use msg_transports::{Listener, Tcp, Transport};
+/// use msg::transport::Listener;
+/// use msg::{Tcp, Transport};
 ///
 /// # tokio_test_block_on(async {
 /// let tcp = Tcp::default();

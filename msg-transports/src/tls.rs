@@ -82,10 +82,10 @@ pub fn server_config(
 /// # Example
 ///
 /// ```no_run
-/// use msg_transports::tls::{read_pem, server_config};
+/// use msg::tls::{read_pem, server_config};
 ///
 /// let config = server_config(&read_pem("server.crt")?, &read_pem("server.key")?)?;
-/// # Ok::<(), msg_transports::TransportError>(())
+/// # Ok::<(), msg::transport::TransportError>(())
 /// ```
 ///
 /// # Errors
@@ -202,7 +202,7 @@ pub(crate) struct CertificateRejected(pub(crate) String);
 /// # Example
 ///
 /// ```
-/// use msg_transports::tls::{client_config, server_config, TestPki};
+/// use msg::tls::{client_config, server_config, TestPki};
 ///
 /// let pki = TestPki::generate(&["localhost", "127.0.0.1"]).unwrap();
 /// server_config(pki.server_cert_pem.as_bytes(), pki.server_key_pem.as_bytes()).unwrap();
@@ -283,8 +283,8 @@ impl TestPki {
 ///
 /// ```
 /// # #[cfg(feature = "test-util")] {
-/// use msg_transports::tls::{client_config, server_config, TestPki, Tls};
-/// use msg_transports::{Listener, Transport};
+/// use msg::tls::{client_config, server_config, TestPki, Tls};
+/// use msg::transport::{Listener, Transport};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// // A throwaway CA (the `test-util` feature); real deployments load their PEM files.

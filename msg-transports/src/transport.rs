@@ -193,7 +193,7 @@ pub struct Connected<Io, Addr> {
 /// A layer that sends a greeting on every new connection and checks it on the other side:
 ///
 /// ```
-/// use msg_transports::{Connected, Transport, TransportError};
+/// use msg::transport::{Connected, Transport, TransportError};
 /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
 ///
 /// #[derive(Clone)]
@@ -217,7 +217,7 @@ pub struct Connected<Io, Addr> {
 ///
 ///     async fn accept(
 ///         &self,
-///         conn: Connected<<T::Listener as msg_transports::Listener>::Conn, T::Addr>,
+///         conn: Connected<<T::Listener as msg::transport::Listener>::Conn, T::Addr>,
 ///     ) -> Result<Connected<T::Io, T::Addr>, TransportError> {
 ///         let mut conn = self.0.accept(conn).await?;
 ///         let mut greeting = [0; 2];
