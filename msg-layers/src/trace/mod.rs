@@ -19,8 +19,9 @@
 //! # What it costs
 //!
 //! When the subscriber does not want the span's level (`RUST_LOG=info` and the default
-//! DEBUG), a call costs two checks of the level, each a relaxed atomic load and the cached
-//! interest of a call site: no span is made, nothing is allocated or formatted, and the
+//! DEBUG), a call costs two checks of a level (the span's and the `call ok` event's), each a
+//! relaxed atomic load, and the call site's cached interest when the global maximum level
+//! lets the level through: no span is made, nothing is allocated or formatted, and the
 //! clock is not read, unless the `call ok` event's level is wanted, which needs the latency.
 //! A failed call checks the failure level once more. When the span is wanted, each call
 //! pays for what the subscriber does with it: the span's allocation in the subscriber's
