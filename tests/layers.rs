@@ -63,13 +63,142 @@ async fn alone() -> tokio::sync::RwLockWriteGuard<'static, ()> {
 
 /// Closed spans and debug events of target `msg`, written to `captured`, on this thread.
 fn capture(captured: &Captured) -> tracing::subscriber::DefaultGuard {
+    capture_at(captured, "msg=debug")
+}
+
+/// Closed spans and events that `filter` (as `RUST_LOG` would say it) lets through, written
+/// to `captured`, on this thread.
+fn capture_at(captured: &Captured, filter: &str) -> tracing::subscriber::DefaultGuard {
     let subscriber = tracing_subscriber::fmt()
         .with_writer(captured.clone())
         .with_span_events(FmtSpan::CLOSE)
-        .with_env_filter("msg=debug")
+        .with_env_filter(filter)
         .with_ansi(false)
         .finish();
     tracing::subscriber::set_default(subscriber)
+}
+
+/// A server whose handler, under `layer`, echoes and fails "fail"; and a client under
+/// `layer` connected to it. One call that succeeds and one that fails, each traced on both
+/// ends.
+async fn one_ok_and_one_failed_call(layer: TraceLayer) {
+    let mut rep = RepSocket::new(Tcp::default());
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    let handler =
+        ServiceBuilder::new()
+            .layer(layer)
+            .service(service_fn(|req: Request| async move {
+                if req.msg() == "fail" {
+                    return Err::<Bytes, BoxError>("refused by the handler".into());
+                }
+                Ok(req.msg().clone())
+            }));
+    tokio::spawn(serve(rep, handler));
+    let mut req = ReqSocket::new(Tcp::default());
+    req.connect(addr).await.unwrap();
+    let mut client = ServiceBuilder::new().layer(layer).service(req);
+    within(client.ready().await.unwrap().call(Message::from("hello")))
+        .await
+        .unwrap();
+    let failed = within(client.ready().await.unwrap().call(Message::from("fail"))).await;
+    assert!(matches!(failed, Err(Error::Remote { .. })), "{failed:?}");
+}
+
+/// The lines of `text` at `level` (as the fmt subscriber writes it) that contain `what`.
+fn lines_at<'a>(text: &'a str, level: &str, what: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter(|l| l.contains(&format!(" {level} ")) && l.contains(what))
+        .collect()
+}
+
+// Under the usual `RUST_LOG=info`, the default layer makes no span and no `call ok` event
+// (it did: its spans were at INFO, and cost a third of the throughput while printing
+// nothing); a failure is still logged, at WARN.
+#[tokio::test(flavor = "current_thread")]
+async fn trace_layer_records_nothing_at_info_by_default_but_failures_at_warn() {
+    let _alone = alone().await;
+    let captured = Captured::default();
+    let _guard = capture_at(&captured, "info");
+
+    one_ok_and_one_failed_call(TraceLayer::new()).await;
+
+    let text = captured.text();
+    assert!(!text.contains("msg.call"), "no span at info: {text}");
+    assert!(
+        !text.contains("call ok"),
+        "no success event at info: {text}"
+    );
+    let failed = lines_at(&text, "WARN", "call failed");
+    assert_eq!(failed.len(), 2, "{text}");
+    for kind in ["request", "handle"] {
+        assert!(
+            failed
+                .iter()
+                .any(|l| l.contains(&format!("kind=\"{kind}\""))
+                    && l.contains("refused by the handler")),
+            "{kind}: {text}"
+        );
+    }
+}
+
+// At `debug`, the default layer's spans and events are all there, at DEBUG.
+#[tokio::test(flavor = "current_thread")]
+async fn trace_layer_records_spans_and_events_at_debug_by_default() {
+    let _alone = alone().await;
+    let captured = Captured::default();
+    let _guard = capture_at(&captured, "debug");
+
+    one_ok_and_one_failed_call(TraceLayer::new()).await;
+
+    let text = captured.text();
+    for kind in ["request", "handle"] {
+        let kind = format!("kind=\"{kind}\"");
+        let closed = lines_at(&text, "DEBUG", "msg.call");
+        let closed: Vec<_> = closed
+            .iter()
+            .filter(|l| l.contains("close") && l.contains(&kind))
+            .collect();
+        assert_eq!(closed.len(), 2, "{kind}: {text}");
+        assert!(
+            closed.iter().any(|l| l.contains("outcome=\"ok\"")),
+            "{text}"
+        );
+        let ok = lines_at(&text, "DEBUG", "call ok");
+        assert!(ok.iter().any(|l| l.contains(&kind)), "{kind}: {text}");
+        let failed = lines_at(&text, "WARN", "call failed");
+        assert!(failed.iter().any(|l| l.contains(&kind)), "{kind}: {text}");
+    }
+}
+
+// `.level(INFO)` puts the spans and the `call ok` events at INFO, shown under `info`; the
+// failure level is set apart.
+#[tokio::test(flavor = "current_thread")]
+async fn trace_layer_at_level_info_records_spans_and_events_at_info() {
+    let _alone = alone().await;
+    let captured = Captured::default();
+    let _guard = capture_at(&captured, "info");
+
+    let layer = TraceLayer::new()
+        .level(tracing::Level::INFO)
+        .failure_level(tracing::Level::ERROR);
+    one_ok_and_one_failed_call(layer).await;
+
+    let text = captured.text();
+    let closed: Vec<_> = lines_at(&text, "INFO", "msg.call")
+        .into_iter()
+        .filter(|l| l.contains("close"))
+        .collect();
+    assert_eq!(closed.len(), 4, "two calls on each end: {text}");
+    for kind in ["request", "handle"] {
+        let kind = format!("kind=\"{kind}\"");
+        assert!(closed.iter().any(|l| l.contains(&kind)), "{kind}: {text}");
+        let ok = lines_at(&text, "INFO", "call ok");
+        assert!(ok.iter().any(|l| l.contains(&kind)), "{kind}: {text}");
+        let failed = lines_at(&text, "ERROR", "call failed");
+        assert!(failed.iter().any(|l| l.contains(&kind)), "{kind}: {text}");
+    }
+    assert!(lines_at(&text, "WARN", "call failed").is_empty(), "{text}");
 }
 
 // One thread, so that every task's spans reach this thread's subscriber.

@@ -275,3 +275,132 @@ fn every_socket_counter_the_readme_lists_counts_what_it_names() {
     assert_eq!(unlabelled("msg_publish_dropped_total"), dropped);
     assert_eq!(unlabelled("msg_subscriber_missed_total"), missed);
 }
+
+/// A recorder that counts how often each metric is registered (by name), and records into
+/// a debugging recorder.
+#[derive(Default)]
+struct Registrations {
+    inner: metrics_util::debugging::DebuggingRecorder,
+    counts: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+impl Registrations {
+    fn count(&self, key: &metrics::Key) {
+        let mut counts = self.counts.lock().unwrap();
+        *counts.entry(key.name().to_owned()).or_default() += 1;
+    }
+
+    /// How many times the metric `name` was registered.
+    fn of(&self, name: &str) -> usize {
+        self.counts.lock().unwrap().get(name).copied().unwrap_or(0)
+    }
+}
+
+impl metrics::Recorder for Registrations {
+    fn describe_counter(
+        &self,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        description: metrics::SharedString,
+    ) {
+        self.inner.describe_counter(key, unit, description)
+    }
+
+    fn describe_gauge(
+        &self,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        description: metrics::SharedString,
+    ) {
+        self.inner.describe_gauge(key, unit, description)
+    }
+
+    fn describe_histogram(
+        &self,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        description: metrics::SharedString,
+    ) {
+        self.inner.describe_histogram(key, unit, description)
+    }
+
+    fn register_counter(
+        &self,
+        key: &metrics::Key,
+        meta: &metrics::Metadata<'_>,
+    ) -> metrics::Counter {
+        self.count(key);
+        self.inner.register_counter(key, meta)
+    }
+
+    fn register_gauge(&self, key: &metrics::Key, meta: &metrics::Metadata<'_>) -> metrics::Gauge {
+        self.count(key);
+        self.inner.register_gauge(key, meta)
+    }
+
+    fn register_histogram(
+        &self,
+        key: &metrics::Key,
+        meta: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        self.count(key);
+        self.inner.register_histogram(key, meta)
+    }
+}
+
+// Calls made as the README and most code make them, `client.clone().oneshot(..)`, each on a
+// fresh clone of the layer's service: the layer registers its metrics once, not per clone
+// (it did per clone: each clone registered its four metrics at its first call, building
+// keys and looking them up in the recorder, most of what the layer cost with a recorder
+// installed), and counts every call.
+#[test]
+fn metrics_layer_registers_its_metrics_once_for_every_clone_of_its_service() {
+    use metrics_util::debugging::DebugValue;
+
+    let recorder = Registrations::default();
+    let snapshotter = recorder.inner.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let mut rep = RepSocket::new(Tcp::default());
+                rep.bind("127.0.0.1:0").await.unwrap();
+                let addr = rep.local_addr().unwrap();
+                tokio::spawn(serve(
+                    rep,
+                    service_fn(|req: Request| async move { Ok::<_, BoxError>(req.msg().clone()) }),
+                ));
+                let mut req = ReqSocket::new(Tcp::default());
+                req.connect(addr).await.unwrap();
+                let client = ServiceBuilder::new()
+                    .layer(MetricsLayer::new())
+                    .service(req);
+                for _ in 0..50 {
+                    within(client.clone().oneshot(Message::from("x")))
+                        .await
+                        .unwrap();
+                }
+            })
+    });
+    for name in [
+        "msg_calls_total",
+        "msg_call_errors_total",
+        "msg_payload_bytes_total",
+        "msg_call_duration_seconds",
+    ] {
+        assert_eq!(recorder.of(name), 1, "{name} registered once");
+    }
+    let calls: u64 = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == "msg_calls_total")
+        .map(|(.., value)| match value {
+            DebugValue::Counter(n) => n,
+            other => panic!("{other:?}"),
+        })
+        .sum();
+    assert_eq!(calls, 50);
+}

@@ -19,7 +19,10 @@
 //!   intended send time (coordinated omission corrected, hdrhistogram), beside the
 //!   plain-tokio limit at the same rate;
 //! - per transport (TCP, TLS over TCP, QUIC, IPC): `msg`'s latency, 1 KiB throughput with
-//!   64 in flight, and 1 KiB pub/sub to one subscriber.
+//!   64 in flight, and 1 KiB pub/sub to one subscriber;
+//! - per message layer (`--layers`, alone): a `ReqSocket` bare and with each layer over
+//!   it, 1 KiB, with a `fmt` subscriber at `info` and the Prometheus recorder installed
+//!   (`--uninstrumented`: with neither).
 //!
 //! Every measurement gets a fresh tokio multi-thread runtime with 2 workers, client and
 //! server in one process.
@@ -29,7 +32,8 @@
 //! those sections alone. For a profiler, `--profile SYSTEM` runs one system's 64 B
 //! throughput alone (2 M requests; `--size N` for another size), `--profile tcp|tls|quic|ipc` `msg`'s 1 KiB throughput
 //! over that transport (1 M requests), and `--profile pubsub-SIZE` msg's pub/sub with the
-//! waiting policy, one subscriber, for 3 s. Built with
+//! waiting policy, one subscriber, for 3 s, and `--profile layer-ROW` one row of `--layers`
+//! (`layer-bare`, `layer-trace`, `layer-metrics`...; 1 M requests, observers installed). Built with
 //! `RUSTFLAGS="--cfg tokio_unstable"`, it also prints tokio's per-worker metrics.
 
 mod baseline;
@@ -205,6 +209,12 @@ fn main() {
             throughput_requests: 2_000_000,
             ..plan
         };
+        if let Some(row) = name.strip_prefix("layer-") {
+            layers::install_observers();
+            let rate = run_on_workers(layers::row(row.to_owned(), 1024, 1_000_000));
+            println!("{name}: {rate:.0} req/s");
+            return;
+        }
         if let Some(size) = name
             .strip_prefix("pubsub-")
             .and_then(|s| s.parse::<usize>().ok())
@@ -276,7 +286,11 @@ fn main() {
         return;
     }
     if args.iter().any(|a| a == "--layers") {
-        layers_section(runs);
+        let observed = !args.iter().any(|a| a == "--uninstrumented");
+        if observed {
+            layers::install_observers();
+        }
+        layers_section(runs, observed);
         return;
     }
     if args.iter().any(|a| a == "--pubsub") {
@@ -346,20 +360,25 @@ fn main() {
     transports_section(runs, quick);
 }
 
-/// Request/Reply over TCP: latency, and throughput with many requests in flight.
 /// The cost of each message layer over a `ReqSocket`, 1 KiB requests; medians of `runs`.
-fn layers_section(runs: usize) {
+fn layers_section(runs: usize, observed: bool) {
     let (size, round_trips, total) = (1024, 5_000, 200_000);
+    let installed = if observed {
+        "a tracing_subscriber::fmt subscriber at info (writing to a sink) and the Prometheus \
+         recorder installed"
+    } else {
+        "no tracing subscriber or metrics recorder installed"
+    };
     println!(
         "message layers over a ReqSocket, {size} B echo: p50 of {round_trips} sequential calls, \
          and req/s of {total} calls 64 in flight (oneshot calls in a FuturesUnordered); \
-         median of {runs} run(s), no tracing subscriber or metrics recorder installed"
+         median of {runs} run(s), {installed}"
     );
     let all: Vec<_> = (0..runs.max(1))
         .map(|_| run_on_workers(layers::rows(size, round_trips, total)))
         .collect();
     println!(
-        "{:<10} {:>9} {:>10} {:>12} {:>10}",
+        "{:<12} {:>9} {:>10} {:>12} {:>10}",
         "stack", "p50 µs", "p50/bare", "req/s", "rate/bare"
     );
     let row = |i: usize| {
@@ -371,7 +390,7 @@ fn layers_section(runs: usize) {
     for i in 0..all[0].len() {
         let (name, p50, rate) = row(i);
         println!(
-            "{:<10} {:>9.1} {:>9.2}x {:>12.0} {:>9.2}x",
+            "{:<12} {:>9.1} {:>9.2}x {:>12.0} {:>9.2}x",
             name,
             us(p50),
             p50.as_secs_f64() / bare_p50.as_secs_f64(),
@@ -381,6 +400,7 @@ fn layers_section(runs: usize) {
     }
 }
 
+/// Request/Reply over TCP: latency, and throughput with many requests in flight.
 fn reqrep_section(plan: Plan, runs: usize) {
     println!(
         "msg bench: loopback TCP, tokio multi-thread runtime with {} worker(s), client and \

@@ -2,6 +2,32 @@
 //! known of it (size, encoding, topic, peer), and closes it with the outcome and the
 //! latency. Spans and events have the target `msg`, so `RUST_LOG=msg=debug` shows them.
 //!
+//! # What it emits, and at which level
+//!
+//! | what | level, by default | set with | fields |
+//! |---|---|---|---|
+//! | span `msg.call`, one per call | DEBUG | [`span_level`](TraceLayer::span_level) | `kind` (`request`, `publish`, `handle`), `size`, `encoding`, `topic` or `peer`; at the end `outcome`, `error`, `latency_us` |
+//! | event `call ok` | DEBUG | [`event_level`](TraceLayer::event_level) | `kind`, `latency_us` |
+//! | event `call failed` | WARN | [`failure_level`](TraceLayer::failure_level) | `kind`, `error`, `latency_us` (when the call was timed) |
+//!
+//! [`TraceLayer::level`] sets the span's and the `call ok` event's level at once, as
+//! tower-http's `DefaultMakeSpan::level` and `DefaultOnResponse::level` do for HTTP. A
+//! failed call is logged at WARN even when spans are off, so that under the usual
+//! `RUST_LOG=info` a failure is seen and a success costs nothing; set
+//! `failure_level(Level::DEBUG)` to keep failures quiet too.
+//!
+//! # What it costs
+//!
+//! When the subscriber does not want the span's level (`RUST_LOG=info` and the default
+//! DEBUG), a call costs two checks of a level (the span's and the `call ok` event's), each a
+//! relaxed atomic load, and the call site's cached interest when the global maximum level
+//! lets the level through: no span is made, nothing is allocated or formatted, and the
+//! clock is not read, unless the `call ok` event's level is wanted, which needs the latency.
+//! A failed call checks the failure level once more. When the span is wanted, each call
+//! pays for what the subscriber does with it: the span's allocation in the subscriber's
+//! registry, its fields recorded and formatted, entering and leaving it at each poll, and
+//! two reads of the clock. The README's per-layer cost table measures both.
+//!
 //! `tracing::Instrument` would enter the span while the call is polled; this layer also
 //! records the outcome and the latency when the call ends, so it carries its own future.
 //! (`tracing-futures` adds nothing here: a call is one future, not a stream.)
@@ -12,24 +38,56 @@
 //! use msg_core::Message;
 //! use msg_layers::trace::TraceLayer;
 //! use tower::{service_fn, Layer, ServiceExt};
+//! use tracing::Level;
 //!
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let echo = service_fn(|msg: Message| async move { Ok::<_, std::convert::Infallible>(msg) });
+//! // Spans and `call ok` events at DEBUG, failures at WARN:
 //! let svc = TraceLayer::new().layer(echo);
 //! let reply = svc.oneshot(Message::from("hi")).await.unwrap();
 //! assert_eq!(reply.payload(), "hi");
+//!
+//! // Every call shown under `RUST_LOG=info`:
+//! let echo = service_fn(|msg: Message| async move { Ok::<_, std::convert::Infallible>(msg) });
+//! let svc = TraceLayer::new().level(Level::INFO).layer(echo);
+//! svc.oneshot(Message::from("seen at info")).await.unwrap();
 //! # });
 //! ```
 
-use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
-use std::time::Instant;
+mod future;
+mod layer;
+mod service;
+
+pub use future::TraceFuture;
+pub use layer::TraceLayer;
+pub use service::Trace;
 
 use msg_core::Message;
-use tower::{Layer, Service};
 use tracing::Span;
+
+/// Expands one of tracing's level-taking macros (`span`, `event`, `enabled`) with the target
+/// `msg` at a level known only at run time: a call site's level is part of its static
+/// metadata, so there is one call site per level, and the match picks it.
+macro_rules! at_level {
+    ($mac:ident, $level:expr $(, $($args:tt)+)?) => {
+        match $level {
+            ::tracing::Level::ERROR => {
+                ::tracing::$mac!(target: "msg", ::tracing::Level::ERROR $(, $($args)+)?)
+            }
+            ::tracing::Level::WARN => {
+                ::tracing::$mac!(target: "msg", ::tracing::Level::WARN $(, $($args)+)?)
+            }
+            ::tracing::Level::INFO => {
+                ::tracing::$mac!(target: "msg", ::tracing::Level::INFO $(, $($args)+)?)
+            }
+            ::tracing::Level::DEBUG => {
+                ::tracing::$mac!(target: "msg", ::tracing::Level::DEBUG $(, $($args)+)?)
+            }
+            _ => ::tracing::$mac!(target: "msg", ::tracing::Level::TRACE $(, $($args)+)?),
+        }
+    };
+}
+use at_level;
 
 /// What a traced request says about itself: the fields it records on its span.
 pub trait Describe {
@@ -37,7 +95,7 @@ pub trait Describe {
     const KIND: &'static str;
 
     /// Records the request's fields (`size`, `encoding`, and `topic` or `peer` where they
-    /// apply) on `span`.
+    /// apply) on `span`. Called only when the span is enabled.
     fn describe(&self, span: &Span);
 
     /// The size of the payload the request carries.
@@ -58,118 +116,87 @@ impl Describe for Message {
     }
 }
 
-/// Opens a span per call; see the [module](self) docs.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TraceLayer {
-    _private: (),
-}
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
 
-impl TraceLayer {
-    /// The layer.
-    pub const fn new() -> Self {
-        TraceLayer { _private: () }
-    }
-}
+    use tower::{service_fn, Layer, Service};
+    use tracing::level_filters::LevelFilter;
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Level, Metadata, Subscriber};
 
-impl<S> Layer<S> for TraceLayer {
-    type Service = Trace<S>;
+    use super::*;
 
-    fn layer(&self, inner: S) -> Trace<S> {
-        Trace { inner }
-    }
-}
-
-/// The service of [`TraceLayer`].
-#[derive(Debug, Clone)]
-pub struct Trace<S> {
-    inner: S,
-}
-
-impl<S, Req> Service<Req> for Trace<S>
-where
-    S: Service<Req>,
-    S::Error: fmt::Display,
-    Req: Describe,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = TraceFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
+    /// A subscriber at INFO that counts the spans made and the events seen.
+    #[derive(Clone, Default)]
+    struct Counting {
+        spans: Arc<AtomicUsize>,
+        events: Arc<AtomicUsize>,
     }
 
-    fn call(&mut self, req: Req) -> Self::Future {
-        let span = tracing::info_span!(
-            target: "msg",
-            "msg.call",
-            kind = Req::KIND,
-            size = tracing::field::Empty,
-            encoding = tracing::field::Empty,
-            topic = tracing::field::Empty,
-            peer = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-            error = tracing::field::Empty,
-            latency_us = tracing::field::Empty,
-        );
-        if !span.is_disabled() {
-            req.describe(&span);
+    impl Subscriber for Counting {
+        fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+            *metadata.level() <= Level::INFO
         }
-        let inner = {
-            let _entered = span.enter();
-            self.inner.call(req)
-        };
-        TraceFuture {
-            inner,
-            span,
-            start: Instant::now(),
+        fn max_level_hint(&self) -> Option<LevelFilter> {
+            Some(LevelFilter::INFO)
         }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(self.spans.fetch_add(1, Ordering::SeqCst) as u64 + 1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, _: &Event<'_>) {
+            self.events.fetch_add(1, Ordering::SeqCst);
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
     }
-}
 
-pin_project_lite::pin_project! {
-    /// A traced call: polled inside its span, which records the outcome and the latency
-    /// when it ends.
-    pub struct TraceFuture<F> {
-        #[pin]
-        inner: F,
-        span: Span,
-        start: Instant,
-    }
-}
-
-impl<F> fmt::Debug for TraceFuture<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TraceFuture")
-            .field("span", &self.span)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<F, T, E> Future for TraceFuture<F>
-where
-    F: Future<Output = Result<T, E>>,
-    E: fmt::Display,
-{
-    type Output = Result<T, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let _entered = this.span.enter();
-        let out = ready!(this.inner.poll(cx));
-        let latency = this.start.elapsed().as_micros() as u64;
-        this.span.record("latency_us", latency);
-        match &out {
-            Ok(_) => {
-                this.span.record("outcome", "ok");
-                tracing::debug!(target: "msg", latency_us = latency, "call ok");
+    /// Calls an echo under `layer` that fails "fail", and runs the call to its end; says
+    /// whether the call was timed.
+    fn call(layer: TraceLayer, payload: &'static str) -> bool {
+        let mut svc = layer.layer(service_fn(|msg: Message| async move {
+            if msg.payload() == "fail" {
+                return Err("refused");
             }
-            Err(e) => {
-                this.span.record("outcome", "error");
-                this.span.record("error", tracing::field::display(e));
-                tracing::debug!(target: "msg", latency_us = latency, error = %e, "call failed");
-            }
-        }
-        Poll::Ready(out)
+            Ok::<_, &str>(msg)
+        }));
+        let future = svc.call(Message::from(payload));
+        let timed = future.start.is_some();
+        let _ = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future);
+        timed
+    }
+
+    #[test]
+    fn a_call_below_the_subscribers_level_makes_no_span_and_reads_no_clock() {
+        let counting = Counting::default();
+        tracing::subscriber::with_default(counting.clone(), || {
+            assert!(!call(TraceLayer::new(), "ok"));
+            assert_eq!(counting.spans.load(Ordering::SeqCst), 0);
+            assert_eq!(counting.events.load(Ordering::SeqCst), 0);
+            // A failure is logged, at WARN, without the clock.
+            assert!(!call(TraceLayer::new(), "fail"));
+            assert_eq!(counting.spans.load(Ordering::SeqCst), 0);
+            assert_eq!(counting.events.load(Ordering::SeqCst), 1);
+        });
+    }
+
+    #[test]
+    fn a_call_at_the_subscribers_level_makes_its_span_and_times_it() {
+        let counting = Counting::default();
+        tracing::subscriber::with_default(counting.clone(), || {
+            assert!(call(TraceLayer::new().level(Level::INFO), "ok"));
+            assert_eq!(counting.spans.load(Ordering::SeqCst), 1);
+            assert_eq!(counting.events.load(Ordering::SeqCst), 1);
+            // The `call ok` event wanted without the span: timed, no span.
+            assert!(call(TraceLayer::new().event_level(Level::INFO), "ok"));
+            assert_eq!(counting.spans.load(Ordering::SeqCst), 1);
+            assert_eq!(counting.events.load(Ordering::SeqCst), 2);
+        });
     }
 }
