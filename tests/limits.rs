@@ -629,7 +629,7 @@ async fn a_client_past_the_connection_limit_is_told_why_and_a_freed_slot_is_reus
     let mut third = ReqSocket::new(f.transport());
     let refused = within(third.connect(addr.clone())).await;
     match refused {
-        Err(Error::HandshakeRejected { reason }) => {
+        Err(Error::HandshakeRejected { reason, .. }) => {
             assert!(reason.contains("connection limit"), "{reason}")
         }
         other => panic!("{other:?}"),

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 /// What can go wrong reading or writing frames of the wire protocol.
 ///
-/// Every variant but [`Io`](FrameError::Io) means the peer broke the protocol: the
-/// connection it came on cannot be trusted any more and is closed.
+/// Every variant but [`Io`](FrameError::Io) and [`Oversized`](FrameError::Oversized) means
+/// the peer broke the protocol: the connection it came on cannot be trusted any more and is
+/// closed.
 ///
 /// It is `Clone`: the I/O error of [`Io`](FrameError::Io) is behind an [`Arc`].
 #[derive(Debug, Clone)]
@@ -38,6 +39,20 @@ pub enum FrameError {
     /// The frame is larger than the configured limit.
     TooLarge {
         /// The frame's length (topic and payload), as announced or as asked to send.
+        len: u64,
+        /// The limit in force.
+        max: usize,
+    },
+    /// A frame over the limit, of the kind the codec was told to skip
+    /// ([`FrameCodec::skip_oversized`](crate::FrameCodec::skip_oversized)): its header is
+    /// read, its body is passed over as it arrives without being kept, and decoding goes on
+    /// after it. Only this frame is lost; the receiver may answer its id.
+    Oversized {
+        /// The frame's kind.
+        kind: crate::FrameKind,
+        /// The frame's id.
+        id: u64,
+        /// The frame's length (topic and payload), as announced.
         len: u64,
         /// The limit in force.
         max: usize,
@@ -84,6 +99,11 @@ impl fmt::Display for FrameError {
             FrameError::TooLarge { len, max } => {
                 write!(f, "frame of {len} bytes exceeds the {max}-byte limit")
             }
+            FrameError::Oversized { kind, id, len, max } => write!(
+                f,
+                "{} frame {id} of {len} bytes exceeds the {max}-byte limit and was skipped",
+                kind.name()
+            ),
             FrameError::BadTopic(why) => write!(f, "bad topic: {why}"),
             FrameError::Truncated { buffered } => write!(
                 f,

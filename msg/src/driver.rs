@@ -23,7 +23,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use msg_core::proto::Link;
-use msg_core::Frame;
+use msg_core::{Frame, FrameError};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::dial::End;
@@ -64,6 +64,15 @@ pub(crate) trait Endpoint {
     /// A frame for the role (pings and pongs never reach it).
     fn receive(&mut self, frame: Frame, link: &mut Link, cx: &mut Context<'_>)
         -> Result<(), Error>;
+
+    /// A frame over the limit that the link skips rather than refuses (see
+    /// `Link::skip_oversized`): frame `id`, of `len` bytes against the limit `max`. The
+    /// role answers it if it can; by default the connection ends, as for any frame over
+    /// the limit.
+    fn oversized(&mut self, id: u64, len: u64, max: usize, link: &mut Link) -> Result<(), Error> {
+        let _ = (id, link);
+        Err(Error::Protocol(FrameError::TooLarge { len, max }))
+    }
 
     /// Step: hands what was received to the socket. `Pending` holds it (the socket is
     /// full, and `cx` is woken when it has room); reading pauses meanwhile.
@@ -185,6 +194,10 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, E: Endpoint> Driver<Io, E> {
                 }
                 Ok(None) if self.io.at_eof() => return Err(Error::ConnectionClosed),
                 Ok(None) => {}
+                Err(FrameError::Oversized { id, len, max, .. }) => {
+                    self.endpoint.oversized(id, len, max, &mut self.io.link)?;
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
             // What was decoded so far is handed over before the next read. A socket with no

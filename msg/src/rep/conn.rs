@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use msg_core::proto::{Incoming, Link, Replier};
-use msg_core::{Code, Encoding, Frame, Message, SocketType};
+use msg_core::{Code, Encoding, Frame, FrameKind, Message, SocketType};
 use msg_layers::compression::DecompressError;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
@@ -97,6 +97,10 @@ where
         coding: Coding,
         shutdown: Option<WaitForCancellationFutureOwned>,
     ) -> Self {
+        let mut io = io;
+        // A request over the frame limit costs the client that request, answered with an
+        // error, not the connection.
+        io.link.skip_oversized(FrameKind::Request);
         Connection {
             io,
             endpoint: RepEndpoint {
@@ -389,6 +393,27 @@ where
         // Room freed by finished calls may let more requests in; a call started may have
         // finished already.
         self.started && !self.reading_done
+    }
+
+    /// A request over the frame limit, skipped unread: answered at once with an error that
+    /// names the limit ([`Code::ResourceExhausted`]), and the connection goes on.
+    fn oversized(&mut self, id: u64, len: u64, max: usize, link: &mut Link) -> Result<(), Error> {
+        crate::limits::hit(crate::limits::FRAME_LEN);
+        // Answered, so processed as far as a go-away is concerned.
+        self.last_started = self.last_started.max(id);
+        tracing::info!(
+            peer = %self.peer,
+            id,
+            len,
+            max,
+            "request over the frame limit; answered with an error and skipped"
+        );
+        let text = format!(
+            "request of {len} bytes exceeds the server's frame limit of {max} bytes; not processed"
+        );
+        self.role
+            .fail(id, Code::ResourceExhausted, &Bytes::from(text), link);
+        Ok(())
     }
 
     fn finish(&mut self, _end: &End, _cx: &mut Context<'_>) {}

@@ -240,21 +240,18 @@ impl<T: Transport> Session<T> for ReqSession<T::Addr> {
         self.slots.sweep();
     }
 
-    /// A dial that cannot succeed by trying again (a certificate refused, a configuration
-    /// missing) fails the requests waiting for a connection at once, with its error, rather
-    /// than after `reconnect_wait` with [`Error::NotConnected`]: a retry policy sees why,
-    /// and does not retry it.
+    /// Every failed dial is kept: a request that waits `reconnect_wait` in vain fails with
+    /// [`Error::NotConnected`] carrying it. A dial that cannot succeed by trying again (a
+    /// certificate refused, a configuration missing, a refusal that will not change) fails
+    /// the requests waiting for a connection at once, with its error: a retry policy sees
+    /// why, and does not retry it.
     fn dial_failed(&mut self, error: &Error) {
-        if error.is_permanent() {
-            self.slots.fail_queued(error);
-        }
+        self.slots.dial_failed(error);
     }
 
+    /// Closed, given up, or refused for good: every later request fails with `error`.
     fn stop(&mut self, error: Error) {
-        self.slots.stop(match error {
-            Error::Closed => || Error::Closed,
-            _ => || Error::NotConnected,
-        });
+        self.slots.stop(error);
     }
 }
 
@@ -647,7 +644,7 @@ impl<T: Transport> ReqSocket<T> {
             .await
             .is_err()
         {
-            handle.slots.stop(|| Error::Closed);
+            handle.slots.stop(Error::Closed);
             // The driver ends at once when stopped.
             let _ = tokio::time::timeout(Duration::from_secs(1), handle.done.cancelled()).await;
         }
@@ -729,7 +726,7 @@ impl<T: Transport> ReqSocket<T> {
     ///
     /// As [`request`](Self::request), but the reply's encoding is not checked.
     pub async fn send(&self, msg: Message) -> Result<Message, Error> {
-        let handle = self.handle().ok_or(Error::NotConnected)?;
+        let handle = self.handle().ok_or(Error::NotConnected { last: None })?;
         send_on(&handle.slots, &self.codec, msg).await
     }
 }
@@ -744,7 +741,7 @@ impl<T: Transport> tower::Service<Message> for ReqSocket<T> {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         match self.client_mut() {
             Some(client) => client.poll_ready(cx),
-            None => Poll::Ready(Err(Error::NotConnected)),
+            None => Poll::Ready(Err(Error::NotConnected { last: None })),
         }
     }
 
