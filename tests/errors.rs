@@ -263,6 +263,44 @@ async fn a_hand_written_client_over_the_limit_gets_an_error_for_that_id_and_the_
     assert_eq!(reply.payload, "after");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_too_long_to_skip_is_answered_with_the_limit_and_a_go_away_before_the_close() {
+    let (_open, gate) = tokio::sync::watch::channel(true);
+    let (addr, _events) = gated_server(gate, Arc::default()).await;
+    let mut stream = within(raw_client(addr, SocketType::Req)).await.unwrap();
+    within(stream.write_all(&encode(msg_tests::request_frame(1, b"first"))))
+        .await
+        .unwrap();
+    // A header announcing 4 GiB: far more than is worth passing over.
+    let mut header = encode(Frame::new(FrameKind::Request, 2, Bytes::new()));
+    header[16..20].copy_from_slice(&u32::MAX.to_be_bytes());
+    within(stream.write_all(&header)).await.unwrap();
+    let mut buf = BytesMut::new();
+    let mut frames = Vec::new();
+    while let Some(frame) = read_frame_buffered(&mut stream, &mut buf).await {
+        frames.push(frame);
+    }
+    let kinds: Vec<_> = frames.iter().map(|f| (f.kind, f.id)).collect();
+    assert!(kinds.contains(&(FrameKind::Response, 1)), "{kinds:?}");
+    let error = frames
+        .iter()
+        .find(|f| f.kind == FrameKind::ErrorResponse)
+        .expect("an error for request 2");
+    assert_eq!(error.id, 2);
+    assert_eq!(error_response_code(error.encoding), Code::ResourceExhausted);
+    let text = String::from_utf8_lossy(&error.payload);
+    assert!(
+        text.contains(&u32::MAX.to_string()) && text.contains("65536"),
+        "{text}"
+    );
+    // The reason and the go-away come before the close, which ended the loop above.
+    assert_eq!(
+        frames.last().map(|f| (f.kind, f.id)),
+        Some((FrameKind::GoAway, 2)),
+        "{kinds:?}"
+    );
+}
+
 #[test]
 fn protocol_errors_say_what_broke_the_protocol() {
     let cases = [

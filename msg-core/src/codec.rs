@@ -53,8 +53,9 @@ enum DecodeState {
 pub struct FrameCodec {
     state: DecodeState,
     max_frame_len: usize,
-    /// Frames of this kind over the limit are skipped rather than refused.
-    skip: Option<FrameKind>,
+    /// Frames of this kind over the limit, up to this length, are skipped rather than
+    /// refused.
+    skip: Option<(FrameKind, usize)>,
 }
 
 impl Default for FrameCodec {
@@ -78,11 +79,14 @@ impl FrameCodec {
         }
     }
 
-    /// Skips, rather than refuses, a frame of `kind` over the limit: decoding it fails with
-    /// [`FrameError::Oversized`] (its kind, id and length), which the caller may answer,
-    /// and the next calls pass over its body as it arrives, without keeping or reserving
-    /// any of it, then decode the frames after it. A server uses it for requests, so that
-    /// one request too large costs the client only that request.
+    /// Skips, rather than refuses, a frame of `kind` over the limit and at most `up_to`
+    /// bytes long: decoding it fails with [`FrameError::Oversized`] (its kind, id and
+    /// length), which the caller may answer, and the next calls pass over its body as it
+    /// arrives, without keeping or reserving any of it, then decode the frames after it. A
+    /// frame of `kind` longer than `up_to` fails with `Oversized` too, not `skipped`, and
+    /// is not consumed: passing over it would cost more than the connection is worth. A
+    /// server uses it for requests, so that one request too large costs the client only
+    /// that request.
     ///
     /// # Example
     ///
@@ -97,15 +101,15 @@ impl FrameCodec {
     /// sender.encode(Frame::new(FrameKind::Request, 2, Bytes::from("ok")), &mut buf).unwrap();
     ///
     /// let mut codec = FrameCodec::with_max_frame_len(16);
-    /// codec.skip_oversized(FrameKind::Request);
+    /// codec.skip_oversized(FrameKind::Request, 1024);
     /// assert!(matches!(
     ///     codec.decode(&mut buf),
-    ///     Err(FrameError::Oversized { id: 1, len: 64, max: 16, .. })
+    ///     Err(FrameError::Oversized { id: 1, len: 64, max: 16, skipped: true, .. })
     /// ));
     /// assert_eq!(codec.decode(&mut buf).unwrap().unwrap().id, 2);
     /// ```
-    pub fn skip_oversized(&mut self, kind: FrameKind) {
-        self.skip = Some(kind);
+    pub fn skip_oversized(&mut self, kind: FrameKind, up_to: usize) {
+        self.skip = Some((kind, up_to));
     }
 
     /// The limit on a frame's topic and payload together.
@@ -130,14 +134,18 @@ impl FrameCodec {
         let header = Header::decode(head)?;
         let body = header.body_len();
         if body > self.max_frame_len {
-            if self.skip == Some(header.kind) {
-                src.advance(HEADER_LEN);
-                self.state = DecodeState::Skip(body as u64);
+            if let Some((kind, up_to)) = self.skip.filter(|(kind, _)| *kind == header.kind) {
+                let skipped = body <= up_to;
+                if skipped {
+                    src.advance(HEADER_LEN);
+                    self.state = DecodeState::Skip(body as u64);
+                }
                 return Err(FrameError::Oversized {
-                    kind: header.kind,
+                    kind,
                     id: header.id,
                     len: body as u64,
                     max: self.max_frame_len,
+                    skipped,
                 });
             }
             return Err(FrameError::TooLarge {
@@ -258,6 +266,69 @@ mod tests {
         let mut buf = BytesMut::new();
         FrameCodec::new().encode(frame.clone(), &mut buf).unwrap();
         buf
+    }
+
+    #[test]
+    fn an_oversized_frame_of_the_kind_skipped_is_passed_over_in_pieces() {
+        let big = Frame::new(FrameKind::Request, 7, Bytes::from(vec![b'x'; 1000]));
+        let next = Frame::new(FrameKind::Request, 8, Bytes::from_static(b"next"));
+        let mut bytes = encoded(&big);
+        bytes.extend_from_slice(&encoded(&next));
+        let mut codec = FrameCodec::with_max_frame_len(100);
+        codec.skip_oversized(FrameKind::Request, 1000);
+        let mut src = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in bytes.chunks(33) {
+            src.extend_from_slice(piece);
+            loop {
+                match codec.decode(&mut src) {
+                    Ok(Some(frame)) => out.push(Ok(frame)),
+                    Ok(None) => break,
+                    Err(e) => out.push(Err(e)),
+                }
+            }
+            // Nothing of the skipped body is kept, nor room made for it.
+            assert!(src.len() < 100, "{} bytes held", src.len());
+            assert!(codec.missing(src.len()).unwrap_or(0) <= 100);
+        }
+        assert!(matches!(
+            out[0],
+            Err(FrameError::Oversized {
+                id: 7,
+                len: 1000,
+                max: 100,
+                skipped: true,
+                ..
+            })
+        ));
+        assert!(matches!(&out[1], Ok(frame) if frame == &next));
+        assert_eq!(out.len(), 2);
+        // Longer than the codec skips: refused, and left where it is.
+        let mut src = encoded(&Frame::new(
+            FrameKind::Request,
+            9,
+            Bytes::from(vec![0; 1001]),
+        ));
+        for _ in 0..2 {
+            assert!(matches!(
+                codec.decode(&mut src),
+                Err(FrameError::Oversized {
+                    id: 9,
+                    skipped: false,
+                    ..
+                })
+            ));
+        }
+        // Another kind over the limit is still refused.
+        let mut src = encoded(&Frame::new(
+            FrameKind::Response,
+            1,
+            Bytes::from(vec![0; 1000]),
+        ));
+        assert!(matches!(
+            codec.decode(&mut src),
+            Err(FrameError::TooLarge { .. })
+        ));
     }
 
     #[test]

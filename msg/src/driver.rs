@@ -65,12 +65,21 @@ pub(crate) trait Endpoint {
     fn receive(&mut self, frame: Frame, link: &mut Link, cx: &mut Context<'_>)
         -> Result<(), Error>;
 
-    /// A frame over the limit that the link skips rather than refuses (see
-    /// `Link::skip_oversized`): frame `id`, of `len` bytes against the limit `max`. The
-    /// role answers it if it can; by default the connection ends, as for any frame over
-    /// the limit.
-    fn oversized(&mut self, id: u64, len: u64, max: usize, link: &mut Link) -> Result<(), Error> {
-        let _ = (id, link);
+    /// A frame over the limit of a kind the link was told to skip (see
+    /// `Link::skip_oversized`): frame `id`, of `len` bytes against the limit `max`, its
+    /// body being passed over if `skipped`. The role answers it if it can. One not skipped
+    /// is still in the read buffer: an endpoint that returns `Ok` for it must pause reading
+    /// for good ([`read_paused`](Self::read_paused)). By default the connection ends, as
+    /// for any frame over the limit.
+    fn oversized(
+        &mut self,
+        id: u64,
+        len: u64,
+        max: usize,
+        skipped: bool,
+        link: &mut Link,
+    ) -> Result<(), Error> {
+        let _ = (id, skipped, link);
         Err(Error::Protocol(FrameError::TooLarge { len, max }))
     }
 
@@ -194,8 +203,15 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, E: Endpoint> Driver<Io, E> {
                 }
                 Ok(None) if self.io.at_eof() => return Err(Error::ConnectionClosed),
                 Ok(None) => {}
-                Err(FrameError::Oversized { id, len, max, .. }) => {
-                    self.endpoint.oversized(id, len, max, &mut self.io.link)?;
+                Err(FrameError::Oversized {
+                    id,
+                    len,
+                    max,
+                    skipped,
+                    ..
+                }) => {
+                    self.endpoint
+                        .oversized(id, len, max, skipped, &mut self.io.link)?;
                     continue;
                 }
                 Err(e) => return Err(e.into()),

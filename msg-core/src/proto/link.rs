@@ -60,11 +60,12 @@ impl Link {
         self.codec.max_frame_len()
     }
 
-    /// Skips, rather than refuses, a received frame of `kind` over the limit: see
-    /// [`FrameCodec::skip_oversized`]. [`decode`](Self::decode) fails with
-    /// [`FrameError::Oversized`] for it, and may be called again.
-    pub fn skip_oversized(&mut self, kind: FrameKind) {
-        self.codec.skip_oversized(kind);
+    /// Skips, rather than refuses, a received frame of `kind` over the limit and at most
+    /// `up_to` bytes long: see [`FrameCodec::skip_oversized`]. [`decode`](Self::decode)
+    /// fails with [`FrameError::Oversized`] for it, and may be called again if it was
+    /// skipped.
+    pub fn skip_oversized(&mut self, kind: FrameKind, up_to: usize) {
+        self.codec.skip_oversized(kind, up_to);
     }
 
     /// The peer receives frames of at most `max` bytes (it said so in the handshake):
