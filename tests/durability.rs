@@ -845,9 +845,10 @@ async fn a_challenge_response_layer_serves_all_four_sockets() {
         ReqOptions::default().handshake_timeout(Duration::from_millis(300)),
     );
     // Its hello is taken for the answer to a challenge it never read, and the challenge's
-    // random bytes for a frame: they break the frame header.
+    // random bytes for a frame: they are no msg frame header, and the client says the
+    // server does not speak msg (a protocol error before `Error::NotMsg`).
     let outcome = within(plain.connect(addr)).await;
-    assert!(matches!(outcome, Err(Error::Protocol(_))), "{outcome:?}");
+    assert!(matches!(outcome, Err(Error::NotMsg { .. })), "{outcome:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

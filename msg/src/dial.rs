@@ -275,6 +275,7 @@ pub(crate) async fn supervise<T: Transport, S: Session<T>>(
             }
         };
         attempt = 0;
+        last = None;
         delays = dialer.backoff.delays();
         let peer = conn.peer.clone();
         // The connection's span: everything its driver does.

@@ -114,8 +114,9 @@ pub enum Error {
     /// The remote handler failed on this request: what kind of failure, and its error as
     /// text. A handler that fails with a [`Status`](crate::Status) chooses the code; the
     /// server says [`InvalidArgument`](Code::InvalidArgument) for a request it could not
-    /// decode and [`ResourceExhausted`](Code::ResourceExhausted) for a reply over its frame
-    /// limit; anything else is [`Internal`](Code::Internal).
+    /// decode and [`ResourceExhausted`](Code::ResourceExhausted) for a request or a reply
+    /// over its frame limit (the text names both lengths); anything else is
+    /// [`Internal`](Code::Internal).
     Remote {
         /// The kind of failure.
         code: Code,
@@ -126,7 +127,8 @@ pub enum Error {
     FrameTooLarge {
         /// The message's length.
         len: u64,
-        /// The limit in force.
+        /// The limit in force: this socket's own, or the server's if it is smaller (a
+        /// server tells its limit in the handshake).
         max: usize,
     },
     /// The message's payload encoding has no decoder here.
