@@ -541,7 +541,9 @@ impl<T: Transport> ReqSocket<T> {
     /// already. If the first dial fails: [`Error::Transport`] if the server cannot be
     /// reached, [`Error::HandshakeRejected`] if it refuses this socket (wrong socket type,
     /// failed authentication or admission), [`Error::ConnectTimeout`] if the transport's
-    /// exchange and the hello take longer than [`ReqOptions::connect_timeout`].
+    /// exchange and the hello take longer than [`ReqOptions::connect_timeout`],
+    /// [`Error::NotMsg`] if the server does not speak msg (or speaks TLS to a plain
+    /// client, or plain to a TLS one), with a hint.
     pub async fn connect(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
         let shared = self.shared.clone();
         let claim = Claim::take(&shared)?;
@@ -554,8 +556,12 @@ impl<T: Transport> ReqSocket<T> {
 
     /// Connects to a reply socket at `target` in the background and returns at once, so
     /// that client and server may start in any order (ZeroMQ's way). Requests made before
-    /// the connection is up wait for it, up to [`ReqOptions::reconnect_wait`]; failed dials
-    /// are retried with [`ReqOptions::reconnect`] and reported in [`events`](Self::events).
+    /// the connection is up wait for it, up to [`ReqOptions::reconnect_wait`], then fail
+    /// with [`Error::NotConnected`] and why the last dial failed; failed dials are retried
+    /// with [`ReqOptions::reconnect`] and reported in [`events`](Self::events), but for an
+    /// answer that will not change ([`Error::is_permanent`]: the wrong socket type,
+    /// admission's refusal), on which the socket stops, emits
+    /// [`SocketEvent::GaveUp`](crate::SocketEvent::GaveUp), and fails its requests with it.
     ///
     /// Must be called within a tokio runtime.
     ///

@@ -429,7 +429,8 @@ impl<T: Transport> SubSocket<T> {
     /// If the first dial fails: [`Error::Transport`] if the publisher cannot be reached,
     /// [`Error::HandshakeRejected`] if it refuses this socket,
     /// [`Error::ConnectTimeout`] if the transport's exchange and the hello take longer than
-    /// [`SubOptions::connect_timeout`].
+    /// [`SubOptions::connect_timeout`], [`Error::NotMsg`] if the publisher does not speak
+    /// msg (or speaks TLS to a plain client, or plain to a TLS one), with a hint.
     pub async fn connect(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
         let dialer = self.dialer(target.into());
         let first = dialer.dial_first().await?;
@@ -441,7 +442,11 @@ impl<T: Transport> SubSocket<T> {
 
     /// Connects to a publisher at `target` in the background and returns at once, so that
     /// publisher and subscriber may start in any order. Failed dials are retried with
-    /// [`SubOptions::reconnect`] and reported in [`events`](Self::events).
+    /// [`SubOptions::reconnect`] and reported in [`events`](Self::events), but for an
+    /// answer that will not change ([`Error::is_permanent`]: a server that is no publisher,
+    /// admission's refusal), on which this publisher's dialing stops with
+    /// [`SocketEvent::GaveUp`](crate::SocketEvent::GaveUp). [`subscribe`](Self::subscribe)
+    /// waits for a publisher, bounded.
     ///
     /// Must be called within a tokio runtime.
     pub fn connect_lazy(&mut self, target: impl Into<T::Target>) {
