@@ -185,3 +185,34 @@ pub(crate) async fn server<Io: AsyncRead + AsyncWrite + Unpin, A: Clone + Send +
 async fn close<Io: AsyncRead + AsyncWrite + Unpin>(io: &mut FramedIo<Io>) {
     let _ = std::future::poll_fn(|cx| io.poll_close(cx)).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_bytes_of_a_peer_not_speaking_msg_say_what_it_speaks() {
+        // A TLS 1.2 ClientHello record, and an alert as a TLS server sends it.
+        assert_eq!(
+            client_speaks(&[0x16, 0x03, 0x01, 0x02, 0x00]),
+            Some(CLIENT_TLS)
+        );
+        assert_eq!(
+            server_speaks(&[0x15, 0x03, 0x03, 0x00, 0x02]),
+            Some(SERVER_TLS)
+        );
+        assert_eq!(client_speaks(b"GET / HTTP/1.1\r\n"), Some(CLIENT_HTTP));
+        assert_eq!(
+            server_speaks(b"HTTP/1.1 400 Bad Request\r\n"),
+            Some(SERVER_HTTP)
+        );
+        assert_eq!(
+            server_speaks(b"SSH-2.0-OpenSSH_9.6\r\n"),
+            Some(SERVER_OTHER)
+        );
+        assert_eq!(client_speaks(b"\x00\x00\x00\x00"), Some(CLIENT_OTHER));
+        // msg's own magic, or nothing at all, says nothing.
+        assert_eq!(client_speaks(&MAGIC.to_be_bytes()), None);
+        assert_eq!(server_speaks(b""), None);
+    }
+}
