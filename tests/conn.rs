@@ -228,7 +228,7 @@ async fn auth(via: Via) {
     ));
     let options = ReqOptions::default().auth_token("guess");
     match within(client::handshake(client_io, options)).await {
-        Err(Error::HandshakeRejected { reason }) => {
+        Err(Error::HandshakeRejected { reason, .. }) => {
             assert!(reason.contains("authentication failed"), "{reason}")
         }
         other => panic!("expected a rejection, got {:?}", other.map(|_| ())),

@@ -483,7 +483,7 @@ async fn bad_topics_and_wrong_peers_are_typed_errors() {
     rep.bind("127.0.0.1:0").await.unwrap();
     let mut sub = SubSocket::new(Tcp::default());
     match within(sub.connect(rep.local_addr().unwrap())).await {
-        Err(Error::HandshakeRejected { reason }) => {
+        Err(Error::HandshakeRejected { reason, .. }) => {
             assert!(reason.contains("sub") && reason.contains("rep"), "{reason}")
         }
         other => panic!("expected a rejected handshake, got {other:?}"),

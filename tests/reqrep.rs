@@ -55,7 +55,7 @@ async fn clones_taken_before_connect_share_the_connection_made_after() {
     let mut service = req.clone();
     assert!(matches!(
         within(worker.request(Bytes::from("early"))).await,
-        Err(Error::NotConnected)
+        Err(Error::NotConnected { .. })
     ));
     within(req.connect(addr)).await.unwrap();
     assert_eq!(
@@ -461,7 +461,7 @@ async fn request_to_a_closed_server_fails_with_a_typed_error() {
     ));
     assert!(matches!(
         within(req.request(Bytes::from("x"))).await,
-        Err(Error::NotConnected)
+        Err(Error::NotConnected { .. })
     ));
 
     // The server goes away with a request in flight: it fails as soon as the server's
@@ -488,7 +488,10 @@ async fn request_to_a_closed_server_fails_with_a_typed_error() {
     assert!(matches!(failed, Err(Error::ConnectionClosed)), "{failed:?}");
     drop(pending);
     let later = within(req.request(Bytes::from("again"))).await;
-    assert!(matches!(later, Err(Error::NotConnected)), "{later:?}");
+    assert!(
+        matches!(later, Err(Error::NotConnected { .. })),
+        "{later:?}"
+    );
 }
 
 /// The payloads of handler calls, in order.
@@ -894,7 +897,9 @@ async fn authenticator_admits_known_tokens_and_rejects_others() {
     ] {
         let mut bad = ReqSocket::with_options(Tcp::default(), options);
         match within(bad.connect(addr)).await {
-            Err(Error::HandshakeRejected { reason }) => assert!(reason.contains("authentication")),
+            Err(Error::HandshakeRejected { reason, .. }) => {
+                assert!(reason.contains("authentication"))
+            }
             other => panic!("expected a rejected handshake, got {other:?}"),
         }
     }

@@ -3,7 +3,7 @@
 use bytes::{Buf, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::wire::{Frame, Header, HEADER_LEN};
+use crate::wire::{Frame, FrameKind, Header, HEADER_LEN};
 use crate::FrameError;
 
 /// Default limit on a frame's topic and payload together: 64 MiB.
@@ -18,6 +18,8 @@ enum DecodeState {
     Head,
     /// Header parsed; waiting for its body.
     Body(Header),
+    /// Passing over this many more bytes of an oversized frame's body.
+    Skip(u64),
 }
 
 /// Decodes and encodes frames of wire protocol v1.
@@ -51,6 +53,9 @@ enum DecodeState {
 pub struct FrameCodec {
     state: DecodeState,
     max_frame_len: usize,
+    /// Frames of this kind over the limit, up to this length, are skipped rather than
+    /// refused.
+    skip: Option<(FrameKind, usize)>,
 }
 
 impl Default for FrameCodec {
@@ -70,7 +75,41 @@ impl FrameCodec {
         FrameCodec {
             state: DecodeState::Head,
             max_frame_len,
+            skip: None,
         }
+    }
+
+    /// Skips, rather than refuses, a frame of `kind` over the limit and at most `up_to`
+    /// bytes long: decoding it fails with [`FrameError::Oversized`] (its kind, id and
+    /// length), which the caller may answer, and the next calls pass over its body as it
+    /// arrives, without keeping or reserving any of it, then decode the frames after it. A
+    /// frame of `kind` longer than `up_to` fails with `Oversized` too, not `skipped`, and
+    /// is not consumed: passing over it would cost more than the connection is worth. A
+    /// server uses it for requests, so that one request too large costs the client only
+    /// that request.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use bytes::{Bytes, BytesMut};
+    /// use msg::wire::{Frame, FrameCodec, FrameError, FrameKind};
+    /// use tokio_util::codec::{Decoder, Encoder};
+    ///
+    /// let mut buf = BytesMut::new();
+    /// let mut sender = FrameCodec::new();
+    /// sender.encode(Frame::new(FrameKind::Request, 1, Bytes::from(vec![0; 64])), &mut buf).unwrap();
+    /// sender.encode(Frame::new(FrameKind::Request, 2, Bytes::from("ok")), &mut buf).unwrap();
+    ///
+    /// let mut codec = FrameCodec::with_max_frame_len(16);
+    /// codec.skip_oversized(FrameKind::Request, 1024);
+    /// assert!(matches!(
+    ///     codec.decode(&mut buf),
+    ///     Err(FrameError::Oversized { id: 1, len: 64, max: 16, skipped: true, .. })
+    /// ));
+    /// assert_eq!(codec.decode(&mut buf).unwrap().unwrap().id, 2);
+    /// ```
+    pub fn skip_oversized(&mut self, kind: FrameKind, up_to: usize) {
+        self.skip = Some((kind, up_to));
     }
 
     /// The limit on a frame's topic and payload together.
@@ -83,7 +122,7 @@ impl FrameCodec {
     /// the whole body at once.
     pub fn missing(&self, buffered: usize) -> Option<usize> {
         match self.state {
-            DecodeState::Head => None,
+            DecodeState::Head | DecodeState::Skip(_) => None,
             DecodeState::Body(header) => Some(header.body_len().saturating_sub(buffered)),
         }
     }
@@ -95,6 +134,20 @@ impl FrameCodec {
         let header = Header::decode(head)?;
         let body = header.body_len();
         if body > self.max_frame_len {
+            if let Some((kind, up_to)) = self.skip.filter(|(kind, _)| *kind == header.kind) {
+                let skipped = body <= up_to;
+                if skipped {
+                    src.advance(HEADER_LEN);
+                    self.state = DecodeState::Skip(body as u64);
+                }
+                return Err(FrameError::Oversized {
+                    kind,
+                    id: header.id,
+                    len: body as u64,
+                    max: self.max_frame_len,
+                    skipped,
+                });
+            }
             return Err(FrameError::TooLarge {
                 len: body as u64,
                 max: self.max_frame_len,
@@ -128,12 +181,24 @@ impl Decoder for FrameCodec {
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        if let DecodeState::Skip(left) = self.state {
+            let n = usize::try_from(left).unwrap_or(usize::MAX).min(src.len());
+            src.advance(n);
+            let left = left - n as u64;
+            if left > 0 {
+                self.state = DecodeState::Skip(left);
+                return Ok(None);
+            }
+            self.state = DecodeState::Head;
+        }
         let header = match self.state {
             DecodeState::Head => match self.decode_head(src)? {
                 Some(header) => header,
                 None => return Ok(None),
             },
             DecodeState::Body(header) => header,
+            // Passed over above, or set just now by a skip that returned.
+            DecodeState::Skip(_) => return Ok(None),
         };
         match self.decode_body(header, src) {
             Some(frame) => {
@@ -154,7 +219,7 @@ impl Decoder for FrameCodec {
             None => Err(FrameError::Truncated {
                 buffered: buf.len()
                     + match self.state {
-                        DecodeState::Head => 0,
+                        DecodeState::Head | DecodeState::Skip(_) => 0,
                         DecodeState::Body(_) => HEADER_LEN,
                     },
             }),
@@ -201,6 +266,69 @@ mod tests {
         let mut buf = BytesMut::new();
         FrameCodec::new().encode(frame.clone(), &mut buf).unwrap();
         buf
+    }
+
+    #[test]
+    fn an_oversized_frame_of_the_kind_skipped_is_passed_over_in_pieces() {
+        let big = Frame::new(FrameKind::Request, 7, Bytes::from(vec![b'x'; 1000]));
+        let next = Frame::new(FrameKind::Request, 8, Bytes::from_static(b"next"));
+        let mut bytes = encoded(&big);
+        bytes.extend_from_slice(&encoded(&next));
+        let mut codec = FrameCodec::with_max_frame_len(100);
+        codec.skip_oversized(FrameKind::Request, 1000);
+        let mut src = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in bytes.chunks(33) {
+            src.extend_from_slice(piece);
+            loop {
+                match codec.decode(&mut src) {
+                    Ok(Some(frame)) => out.push(Ok(frame)),
+                    Ok(None) => break,
+                    Err(e) => out.push(Err(e)),
+                }
+            }
+            // Nothing of the skipped body is kept, nor room made for it.
+            assert!(src.len() < 100, "{} bytes held", src.len());
+            assert!(codec.missing(src.len()).unwrap_or(0) <= 100);
+        }
+        assert!(matches!(
+            out[0],
+            Err(FrameError::Oversized {
+                id: 7,
+                len: 1000,
+                max: 100,
+                skipped: true,
+                ..
+            })
+        ));
+        assert!(matches!(&out[1], Ok(frame) if frame == &next));
+        assert_eq!(out.len(), 2);
+        // Longer than the codec skips: refused, and left where it is.
+        let mut src = encoded(&Frame::new(
+            FrameKind::Request,
+            9,
+            Bytes::from(vec![0; 1001]),
+        ));
+        for _ in 0..2 {
+            assert!(matches!(
+                codec.decode(&mut src),
+                Err(FrameError::Oversized {
+                    id: 9,
+                    skipped: false,
+                    ..
+                })
+            ));
+        }
+        // Another kind over the limit is still refused.
+        let mut src = encoded(&Frame::new(
+            FrameKind::Response,
+            1,
+            Bytes::from(vec![0; 1000]),
+        ));
+        assert!(matches!(
+            codec.decode(&mut src),
+            Err(FrameError::TooLarge { .. })
+        ));
     }
 
     #[test]

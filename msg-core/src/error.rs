@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 /// What can go wrong reading or writing frames of the wire protocol.
 ///
-/// Every variant but [`Io`](FrameError::Io) means the peer broke the protocol: the
-/// connection it came on cannot be trusted any more and is closed.
+/// Every variant but [`Io`](FrameError::Io) and [`Oversized`](FrameError::Oversized) means
+/// the peer broke the protocol: the connection it came on cannot be trusted any more and is
+/// closed.
 ///
 /// It is `Clone`: the I/O error of [`Io`](FrameError::Io) is behind an [`Arc`].
 #[derive(Debug, Clone)]
@@ -41,6 +42,24 @@ pub enum FrameError {
         len: u64,
         /// The limit in force.
         max: usize,
+    },
+    /// A frame over the limit, of the kind the codec was told to skip
+    /// ([`FrameCodec::skip_oversized`](crate::FrameCodec::skip_oversized)). If `skipped`,
+    /// its header is read, its body is passed over as it arrives without being kept, and
+    /// decoding goes on after it: only this frame is lost, and the receiver may answer its
+    /// id. If not (it is longer than the codec skips), nothing is consumed and decoding it
+    /// again fails the same way: the receiver may answer its id, and must stop reading.
+    Oversized {
+        /// The frame's kind.
+        kind: crate::FrameKind,
+        /// The frame's id.
+        id: u64,
+        /// The frame's length (topic and payload), as announced.
+        len: u64,
+        /// The limit in force.
+        max: usize,
+        /// Whether its body is being passed over, so that decoding may go on.
+        skipped: bool,
     },
     /// A topic on a frame kind that carries none, or a topic longer than the wire allows.
     BadTopic(&'static str),
@@ -84,6 +103,18 @@ impl fmt::Display for FrameError {
             FrameError::TooLarge { len, max } => {
                 write!(f, "frame of {len} bytes exceeds the {max}-byte limit")
             }
+            FrameError::Oversized {
+                kind,
+                id,
+                len,
+                max,
+                skipped,
+            } => write!(
+                f,
+                "{} frame {id} of {len} bytes exceeds the {max}-byte limit{}",
+                kind.name(),
+                if *skipped { " and was skipped" } else { "" }
+            ),
             FrameError::BadTopic(why) => write!(f, "bad topic: {why}"),
             FrameError::Truncated { buffered } => write!(
                 f,

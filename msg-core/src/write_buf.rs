@@ -134,6 +134,12 @@ impl WriteBuf {
         }
     }
 
+    /// Lowers the limit on the frames it takes to `max`, if that is lower: for a peer that
+    /// said it receives no larger frames.
+    pub fn limit(&mut self, max: usize) {
+        self.max_frame_len = self.max_frame_len.min(max);
+    }
+
     /// Queues one frame.
     ///
     /// # Errors

@@ -3,7 +3,9 @@
 //!
 //! The supervisor owns the redial loop: it serves a connection through the socket's
 //! [`Session`] until the connection is lost, then redials with [`Backoff`], forever unless
-//! told otherwise. The socket's own state (its slot table, its subscriptions) lives in the
+//! told otherwise, or until a dial is answered in a way the next one would be too
+//! ([`Error::is_permanent`]: the wrong socket type, admission's refusal, a peer not
+//! speaking msg). The socket's own state (its slot table, its subscriptions) lives in the
 //! session and outlasts every connection.
 
 use std::future::Future;
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use msg_core::{HeartbeatConfig, SocketType};
-use msg_transports::{Connected, Transport};
+use msg_transports::{Connected, Transport, TransportError};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -72,7 +74,11 @@ impl<T: Transport> Dialer<T> {
     /// longer than the connect timeout.
     pub(crate) async fn dial(&self) -> Result<Established<T::Io, T::Addr>, Error> {
         let connect = async {
-            let Connected { io, peer } = self.transport.connect(self.target.clone()).await?;
+            let Connected { io, peer } = self
+                .transport
+                .connect(self.target.clone())
+                .await
+                .map_err(not_msg)?;
             let mut io = FramedIo::new(io, self.max_frame_len);
             io.set_counters(self.events.counters().bytes(self.socket_type));
             let token = self.token.clone();
@@ -94,11 +100,22 @@ impl<T: Transport> Dialer<T> {
                     peer: conn.peer.clone(),
                 });
             }
-            Err(Error::HandshakeRejected { reason }) => {
-                tracing::info!(%reason, socket = %self.socket_type, "server refused this socket");
+            Err(e @ Error::HandshakeRejected { reason, .. }) => {
+                if e.is_permanent() {
+                    tracing::warn!(%reason, socket = %self.socket_type, "server refused this socket");
+                } else {
+                    tracing::info!(%reason, socket = %self.socket_type, "server refused this socket for now");
+                }
                 self.events.emit(|| SocketEvent::Rejected {
                     reason: reason.clone(),
                 });
+            }
+            Err(e) if e.is_permanent() => {
+                tracing::warn!(error = %e, socket = %self.socket_type, "dial failed");
+                self.events
+                    .counters()
+                    .connect_failures(self.socket_type)
+                    .increment(1);
             }
             Err(e) => {
                 tracing::debug!(error = %e, socket = %self.socket_type, "dial failed");
@@ -142,11 +159,33 @@ pub(crate) trait Session<T: Transport>: Send {
     /// expire.
     fn sweep(&mut self) {}
 
-    /// A dial failed with `error`; the supervisor will dial again after its backoff.
+    /// A dial failed with `error` (a refusal too); the supervisor will dial again after
+    /// its backoff, unless the error [is permanent](Error::is_permanent).
     fn dial_failed(&mut self, _error: &Error) {}
 
-    /// The supervisor stops: the socket was closed while disconnected, or redialing gave up.
+    /// The supervisor stops: the socket was closed while disconnected ([`Error::Closed`]),
+    /// redialing gave up after `max_attempts` ([`Error::NotConnected`] with the last dial's
+    /// error), or a dial was answered with a [permanent](Error::is_permanent) error (that
+    /// error).
     fn stop(&mut self, error: Error);
+}
+
+/// A TLS client's dial that failed because the server answered with bytes that are no TLS
+/// record (a plain msg server's reject, most likely): the server does not speak TLS.
+fn not_msg(e: TransportError) -> Error {
+    let TransportError::TlsHandshake { source, .. } = &e else {
+        return e.into();
+    };
+    let not_tls = source
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|inner| matches!(inner, rustls::Error::InvalidMessage(_)));
+    if not_tls {
+        return Error::NotMsg {
+            hint: crate::handshake::SERVER_NOT_TLS,
+        };
+    }
+    e.into()
 }
 
 /// Runs `session` over connections to `dialer`'s server until the socket is closed
@@ -161,6 +200,8 @@ pub(crate) async fn supervise<T: Transport, S: Session<T>>(
 ) {
     let mut delays = dialer.backoff.delays();
     let mut attempt: u32 = 0;
+    // Why the last dial failed, for the error of a socket that gives up.
+    let mut last: Option<Arc<Error>> = None;
     let mut at_once = first.is_none();
     // Sweeps count time from the start of each spell without a connection: the first one
     // a period after it, not at once (which would cost a request queued just after a
@@ -175,7 +216,7 @@ pub(crate) async fn supervise<T: Transport, S: Session<T>>(
                 attempt = attempt.saturating_add(1);
                 if dialer.backoff.max_attempts.is_some_and(|max| attempt > max) {
                     tracing::warn!(attempts = attempt - 1, "giving up redialing");
-                    session.stop(Error::NotConnected);
+                    session.stop(Error::NotConnected { last: last.take() });
                     return;
                 }
                 let delay = if at_once {
@@ -206,16 +247,35 @@ pub(crate) async fn supervise<T: Transport, S: Session<T>>(
                 };
                 match dialed {
                     Ok(conn) => conn,
-                    Err(Error::HandshakeRejected { .. }) => continue,
                     Err(error) => {
                         session.dial_failed(&error);
-                        dialer.events.emit(|| SocketEvent::ConnectFailed { error });
+                        if !matches!(error, Error::HandshakeRejected { .. }) {
+                            let error = error.clone();
+                            dialer.events.emit(|| SocketEvent::ConnectFailed { error });
+                        }
+                        if error.is_permanent() {
+                            // The next dial would be answered the same: stop here, and say
+                            // so.
+                            tracing::warn!(
+                                error = %error,
+                                socket = %dialer.socket_type,
+                                "the server's answer will not change; redialing stopped"
+                            );
+                            let gave_up = error.clone();
+                            dialer
+                                .events
+                                .emit(|| SocketEvent::GaveUp { error: gave_up });
+                            session.stop(error);
+                            return;
+                        }
+                        last = Some(Arc::new(error));
                         continue;
                     }
                 }
             }
         };
         attempt = 0;
+        last = None;
         delays = dialer.backoff.delays();
         let peer = conn.peer.clone();
         // The connection's span: everything its driver does.

@@ -27,7 +27,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use msg_core::proto::Link;
-use msg_core::Frame;
+use msg_core::{Frame, FrameError};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::dial::End;
@@ -73,6 +73,24 @@ pub(crate) trait Endpoint {
     /// A frame for the role (pings and pongs never reach it).
     fn receive(&mut self, frame: Frame, link: &mut Link, cx: &mut Context<'_>)
         -> Result<(), Error>;
+
+    /// A frame over the limit of a kind the link was told to skip (see
+    /// `Link::skip_oversized`): frame `id`, of `len` bytes against the limit `max`, its
+    /// body being passed over if `skipped`. The role answers it if it can. One not skipped
+    /// is still in the read buffer: an endpoint that returns `Ok` for it must pause reading
+    /// for good ([`read_paused`](Self::read_paused)). By default the connection ends, as
+    /// for any frame over the limit.
+    fn oversized(
+        &mut self,
+        id: u64,
+        len: u64,
+        max: usize,
+        skipped: bool,
+        link: &mut Link,
+    ) -> Result<(), Error> {
+        let _ = (id, skipped, link);
+        Err(Error::Protocol(FrameError::TooLarge { len, max }))
+    }
 
     /// Step: hands what was received to the socket. `Pending` holds it (the socket is
     /// full, and `cx` is woken when it has room); reading pauses meanwhile.
@@ -210,6 +228,17 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, E: Endpoint> Driver<Io, E> {
                 }
                 Ok(None) if self.io.at_eof() => return Err(Error::ConnectionClosed),
                 Ok(None) => {}
+                Err(FrameError::Oversized {
+                    id,
+                    len,
+                    max,
+                    skipped,
+                    ..
+                }) => {
+                    self.endpoint
+                        .oversized(id, len, max, skipped, &mut self.io.link)?;
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
             // What was decoded so far is handed over before the next read. A socket with no

@@ -26,7 +26,8 @@ pub enum Error {
     Transport(Arc<TransportError>),
     /// Reading or writing the connection failed.
     Io(Arc<io::Error>),
-    /// The peer sent bytes that break the wire protocol; the connection was closed.
+    /// The peer sent bytes that break the wire protocol; the connection was closed. The
+    /// text says how (the inner [`FrameError`]).
     Protocol(FrameError),
     /// The peer sent a well-formed frame that has no place at this point of the protocol.
     UnexpectedFrame {
@@ -34,9 +35,28 @@ pub enum Error {
         kind: FrameKind,
     },
     /// The server refused the connection, and said why.
+    ///
+    /// A refusal that the next dial would meet again ([`is_permanent`](Error::is_permanent):
+    /// the wrong socket type, admission's refusal) stops a socket's redialing; one that
+    /// may pass (a server at its connection limit, a server from before codes) does not.
     HandshakeRejected {
         /// The server's reason.
         reason: String,
+        /// What kind of refusal: [`Code::InvalidArgument`] for a socket the server cannot
+        /// talk to (the wrong socket type, a hello it cannot read),
+        /// [`Code::PermissionDenied`] for its admission's refusal (an authenticator's
+        /// too), [`Code::ResourceExhausted`] for a server at its connection limit, and
+        /// [`Code::Internal`] from a server that does not say.
+        code: Code,
+    },
+    /// The peer is not speaking msg: what it sent, or how the connection failed, looks
+    /// like another protocol or the other side of a TLS mismatch. `hint` says what it looks
+    /// like and what to check. Trying again cannot help
+    /// ([`is_permanent`](Error::is_permanent)).
+    NotMsg {
+        /// What the peer looks like, and the likely fix: for example "the server speaks
+        /// TLS: use the Tls transport".
+        hint: &'static str,
     },
     /// This server refused the peer: its socket type does not fit, or admission (an
     /// [`Authenticator`](crate::Authenticator), a service given to `with_admission`)
@@ -73,8 +93,13 @@ pub enum Error {
     },
     /// The socket has no connection: `connect` was never called, or a request waited
     /// longer than [`ReqOptions::reconnect_wait`](crate::ReqOptions::reconnect_wait) for a
-    /// lost connection to come back.
-    NotConnected,
+    /// lost connection to come back, or a `subscribe` as long for a publisher. `last` is
+    /// why the last dial failed, if one did: the server refused the connection, could not
+    /// be reached, timed out. Match it as `Error::NotConnected { .. }`.
+    NotConnected {
+        /// Why the socket's last dial failed, if it has dialed and failed.
+        last: Option<Arc<Error>>,
+    },
     /// The socket has no listener: call `bind` first.
     NotBound,
     /// The connection closed before the operation completed.
@@ -89,8 +114,9 @@ pub enum Error {
     /// The remote handler failed on this request: what kind of failure, and its error as
     /// text. A handler that fails with a [`Status`](crate::Status) chooses the code; the
     /// server says [`InvalidArgument`](Code::InvalidArgument) for a request it could not
-    /// decode and [`ResourceExhausted`](Code::ResourceExhausted) for a reply over its frame
-    /// limit; anything else is [`Internal`](Code::Internal).
+    /// decode and [`ResourceExhausted`](Code::ResourceExhausted) for a request or a reply
+    /// over its frame limit (the text names both lengths); anything else is
+    /// [`Internal`](Code::Internal).
     Remote {
         /// The kind of failure.
         code: Code,
@@ -101,7 +127,8 @@ pub enum Error {
     FrameTooLarge {
         /// The message's length.
         len: u64,
-        /// The limit in force.
+        /// The limit in force: this socket's own, or the server's if it is smaller (a
+        /// server tells its limit in the handshake).
         max: usize,
     },
     /// The message's payload encoding has no decoder here.
@@ -145,13 +172,14 @@ impl fmt::Display for Error {
             Error::NotProcessed => {
                 f.write_str("the server went away before processing the request")
             }
-            Error::Protocol(_) => f.write_str("protocol error"),
+            Error::Protocol(e) => write!(f, "protocol error: {e}"),
             Error::UnexpectedFrame { kind } => {
                 write!(f, "unexpected {} frame from the peer", kind.name())
             }
-            Error::HandshakeRejected { reason } => {
+            Error::HandshakeRejected { reason, .. } => {
                 write!(f, "handshake rejected by the peer: {reason}")
             }
+            Error::NotMsg { hint } => write!(f, "the peer is not speaking msg: {hint}"),
             Error::Refused { reason } => write!(f, "refused the peer: {reason}"),
             Error::HeartbeatTimeout { after } => write!(f, "the peer was silent for {after:?}"),
             Error::Closed => f.write_str("the socket is closed"),
@@ -165,7 +193,11 @@ impl fmt::Display for Error {
             Error::SocketTypeMismatch { local, remote } => {
                 write!(f, "a {local} socket cannot talk to a {remote} socket")
             }
-            Error::NotConnected => f.write_str("the socket is not connected"),
+            Error::NotConnected { last: None } => f.write_str("the socket is not connected"),
+            Error::NotConnected { last: Some(last) } => write!(
+                f,
+                "the socket is not connected; its last dial failed: {last}"
+            ),
             Error::NotBound => f.write_str("the socket is not bound"),
             Error::ConnectionClosed => f.write_str("connection closed"),
             Error::Timeout { .. } => f.write_str("timed out"),
@@ -197,6 +229,7 @@ impl std::error::Error for Error {
             Error::Decompress(e) => Some(e),
             Error::InvalidTopic(e) => Some(e),
             Error::Layer(e) => Some(&**e),
+            Error::NotConnected { last: Some(last) } => Some(&**last),
             _ => None,
         }
     }
@@ -236,6 +269,7 @@ const KIND_NAMES: [&str; Error::KINDS] = [
     "connect_timeout",
     "already_connected",
     "not_processed",
+    "not_msg",
 ];
 
 impl Error {
@@ -245,7 +279,7 @@ impl Error {
     }
 
     /// How many variants there are: the length of [`KIND_NAMES`].
-    pub(crate) const KINDS: usize = 26;
+    pub(crate) const KINDS: usize = 27;
 
     /// The variant's place in [`KIND_NAMES`].
     pub(crate) fn kind_index(&self) -> usize {
@@ -261,7 +295,7 @@ impl Error {
             Error::HandshakeTimeout { .. } => 8,
             Error::HandshakeEvicted { .. } => 9,
             Error::SocketTypeMismatch { .. } => 10,
-            Error::NotConnected => 11,
+            Error::NotConnected { .. } => 11,
             Error::NotBound => 12,
             Error::ConnectionClosed => 13,
             Error::Timeout { .. } => 14,
@@ -276,20 +310,28 @@ impl Error {
             Error::ConnectTimeout { .. } => 23,
             Error::AlreadyConnected => 24,
             Error::NotProcessed => 25,
+            Error::NotMsg { .. } => 26,
         }
     }
 
     /// Whether trying again cannot help, whatever the request: a certificate or TLS
     /// configuration refused on either side, a transport without the configuration asked
-    /// of it ([`TransportError::is_permanent`]), or a server that refused this socket's
-    /// type. [`RetryPolicy`](crate::retry::RetryPolicy) never retries these.
+    /// of it ([`TransportError::is_permanent`]), a server of the wrong socket type, or one
+    /// that refused this socket for a reason that will not change (its type, its
+    /// admission: see [`HandshakeRejected`](Error::HandshakeRejected)), or a peer not
+    /// speaking msg. [`RetryPolicy`](crate::retry::RetryPolicy) never retries these, and a
+    /// socket stops redialing a server that answers its dial with one.
     pub fn is_permanent(&self) -> bool {
         match self {
             Error::Transport(e) => e.is_permanent(),
             // A TLS 1.3 server's refusal of this side's certificate, read after the
             // handshake.
             Error::Io(e) => msg_transports::tls::is_certificate_refusal(e),
-            Error::SocketTypeMismatch { .. } => true,
+            Error::SocketTypeMismatch { .. } | Error::NotMsg { .. } => true,
+            Error::HandshakeRejected { code, .. } => matches!(
+                code,
+                Code::InvalidArgument | Code::PermissionDenied | Code::Unauthenticated
+            ),
             _ => false,
         }
     }
@@ -304,7 +346,7 @@ impl Error {
                 | Error::Protocol(_)
                 | Error::UnexpectedFrame { .. }
                 | Error::ConnectionClosed
-                | Error::NotConnected
+                | Error::NotConnected { .. }
                 | Error::NotProcessed
                 | Error::HeartbeatTimeout { .. }
         )

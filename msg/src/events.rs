@@ -57,6 +57,15 @@ pub enum SocketEvent<A> {
         /// The server's reason.
         reason: String,
     },
+    /// A client socket stopped redialing a server, for good: the server's answer to its
+    /// dial will not change (the wrong socket type, admission's refusal, a peer not
+    /// speaking msg, a certificate refused: see
+    /// [`Error::is_permanent`](crate::Error::is_permanent)). `error` is that answer, and what
+    /// the socket's requests (or a `SubSocket`'s `subscribe`) fail with from now on.
+    GaveUp {
+        /// The answer that will not change.
+        error: Error,
+    },
     /// A server socket accepted `peer` and completed the handshake.
     Accepted {
         /// The client's address.

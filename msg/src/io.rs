@@ -172,6 +172,12 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
         Ok(frame)
     }
 
+    /// The bytes read and not yet decoded: for a handshake that could not read the peer's
+    /// first frame, to tell what the peer speaks instead.
+    pub(crate) fn read_buffer(&self) -> &[u8] {
+        &self.rbuf
+    }
+
     /// Whether the peer has closed its side.
     pub(crate) fn at_eof(&self) -> bool {
         self.link.at_eof()

@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | `connections` | `RepOptions`/`PubOptions::max_connections` | 16,384 | handshake refused, [`Error::HandshakeRejected`](crate::Error::HandshakeRejected) at the client |
 //! | `handshakes` | `max_handshakes` | 256 | the oldest handshake is evicted |
-//! | `frame_len` | `max_frame_len` (all four sockets) | 64 MiB | the connection closes, [`Error::Protocol`](crate::Error::Protocol); a local send fails with [`Error::FrameTooLarge`](crate::Error::FrameTooLarge) |
+//! | `frame_len` | `max_frame_len` (all four sockets) | 64 MiB | the connection closes, [`Error::Protocol`](crate::Error::Protocol), but for a request to a server: answered with [`Error::Remote`](crate::Error::Remote) (resource exhausted) and skipped unread; a local send over this side's limit or the server's fails with [`Error::FrameTooLarge`](crate::Error::FrameTooLarge) |
 //! | `decompressed_len` | the frame limit | 64 MiB | that message fails, [`Error::Decompress`](crate::Error::Decompress) |
 //! | `subscriptions` | `PubOptions::max_subscriptions` | 10,000 per subscriber | `subscribe` fails, [`Error::Refused`](crate::Error::Refused) |
 //! | `pattern_len` | `PubOptions::max_pattern_len` | 1,024 bytes | `subscribe` fails, [`Error::Refused`](crate::Error::Refused) |

@@ -221,7 +221,13 @@ pub struct DialOptions {
     /// Default: none.
     pub auth_token: Option<Bytes>,
     /// Delays between redials of a lost server. Default: [`Backoff::default`], redialing
-    /// forever.
+    /// forever, but for an answer that will not change on the next dial
+    /// ([`Error::is_permanent`](crate::Error::is_permanent)): a server of the wrong socket
+    /// type, or its admission's refusal (an authenticator's too), a peer not speaking msg,
+    /// a certificate refused. On one of those the socket stops redialing, emits
+    /// [`SocketEvent::GaveUp`](crate::SocketEvent::GaveUp), and its requests (or
+    /// `subscribe`) fail with that error. A server at its connection limit, one that closes
+    /// the connection, or one from before refusals carried a code is redialed as usual.
     pub reconnect: Backoff,
 }
 

@@ -131,7 +131,7 @@ impl RetryPolicy {
     pub fn is_retryable(&self, e: &Error) -> bool {
         match e {
             e if e.is_permanent() => false,
-            Error::NotConnected | Error::Transport(_) | Error::NotProcessed => true,
+            Error::NotConnected { .. } | Error::Transport(_) | Error::NotProcessed => true,
             Error::ConnectionClosed
             | Error::Io(_)
             | Error::HeartbeatTimeout { .. }

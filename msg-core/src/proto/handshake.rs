@@ -1,12 +1,26 @@
 //! The hello exchange that opens every connection, as states: the client says hello (its
-//! socket type and optional token), the server welcomes it (its own type) or rejects it
-//! (a reason) and closes.
+//! socket type and optional token), the server welcomes it (its own type, and its frame
+//! limit in the welcome's id) or rejects it (a reason, and its kind as a [`Code`] in the
+//! reject's encoding byte) and closes.
 
 use bytes::Bytes;
 
 use super::Link;
-use crate::wire::{parse_welcome, welcome_frame, Hello};
-use crate::{Frame, FrameError, FrameKind, SocketType};
+use crate::wire::{
+    error_response_code, error_response_encoding, parse_welcome, welcome_frame, Hello,
+};
+use crate::{Code, Frame, FrameError, FrameKind, SocketType};
+
+/// The server's welcome, as the client reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Welcome {
+    /// The server's socket type.
+    pub socket_type: SocketType,
+    /// The largest frame the server receives, if it said (a server from before this sends
+    /// `0`, read as `None`).
+    pub max_frame_len: Option<usize>,
+}
 
 /// Why a handshake did not complete.
 #[derive(Debug, Clone)]
@@ -16,6 +30,12 @@ pub enum HandshakeError {
     Rejected {
         /// The server's reason.
         reason: String,
+        /// What kind of refusal it is: [`Code::InvalidArgument`] for a client the server
+        /// cannot talk to (the wrong socket type, a hello it cannot read),
+        /// [`Code::PermissionDenied`] for admission's refusal,
+        /// [`Code::ResourceExhausted`] for a server at its connection limit, and
+        /// [`Code::Internal`] from a server from before codes.
+        code: Code,
     },
     /// The server is not of the type this client talks to.
     Mismatch {
@@ -36,7 +56,9 @@ pub enum HandshakeError {
 impl std::fmt::Display for HandshakeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            HandshakeError::Rejected { reason } => write!(f, "rejected by the server: {reason}"),
+            HandshakeError::Rejected { reason, .. } => {
+                write!(f, "rejected by the server: {reason}")
+            }
             HandshakeError::Mismatch { local, remote } => {
                 write!(f, "a {local} socket cannot talk to a {remote} socket")
             }
@@ -80,12 +102,12 @@ impl ClientHandshake {
         ClientHandshake { local }
     }
 
-    /// The server's answer: `Ok` once welcomed by a server of the matching type.
+    /// The server's answer: its welcome, once welcomed by a server of the matching type.
     ///
     /// # Errors
     ///
     /// Rejected, a server of another type, or a frame that is no answer.
-    pub fn receive(self, frame: Frame) -> Result<(), HandshakeError> {
+    pub fn receive(self, frame: Frame) -> Result<Welcome, HandshakeError> {
         match frame.kind {
             FrameKind::Welcome => {
                 let remote = parse_welcome(&frame.payload)?;
@@ -95,10 +117,19 @@ impl ClientHandshake {
                         remote,
                     });
                 }
-                Ok(())
+                // A limit too large for this machine's `usize` is no limit here.
+                let max_frame_len = match frame.id {
+                    0 => None,
+                    max => Some(usize::try_from(max).unwrap_or(usize::MAX)),
+                };
+                Ok(Welcome {
+                    socket_type: remote,
+                    max_frame_len,
+                })
             }
             FrameKind::Reject => Err(HandshakeError::Rejected {
                 reason: String::from_utf8_lossy(&frame.payload).into_owned(),
+                code: error_response_code(frame.encoding),
             }),
             kind => Err(FrameError::Unexpected { kind }.into()),
         }
@@ -126,13 +157,17 @@ impl ServerHandshake {
     /// A first frame that is no hello, a malformed one, or a client of the wrong type.
     pub fn receive(&self, frame: Frame, link: &mut Link) -> Result<Hello, HandshakeError> {
         if frame.kind != FrameKind::Hello {
-            reject("the first frame must be a hello", link);
+            reject(
+                "the first frame must be a hello",
+                Code::InvalidArgument,
+                link,
+            );
             return Err(FrameError::Unexpected { kind: frame.kind }.into());
         }
         let hello = match Hello::parse(&frame.payload) {
             Ok(hello) => hello,
             Err(e) => {
-                reject(&e.to_string(), link);
+                reject(&e.to_string(), Code::InvalidArgument, link);
                 return Err(e.into());
             }
         };
@@ -141,7 +176,7 @@ impl ServerHandshake {
                 "a {} socket cannot connect to a {} socket",
                 hello.socket_type, self.local
             );
-            reject(&reason, link);
+            reject(&reason, Code::InvalidArgument, link);
             return Err(HandshakeError::Refused { reason });
         }
         Ok(hello)
@@ -149,36 +184,42 @@ impl ServerHandshake {
 
     /// The client could not be read (bad framing): queues a reject saying why.
     pub fn broken(&self, error: &FrameError, link: &mut Link) {
-        reject(&error.to_string(), link);
+        reject(&error.to_string(), Code::InvalidArgument, link);
     }
 
-    /// Lets the client in: queues the welcome.
+    /// Lets the client in: queues the welcome, which tells the client this side's frame
+    /// limit (in its id), so that it can refuse a request too large before sending it.
     pub fn welcome(self, link: &mut Link) {
+        let mut frame = welcome_frame(self.local);
+        frame.id = link.max_frame_len() as u64;
         // A one-byte body always fits.
-        let _ = link.queue_frame(&welcome_frame(self.local));
+        let _ = link.queue_frame(&frame);
     }
 
-    /// Turns the client away for `reason`: queues the reject.
-    pub fn refuse(self, reason: &str, link: &mut Link) -> HandshakeError {
-        reject(reason, link);
+    /// Turns the client away for `reason`, a refusal of the kind `code` says (see
+    /// [`HandshakeError::Rejected`]): queues the reject.
+    pub fn refuse(self, reason: &str, code: Code, link: &mut Link) -> HandshakeError {
+        reject(reason, code, link);
         HandshakeError::Refused {
             reason: reason.to_owned(),
         }
     }
 }
 
-/// Queues a reject with `reason`, cut to the frame limit if it must be.
-fn reject(reason: &str, link: &mut Link) {
+/// Queues a reject with `reason`, cut to the frame limit if it must be, and `code` in its
+/// encoding byte (which a client from before codes ignores, as on an error-response).
+fn reject(reason: &str, code: Code, link: &mut Link) {
     let max = link.max_frame_len();
     let mut end = reason.len().min(max);
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
-    let frame = Frame::new(
+    let mut frame = Frame::new(
         FrameKind::Reject,
         0,
         Bytes::copy_from_slice(&reason.as_bytes()[..end]),
     );
+    frame.encoding = error_response_encoding(code);
     let _ = link.queue_frame(&frame);
 }
 
@@ -204,7 +245,16 @@ mod tests {
         assert_eq!(hello.auth_token.as_deref(), Some(&b"t"[..]));
         srv.welcome(&mut server);
         let welcome = carry(&mut server, &mut client).remove(0);
-        hs.receive(welcome).unwrap();
+        let welcome = hs.receive(welcome).unwrap();
+        assert_eq!(welcome.socket_type, SocketType::Rep);
+        assert_eq!(welcome.max_frame_len, Some(1024), "the server's limit");
+    }
+
+    #[test]
+    fn a_welcome_from_a_server_before_limits_says_no_limit() {
+        let hs = ClientHandshake::start(SocketType::Req, None, &mut Link::new(1024));
+        let welcome = hs.receive(welcome_frame(SocketType::Rep)).unwrap();
+        assert_eq!(welcome.max_frame_len, None);
     }
 
     #[test]
@@ -219,8 +269,9 @@ mod tests {
         ));
         let reject = carry(&mut server, &mut client).remove(0);
         match hs.receive(reject) {
-            Err(HandshakeError::Rejected { reason }) => {
-                assert!(reason.contains("sub") && reason.contains("rep"), "{reason}")
+            Err(HandshakeError::Rejected { reason, code }) => {
+                assert!(reason.contains("sub") && reason.contains("rep"), "{reason}");
+                assert_eq!(code, Code::InvalidArgument);
             }
             other => panic!("{other:?}"),
         }
@@ -253,7 +304,7 @@ mod tests {
     fn an_admission_refusal_longer_than_the_limit_is_cut_to_fit() {
         let mut server = Link::new(8);
         let srv = ServerHandshake::new(SocketType::Rep);
-        srv.refuse("ééééééééé", &mut server);
+        srv.refuse("ééééééééé", Code::PermissionDenied, &mut server);
         let frames = carry(&mut server, &mut Link::new(1024));
         assert_eq!(frames[0].payload, "éééé");
     }

@@ -60,6 +60,20 @@ impl Link {
         self.codec.max_frame_len()
     }
 
+    /// Skips, rather than refuses, a received frame of `kind` over the limit and at most
+    /// `up_to` bytes long: see [`FrameCodec::skip_oversized`]. [`decode`](Self::decode)
+    /// fails with [`FrameError::Oversized`] for it, and may be called again if it was
+    /// skipped.
+    pub fn skip_oversized(&mut self, kind: FrameKind, up_to: usize) {
+        self.codec.skip_oversized(kind, up_to);
+    }
+
+    /// The peer receives frames of at most `max` bytes (it said so in the handshake):
+    /// frames over it are refused when queued, as frames over this side's own limit are.
+    pub fn limit_writes(&mut self, max: usize) {
+        self.wbuf.limit(max);
+    }
+
     /// Starts the heartbeat at `now` (after the handshake); `None` leaves it off.
     pub fn start_heartbeat(&mut self, config: Option<HeartbeatConfig>, now: Instant) {
         self.heartbeat = config.map(|config| Heartbeat::new(config, now));

@@ -60,7 +60,7 @@ mod replier;
 mod requester;
 mod subscriber;
 
-pub use handshake::{ClientHandshake, HandshakeError, ServerHandshake};
+pub use handshake::{ClientHandshake, HandshakeError, ServerHandshake, Welcome};
 pub use ids::{IdHasher, IdMap};
 pub use link::{Link, PeerSilent, WRITE_HIGH_WATER};
 pub use publisher::{Change, Publisher};

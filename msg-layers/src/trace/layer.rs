@@ -18,7 +18,7 @@ pub(super) struct Levels {
 /// # Example
 ///
 /// ```
-/// use msg_layers::trace::TraceLayer;
+/// use msg::layers::TraceLayer;
 /// use tracing::Level;
 ///
 /// // Spans at INFO, `call ok` events at DEBUG, failures at ERROR.

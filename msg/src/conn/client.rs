@@ -285,11 +285,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Connection<Io> {
         self.done = None;
         match end {
             End::Closed => {
-                self.slots.stop(|| Error::Closed);
+                self.slots.stop(Error::Closed);
                 Ok(())
             }
             End::Lost(e) => {
-                self.slots.stop(|| Error::ConnectionClosed);
+                self.slots.stop(Error::ConnectionClosed);
                 Err(e)
             }
         }
@@ -314,7 +314,7 @@ impl<Io> Drop for Connection<Io> {
         if self.done.take().is_some() {
             // Dropped before it ended: what is on the wire and queued fails now.
             self.driver.abandon(End::Lost(Error::ConnectionClosed));
-            self.slots.stop(|| Error::ConnectionClosed);
+            self.slots.stop(Error::ConnectionClosed);
         }
     }
 }

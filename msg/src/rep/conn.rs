@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use msg_core::proto::{Incoming, Link, Replier};
-use msg_core::{Code, Encoding, Frame, Message, SocketType};
+use msg_core::{Code, Encoding, Frame, FrameKind, Message, SocketType};
 use msg_layers::compression::DecompressError;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
@@ -23,6 +23,11 @@ use crate::io::FramedIo;
 use crate::limits::Hits;
 use crate::Error;
 use msg_layers::compression::{Codec, Decoders};
+
+/// How many times the frame limit a request over it may be and still be passed over, the
+/// connection going on: skipping costs reading the body, and a length past this (a corrupt
+/// or hostile prefix up to 4 GiB) is cheaper to answer and close on.
+const SKIPPED_PER_LIMIT: usize = 4;
 
 /// How a server connection decodes requests and encodes responses.
 #[derive(Clone, Debug)]
@@ -97,6 +102,12 @@ where
         coding: Coding,
         shutdown: Option<WaitForCancellationFutureOwned>,
     ) -> Self {
+        let mut io = io;
+        // A request over the frame limit costs the client that request, answered with an
+        // error, not the connection; but for one so long that passing over it would cost
+        // more than the connection is worth.
+        let skip_up_to = io.link.max_frame_len().saturating_mul(SKIPPED_PER_LIMIT);
+        io.link.skip_oversized(FrameKind::Request, skip_up_to);
         Connection {
             io,
             endpoint: RepEndpoint {
@@ -389,6 +400,37 @@ where
         // Room freed by finished calls may let more requests in; a call started may have
         // finished already.
         self.started && !self.reading_done
+    }
+
+    /// A request over the frame limit: answered at once with an error that names the
+    /// limit ([`Code::ResourceExhausted`]). Skipped unread, the connection goes on; too
+    /// long to skip, nothing more is read: a go-away tells the client that no later request
+    /// is processed, and the connection closes once the calls running have finished.
+    fn oversized(
+        &mut self,
+        id: u64,
+        len: u64,
+        max: usize,
+        skipped: bool,
+        link: &mut Link,
+    ) -> Result<(), Error> {
+        crate::limits::hit(crate::limits::FRAME_LEN);
+        // Answered, so processed as far as a go-away is concerned.
+        self.last_started = self.last_started.max(id);
+        let text = format!(
+            "request of {len} bytes exceeds the server's frame limit of {max} bytes; not processed"
+        );
+        self.role
+            .fail(id, Code::ResourceExhausted, &Bytes::from(text), link);
+        if skipped {
+            tracing::info!(peer = %self.peer, id, len, max, "request over the frame limit; answered with an error and skipped");
+        } else {
+            tracing::info!(peer = %self.peer, id, len, max, "request far over the frame limit; answered with an error, closing");
+            self.shutdown = None;
+            self.reading_done = true;
+            self.role.go_away(self.last_started, link);
+        }
+        Ok(())
     }
 
     fn finish(&mut self, _end: &End, _cx: &mut Context<'_>) {}

@@ -240,21 +240,18 @@ impl<T: Transport> Session<T> for ReqSession<T::Addr> {
         self.slots.sweep();
     }
 
-    /// A dial that cannot succeed by trying again (a certificate refused, a configuration
-    /// missing) fails the requests waiting for a connection at once, with its error, rather
-    /// than after `reconnect_wait` with [`Error::NotConnected`]: a retry policy sees why,
-    /// and does not retry it.
+    /// Every failed dial is kept: a request that waits `reconnect_wait` in vain fails with
+    /// [`Error::NotConnected`] carrying it. A dial that cannot succeed by trying again (a
+    /// certificate refused, a configuration missing, a refusal that will not change) fails
+    /// the requests waiting for a connection at once, with its error: a retry policy sees
+    /// why, and does not retry it.
     fn dial_failed(&mut self, error: &Error) {
-        if error.is_permanent() {
-            self.slots.fail_queued(error);
-        }
+        self.slots.dial_failed(error);
     }
 
+    /// Closed, given up, or refused for good: every later request fails with `error`.
     fn stop(&mut self, error: Error) {
-        self.slots.stop(match error {
-            Error::Closed => || Error::Closed,
-            _ => || Error::NotConnected,
-        });
+        self.slots.stop(error);
     }
 }
 
@@ -546,7 +543,9 @@ impl<T: Transport> ReqSocket<T> {
     /// already. If the first dial fails: [`Error::Transport`] if the server cannot be
     /// reached, [`Error::HandshakeRejected`] if it refuses this socket (wrong socket type,
     /// failed authentication or admission), [`Error::ConnectTimeout`] if the transport's
-    /// exchange and the hello take longer than [`ReqOptions::connect_timeout`].
+    /// exchange and the hello take longer than [`ReqOptions::connect_timeout`],
+    /// [`Error::NotMsg`] if the server does not speak msg (or speaks TLS to a plain
+    /// client, or plain to a TLS one), with a hint.
     pub async fn connect(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
         let shared = self.shared.clone();
         let claim = Claim::take(&shared)?;
@@ -559,8 +558,12 @@ impl<T: Transport> ReqSocket<T> {
 
     /// Connects to a reply socket at `target` in the background and returns at once, so
     /// that client and server may start in any order (ZeroMQ's way). Requests made before
-    /// the connection is up wait for it, up to [`ReqOptions::reconnect_wait`]; failed dials
-    /// are retried with [`ReqOptions::reconnect`] and reported in [`events`](Self::events).
+    /// the connection is up wait for it, up to [`ReqOptions::reconnect_wait`], then fail
+    /// with [`Error::NotConnected`] and why the last dial failed; failed dials are retried
+    /// with [`ReqOptions::reconnect`] and reported in [`events`](Self::events), but for an
+    /// answer that will not change ([`Error::is_permanent`]: the wrong socket type,
+    /// admission's refusal), on which the socket stops, emits
+    /// [`SocketEvent::GaveUp`](crate::SocketEvent::GaveUp), and fails its requests with it.
     ///
     /// Must be called within a tokio runtime.
     ///
@@ -649,7 +652,7 @@ impl<T: Transport> ReqSocket<T> {
             .await
             .is_err()
         {
-            handle.slots.stop(|| Error::Closed);
+            handle.slots.stop(Error::Closed);
             // The driver ends at once when stopped.
             let _ = tokio::time::timeout(Duration::from_secs(1), handle.done.cancelled()).await;
         }
@@ -732,7 +735,7 @@ impl<T: Transport> ReqSocket<T> {
     ///
     /// As [`request`](Self::request), but the reply's encoding is not checked.
     pub async fn send(&self, msg: Message) -> Result<Message, Error> {
-        let handle = self.handle().ok_or(Error::NotConnected)?;
+        let handle = self.handle().ok_or(Error::NotConnected { last: None })?;
         send_on(&handle.slots, &self.codec, msg).await
     }
 }
@@ -747,7 +750,7 @@ impl<T: Transport> tower::Service<Message> for ReqSocket<T> {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         match self.client_mut() {
             Some(client) => client.poll_ready(cx),
-            None => Poll::Ready(Err(Error::NotConnected)),
+            None => Poll::Ready(Err(Error::NotConnected { last: None })),
         }
     }
 

@@ -130,7 +130,10 @@ struct State {
     /// flight or queued, then closes.
     closing: bool,
     /// The socket has stopped for good; every request fails with this.
-    stopped: Option<fn() -> Error>,
+    stopped: Option<Error>,
+    /// Why the last dial since the last connection failed, for the requests that time out
+    /// waiting for one.
+    last_dial: Option<Arc<Error>>,
     /// Replies dropped because their request had been given up.
     late: u64,
     /// Slots whose reply has come and not yet been taken.
@@ -170,8 +173,8 @@ impl State {
 
     /// Why a new request cannot be taken, if it cannot.
     fn refusal(&self) -> Option<Error> {
-        match self.stopped {
-            Some(error) => Some(error()),
+        match &self.stopped {
+            Some(error) => Some(error.clone()),
             None if self.closing => Some(Error::Closed),
             None => None,
         }
@@ -203,6 +206,7 @@ impl SlotTable {
                 connected: false,
                 closing: false,
                 stopped: None,
+                last_dial: None,
                 late: 0,
                 uncollected: 0,
             }),
@@ -424,6 +428,7 @@ impl SlotTable {
     pub(crate) fn connected(&self) {
         let mut state = self.lock();
         state.connected = true;
+        state.last_dial = None;
         state.cancels.clear();
     }
 
@@ -488,8 +493,8 @@ impl SlotTable {
     }
 
     /// Supervisor, while disconnected: fails the queued requests that have seen
-    /// [`SWEEPS_PER_WAIT`] sweeps already, with [`Error::NotConnected`], and counts this
-    /// sweep for the others.
+    /// [`SWEEPS_PER_WAIT`] sweeps already, with [`Error::NotConnected`] (and why the last
+    /// dial failed), and counts this sweep for the others.
     pub(crate) fn sweep(&self) {
         let mut wake = Vec::new();
         {
@@ -500,10 +505,11 @@ impl SlotTable {
             let queue = state.queue.drain();
             for mut queued in queue {
                 if queued.sweeps >= SWEEPS_PER_WAIT {
+                    let last = state.last_dial.clone();
                     state.fill(
                         queued.slot,
                         queued.generation,
-                        Err(Error::NotConnected),
+                        Err(Error::NotConnected { last }),
                         &mut wake,
                     );
                 } else {
@@ -515,13 +521,18 @@ impl SlotTable {
         wake_all(wake);
     }
 
-    /// Supervisor, while disconnected: a dial failed in a way that the next one will too.
-    /// Fails every queued request with `error`.
-    pub(crate) fn fail_queued(&self, error: &Error) {
+    /// Supervisor, while disconnected: a dial failed with `error`, kept as the last dial's
+    /// error. If it is one the next dial will meet too ([`Error::is_permanent`]), fails
+    /// every queued request with it.
+    pub(crate) fn dial_failed(&self, error: &Error) {
         let mut wake = Vec::new();
         {
             let mut state = self.lock();
             if state.connected {
+                return;
+            }
+            state.last_dial = Some(Arc::new(error.clone()));
+            if !error.is_permanent() {
                 return;
             }
             let queue = state.queue.drain();
@@ -537,16 +548,22 @@ impl SlotTable {
         wake_all(wake);
     }
 
-    /// Supervisor: the socket stops for good (closed while disconnected, or redialing gave
-    /// up). Everything queued fails with `error`, and so does every later request.
-    pub(crate) fn stop(&self, error: fn() -> Error) {
+    /// Supervisor: the socket stops for good (closed while disconnected, redialing gave
+    /// up, or the server's answer will not change). Everything queued fails with `error`,
+    /// and so does every later request.
+    pub(crate) fn stop(&self, error: Error) {
         let mut wake = Vec::new();
         {
             let mut state = self.lock();
-            state.stopped = Some(error);
+            state.stopped = Some(error.clone());
             let queue = state.queue.drain();
             for queued in queue {
-                state.fill(queued.slot, queued.generation, Err(error()), &mut wake);
+                state.fill(
+                    queued.slot,
+                    queued.generation,
+                    Err(error.clone()),
+                    &mut wake,
+                );
             }
             state.waiters.wake_all(&mut wake);
             wake.extend(state.queue.wake_consumer());
@@ -665,7 +682,7 @@ mod tests {
         table.sweep();
         assert!(matches!(
             table.poll_reply(queued, &mut cx()),
-            Poll::Ready(Err(Error::NotConnected))
+            Poll::Ready(Err(Error::NotConnected { last: None }))
         ));
         assert_eq!(table.stats().in_flight, 0);
     }

@@ -12,7 +12,7 @@ use msg_transports::Transport;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{lock, Change, Mailbox, SubMessage};
+use super::{lock, Change, Dialing, Mailbox, SubMessage};
 use crate::accept::Established;
 use crate::dial::{self, End};
 use crate::driver::{Driver, Ending, Endpoint};
@@ -38,6 +38,8 @@ pub(super) struct SubSession<A> {
     pub(super) shared: Arc<Mailbox<A>>,
     pub(super) changes: mpsc::Receiver<Change>,
     pub(super) connected: Arc<AtomicBool>,
+    /// How dialing this publisher goes, for a `subscribe` that waits for a publisher.
+    pub(super) dialing: Arc<std::sync::Mutex<Dialing>>,
     /// Told once the first connection's replayed subscriptions are applied.
     pub(super) ready: Option<oneshot::Sender<()>>,
     pub(super) stop: CancellationToken,
@@ -55,6 +57,8 @@ impl<T: Transport> dial::Session<T> for SubSession<T::Addr> {
         // Marked connected before the replay: a subscription made from here on is sent
         // on this connection, at worst twice, never missed.
         self.connected.store(true, Ordering::SeqCst);
+        lock(&self.dialing).last = None;
+        self.shared.links.notify_waiters();
         let (link, endpoint) = driver.parts_mut();
         if let Err(e) = endpoint.replay(link) {
             self.connected.store(false, Ordering::SeqCst);
@@ -84,8 +88,18 @@ impl<T: Transport> dial::Session<T> for SubSession<T::Addr> {
         end
     }
 
-    fn stop(&mut self, _error: Error) {
+    fn dial_failed(&mut self, error: &Error) {
+        lock(&self.dialing).last = Some(Arc::new(error.clone()));
+    }
+
+    /// Redialing stopped: a `subscribe` waiting for this publisher fails with `error`,
+    /// unless the socket is closed.
+    fn stop(&mut self, error: Error) {
         self.connected.store(false, Ordering::SeqCst);
+        if !matches!(error, Error::Closed) {
+            lock(&self.dialing).stopped = Some(error);
+            self.shared.links.notify_waiters();
+        }
     }
 }
 

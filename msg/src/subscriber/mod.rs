@@ -81,6 +81,11 @@ pub struct SubOptions {
     /// Longest [`SubSocket::close`] waits for its connections to close cleanly (a TLS
     /// close_notify, a QUIC stream's finish). Default: 2 s.
     pub linger: Duration,
+    /// Longest [`SubSocket::subscribe`] waits for a publisher when none is connected (the
+    /// socket is dialing one, or redialing a lost one) before it fails with
+    /// [`Error::NotConnected`]. Default: 10 s, as a request socket's
+    /// [`reconnect_wait`](crate::ReqOptions::reconnect_wait).
+    pub reconnect_wait: Duration,
 }
 
 impl Default for SubOptions {
@@ -95,6 +100,7 @@ impl Default for SubOptions {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             linger: Duration::from_secs(2),
+            reconnect_wait: Duration::from_secs(10),
         }
     }
 }
@@ -131,6 +137,12 @@ impl SubOptions {
     /// Sets [`linger`](Self::linger).
     pub fn linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
+        self
+    }
+
+    /// Sets [`reconnect_wait`](Self::reconnect_wait).
+    pub fn reconnect_wait(mut self, wait: Duration) -> Self {
+        self.reconnect_wait = wait;
         self
     }
 
@@ -236,6 +248,17 @@ struct Change {
 struct ConnHandle {
     changes: mpsc::Sender<Change>,
     connected: Arc<AtomicBool>,
+    dialing: Arc<Mutex<Dialing>>,
+}
+
+/// How one publisher's dialing is going, for a `subscribe` that finds it not connected.
+#[derive(Default)]
+struct Dialing {
+    /// Why its last dial failed, since it was last connected.
+    last: Option<Arc<Error>>,
+    /// It stopped redialing, for good: the publisher's answer will not change, or the
+    /// redials ran out.
+    stopped: Option<Error>,
 }
 
 /// The subscriber's mailbox: the inbox its connections deliver to, the subscriptions
@@ -246,6 +269,8 @@ struct Mailbox<A> {
     inbox: Handoff<SubMessage<A>>,
     subscriptions: Mutex<BTreeSet<String>>,
     conns: Mutex<Vec<ConnHandle>>,
+    /// Told when a connection comes up or stops redialing.
+    links: tokio::sync::Notify,
     received: AtomicU64,
     missed: AtomicU64,
     /// `msg_subscriber_missed_total`, registered at the first gap.
@@ -374,6 +399,7 @@ impl<T: Transport> SubSocket<T> {
                 inbox: Handoff::new(options.inbox, options.inbox_bytes),
                 subscriptions: Mutex::new(BTreeSet::new()),
                 conns: Mutex::new(Vec::new()),
+                links: tokio::sync::Notify::new(),
                 received: AtomicU64::new(0),
                 missed: AtomicU64::new(0),
                 missed_counter: Lazy::default(),
@@ -403,7 +429,8 @@ impl<T: Transport> SubSocket<T> {
     /// If the first dial fails: [`Error::Transport`] if the publisher cannot be reached,
     /// [`Error::HandshakeRejected`] if it refuses this socket,
     /// [`Error::ConnectTimeout`] if the transport's exchange and the hello take longer than
-    /// [`SubOptions::connect_timeout`].
+    /// [`SubOptions::connect_timeout`], [`Error::NotMsg`] if the publisher does not speak
+    /// msg (or speaks TLS to a plain client, or plain to a TLS one), with a hint.
     pub async fn connect(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
         let dialer = self.dialer(target.into());
         let first = dialer.dial_first().await?;
@@ -415,7 +442,11 @@ impl<T: Transport> SubSocket<T> {
 
     /// Connects to a publisher at `target` in the background and returns at once, so that
     /// publisher and subscriber may start in any order. Failed dials are retried with
-    /// [`SubOptions::reconnect`] and reported in [`events`](Self::events).
+    /// [`SubOptions::reconnect`] and reported in [`events`](Self::events), but for an
+    /// answer that will not change ([`Error::is_permanent`]: a server that is no publisher,
+    /// admission's refusal), on which this publisher's dialing stops with
+    /// [`SocketEvent::GaveUp`](crate::SocketEvent::GaveUp). [`subscribe`](Self::subscribe)
+    /// waits for a publisher, bounded.
     ///
     /// Must be called within a tokio runtime.
     pub fn connect_lazy(&mut self, target: impl Into<T::Target>) {
@@ -449,15 +480,18 @@ impl<T: Transport> SubSocket<T> {
     ) -> oneshot::Receiver<()> {
         let (changes, changes_rx) = mpsc::channel(CHANGES);
         let connected = Arc::new(AtomicBool::new(false));
+        let dialing = Arc::new(Mutex::new(Dialing::default()));
         lock(&self.shared.conns).push(ConnHandle {
             changes,
             connected: connected.clone(),
+            dialing: dialing.clone(),
         });
         let (ready, ready_rx) = oneshot::channel();
         let session = conn::SubSession {
             shared: self.shared.clone(),
             changes: changes_rx,
             connected,
+            dialing,
             ready: Some(ready),
             stop: self.stop.clone(),
             linger: self.options.linger,
@@ -497,6 +531,11 @@ impl<T: Transport> SubSocket<T> {
     /// Subscribes to `pattern` (a topic, or a pattern with `*` and `>` wildcards) and waits
     /// until every connected publisher has applied it.
     ///
+    /// With no publisher connected, it waits for one, up to
+    /// [`SubOptions::reconnect_wait`] (a `connect_lazy` still dialing, a publisher being
+    /// redialed), and fails if none comes, or at once if there is none to wait for. Either
+    /// way the pattern is kept: every publisher that connects later is sent it.
+    ///
     /// It may be awaited from the task that reads the stream, even with the inbox full: a
     /// full inbox pauses the delivery of messages, not the reading of acks. A connection
     /// holds up to 256 messages (256 KiB) read past the inbox's room; an ack behind more
@@ -504,9 +543,54 @@ impl<T: Transport> SubSocket<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidTopic`] for a pattern that breaks the topic grammar.
+    /// [`Error::InvalidTopic`] for a pattern that breaks the topic grammar;
+    /// [`Error::Refused`] if a publisher refused the subscription (a limit of its own);
+    /// [`Error::NotConnected`] if no publisher connected within
+    /// [`SubOptions::reconnect_wait`] (with why the last dial failed), or at once if
+    /// `connect` was never called; and at once the error every publisher's dialing stopped
+    /// with, if it stopped for good: the refusal of a server that is no publisher
+    /// ([`Error::HandshakeRejected`]), of its admission, or `NotConnected` once
+    /// [`Backoff::max_attempts`] ran out.
     pub async fn subscribe(&self, pattern: impl Into<String>) -> Result<(), Error> {
-        self.change(true, pattern.into()).await
+        let pattern = pattern.into();
+        validate_pattern(&pattern)?;
+        lock(&self.shared.subscriptions).insert(pattern.clone());
+        self.wait_for_a_publisher().await?;
+        self.change(true, pattern).await
+    }
+
+    /// Waits, up to [`SubOptions::reconnect_wait`], until a publisher is connected.
+    async fn wait_for_a_publisher(&self) -> Result<(), Error> {
+        let deadline = tokio::time::Instant::now() + self.options.reconnect_wait;
+        loop {
+            let changed = self.shared.links.notified();
+            let mut changed = std::pin::pin!(changed);
+            // Registered before looking, so that a connection made meanwhile is not missed.
+            changed.as_mut().enable();
+            {
+                let conns = lock(&self.shared.conns);
+                if conns.iter().any(|c| c.connected.load(Ordering::SeqCst)) {
+                    return Ok(());
+                }
+                if conns.is_empty() {
+                    return Err(Error::NotConnected { last: None });
+                }
+                // Nothing left to wait for once every publisher's dialing has stopped.
+                let stopped: Option<Vec<Error>> = conns
+                    .iter()
+                    .map(|c| lock(&c.dialing).stopped.clone())
+                    .collect();
+                if let Some(e) = stopped.and_then(|all| all.into_iter().next()) {
+                    return Err(e);
+                }
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                let last = lock(&self.shared.conns)
+                    .iter()
+                    .find_map(|c| lock(&c.dialing).last.clone());
+                return Err(Error::NotConnected { last });
+            }
+        }
     }
 
     /// Unsubscribes from `pattern` and waits until every connected publisher has applied
@@ -522,6 +606,7 @@ impl<T: Transport> SubSocket<T> {
 
     async fn change(&self, subscribe: bool, pattern: String) -> Result<(), Error> {
         validate_pattern(&pattern)?;
+        // Checked again: `subscribe` has checked it already.
         {
             let mut subscriptions = lock(&self.shared.subscriptions);
             if subscribe {
