@@ -200,3 +200,59 @@ async fn a_tls_endpoint_without_certificates_is_a_configuration_error() {
         }
     }
 }
+
+/// The transport from a configuration naming PEM files, as a program reads it from a file or
+/// flags: the same program over `tls://` and `quic://`; an incomplete configuration is a
+/// typed error that says what is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transport_from_a_configuration_of_pem_files_runs_the_program() {
+    use msg::any::TransportConfig;
+    use msg_tests::fixture::pki;
+
+    let dir = TempDir::new();
+    let write = |name: &str, pem: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let config = TransportConfig {
+        cert: Some(write("server.crt", &pki().server_cert_pem)),
+        key: Some(write("server.key", &pki().server_key_pem)),
+        ca: Some(write("ca.crt", &pki().ca_pem)),
+        server_name: Some("localhost".into()),
+    };
+    let transport = AnyTransport::from_config(&config).unwrap();
+    program(transport.clone(), "tls://127.0.0.1:0", "tls://127.0.0.1:0").await;
+    program(transport, "quic://127.0.0.1:0", "quic://127.0.0.1:0").await;
+
+    // Nothing configured: TCP and IPC (and QUIC's default) only.
+    let plain = AnyTransport::from_config(&TransportConfig::default()).unwrap();
+    program(plain, "tcp://127.0.0.1:0", "tcp://127.0.0.1:0").await;
+
+    let incomplete = [
+        TransportConfig {
+            key: None,
+            ..config.clone()
+        },
+        TransportConfig {
+            ca: None,
+            ..config.clone()
+        },
+    ];
+    for config in incomplete {
+        match AnyTransport::from_config(&config) {
+            Err(TransportError::Config { reason }) => assert!(!reason.is_empty()),
+            other => panic!("{config:?} gave {other:?}"),
+        }
+    }
+    let missing = TransportConfig {
+        ca: Some(dir.path().join("no-such.crt")),
+        ..TransportConfig::default()
+    };
+    match AnyTransport::from_config(&missing) {
+        Err(e @ TransportError::Certificate { .. }) => {
+            assert!(e.to_string().contains("no-such.crt"), "{e}")
+        }
+        other => panic!("a missing file gave {other:?}"),
+    }
+}

@@ -121,6 +121,57 @@ impl AnyTransport {
         Ok(self.with_tls(tls).with_quic(quic))
     }
 
+    /// The transport a program's configuration describes: TCP, IPC and QUIC always, and
+    /// TLS (with QUIC on the same certificates) when `config` names a CA; see
+    /// [`TransportConfig`]. The files are read here, once.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use msg::any::TransportConfig;
+    /// use msg::{AnyTransport, ReqSocket};
+    ///
+    /// // Read from a file or flags; no certificates: tcp://, ipc:// and quic:// endpoints.
+    /// let config = TransportConfig::default();
+    /// let req = ReqSocket::new(AnyTransport::from_config(&config)?);
+    /// # let _ = req;
+    /// # Ok::<(), msg::transport::TransportError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::Certificate`] if a file cannot be read or parsed, and
+    /// [`TransportError::Config`] for a configuration that is incomplete: a certificate
+    /// without its key (or the other way round), or certificates with no CA.
+    pub fn from_config(config: &TransportConfig) -> Result<Self, TransportError> {
+        let incomplete = |reason: &str| TransportError::Config {
+            reason: reason.into(),
+        };
+        let server = match (&config.cert, &config.key) {
+            (Some(cert), Some(key)) => Some(crate::tls::server_config(
+                &crate::tls::read_pem(cert)?,
+                &crate::tls::read_pem(key)?,
+            )?),
+            (None, None) => None,
+            _ => {
+                return Err(incomplete(
+                    "a certificate needs its key, and a key its certificate",
+                ))
+            }
+        };
+        let Some(ca) = &config.ca else {
+            if server.is_some() {
+                return Err(incomplete(
+                    "certificates need a CA to verify the servers this side dials: set `ca`",
+                ));
+            }
+            return Ok(Self::new());
+        };
+        let client = crate::tls::client_config(&crate::tls::read_pem(ca)?)?;
+        let name = config.server_name.as_deref().unwrap_or("localhost");
+        Self::new().with_certificates(server, client, name)
+    }
+
     fn tls(&self) -> Result<&Tls, TransportError> {
         self.tls.as_ref().ok_or_else(|| TransportError::Config {
             reason: "a tls:// endpoint needs certificates: build the transport with \
@@ -128,6 +179,22 @@ impl AnyTransport {
                 .into(),
         })
     }
+}
+
+/// What a program's configuration says about its transport, for
+/// [`AnyTransport::from_config`]: PEM files, as a configuration file or flags name them.
+/// All empty (the default), the transport serves `tcp://`, `ipc://` and `quic://` (QUIC
+/// with a self-signed certificate that clients do not verify).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransportConfig {
+    /// This side's certificate chain (PEM), presented when it binds `tls://` or `quic://`.
+    pub cert: Option<std::path::PathBuf>,
+    /// The private key of `cert` (PEM).
+    pub key: Option<std::path::PathBuf>,
+    /// The roots (PEM) that servers dialed over `tls://` or `quic://` must chain to.
+    pub ca: Option<std::path::PathBuf>,
+    /// The name servers' certificates must carry. Default: `localhost`.
+    pub server_name: Option<String>,
 }
 
 /// What [`AnyTransport`] binds and dials: an [`Endpoint`], or a string parsed into one.

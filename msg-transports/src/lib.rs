@@ -35,7 +35,7 @@ pub mod tcp;
 pub mod tls;
 pub mod transport;
 
-pub use any::AnyTransport;
+pub use any::{AnyTransport, TransportConfig};
 pub use endpoint::{Endpoint, EndpointError};
 pub use ipc::Ipc;
 pub use quic::Quic;

@@ -251,7 +251,9 @@ pub mod quic {
 /// but does not authenticate the server, until `with_certificates` (or
 /// [`with_quic`](AnyTransport::with_quic)) gives it real certificates.
 pub mod any {
-    pub use msg_transports::any::{AnyAddr, AnyConn, AnyIo, AnyListener, AnyTarget, AnyTransport};
+    pub use msg_transports::any::{
+        AnyAddr, AnyConn, AnyIo, AnyListener, AnyTarget, AnyTransport, TransportConfig,
+    };
     pub use msg_transports::endpoint::{Endpoint, EndpointError, Scheme};
 }
 
