@@ -145,9 +145,43 @@ pub mod compression {
     };
 }
 
-/// The tower layers that know about messages, to stack over a `ReqSocket`, a `PubSocket`
-/// or a [`serve`] handler: `ServiceBuilder::new().layer(GzipLayer::new(6))`.
 pub mod layers {
+    //! The tower layers that know about messages, to stack over a `ReqSocket`, a `PubSocket`
+    //! or a [`serve`](crate::serve) handler: `ServiceBuilder::new().layer(GzipLayer::new(6))`.
+    //!
+    //! | layer | what it does | what it costs (1 KiB echo, 64 in flight, rate against the bare socket) |
+    //! |---|---|---|
+    //! | [`TraceLayer`] | a span per call (target `msg`) with its kind, size, encoding, topic or peer, outcome and latency, at DEBUG by default ([`TraceLayer::level`] to change it); a failure logged at WARN | nothing measurable while its level is off (a level check per call, no clock read); 0.23x with spans on and a `fmt` subscriber formatting them |
+    //! | [`MetricsLayer`] | `msg_calls_total`, `msg_call_errors_total`, `msg_call_duration_seconds`, `msg_payload_bytes_total` by `kind`, through the `metrics` facade; its handles registered once and shared by every clone | 0.94x with the Prometheus recorder installed (two clock reads, two counters and a histogram record per call) |
+    //! | [`GzipLayer`], `ZstdLayer`, `SnappyLayer`, `Lz4Layer`, [`CompressionLayer`] | compress requests, publications, or a handler's responses; receivers decode by header with no layer | the codec's own time: gzip 6 about 10 µs per 1 KiB message both ways (0.11x) |
+    //! | [`SetEncodingLayer`] | marks payloads the application encoded itself | a field set |
+    //! | [`StreamCompressionLayer`] | a transport layer: zstd over a whole connection's bytes, for many small, similar messages | the codec's time per read and write |
+    //!
+    //! tower's own `TimeoutLayer` (0.98x), `RetryLayer` with [`RetryPolicy`](crate::retry::RetryPolicy)
+    //! (0.85x, within this client's ±15%), `ConcurrencyLimitLayer` and `LoadShedLayer` stack the
+    //! same way. Figures: `cargo run --release -p msg-bench -- --layers`, with a `fmt`
+    //! subscriber at `info` and the Prometheus recorder installed, as the README's table.
+    //!
+    //! # Example
+    //!
+    //! ```
+    //! use std::time::Duration;
+    //! use msg::layers::{GzipLayer, MetricsLayer, TraceLayer};
+    //! use msg::retry::RetryPolicy;
+    //! use msg::{ReqSocket, Tcp};
+    //! use tower::ServiceBuilder;
+    //!
+    //! let req = ReqSocket::new(Tcp::default());
+    //! let client = ServiceBuilder::new()
+    //!     .layer(TraceLayer::new())
+    //!     .layer(MetricsLayer::new())
+    //!     .retry(RetryPolicy::default())
+    //!     .timeout(Duration::from_secs(1))
+    //!     .layer(GzipLayer::new(6))
+    //!     .service(req);
+    //! # let _ = client;
+    //! ```
+
     #[cfg(feature = "gzip")]
     pub use msg_layers::compression::GzipLayer;
     #[cfg(feature = "lz4")]
@@ -157,8 +191,8 @@ pub mod layers {
     #[cfg(feature = "zstd")]
     pub use msg_layers::compression::ZstdLayer;
     pub use msg_layers::compression::{Compress, Compression, CompressionFuture, CompressionLayer};
-    pub use msg_layers::metrics::{Metrics, MetricsLayer};
-    pub use msg_layers::trace::{Trace, TraceLayer};
+    pub use msg_layers::metrics::{Metrics, MetricsFuture, MetricsLayer};
+    pub use msg_layers::trace::{Trace, TraceFuture, TraceLayer};
     pub use msg_layers::{SetEncoding, SetEncodingLayer};
     pub use msg_transports::compress::{Compressed, StreamCompression, StreamCompressionLayer};
 }
