@@ -76,6 +76,12 @@ impl SharedHead {
     pub fn is_empty(&self) -> bool {
         false
     }
+
+    /// Lets go of the topic, for a head kept to be written over: a recycled head holds
+    /// no reference to the bytes it was made for.
+    pub fn release(&mut self) {
+        self.topic = Bytes::new();
+    }
 }
 
 /// Frames queued to be written, laid out for one vectored write.

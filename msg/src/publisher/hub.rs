@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use msg_core::{FrameKind, Message, SharedHead};
 
-use super::queue::{Offer, OutFrame, Pressure, Session};
+use super::queue::{Offer, OutFrame, Pressure, Session, Spares};
 use super::registry::Registry;
 use super::route::Routed;
 use super::{PubOptions, SlowSubscriber};
@@ -34,6 +34,8 @@ pub(crate) struct Hub<A> {
     dropped_counter: Lazy,
     /// The `queued_bytes` limit's counter, hit by every drop.
     full_queue: Hits,
+    /// Frames the sessions have written, to be filled again.
+    pub(super) spares: Spares,
 }
 
 impl<A: Clone + fmt::Display> Hub<A> {
@@ -50,6 +52,7 @@ impl<A: Clone + fmt::Display> Hub<A> {
             pressure: Arc::default(),
             dropped_counter: Lazy::default(),
             full_queue: Hits::new(crate::limits::QUEUED_BYTES),
+            spares: Spares::default(),
         }
     }
 
@@ -71,7 +74,7 @@ impl<A: Clone + fmt::Display> Hub<A> {
             self.options.max_frame_len,
         )
         .map_err(crate::error::frame_refused)?;
-        Ok(OutFrame::new(head, msg.payload().clone()))
+        Ok(OutFrame::new(head, msg.payload().clone(), &self.spares))
     }
 
     fn count_drop(&self, session: &Session<A>) {

@@ -35,8 +35,78 @@ pub(crate) struct FrameParts {
 }
 
 impl OutFrame {
-    pub(super) fn new(head: SharedHead, payload: Bytes) -> Self {
+    /// A frame of `head` and `payload`, in a spent frame from `spares` when one is there:
+    /// in steady traffic a publication allocates nothing.
+    pub(super) fn new(head: SharedHead, payload: Bytes, spares: &Spares) -> Self {
+        if let Some(mut frame) = spares.take() {
+            if let Some(parts) = Arc::get_mut(&mut frame.0) {
+                parts.head = head;
+                parts.payload = payload;
+                return frame;
+            }
+        }
         OutFrame(Arc::new(FrameParts { head, payload }))
+    }
+
+    /// The frame emptied, to be reused, if nothing else holds it: what a session does
+    /// with a frame once it is written.
+    pub(super) fn into_spare(mut self) -> Option<OutFrame> {
+        let parts = Arc::get_mut(&mut self.0)?;
+        parts.payload = Bytes::new();
+        parts.head.release();
+        Some(self)
+    }
+}
+
+/// Spent frames handed back by the sessions for the publishers to fill again.
+///
+/// A frame is allocated by the publishing thread and freed by the session's, and that
+/// cross-thread free is the allocator's slow path: it cost 15% of a 64-byte publication's
+/// instructions with glibc's malloc. Sessions hand spent frames back here a batch at a
+/// time, and a publishing thread takes them a batch at a time into a stash of its own, so
+/// the lock is taken once per batch on each side, never per publication.
+#[derive(Debug, Default)]
+pub(crate) struct Spares {
+    frames: Mutex<Vec<OutFrame>>,
+}
+
+/// The most spent frames kept, per socket and per publishing thread: 256 empty frames
+/// are about 26 KiB.
+const SPARES: usize = 256;
+
+thread_local! {
+    /// Spent frames taken from a socket's [`Spares`] by this thread, to fill one per
+    /// publication without a lock. Frames are alike whatever socket they came from.
+    static STASH: std::cell::RefCell<Vec<OutFrame>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Spares {
+    /// A spent frame, from this thread's stash, refilled from `self` when empty.
+    fn take(&self) -> Option<OutFrame> {
+        STASH
+            .try_with(|stash| {
+                let mut stash = stash.borrow_mut();
+                if stash.is_empty() {
+                    let mut frames = lock(&self.frames);
+                    if frames.is_empty() {
+                        return None;
+                    }
+                    std::mem::swap(&mut *stash, &mut *frames);
+                }
+                stash.pop()
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// Keeps the spent frames in `spent`, up to the bound, and empties it.
+    pub(super) fn give(&self, spent: &mut Vec<OutFrame>) {
+        let mut frames = lock(&self.frames);
+        let room = SPARES.saturating_sub(frames.len());
+        if spent.len() > room {
+            spent.truncate(room);
+        }
+        frames.append(spent);
     }
 }
 
@@ -228,14 +298,15 @@ impl<A> Session<A> {
 
 #[cfg(test)]
 mod tests {
+    use msg_core::wire::HEADER_LEN;
     use msg_core::{Encoding, FrameKind};
 
     use super::*;
 
     fn frame() -> OutFrame {
         let payload = Bytes::from_static(b"x");
-        OutFrame::new(
-            SharedHead::new(
+        OutFrame(Arc::new(FrameParts {
+            head: SharedHead::new(
                 FrameKind::Publish,
                 Encoding::IDENTITY,
                 Bytes::from_static(b"t"),
@@ -244,7 +315,7 @@ mod tests {
             )
             .unwrap(),
             payload,
-        )
+        }))
     }
 
     #[test]
@@ -282,6 +353,35 @@ mod tests {
             two.offer(&frame(), SlowSubscriber::Wait),
             Offer::Gone
         ));
+    }
+
+    #[test]
+    fn written_frames_are_filled_again_and_hold_nothing_of_their_message() {
+        let spares = Spares::default();
+        let shared = frame();
+        let other = shared.clone();
+        assert!(
+            shared.into_spare().is_none(),
+            "a frame another queue still holds is not reused"
+        );
+        let payload = other.payload.clone();
+        let spare = other.into_spare().expect("the last holder hands it back");
+        assert!(spare.payload.is_empty(), "the payload is let go");
+        assert_eq!(spare.head.len(), HEADER_LEN, "the topic is let go");
+        let at = Arc::as_ptr(&spare.0);
+        spares.give(&mut vec![spare]);
+        let head = SharedHead::new(
+            FrameKind::Publish,
+            Encoding::IDENTITY,
+            Bytes::from_static(b"again"),
+            payload.len(),
+            1024,
+        )
+        .unwrap();
+        let again = OutFrame::new(head, payload.clone(), &spares);
+        assert_eq!(Arc::as_ptr(&again.0), at, "the spent frame is filled again");
+        assert_eq!(again.payload, payload);
+        assert_eq!(again.head.len(), HEADER_LEN + 5);
     }
 
     #[test]

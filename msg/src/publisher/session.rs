@@ -42,6 +42,7 @@ pub(super) fn spawn<Io, A>(
         session,
         shared,
         batch: Vec::new(),
+        spent: Vec::new(),
         draining: false,
     };
     let mut driver = Driver::new(conn.io, endpoint);
@@ -86,6 +87,8 @@ struct PubEndpoint<A> {
     /// Messages taken from the queue with their sequence numbers, reused from one batch
     /// to the next.
     batch: Vec<(u64, OutFrame)>,
+    /// Frames of the batch written, handed back to the publishers together.
+    spent: Vec<OutFrame>,
     /// Patterns the subscriber holds, and its changes not yet applied.
     subscriptions: Subscriptions,
     /// Shutting down: the session ends once everything queued for it is written.
@@ -191,6 +194,10 @@ impl<A: Clone + fmt::Display> PubEndpoint<A> {
             for (seq, frame) in self.batch.drain(..) {
                 // Checked against the frame limit when it was published.
                 self.role.publish(seq, &frame.head, &frame.payload, link);
+                self.spent.extend(frame.into_spare());
+            }
+            if !self.spent.is_empty() {
+                self.shared.spares.give(&mut self.spent);
             }
         }
         if moved > 0 {
