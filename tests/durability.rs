@@ -1082,6 +1082,18 @@ async fn redialing_stops_after_max_attempts_and_every_request_then_fails_at_once
         .filter(|e| matches!(e, SocketEvent::ConnectFailed { .. }))
         .count();
     assert_eq!(failed, 3, "{seen:?}");
+    // And the giving up is said once, with the error the requests get.
+    let gave_up: Vec<_> = seen
+        .iter()
+        .filter_map(|e| match e {
+            SocketEvent::GaveUp { error } => Some(error),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(gave_up[..], [Error::NotConnected { last: Some(_) }]),
+        "{seen:?}"
+    );
     // Every later request fails at once.
     let asked = Instant::now();
     let outcome = within(req.request(Bytes::from("later"))).await;

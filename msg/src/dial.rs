@@ -216,7 +216,12 @@ pub(crate) async fn supervise<T: Transport, S: Session<T>>(
                 attempt = attempt.saturating_add(1);
                 if dialer.backoff.max_attempts.is_some_and(|max| attempt > max) {
                     tracing::warn!(attempts = attempt - 1, "giving up redialing");
-                    session.stop(Error::NotConnected { last: last.take() });
+                    let error = Error::NotConnected { last: last.take() };
+                    let gave_up = error.clone();
+                    dialer
+                        .events
+                        .emit(|| SocketEvent::GaveUp { error: gave_up });
+                    session.stop(error);
                     return;
                 }
                 let delay = if at_once {

@@ -60,8 +60,11 @@ pub enum SocketEvent<A> {
     /// A client socket stopped redialing a server, for good: the server's answer to its
     /// dial will not change (the wrong socket type, admission's refusal, a peer not
     /// speaking msg, a certificate refused: see
-    /// [`Error::is_permanent`](crate::Error::is_permanent)). `error` is that answer, and what
-    /// the socket's requests (or a `SubSocket`'s `subscribe`) fail with from now on.
+    /// [`Error::is_permanent`](crate::Error::is_permanent)), or the reconnect policy's
+    /// [`max_attempts`](crate::Backoff::max_attempts) are spent
+    /// ([`Error::NotConnected`](crate::Error::NotConnected) with the last dial's error).
+    /// `error` is what the socket's requests (or a `SubSocket`'s `subscribe`) fail with
+    /// from now on.
     GaveUp {
         /// The answer that will not change.
         error: Error,
