@@ -41,8 +41,12 @@ const ID_AT: std::ops::Range<usize> = 8..16;
 /// ```
 #[derive(Debug, Clone)]
 pub struct SharedHead {
-    /// The header, with id 0.
-    header: [u8; HEADER_LEN],
+    /// The header's first 8 bytes as they go on the wire (magic, version, kind, flags,
+    /// encoding, topic length), held as a word: a byte array moved through a `Result`
+    /// was copied a few unaligned bytes at a time, and read back across those stores.
+    front: u64,
+    /// Its last 4 bytes as they go on the wire: the payload's length.
+    back: u32,
     topic: Bytes,
 }
 
@@ -61,8 +65,14 @@ impl SharedHead {
         max_frame_len: usize,
     ) -> Result<Self, FrameError> {
         let header = header_for(kind, encoding, 0, topic.len(), payload_len, max_frame_len)?;
+        let bytes = header.to_bytes();
+        let mut front = [0; 8];
+        front.copy_from_slice(&bytes[..ID_AT.start]);
+        let mut back = [0; 4];
+        back.copy_from_slice(&bytes[ID_AT.end..]);
         Ok(SharedHead {
-            header: header.to_bytes(),
+            front: u64::from_ne_bytes(front),
+            back: u32::from_ne_bytes(back),
             topic,
         })
     }
@@ -191,8 +201,10 @@ impl WriteBuf {
         if self.staging.capacity() == 0 {
             self.staging.reserve(STAGING_START);
         }
-        let mut header = head.header;
+        let mut header = [0; HEADER_LEN];
+        header[..ID_AT.start].copy_from_slice(&head.front.to_ne_bytes());
         header[ID_AT].copy_from_slice(&id.to_be_bytes());
+        header[ID_AT.end..].copy_from_slice(&head.back.to_ne_bytes());
         self.staging.extend_from_slice(&header);
         self.staging.extend_from_slice(&head.topic);
         if payload.len() >= COPY_THRESHOLD {

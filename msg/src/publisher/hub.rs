@@ -136,7 +136,11 @@ impl<A: Clone + fmt::Display> Hub<A> {
         let frame = self.frame(routed, msg)?;
         let policy = self.options.slow_subscriber;
         let mut queued = 0;
-        for (at, session) in routed.sessions.iter().enumerate() {
+        let Some((last, others)) = routed.sessions.split_last() else {
+            self.count_published(0);
+            return Ok(None);
+        };
+        for (at, session) in others.iter().enumerate() {
             match session.offer(&frame, policy) {
                 Offer::Queued => queued += 1,
                 Offer::Full if policy == SlowSubscriber::Wait => {
@@ -145,6 +149,16 @@ impl<A: Clone + fmt::Display> Hub<A> {
                 Offer::Full => self.count_drop(session),
                 Offer::Gone => {}
             }
+        }
+        // The last queue takes the frame itself: no reference is taken and let go here.
+        match last.offer_last(frame, policy) {
+            Ok(()) => queued += 1,
+            Err((Offer::Full, frame)) if policy == SlowSubscriber::Wait => {
+                let at = others.len();
+                return Ok(Some(Blocked { at, frame, queued }));
+            }
+            Err((Offer::Full, _)) => self.count_drop(last),
+            Err(_) => {}
         }
         self.count_published(queued);
         Ok(None)

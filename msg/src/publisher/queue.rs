@@ -182,6 +182,32 @@ pub(super) enum Offer {
     Gone,
 }
 
+/// A frame as offered to a queue: shared with other queues, or handed over whole.
+trait Entry {
+    fn payload_len(&self) -> usize;
+    fn into_frame(self) -> OutFrame;
+}
+
+impl Entry for &OutFrame {
+    fn payload_len(&self) -> usize {
+        self.payload.len()
+    }
+
+    fn into_frame(self) -> OutFrame {
+        self.clone()
+    }
+}
+
+impl Entry for OutFrame {
+    fn payload_len(&self) -> usize {
+        self.payload.len()
+    }
+
+    fn into_frame(self) -> OutFrame {
+        self
+    }
+}
+
 impl<A> Session<A> {
     /// A session of subscriber `peer`, its queue bounded by `options`; `pressure` counts
     /// it while it is full.
@@ -203,33 +229,52 @@ impl<A> Session<A> {
         }
     }
 
-    /// Queues `frame` unless the queue is full or closed. Under the drop policy a full
-    /// queue still takes a sequence number, so that the subscriber sees the gap.
+    /// Queues a clone of `frame` unless the queue is full or closed. Under the drop
+    /// policy a full queue still takes a sequence number, so that the subscriber sees the
+    /// gap.
     pub(super) fn offer(&self, frame: &OutFrame, policy: SlowSubscriber) -> Offer {
+        match self.offer_entry(frame, policy) {
+            Ok(()) => Offer::Queued,
+            Err((offer, _)) => offer,
+        }
+    }
+
+    /// As [`offer`](Self::offer), queuing `frame` itself: for the last subscriber a
+    /// publication goes to, which then takes no reference of its own. The frame comes
+    /// back with the reason when it is not queued.
+    pub(super) fn offer_last(
+        &self,
+        frame: OutFrame,
+        policy: SlowSubscriber,
+    ) -> Result<(), (Offer, OutFrame)> {
+        self.offer_entry(frame, policy)
+    }
+
+    fn offer_entry<F: Entry>(&self, frame: F, policy: SlowSubscriber) -> Result<(), (Offer, F)> {
         {
             let mut queue = lock(&self.queue);
             if queue.frames.is_closed() {
-                return Offer::Gone;
+                return Err((Offer::Gone, frame));
             }
-            if !queue.frames.fits(frame.payload.len()) {
+            if !queue.frames.fits(frame.payload_len()) {
                 if policy == SlowSubscriber::Drop {
                     queue.last_seq += 1;
                 }
-                return Offer::Full;
+                return Err((Offer::Full, frame));
             }
             queue.last_seq += 1;
             let seq = queue.last_seq;
             let was_empty = queue.frames.is_empty();
-            queue.frames.push((seq, frame.clone()));
+            queue.frames.push((seq, frame.into_frame()));
             self.count_pressure(&mut queue);
             if !was_empty {
                 // The session was woken when the queue stopped being empty, and it drains
                 // the queue whole before it sleeps again.
-                return Offer::Queued;
+                return Ok(());
             }
         }
         self.waker.wake();
-        Offer::Queued
+        Ok(())
     }
 
     /// Moves up to `most` queued messages into `batch`, and tells waiting publishers
