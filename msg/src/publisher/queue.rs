@@ -51,6 +51,11 @@ impl OutFrame {
     /// The frame emptied, to be reused, if nothing else holds it: what a session does
     /// with a frame once it is written.
     pub(super) fn into_spare(mut self) -> Option<OutFrame> {
+        // Another subscriber's queue still holds it: a plain read says so, without the
+        // locked exchange of `get_mut` on a line the other sessions are writing.
+        if Arc::strong_count(&self.0) != 1 {
+            return None;
+        }
         let parts = Arc::get_mut(&mut self.0)?;
         parts.payload = Bytes::new();
         parts.head.release();
