@@ -93,6 +93,7 @@ mod handoff;
 mod handshake;
 mod io;
 pub mod limits;
+pub mod middleware;
 mod offload;
 pub mod options;
 mod publisher;
