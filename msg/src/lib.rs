@@ -104,6 +104,8 @@ mod slots;
 mod status;
 mod subscriber;
 pub mod topic;
+#[cfg(feature = "axum")]
+pub mod ws;
 
 pub use backoff::Backoff;
 pub use error::Error;
