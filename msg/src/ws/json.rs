@@ -1,5 +1,5 @@
 //! The text the bridge sends a browser, and the query string it reads: JSON written by
-//! hand (three shapes of object, no parser needed), base64, and percent-decoding.
+//! hand (two shapes of object, no parser needed), base64, and percent-decoding.
 
 use std::fmt::Write;
 
@@ -30,14 +30,6 @@ pub(crate) fn publication(topic: &str, seq: u64, payload: &[u8]) -> String {
 /// one it got.
 pub(crate) fn dropped(count: u64) -> String {
     format!(r#"{{"type":"dropped","count":{count}}}"#)
-}
-
-/// What the browser is told when the bridge cannot serve it, before it closes.
-pub(crate) fn error(message: &str) -> String {
-    let mut out = String::from(r#"{"type":"error","message":"#);
-    string(&mut out, message);
-    out.push('}');
-    out
 }
 
 /// Writes `text` as a JSON string, quotes included.
@@ -175,11 +167,7 @@ mod tests {
     }
 
     #[test]
-    fn errors_and_drops_are_objects_of_their_own() {
+    fn drops_are_an_object_of_their_own() {
         assert_eq!(dropped(3), r#"{"type":"dropped","count":3}"#);
-        assert_eq!(
-            error("no \"x\""),
-            r#"{"type":"error","message":"no \"x\""}"#
-        );
     }
 }

@@ -12,7 +12,6 @@
 //! {"type":"message","topic":"prices.eu","seq":42,"encoding":"utf8","payload":"101.5"}
 //! {"type":"message","topic":"blobs.1","seq":43,"encoding":"base64","payload":"/wAQ"}
 //! {"type":"dropped","count":17}
-//! {"type":"error","message":"invalid topic: ..."}
 //! ```
 //!
 //! - `message`: one publication. `payload` is the payload as text when it is UTF-8
@@ -23,12 +22,14 @@
 //!   last, because the browser read too slowly (its queue was full) or the publisher
 //!   dropped them for the bridge (a slow subscriber's gap). It comes before the next
 //!   `message`, or alone when nothing follows yet.
-//! - `error`: the bridge cannot serve the browser (no publisher within
-//!   [`SubOptions::reconnect_wait`], a pattern a publisher refused); the bridge closes
-//!   after it.
 //!
-//! A request without a pattern, or with one that breaks the topic grammar (see
-//! [`topic`](crate::topic)), is answered `400 Bad Request` with the reason, and not upgraded.
+//! The bridge subscribes before it answers the upgrade: once the browser's WebSocket is
+//! open, every publication on its patterns reaches it. A request without a pattern, or
+//! with one that breaks the topic grammar (see [`topic`](crate::topic)), is answered
+//! `400 Bad Request` with the reason; one the bridge cannot subscribe for (no publisher
+//! within [`SubOptions::reconnect_wait`], a pattern a publisher refused) `503 Service
+//! Unavailable`; neither is upgraded. [`SubscribeBridge::shutdown`] closes every browser's
+//! WebSocket with a close frame (1001, going away).
 //!
 //! # Slow browsers
 //!
@@ -77,18 +78,25 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{
+    close_code, CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade,
+};
 use axum::extract::RawQuery;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use futures_util::StreamExt;
 use msg_transports::Transport;
+use tokio_util::sync::CancellationToken;
 
 use crate::topic::validate_pattern;
 use crate::{SubOptions, SubSocket};
 use outbox::{Out, Outbox};
+
+/// Longest a browser is given to take its close frame when the bridge shuts down.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// The query parameter that carries the browser's patterns.
 pub const PATTERN_PARAM: &str = "pattern";
@@ -246,6 +254,7 @@ struct Shared<T: Transport> {
     publishers: Vec<T::Target>,
     options: BridgeOptions,
     counters: Counters,
+    stop: CancellationToken,
 }
 
 impl<T: Transport> Clone for SubscribeBridge<T> {
@@ -276,6 +285,7 @@ impl<T: Transport> SubscribeBridge<T> {
                 publishers: vec![publisher.into()],
                 options: BridgeOptions::default(),
                 counters: Counters::default(),
+                stop: CancellationToken::new(),
             }),
         }
     }
@@ -299,12 +309,22 @@ impl<T: Transport> SubscribeBridge<T> {
                 publishers: shared.publishers.clone(),
                 options: shared.options.clone(),
                 counters: Counters::default(),
+                stop: CancellationToken::new(),
             },
         };
         f(&mut shared);
         SubscribeBridge {
             shared: Arc::new(shared),
         }
+    }
+
+    /// Shuts the bridge down: every browser's WebSocket is closed with a close frame
+    /// (1001, going away) and its socket dropped, and new ones are answered `503 Service
+    /// Unavailable`. Returns at once; a browser that reads nothing is closed within a
+    /// second all the same. Call it beside the HTTP server's graceful shutdown, which does
+    /// not see upgraded connections.
+    pub fn shutdown(&self) {
+        self.shared.stop.cancel();
     }
 
     /// The counters, over every browser served.
@@ -332,23 +352,26 @@ impl<T: Transport> SubscribeBridge<T> {
         Ok(patterns)
     }
 
-    /// Serves one browser on `ws` until it leaves.
-    async fn serve(self, mut ws: WebSocket, patterns: Vec<String>) {
+    /// A socket for one browser, connected to every publisher and subscribed to
+    /// `patterns`: each is in force at every publisher connected when this returns.
+    async fn subscribe(&self, patterns: Vec<String>) -> Result<SubSocket<T>, crate::Error> {
         let shared = &self.shared;
-        let _browser = Browser::new(&shared.counters);
         let mut sub =
             SubSocket::with_options(shared.transport.clone(), shared.options.subscriber.clone());
         for publisher in &shared.publishers {
             sub.connect_lazy(publisher.clone());
         }
         for pattern in patterns {
-            if let Err(e) = sub.subscribe(pattern).await {
-                tracing::debug!(error = %e, "WebSocket bridge: subscribe failed");
-                let _ = ws.send(WsMessage::text(json::error(&e.to_string()))).await;
-                let _ = ws.send(WsMessage::Close(None)).await;
-                return;
-            }
+            sub.subscribe(pattern).await?;
         }
+        Ok(sub)
+    }
+
+    /// Serves one browser on `ws`, with its subscribed socket, until it leaves or the
+    /// bridge shuts down.
+    async fn serve(self, mut ws: WebSocket, sub: SubSocket<T>) {
+        let shared = &self.shared;
+        let _browser = Browser::new(&shared.counters);
         let outbox = Arc::new(Outbox::new(
             shared.options.queue,
             shared.options.queue_bytes,
@@ -356,6 +379,15 @@ impl<T: Transport> SubscribeBridge<T> {
         let reader = tokio::spawn(read(sub, outbox.clone(), self.shared.clone()));
         loop {
             tokio::select! {
+                _ = shared.stop.cancelled() => {
+                    let close = WsMessage::Close(Some(CloseFrame {
+                        code: close_code::AWAY,
+                        reason: "the server is shutting down".into(),
+                    }));
+                    // A browser that reads nothing does not hold the shutdown.
+                    let _ = tokio::time::timeout(CLOSE_WAIT, ws.send(close)).await;
+                    break;
+                }
                 incoming = ws.recv() => match incoming {
                     // The browser has nothing to say but goodbye; pings are answered by the
                     // WebSocket itself.
@@ -427,21 +459,38 @@ where
     axum::routing::get(
         move |upgrade: WebSocketUpgrade, RawQuery(query): RawQuery| {
             let bridge = bridge.clone();
-            async move { bridge.upgrade(upgrade, query.as_deref()) }
+            async move { bridge.upgrade(upgrade, query.as_deref()).await }
         },
     )
 }
 
 impl<T: Transport> SubscribeBridge<T> {
-    fn upgrade(self, upgrade: WebSocketUpgrade, query: Option<&str>) -> Response {
+    async fn upgrade(self, upgrade: WebSocketUpgrade, query: Option<&str>) -> Response {
+        if self.shared.stop.is_cancelled() {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is shutting down",
+            )
+                .into_response();
+        }
         let patterns = match self.patterns(query) {
             Ok(patterns) => patterns,
             Err(reason) => return (StatusCode::BAD_REQUEST, reason).into_response(),
+        };
+        // Subscribed before the upgrade is answered: once the browser's WebSocket is open,
+        // it gets every publication on its patterns.
+        let sub = match self.subscribe(patterns).await {
+            Ok(sub) => sub,
+            Err(e) => {
+                tracing::debug!(error = %e, "WebSocket bridge: subscribe failed");
+                let reason = format!("cannot subscribe: {e}");
+                return (StatusCode::SERVICE_UNAVAILABLE, reason).into_response();
+            }
         };
         upgrade
             // A browser sends nothing but control frames: a large message is no browser of
             // this page's.
             .max_message_size(64 * 1024)
-            .on_upgrade(move |ws| self.serve(ws, patterns))
+            .on_upgrade(move |ws| self.serve(ws, sub))
     }
 }
