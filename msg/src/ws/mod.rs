@@ -65,6 +65,9 @@
 //! });
 //! // Browsers open ws://.../live?pattern=prices.%3E
 //! assert_eq!(bridge.stats().browsers, 0);
+//!
+//! // axum's graceful shutdown does not see upgraded connections: the bridge closes its own.
+//! bridge.shutdown();
 //! stop.send(()).ok();
 //! server.await??;
 //! # Ok(())
