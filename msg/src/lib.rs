@@ -93,6 +93,7 @@ mod handoff;
 mod handshake;
 mod io;
 pub mod limits;
+pub mod middleware;
 mod offload;
 pub mod options;
 mod publisher;
@@ -103,6 +104,8 @@ mod slots;
 mod status;
 mod subscriber;
 pub mod topic;
+#[cfg(feature = "axum")]
+pub mod ws;
 
 pub use backoff::Backoff;
 pub use error::Error;
