@@ -185,3 +185,19 @@ async fn a_drop_in_the_forwarder_is_a_gap_downstream() {
     assert_eq!(sub.received + sub.missed, FLOOD + 1);
     forwarder.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_forwarder_dropped_unsubscribes_upstream() {
+    let origin = publisher(PubOptions::default()).await;
+    let mut upstream_changes = origin.subscription_changes();
+    let forwarder = forwarder(origin.local_addr().unwrap(), PubOptions::default()).await;
+    let sub = subscriber(&forwarder, SubOptions::default()).await;
+    sub.subscribe("a").await.unwrap();
+    assert_eq!(next_change(&mut upstream_changes).await, ("a".into(), true));
+    // Its subscriber upstream goes with it, and its session at the origin.
+    drop(forwarder);
+    assert_eq!(
+        next_change(&mut upstream_changes).await,
+        ("a".into(), false)
+    );
+}

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use msg_core::Message;
 use msg_transports::Transport;
 use tokio_stream::StreamExt;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::{Error, PubSocket, PubStats, SubSocket, SubStats, SubscriptionChange};
 
@@ -69,7 +69,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// forwarder drops for a slow subscriber downstream (`downstream.dropped`) is a gap that
 /// subscriber sees in its [`SubMessage::seq`](crate::SubMessage::seq)s and its
 /// [`SubStats::missed`]. Payloads are forwarded decoded; give the publisher a compressor
-/// ([`PubSocket::with_compressor`]) to compress them again downstream.
+/// ([`PubSocket::with_compressor`]) to compress them again downstream. Dropping the
+/// forwarder stops it, and its sockets close in the background; [`close`](Self::close)
+/// waits for them.
 ///
 /// # Example
 ///
@@ -107,6 +109,8 @@ pub struct Forwarder<U: Transport, D: Transport> {
     downstream: PubSocket<D>,
     counters: Arc<Counters>,
     stop: CancellationToken,
+    /// Stops the task when the forwarder is dropped without [`close`](Forwarder::close).
+    _stop_on_drop: DropGuard,
     task: tokio::task::JoinHandle<(SubSocket<U>, Result<(), Error>)>,
 }
 
@@ -137,6 +141,7 @@ impl<U: Transport, D: Transport> Forwarder<U, D> {
         Forwarder {
             downstream,
             counters,
+            _stop_on_drop: stop.clone().drop_guard(),
             stop,
             task,
         }
