@@ -87,6 +87,7 @@ mod dial;
 mod driver;
 mod error;
 mod events;
+mod forwarder;
 #[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
 mod handoff;
@@ -110,6 +111,7 @@ pub mod ws;
 pub use backoff::Backoff;
 pub use error::Error;
 pub use events::{Events, SocketEvent, EVENT_CAPACITY};
+pub use forwarder::{Forwarder, ForwarderStats};
 pub use msg_core::Code;
 pub use msg_core::{Authenticator, Encoding, Headers, Message, SocketType};
 pub use msg_transports::{AnyTransport, Endpoint, EndpointError, Ipc, Quic, Tcp, Tls, Transport};
@@ -117,6 +119,7 @@ pub use options::{ConnectionOptions, DialOptions, ListenOptions};
 pub use publisher::{
     PubOptions, PubSocket, PubStats, Publication, PublishFuture, SlowSubscriber, SubscriberStats,
 };
+pub use publisher::{SubscriptionChange, SubscriptionChanges};
 pub use rep::{
     serve, PendingRequest, RepOptions, RepSocket, RepStats, Request, Serve, WithGracefulShutdown,
 };

@@ -260,6 +260,13 @@ impl Trie {
         }
     }
 
+    /// The patterns `id` is subscribed to, in no order: one walk of the trie.
+    pub(crate) fn patterns_of(&self, id: u64) -> Vec<String> {
+        let mut out = Vec::new();
+        patterns_below(&self.root, &mut Vec::new(), id, &mut out);
+        out
+    }
+
     /// Fills `out` with the subscribers whose patterns match `topic`, each once, sorted.
     pub(crate) fn matching(&self, topic: &str, out: &mut Vec<u64>) {
         out.clear();
@@ -317,6 +324,32 @@ fn remove_at(node: &mut Node, tokens: &[&str], id: u64) -> bool {
     }
 }
 
+/// Adds to `out` the patterns of `id` at or below `node`, whose path from the root is
+/// `path`.
+fn patterns_below<'a>(node: &'a Node, path: &mut Vec<&'a str>, id: u64, out: &mut Vec<String>) {
+    let joined = |path: &[&str], last: Option<&str>| {
+        let mut tokens = path.to_vec();
+        tokens.extend(last);
+        tokens.join(".")
+    };
+    if node.here.contains(&id) {
+        out.push(joined(path, None));
+    }
+    if node.tail.contains(&id) {
+        out.push(joined(path, Some(">")));
+    }
+    if let Some(star) = node.star.as_deref() {
+        path.push("*");
+        patterns_below(star, path, id, out);
+        path.pop();
+    }
+    for (token, child) in node.exact.iter() {
+        path.push(token);
+        patterns_below(child, path, id, out);
+        path.pop();
+    }
+}
+
 fn collect(node: &Node, mut tokens: std::str::Split<'_, char>, out: &mut Vec<u64>) {
     let Some(first) = tokens.next() else {
         out.extend_from_slice(&node.here);
@@ -363,6 +396,25 @@ mod tests {
             validate_topic(&"x".repeat(70_000)),
             Err(TopicError::TooLong(70_000))
         ));
+    }
+
+    #[test]
+    fn the_patterns_of_one_subscriber_are_found_whole() {
+        let mut trie = Trie::default();
+        for (pattern, id) in [
+            ("a.b.c", 1),
+            ("a.*.d", 1),
+            ("a.>", 1),
+            (">", 1),
+            ("a.b.c", 2),
+        ] {
+            trie.insert(pattern, id);
+        }
+        let mut found = trie.patterns_of(1);
+        found.sort();
+        assert_eq!(found, vec![">", "a.*.d", "a.>", "a.b.c"]);
+        assert_eq!(trie.patterns_of(2), vec!["a.b.c"]);
+        assert!(trie.patterns_of(3).is_empty());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! | `publication.rs` | [`Publication`], what the socket takes as a [`tower::Service`] |
 //! | `socket.rs` | [`PubSocket`], the handle: bind, publish, close, readiness |
 //! | `hub.rs` | what handles, accept loop and sessions share; a publication's way into the queues |
+//! | `interest.rs` | [`SubscriptionChanges`]: the patterns held across the subscribers, as they change |
 //! | `registry.rs` | sessions and subscriptions: changed under a lock, read as immutable snapshots |
 //! | `route.rs` | the sessions a topic goes to, cached per handle |
 //! | `queue.rs` | a subscriber's bounded queue, and the count of full ones |
@@ -19,6 +20,7 @@
 //! topic, encodes the frame's header once, and hands the frame to each session's queue.
 
 mod hub;
+mod interest;
 mod options;
 mod publication;
 mod queue;
@@ -28,6 +30,7 @@ mod session;
 mod socket;
 mod stats;
 
+pub use interest::{SubscriptionChange, SubscriptionChanges};
 pub use options::{PubOptions, SlowSubscriber};
 pub use publication::Publication;
 pub use socket::{PubSocket, PublishFuture};

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, Guard};
 
+use super::interest::{Interest, SubscriptionChanges};
 use super::queue::{lock, Session};
 use crate::topic::Trie;
 use msg_core::proto::IdMap;
@@ -98,10 +99,16 @@ impl<A> Clone for Snapshot<A> {
     }
 }
 
+/// What the next snapshot is made from, and the patterns held across the sessions.
+struct Next<A> {
+    snapshot: Snapshot<A>,
+    interest: Interest,
+}
+
 /// The sessions and subscriptions of a publisher.
 pub(crate) struct Registry<A> {
     /// What the next snapshot is made from. Only changes take this lock, never a publish.
-    next: Mutex<Snapshot<A>>,
+    next: Mutex<Next<A>>,
     /// The snapshot in force, read by publishers without a lock.
     current: ArcSwap<Snapshot<A>>,
     /// The version of `current`, set once it is swapped in: a publisher whose cached route
@@ -117,7 +124,10 @@ impl<A> Default for Registry<A> {
             sessions: Arc::default(),
         };
         Registry {
-            next: Mutex::new(empty.clone()),
+            next: Mutex::new(Next {
+                snapshot: empty.clone(),
+                interest: Interest::default(),
+            }),
             current: ArcSwap::from_pointee(empty),
             version: AtomicU64::new(0),
         }
@@ -138,10 +148,13 @@ impl<A> Registry<A> {
     }
 
     /// Makes one change to the next snapshot, then swaps it in.
-    fn change(&self, f: impl FnOnce(&mut Trie, &mut Arc<Sessions<A>>)) {
+    fn change(&self, f: impl FnOnce(&mut Trie, &mut Arc<Sessions<A>>, &mut Interest)) {
         let mut guard = lock(&self.next);
-        let next = &mut *guard;
-        f(&mut next.trie, &mut next.sessions);
+        let Next {
+            snapshot: next,
+            interest,
+        } = &mut *guard;
+        f(&mut next.trie, &mut next.sessions, interest);
         next.version += 1;
         // Swapped under the lock, so that snapshots come in the order they were made.
         self.current.store(Arc::new(next.clone()));
@@ -150,12 +163,15 @@ impl<A> Registry<A> {
 
     /// Registers a new subscriber's session.
     pub(super) fn add(&self, session: Arc<Session<A>>) {
-        self.change(|_, sessions| Arc::make_mut(sessions).insert(session));
+        self.change(|_, sessions, _| Arc::make_mut(sessions).insert(session));
     }
 
     /// Unregisters session `id` and every pattern it holds.
     pub(super) fn remove(&self, id: u64) {
-        self.change(|trie, sessions| {
+        self.change(|trie, sessions, interest| {
+            for pattern in trie.patterns_of(id) {
+                interest.remove(&pattern);
+            }
             trie.remove_all(id);
             Arc::make_mut(sessions).remove(id);
         });
@@ -169,15 +185,27 @@ impl<A> Registry<A> {
         }
         let id = subscriptions.id;
         let pending = &mut subscriptions.pending;
-        self.change(|trie, _| {
+        self.change(|trie, _, interest| {
             for (pattern, subscribe) in pending.drain() {
                 if subscribe {
-                    trie.insert(&pattern, id);
-                } else {
-                    trie.remove(&pattern, id);
+                    if trie.insert(&pattern, id) {
+                        interest.add(&pattern);
+                    }
+                } else if trie.remove(&pattern, id) {
+                    interest.remove(&pattern);
                 }
             }
         });
+    }
+
+    /// The changes to the patterns held across the sessions, from those held now on.
+    pub(super) fn watch(&self) -> SubscriptionChanges {
+        lock(&self.next).interest.watch()
+    }
+
+    /// The patterns held across the sessions now, sorted.
+    pub(super) fn patterns(&self) -> Vec<String> {
+        lock(&self.next).interest.patterns()
     }
 }
 

@@ -16,7 +16,10 @@ use tokio_util::task::TaskTracker;
 
 use super::hub::{give_way, Hub};
 use super::route::RouteCache;
-use super::{session, PubOptions, PubStats, Publication, SlowSubscriber, SubscriberStats};
+use super::{
+    session, PubOptions, PubStats, Publication, SlowSubscriber, SubscriberStats,
+    SubscriptionChanges,
+};
 use crate::accept::{accept_loop, AcceptConfig};
 use crate::admission::{self, Admission, AdmissionService, Authenticate};
 use crate::events::{EventSink, Events};
@@ -313,6 +316,43 @@ impl<T: Transport> PubSocket<T> {
             subscribers: snapshot.sessions.len(),
             subscription_changes: snapshot.version,
         }
+    }
+
+    /// The patterns its subscribers hold now, taken together (each once), sorted.
+    pub fn subscriptions(&self) -> Vec<String> {
+        self.shared.registry.patterns()
+    }
+
+    /// The changes to the patterns its subscribers hold, taken together, from those held
+    /// now on: a pattern is added when the first subscriber takes it, and removed when the
+    /// last one holding it unsubscribes or leaves. ZeroMQ's XPUB gives the same as
+    /// subscription messages; a [`Forwarder`](crate::Forwarder) subscribes upstream to
+    /// exactly these. Every clone sees the same set; see [`SubscriptionChanges`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use msg::{PubSocket, SubSocket, SubscriptionChange, Tcp};
+    /// use tokio_stream::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), msg::Error> {
+    /// let mut publisher = PubSocket::new(Tcp::default());
+    /// publisher.bind("127.0.0.1:0").await?;
+    /// let mut changes = publisher.subscription_changes();
+    ///
+    /// let mut subscriber = SubSocket::new(Tcp::default());
+    /// subscriber.connect(publisher.local_addr().unwrap()).await?;
+    /// subscriber.subscribe("prices.>").await?;
+    ///
+    /// let change = changes.next().await.unwrap();
+    /// assert_eq!((change.pattern.as_str(), change.added), ("prices.>", true));
+    /// assert_eq!(publisher.subscriptions(), vec!["prices.>"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn subscription_changes(&self) -> SubscriptionChanges {
+        self.shared.registry.watch()
     }
 
     /// The counters of each subscriber connected now.
