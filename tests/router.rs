@@ -495,3 +495,30 @@ async fn the_same_router_serves_every_transport<F: Fixture>(fixture: F) {
 }
 
 each_transport!(the_same_router_serves_every_transport);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_serves_a_connection_of_your_own_and_send_request_names_routes() {
+    use msg::conn::{client, server};
+    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(server::serve_connection(
+        server_io,
+        "in-process",
+        Router::new().route("users.get", get_user),
+    ));
+    let (sender, conn) = within(client::handshake(client_io, msg::ReqOptions::default()))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    assert_eq!(
+        within(sender.request_to("users.get", "5")).await.unwrap(),
+        "user 5"
+    );
+    assert_eq!(
+        remote_code(within(sender.request_to("users.put", "5")).await),
+        Code::NotFound
+    );
+    let err = within(sender.request_to("x".repeat(300), "5"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidRoute(_)), "{err:?}");
+}

@@ -4,7 +4,8 @@
 //!
 //! Timeouts, retries, concurrency limits and tracing are tower layers stacked on a socket,
 //! the way they are on a tonic channel or an axum router; the server side runs any
-//! `tower::Service` through [`serve`].
+//! `tower::Service` through [`serve`], or a [`Router`] of plain async handlers, one per
+//! route a request names.
 //!
 //! # Example
 //!
