@@ -46,7 +46,7 @@ pub type Reply = Result<Message, Status>;
 ///         _ => Err(UserError::NoSuchUser(id.parse().unwrap_or(0))),
 ///     }
 /// }
-/// let router = msg::Router::new().route("users.get", get_user);
+/// let router: msg::Router = msg::Router::new().route("users.get", get_user);
 /// # let _ = router;
 /// ```
 pub trait IntoReply {
