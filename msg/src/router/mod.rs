@@ -63,7 +63,9 @@
 //!
 //! Finding the route is one hash lookup with the route the request carries, which shares
 //! the connection's read buffer: no allocation. A handler's call is one boxed future; each
-//! layer given to [`Router::layer`] or [`Router::route_layer`] adds one more.
+//! layer given to [`Router::layer`] or [`Router::route_layer`] adds one more. The peer's
+//! address is kept as it is for TCP, TLS and QUIC (a `SocketAddr`); another transport's
+//! (IPC's path) is shared behind an `Arc`, one allocation per request (see [`AnyPeer`]).
 
 mod extensions;
 pub mod extract;
