@@ -15,7 +15,7 @@ use msg::{
     Tcp,
 };
 use msg_tests::fixture::Fixture;
-use msg_tests::{each_transport, within};
+use msg_tests::{answered_again, each_transport, encode, read_frame_buffered, within};
 use tokio::sync::mpsc;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
@@ -521,4 +521,66 @@ async fn a_router_serves_a_connection_of_your_own_and_send_request_names_routes(
         .await
         .unwrap_err();
     assert!(matches!(err, Error::InvalidRoute(_)), "{err:?}");
+}
+
+/// A server from before routes, as the wire sees it: it welcomes a req client and echoes
+/// its requests, and at a request with a topic (a route) its header check fails, and it
+/// closes the connection, as such a server does on any protocol error.
+async fn server_from_before_routes() -> SocketAddr {
+    use msg::wire::{welcome_frame, FrameKind, HEADER_LEN};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = bytes::BytesMut::new();
+                if read_frame_buffered(&mut stream, &mut buf).await.is_none() {
+                    return;
+                }
+                let welcome = encode(welcome_frame(msg::SocketType::Rep));
+                if stream.write_all(&welcome).await.is_err() {
+                    return;
+                }
+                loop {
+                    while buf.len() < HEADER_LEN {
+                        match stream.read_buf(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                    }
+                    if buf[6..8] != [0, 0] {
+                        // "bad topic: this frame kind carries no topic": closed.
+                        return;
+                    }
+                    let Some(frame) = read_frame_buffered(&mut stream, &mut buf).await else {
+                        return;
+                    };
+                    if frame.kind == FrameKind::Request {
+                        let reply =
+                            msg::wire::Frame::new(FrameKind::Response, frame.id, frame.payload);
+                        if stream.write_all(&encode(reply)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routed_request_to_a_server_from_before_routes_fails_at_once_and_the_client_comes_back() {
+    let addr = server_from_before_routes().await;
+    let mut req = ReqSocket::new(Tcp::default());
+    within(req.connect(addr)).await.unwrap();
+    assert_eq!(
+        within(req.request(Bytes::from("plain"))).await.unwrap(),
+        "plain"
+    );
+    let err = within(req.request_to("users.get", "1")).await.unwrap_err();
+    assert!(matches!(err, Error::ConnectionClosed), "{err:?}");
+    // The client redials, and requests without a route are served as before.
+    answered_again(&req, "again").await;
 }
