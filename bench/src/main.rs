@@ -33,7 +33,9 @@
 //! throughput alone (2 M requests; `--size N` for another size), `--profile tcp|tls|quic|ipc` `msg`'s 1 KiB throughput
 //! over that transport (1 M requests), and `--profile pubsub-SIZE` msg's pub/sub with the
 //! waiting policy, one subscriber, for 3 s, and `--profile layer-ROW` one row of `--layers`
-//! (`layer-bare`, `layer-trace`, `layer-metrics`...; 1 M requests, observers installed). Built with
+//! (`layer-bare`, `layer-trace`, `layer-metrics`...; 1 M requests, observers installed), and
+//! `--profile router` a `msg::Router` (one route, a fallback) against `serve` with a bare
+//! `service_fn`, 64 B, medians of 5 runs of each, alternating. Built with
 //! `RUSTFLAGS="--cfg tokio_unstable"`, it also prints tokio's per-worker metrics.
 
 mod baseline;
@@ -45,6 +47,7 @@ mod load;
 mod msg_rs;
 mod open_loop;
 mod pubsub;
+mod router;
 mod soak;
 mod transports;
 mod zmq;
@@ -209,6 +212,19 @@ fn main() {
             throughput_requests: 2_000_000,
             ..plan
         };
+        if name == "router" {
+            // The Router against a bare `service_fn`, 64 B, alternating, medians of 5.
+            let (mut bare, mut routed) = (Vec::new(), Vec::new());
+            for _ in 0..5 {
+                bare.push(run_on_workers(router::rate(false, 64, 500_000)));
+                routed.push(run_on_workers(router::rate(true, 64, 500_000)));
+            }
+            let (bare, routed) = (median(bare, |r| *r), median(routed, |r| *r));
+            println!("serve + service_fn: {bare:.0} req/s");
+            println!("serve + Router (one route, a fallback): {routed:.0} req/s");
+            println!("Router / service_fn: {:.3}x", routed / bare);
+            return;
+        }
         if let Some(row) = name.strip_prefix("layer-") {
             layers::install_observers();
             let rate = run_on_workers(layers::row(row.to_owned(), 1024, 1_000_000));

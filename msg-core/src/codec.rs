@@ -407,7 +407,7 @@ mod tests {
             codec.decode(&mut magic),
             Err(FrameError::BadMagic { .. })
         ));
-        let mut topic = raw_header(FrameKind::Request as u8, 1, 0);
+        let mut topic = raw_header(FrameKind::Response as u8, 1, 0);
         assert!(matches!(
             codec.decode(&mut topic),
             Err(FrameError::BadTopic(_))

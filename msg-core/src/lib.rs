@@ -35,6 +35,7 @@ mod error;
 mod heartbeat;
 mod message;
 pub mod proto;
+mod route;
 pub mod wire;
 mod write_buf;
 
@@ -44,5 +45,6 @@ pub use codec::{FrameCodec, DEFAULT_MAX_FRAME_LEN};
 pub use error::FrameError;
 pub use heartbeat::{Beat, Heartbeat, HeartbeatConfig};
 pub use message::{Encoding, Headers, Message};
+pub use route::{IntoRoute, Route, RouteError, MAX_ROUTE_LEN};
 pub use wire::{Frame, FrameKind, SocketType};
 pub use write_buf::{SharedHead, WriteBuf, COPY_THRESHOLD, MAX_IO_SLICES};

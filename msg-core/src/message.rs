@@ -4,6 +4,8 @@ use std::fmt;
 
 use bytes::Bytes;
 
+use crate::Route;
+
 /// How a message payload is encoded on the wire.
 ///
 /// The encoding travels in every frame header, so a receiver knows how to decode a payload
@@ -97,11 +99,15 @@ impl fmt::Display for Encoding {
 ///
 /// Layers read and change them: a compression layer sets [`encoding`](Self::encoding) after
 /// it compresses the payload, and the receiving socket reads it back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct Headers {
     /// How the payload is encoded. Default: [`Encoding::IDENTITY`].
     pub encoding: Encoding,
+    /// The operation a request asks for, which a server's router dispatches on; `None`
+    /// goes to its fallback. Carried by requests only: a reply or a publication does not
+    /// send it. Default: `None`.
+    pub route: Option<Route>,
 }
 
 /// A message: [`Headers`] and a [`Bytes`] payload.
@@ -186,6 +192,33 @@ impl Message {
     /// Returns the message with its encoding set.
     pub fn with_encoding(mut self, encoding: Encoding) -> Self {
         self.headers.encoding = encoding;
+        self
+    }
+
+    /// The route the request names, if any (see [`Headers::route`]).
+    pub fn route(&self) -> Option<&Route> {
+        self.headers.route.as_ref()
+    }
+
+    /// Sets or clears the route the request names.
+    pub fn set_route(&mut self, route: Option<Route>) {
+        self.headers.route = route;
+    }
+
+    /// Returns the message naming `route`: sent as a request, it goes to the server
+    /// router's handler for that route (the tower way to say what
+    /// `ReqSocket::request_to` says).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use msg::{Message, Route};
+    ///
+    /// let msg = Message::from("42").with_route(Route::from_static("users.get"));
+    /// assert_eq!(msg.route().unwrap(), "users.get");
+    /// ```
+    pub fn with_route(mut self, route: Route) -> Self {
+        self.headers.route = Some(route);
         self
     }
 }

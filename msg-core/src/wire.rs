@@ -17,6 +17,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+pub use crate::route::MAX_ROUTE_LEN;
 use crate::{Code, Encoding, FrameError};
 
 /// The two bytes every frame starts with: `"ms"`.
@@ -89,12 +90,38 @@ impl FrameKind {
         }
     }
 
-    /// Whether frames of this kind carry a topic.
+    /// Whether frames of this kind carry a topic: a pattern, a publication's topic, or a
+    /// request's route.
     pub const fn has_topic(self) -> bool {
         matches!(
             self,
-            FrameKind::Subscribe | FrameKind::Unsubscribe | FrameKind::Publish
+            FrameKind::Subscribe | FrameKind::Unsubscribe | FrameKind::Publish | FrameKind::Request
         )
+    }
+
+    /// The longest topic a frame of this kind carries: [`MAX_ROUTE_LEN`] for a request's
+    /// route, [`MAX_TOPIC_LEN`] for pub/sub's topics and patterns, `0` for the others.
+    pub const fn max_topic_len(self) -> usize {
+        match self {
+            FrameKind::Request => MAX_ROUTE_LEN,
+            kind if kind.has_topic() => MAX_TOPIC_LEN,
+            _ => 0,
+        }
+    }
+
+    /// Checks a topic's length for this kind.
+    const fn check_topic(self, len: usize) -> Result<(), FrameError> {
+        if len == 0 || len <= self.max_topic_len() {
+            Ok(())
+        } else if !self.has_topic() {
+            Err(FrameError::BadTopic("this frame kind carries no topic"))
+        } else if matches!(self, FrameKind::Request) {
+            Err(FrameError::BadTopic(
+                "a request's route is longer than 255 bytes",
+            ))
+        } else {
+            Err(FrameError::BadTopic("longer than 65535 bytes"))
+        }
     }
 
     /// All kinds, in code order.
@@ -186,7 +213,8 @@ impl Header {
     ///
     /// [`FrameError::BadMagic`], [`FrameError::UnsupportedVersion`],
     /// [`FrameError::UnknownKind`], [`FrameError::ReservedFlags`], or
-    /// [`FrameError::BadTopic`] for a topic on a kind that carries none.
+    /// [`FrameError::BadTopic`] for a topic on a kind that carries none, or one longer than
+    /// the kind carries (a request's route: [`MAX_ROUTE_LEN`]).
     pub fn decode(src: &[u8; HEADER_LEN]) -> Result<Header, FrameError> {
         let magic = u16::from_be_bytes([src[0], src[1]]);
         if magic != MAGIC {
@@ -204,9 +232,8 @@ impl Header {
         }
         let encoding = Encoding::from_code(src[5]);
         let topic_len = u16::from_be_bytes([src[6], src[7]]);
-        if topic_len != 0 && !kind.has_topic() {
-            return Err(FrameError::BadTopic("this frame kind carries no topic"));
-        }
+        // Before anything is reserved for the body: a route's bound is far below a frame's.
+        kind.check_topic(topic_len as usize)?;
         let mut id = [0u8; 8];
         id.copy_from_slice(&src[8..16]);
         let payload_len = u32::from_be_bytes([src[16], src[17], src[18], src[19]]);
@@ -281,9 +308,7 @@ pub fn header_for(
     payload_len: usize,
     max_frame_len: usize,
 ) -> Result<Header, FrameError> {
-    if topic_len != 0 && !kind.has_topic() {
-        return Err(FrameError::BadTopic("this frame kind carries no topic"));
-    }
+    kind.check_topic(topic_len)?;
     let topic_len =
         u16::try_from(topic_len).map_err(|_| FrameError::BadTopic("longer than 65535 bytes"))?;
     let body = topic_len as u64 + payload_len as u64;
@@ -500,7 +525,11 @@ mod tests {
             Err(FrameError::TooLarge { len: 101, max: 100 })
         ));
         assert!(matches!(
-            header_for(FrameKind::Request, Encoding::IDENTITY, 1, 1, 0, 100),
+            header_for(FrameKind::Response, Encoding::IDENTITY, 1, 1, 0, 100),
+            Err(FrameError::BadTopic(_))
+        ));
+        assert!(matches!(
+            header_for(FrameKind::Request, Encoding::IDENTITY, 1, 256, 0, 1000),
             Err(FrameError::BadTopic(_))
         ));
         assert!(matches!(

@@ -412,7 +412,7 @@ mod tests {
             Err(FrameError::TooLarge { len: 11, max: 10 })
         ));
         let err = SharedHead::new(
-            FrameKind::Request,
+            FrameKind::Response,
             Encoding::IDENTITY,
             Bytes::from_static(b"t"),
             1,

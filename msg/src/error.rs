@@ -141,6 +141,9 @@ pub enum Error {
     Decompress(msg_layers::compression::DecompressError),
     /// A topic or subscription pattern is not valid.
     InvalidTopic(crate::topic::TopicError),
+    /// A request's route is not valid (empty, or longer than
+    /// [`MAX_ROUTE_LEN`](crate::MAX_ROUTE_LEN)); nothing was sent.
+    InvalidRoute(msg_core::RouteError),
     /// `call` was used without a successful `poll_ready` first.
     NotReady,
     /// A layer of the service stack failed with an error of its own (not a socket's).
@@ -210,6 +213,7 @@ impl fmt::Display for Error {
             }
             Error::Decompress(_) => f.write_str("could not decode the payload"),
             Error::InvalidTopic(e) => write!(f, "invalid topic: {e}"),
+            Error::InvalidRoute(e) => write!(f, "invalid route: {e}"),
             Error::NotReady => f.write_str("service called before it was ready"),
             Error::Layer(_) => f.write_str("layer failed"),
             Error::PolledAfterCompletion => f.write_str("future polled after it completed"),
@@ -228,10 +232,17 @@ impl std::error::Error for Error {
             Error::Protocol(e) => Some(e),
             Error::Decompress(e) => Some(e),
             Error::InvalidTopic(e) => Some(e),
+            Error::InvalidRoute(e) => Some(e),
             Error::Layer(e) => Some(&**e),
             Error::NotConnected { last: Some(last) } => Some(&**last),
             _ => None,
         }
+    }
+}
+
+impl From<msg_core::RouteError> for Error {
+    fn from(e: msg_core::RouteError) -> Self {
+        Error::InvalidRoute(e)
     }
 }
 
@@ -270,6 +281,7 @@ const KIND_NAMES: [&str; Error::KINDS] = [
     "already_connected",
     "not_processed",
     "not_msg",
+    "invalid_route",
 ];
 
 impl Error {
@@ -279,7 +291,7 @@ impl Error {
     }
 
     /// How many variants there are: the length of [`KIND_NAMES`].
-    pub(crate) const KINDS: usize = 27;
+    pub(crate) const KINDS: usize = 28;
 
     /// The variant's place in [`KIND_NAMES`].
     pub(crate) fn kind_index(&self) -> usize {
@@ -311,6 +323,7 @@ impl Error {
             Error::AlreadyConnected => 24,
             Error::NotProcessed => 25,
             Error::NotMsg { .. } => 26,
+            Error::InvalidRoute(_) => 27,
         }
     }
 

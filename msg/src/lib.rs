@@ -4,7 +4,8 @@
 //!
 //! Timeouts, retries, concurrency limits and tracing are tower layers stacked on a socket,
 //! the way they are on a tonic channel or an axum router; the server side runs any
-//! `tower::Service` through [`serve`].
+//! `tower::Service` through [`serve`], or a [`Router`] of plain async handlers, one per
+//! route a request names.
 //!
 //! # Example
 //!
@@ -101,6 +102,7 @@ mod publisher;
 mod rep;
 mod req;
 pub mod retry;
+pub mod router;
 mod slots;
 mod status;
 mod subscriber;
@@ -113,7 +115,10 @@ pub use error::Error;
 pub use events::{Events, SocketEvent, EVENT_CAPACITY};
 pub use forwarder::{Forwarder, ForwarderStats};
 pub use msg_core::Code;
-pub use msg_core::{Authenticator, Encoding, Headers, Message, SocketType};
+pub use msg_core::{
+    Authenticator, Encoding, Headers, IntoRoute, Message, Route, RouteError, SocketType,
+    MAX_ROUTE_LEN,
+};
 pub use msg_transports::{AnyTransport, Endpoint, EndpointError, Ipc, Quic, Tcp, Tls, Transport};
 pub use options::{ConnectionOptions, DialOptions, ListenOptions};
 pub use publisher::{
@@ -124,6 +129,11 @@ pub use rep::{
     serve, PendingRequest, RepOptions, RepSocket, RepStats, Request, Serve, WithGracefulShutdown,
 };
 pub use req::{Pipeline, ReqOptions, ReqSocket, ReqStats, ResponseFuture};
+pub use router::extract;
+pub use router::reply::{self, IntoReply};
+#[cfg(feature = "json")]
+pub use router::Json;
+pub use router::{Extensions, Router};
 pub use status::Status;
 pub use subscriber::{SubMessage, SubOptions, SubSocket, SubStats};
 

@@ -200,7 +200,8 @@ impl Link {
         self.wbuf.push(kind, encoding, id, topic, payload)
     }
 
-    /// Queues `msg` as a frame of `kind`: the one Message-to-Frame conversion.
+    /// Queues `msg` as a frame of `kind`: the one Message-to-Frame conversion. A request
+    /// carries the message's route in its topic field; other kinds carry none.
     #[inline]
     pub fn queue_message(
         &mut self,
@@ -208,7 +209,12 @@ impl Link {
         id: u64,
         msg: &Message,
     ) -> Result<(), FrameError> {
-        self.wbuf.push(kind, msg.encoding(), id, b"", msg.payload())
+        let route: &[u8] = match msg.route() {
+            Some(route) if kind == FrameKind::Request => route.as_bytes(),
+            _ => b"",
+        };
+        self.wbuf
+            .push(kind, msg.encoding(), id, route, msg.payload())
     }
 
     /// Queues a whole frame.

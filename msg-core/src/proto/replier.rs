@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use super::{unexpected, Link};
 use crate::wire::error_response_encoding;
-use crate::{Code, Frame, FrameError, FrameKind, Message};
+use crate::{Code, Frame, FrameError, FrameKind, Message, Route};
 
 /// What a client sent.
 #[derive(Debug)]
@@ -39,18 +39,28 @@ impl Replier {
         Replier { _private: () }
     }
 
-    /// What a received frame asks for.
+    /// What a received frame asks for. A request's route, if it names one, is in its
+    /// message's headers.
     ///
     /// # Errors
     ///
-    /// A frame a replier never receives.
+    /// A frame a replier never receives, or a request whose route is not UTF-8.
     #[inline]
     pub fn receive(&mut self, frame: Frame) -> Result<Incoming, FrameError> {
         match frame.kind {
-            FrameKind::Request => Ok(Incoming::Request {
-                id: frame.id,
-                msg: Message::new(frame.payload).with_encoding(frame.encoding),
-            }),
+            FrameKind::Request => {
+                let mut msg = Message::new(frame.payload).with_encoding(frame.encoding);
+                if !frame.topic.is_empty() {
+                    // Its length was checked with the header, before the body was read.
+                    let route =
+                        Route::from_wire(frame.topic).map_err(|_| FrameError::Malformed {
+                            kind: "request",
+                            reason: "its route is not UTF-8",
+                        })?;
+                    msg.set_route(Some(route));
+                }
+                Ok(Incoming::Request { id: frame.id, msg })
+            }
             FrameKind::Cancel => Ok(Incoming::Cancel { id: frame.id }),
             kind => Err(unexpected(kind)),
         }
@@ -183,5 +193,100 @@ mod tests {
             .respond(1, &Message::from("too long"), &mut link)
             .is_err());
         assert_eq!(link.queued_len(), 0);
+    }
+
+    /// What `link` queued, as raw bytes.
+    fn wire(link: &mut Link) -> BytesMut {
+        BytesMut::from(&link.take_transmit()[..])
+    }
+
+    #[test]
+    fn a_request_carries_its_route_in_the_topic_field_and_a_reply_carries_none() {
+        use super::super::{Caller, Requester};
+        let (mut client, mut server) = (Link::new(1024), Link::new(1024));
+        let (mut req, mut rep) = (Requester::new(), Replier::new());
+        let caller = Caller {
+            slot: 0,
+            generation: 1,
+        };
+        let msg = Message::from("42").with_route(Route::from_static("users.get"));
+        req.send(caller, &msg, &mut client).unwrap();
+        let mut bytes = wire(&mut client);
+        assert_eq!(
+            &bytes[6..8],
+            &9u16.to_be_bytes(),
+            "topic len is the route's"
+        );
+        let frame = server.decode(&mut bytes).unwrap().unwrap();
+        let Ok(Incoming::Request { id, msg }) = rep.receive(frame) else {
+            panic!("a request")
+        };
+        assert_eq!(msg.route().unwrap(), "users.get");
+        assert_eq!(msg.payload(), "42");
+        // Echoing the routed message back: the response goes without the route.
+        rep.respond(id, &msg, &mut server).unwrap();
+        let bytes = wire(&mut server);
+        assert_eq!(&bytes[6..8], &[0, 0]);
+        // No route: no topic, and none on arrival.
+        req.send(caller, &Message::from("x"), &mut client).unwrap();
+        let frame = server.decode(&mut wire(&mut client)).unwrap().unwrap();
+        let Ok(Incoming::Request { msg, .. }) = rep.receive(frame) else {
+            panic!("a request")
+        };
+        assert!(msg.route().is_none());
+    }
+
+    #[test]
+    fn a_route_over_the_limit_is_refused_from_the_header_before_its_body_arrives() {
+        let mut head = crate::wire::header_for(
+            FrameKind::Request,
+            crate::Encoding::IDENTITY,
+            1,
+            0,
+            10,
+            1024,
+        )
+        .unwrap()
+        .to_bytes();
+        head[6..8].copy_from_slice(&256u16.to_be_bytes());
+        // Only the header has arrived: the route's length is refused already.
+        let mut bytes = BytesMut::from(&head[..]);
+        let mut server = Link::new(1 << 20);
+        assert!(matches!(
+            server.decode(&mut bytes),
+            Err(FrameError::BadTopic(_))
+        ));
+        // And a sender refuses to queue one.
+        let mut link = Link::new(1 << 20);
+        assert!(matches!(
+            link.queue(
+                FrameKind::Request,
+                crate::Encoding::IDENTITY,
+                1,
+                &[b'x'; 256],
+                &Bytes::new()
+            ),
+            Err(FrameError::BadTopic(_))
+        ));
+        // 255 is the limit, and passes.
+        assert!(link
+            .queue(
+                FrameKind::Request,
+                crate::Encoding::IDENTITY,
+                1,
+                &[b'x'; 255],
+                &Bytes::new()
+            )
+            .is_ok());
+    }
+
+    #[test]
+    fn a_route_that_is_not_utf8_breaks_the_protocol() {
+        let mut frame = Frame::new(FrameKind::Request, 1, Bytes::from("x"));
+        frame.topic = Bytes::from_static(b"\xff\xfe");
+        assert!(matches!(
+            Replier::new().receive(frame),
+            Err(FrameError::Malformed { .. })
+        ));
     }
 }

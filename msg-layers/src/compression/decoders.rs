@@ -48,7 +48,10 @@ impl Decoders {
             return Ok(msg);
         }
         let plain = self.decompress(encoding, msg.payload(), limit)?;
-        Ok(Message::new(Bytes::from(plain)))
+        // The other headers (a request's route) stay as they came.
+        let mut msg = msg;
+        *msg.payload_mut() = Bytes::from(plain);
+        Ok(msg.with_encoding(Encoding::IDENTITY))
     }
 
     /// Decompresses a payload of `encoding`.

@@ -74,7 +74,10 @@ impl Codec {
         match self.compressor.compress(msg.payload()) {
             Ok(packed) if packed.len() < msg.payload().len() => {
                 ratio.record(packed.len() as f64 / msg.payload().len() as f64);
-                Message::new(Bytes::from(packed)).with_encoding(encoding)
+                // The other headers (a request's route) go as they are.
+                let mut msg = msg;
+                *msg.payload_mut() = Bytes::from(packed);
+                msg.with_encoding(encoding)
             }
             _ => {
                 skipped.increment(1);

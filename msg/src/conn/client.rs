@@ -212,6 +212,22 @@ impl SendRequest {
         req::checked_payload(req::with_timeout(self.timeout, send).await?)
     }
 
+    /// Sends `payload` as a request to `route` and waits for its reply, as
+    /// [`ReqSocket::request_to`](crate::ReqSocket::request_to) does.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRoute`] for a route that is empty or too long (nothing is sent);
+    /// otherwise as [`request`](Self::request).
+    pub async fn request_to(
+        &self,
+        route: impl msg_core::IntoRoute,
+        payload: impl Into<Bytes>,
+    ) -> Result<Bytes, Error> {
+        let send = self.send(Message::new(payload).with_route(route.into_route()?));
+        req::checked_payload(req::with_timeout(self.timeout, send).await?)
+    }
+
     /// Sends a message and waits for the reply message, headers included.
     ///
     /// # Errors

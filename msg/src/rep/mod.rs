@@ -154,17 +154,49 @@ pub struct RepStats {
 }
 
 /// A request as a handler given to [`serve`](crate::serve) sees it: the message and the
-/// address of the peer that sent it.
+/// address of the peer that sent it, and the [`Extensions`](crate::Extensions) layers
+/// attach to it on its way to the handler.
 #[derive(Debug, Clone)]
 pub struct Request<A = SocketAddr> {
     msg: Message,
     peer: A,
+    extensions: crate::Extensions,
 }
 
 impl<A> Request<A> {
     /// Makes a request, as a socket does when one arrives; useful to test handlers.
     pub fn new(msg: Message, peer: A) -> Self {
-        Request { msg, peer }
+        Request {
+            msg,
+            peer,
+            extensions: crate::Extensions::new(),
+        }
+    }
+
+    /// The values layers attached to the request for the handler (a
+    /// [`Router`](crate::Router)'s handlers read them with
+    /// [`Extension`](crate::extract::Extension)); none when it arrives.
+    pub fn extensions(&self) -> &crate::Extensions {
+        &self.extensions
+    }
+
+    /// The values attached to the request, to add to in a layer.
+    pub fn extensions_mut(&mut self) -> &mut crate::Extensions {
+        &mut self.extensions
+    }
+
+    /// Splits the request into its message, its peer's address and its extensions.
+    pub fn into_parts(self) -> (Message, A, crate::Extensions) {
+        (self.msg, self.peer, self.extensions)
+    }
+
+    /// The request with its peer address changed by `f`, the rest kept.
+    pub fn map_peer<B>(self, f: impl FnOnce(A) -> B) -> Request<B> {
+        Request {
+            msg: self.msg,
+            peer: f(self.peer),
+            extensions: self.extensions,
+        }
     }
 
     /// The request's payload: the book's name for [`payload`](Self::payload), the same

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use msg_core::{Message, SocketType, DEFAULT_MAX_FRAME_LEN};
+use msg_core::{IntoRoute, Message, SocketType, DEFAULT_MAX_FRAME_LEN};
 use msg_layers::compression::{Codec, Compressor, Decoders, DEFAULT_MIN_LEN};
 use msg_transports::Transport;
 use tokio_util::sync::CancellationToken;
@@ -672,6 +672,48 @@ impl<T: Transport> ReqSocket<T> {
     /// [`Error::UnsupportedEncoding`] for a reply whose encoding no layer decoded.
     pub async fn request(&self, payload: Bytes) -> Result<Bytes, Error> {
         let send = self.send(Message::new(payload));
+        checked_payload(with_timeout(self.options.timeout, send).await?)
+    }
+
+    /// Sends `payload` as a request to `route` and waits for its reply: the server's
+    /// [`Router`](crate::Router) runs the handler of that route. As
+    /// [`request`](Self::request) otherwise.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use msg::{serve, Code, Error, RepSocket, ReqSocket, Router, Tcp};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Error> {
+    /// let mut rep = RepSocket::new(Tcp::default());
+    /// rep.bind("127.0.0.1:0").await?;
+    /// let addr = rep.local_addr().unwrap();
+    /// let router = Router::new().route("users.get", |id: String| async move { format!("user {id}") });
+    /// tokio::spawn(serve(rep, router));
+    ///
+    /// let mut req = ReqSocket::new(Tcp::default());
+    /// req.connect(addr).await?;
+    /// assert_eq!(req.request_to("users.get", "7").await?, "user 7");
+    /// let err = req.request_to("users.delete", "7").await.unwrap_err();
+    /// assert!(matches!(err, Error::Remote { code: Code::NotFound, .. }));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRoute`] for a route that is empty or longer than
+    /// [`MAX_ROUTE_LEN`](crate::MAX_ROUTE_LEN) (nothing is sent); [`Error::Remote`] with
+    /// [`Code::NotFound`](crate::Code::NotFound) from a router that has no such route and
+    /// no fallback; otherwise as [`request`](Self::request).
+    pub async fn request_to(
+        &self,
+        route: impl IntoRoute,
+        payload: impl Into<Bytes>,
+    ) -> Result<Bytes, Error> {
+        let msg = Message::new(payload).with_route(route.into_route()?);
+        let send = self.send(msg);
         checked_payload(with_timeout(self.options.timeout, send).await?)
     }
 
