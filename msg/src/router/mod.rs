@@ -253,7 +253,10 @@ where
 
 /// The routes of a router whose state is given: what it serves with.
 struct Table {
-    routes: HashMap<Box<str>, RouteService>,
+    /// Hashed with FxHash, not the default SipHash: the keys are the server's own routes,
+    /// fixed once the table is made, so a client choosing what it asks for cannot make
+    /// the table degrade, and a short route hashes in a few instructions.
+    routes: rustc_hash::FxHashMap<Box<str>, RouteService>,
     /// Fallbacks of nested routers, by prefix (with its dot): for unknown routes under it.
     nested: Vec<(Box<str>, RouteService)>,
     fallback: RouteService,
