@@ -13,10 +13,9 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::routing::get;
 use bytes::Bytes;
-use msg::{RepSocket, ReqSocket, Request, Tcp};
+use msg::{RepSocket, ReqSocket, Router, Tcp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
-use tower::{service_fn, BoxError};
 
 /// What both servers share.
 #[derive(Clone, Default)]
@@ -33,6 +32,11 @@ impl AppState {
 /// The HTTP side: `GET /visit`.
 async fn http_visit(State(state): State<AppState>) -> String {
     format!("visit {} (over HTTP)", state.visit())
+}
+
+/// The msg side: the route `visit`, with the same state through msg's own extractor.
+async fn msg_visit(msg::extract::State(state): msg::extract::State<AppState>) -> String {
+    format!("visit {} (over msg)", state.visit())
 }
 
 #[tokio::main]
@@ -52,24 +56,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .into_future(),
     );
 
-    // msg, on a RepSocket, with the same state.
+    // msg, a Router on a RepSocket, with the same state.
     let mut rep = RepSocket::new(Tcp::default());
     rep.bind("127.0.0.1:0").await?;
     let msg_addr = rep.local_addr().expect("bound");
-    let msg_state = state.clone();
-    let handler = service_fn(move |_req: Request<SocketAddr>| {
-        let state = msg_state.clone();
-        async move { Ok::<_, BoxError>(Bytes::from(format!("visit {} (over msg)", state.visit()))) }
-    });
+    let router = Router::new()
+        .route("visit", msg_visit)
+        .with_state(state.clone());
     let msg = tokio::spawn(
-        msg::serve(rep, handler).with_graceful_shutdown(shutdown.clone().cancelled_owned()),
+        msg::serve(rep, router).with_graceful_shutdown(shutdown.clone().cancelled_owned()),
     );
 
     // One call to each.
     println!("{}", http_get(http_addr, "/visit").await?);
     let mut req = ReqSocket::new(Tcp::default());
     req.connect(msg_addr).await?;
-    let reply = req.request(Bytes::new()).await?;
+    let reply = req.request_to("visit", Bytes::new()).await?;
     println!("{}", String::from_utf8_lossy(&reply));
 
     // A program would do this on Ctrl-C (`tokio::signal::ctrl_c()`): one signal, both
