@@ -1,5 +1,5 @@
-//! Benchmarks `msg` side by side with a plain-tokio baseline and the `zeromq` crate, on
-//! loopback, in one run.
+//! Benchmarks `msg` side by side with a plain-tokio baseline and the `zeromq` and `omq`
+//! crates, on loopback, in one run.
 //!
 //! Workloads (each repeated `--runs` times, default 3, and the median reported):
 //! - latency: 64 B echo with one request outstanding, 20,000 round trips after 2,000
@@ -27,6 +27,10 @@
 //! Every measurement gets a fresh tokio multi-thread runtime with 2 workers, client and
 //! server in one process.
 //!
+//! The peers: the `zeromq` crate and `omq` (`omq-tokio`), each with a row in the latency,
+//! throughput and pub/sub tables; omq as REQ to REP for latency, DEALER to ROUTER for
+//! throughput, and PUB to SUB with `xpub_nodrop` (lossless).
+//!
 //! Run with `cargo run --release -p msg-bench`; `--runs N` and `--quick` change the effort,
 //! `BENCH_WORKERS=N` the number of workers, `--reqrep`, `--pubsub` and `--transports` run
 //! those sections alone. For a profiler, `--profile SYSTEM` runs one system's 64 B
@@ -37,6 +41,8 @@
 //! `--profile router` a `msg::Router` (one route, a fallback) against `serve` with a bare
 //! `service_fn`, 64 B, medians of 5 runs of each, alternating. Built with
 //! `RUSTFLAGS="--cfg tokio_unstable"`, it also prints tokio's per-worker metrics.
+//! `--profile omq` is omq's throughput (`--size N` too), `--profile omq-pubsub-SIZE` its
+//! lossless pub/sub to one subscriber for 3 s, `--profile omq-latency` its latency row.
 
 mod baseline;
 mod codecs;
@@ -45,6 +51,7 @@ mod growth;
 mod layers;
 mod load;
 mod msg_rs;
+mod omq;
 mod open_loop;
 mod pubsub;
 mod router;
@@ -231,6 +238,36 @@ fn main() {
             println!("{name}: {rate:.0} req/s");
             return;
         }
+        if name == "omq-latency" {
+            // omq's row of the latency table alone: REQ to REP, 64 B, one outstanding.
+            let l = run_on_workers(<omq::Omq as System>::latency(plan, 64));
+            println!(
+                "omq latency 64 B: p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs",
+                us(l.p50),
+                us(l.p99),
+                us(l.p999)
+            );
+            return;
+        }
+        if let Some(size) = name
+            .strip_prefix("omq-pubsub-")
+            .and_then(|s| s.parse::<usize>().ok())
+        {
+            let plan = pubsub::PubSubPlan {
+                size,
+                subscribers: 1,
+                duration: Duration::from_secs(3),
+            };
+            let r = run_on_workers(pubsub::omq(plan));
+            println!(
+                "omq pub/sub {size} B: {:.0} msg/s, {:.1} MB/s, {} of {} received",
+                r.received as f64 / r.secs,
+                r.received as f64 * size as f64 / r.secs / 1e6,
+                r.received,
+                r.published
+            );
+            return;
+        }
         if let Some(size) = name
             .strip_prefix("pubsub-")
             .and_then(|s| s.parse::<usize>().ok())
@@ -257,6 +294,7 @@ fn main() {
         let rate = match name {
             "baseline" => measure_throughput::<baseline::Baseline>(plan, size, 1),
             "zeromq" => measure_throughput::<zmq::Zmq>(plan, size, 1),
+            "omq" => measure_throughput::<omq::Omq>(plan, size, 1),
             "msg/fu" => measure_throughput::<msg_rs::MsgUnordered>(plan, size, 1),
             "msg/tasks" => measure_throughput::<msg_rs::MsgTasks>(plan, size, 1),
             "msg/sized" => run_on_workers(growth::reqrep_size(size)),
@@ -292,6 +330,7 @@ fn main() {
             "baseline" => run_on_workers(pubsub::baseline(plan)),
             "msg" => run_on_workers(pubsub::msg_dropping(plan)),
             "msg-wait" => run_on_workers(pubsub::msg_waiting(plan)),
+            "omq" => run_on_workers(pubsub::omq(plan)),
             _ => run_on_workers(pubsub::zeromq(plan)),
         };
         println!("{}", run.to_line());
@@ -440,6 +479,7 @@ fn reqrep_section(plan: Plan, runs: usize) {
             measure_latency::<msg_rs::Msg>(plan, runs),
         ),
         (zmq::Zmq::NAME, measure_latency::<zmq::Zmq>(plan, runs)),
+        (omq::Omq::NAME, measure_latency::<omq::Omq>(plan, runs)),
     ];
     for (name, l) in rows {
         println!(
@@ -460,8 +500,8 @@ fn reqrep_section(plan: Plan, runs: usize) {
             plan.in_flight, plan.throughput_requests
         );
         println!(
-            "{:<17} {:>12} {:>10} {:>10} {:>10} {:>9} {:>9}",
-            "system", "req/s", "MB/s", "vs base", "vs zeromq", "slowest", "fastest"
+            "{:<17} {:>12} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9}",
+            "system", "req/s", "MB/s", "vs base", "vs zeromq", "vs omq", "slowest", "fastest"
         );
         let base = measure_throughput_runs::<baseline::Baseline>(plan, size, runs);
         let rows = [
@@ -490,16 +530,22 @@ fn reqrep_section(plan: Plan, runs: usize) {
                 zmq::Zmq::NAME,
                 measure_throughput_runs::<zmq::Zmq>(plan, size, runs),
             ),
+            (
+                omq::Omq::NAME,
+                measure_throughput_runs::<omq::Omq>(plan, size, runs),
+            ),
         ];
-        let zmq = rows[rows.len() - 1].1.median;
+        let zmq = rows[rows.len() - 2].1.median;
+        let omq = rows[rows.len() - 1].1.median;
         for (name, r) in rows {
             println!(
-                "{:<17} {:>12.0} {:>10.1} {:>9.2}x {:>9.2}x {:>8.2}x {:>8.2}x",
+                "{:<17} {:>12.0} {:>10.1} {:>9.2}x {:>9.2}x {:>8.2}x {:>8.2}x {:>8.2}x",
                 name,
                 r.median,
                 r.median * size as f64 / 1e6,
                 r.median / base.median,
                 r.median / zmq,
+                r.median / omq,
                 r.slowest / r.median,
                 r.fastest / r.median,
             );
@@ -718,7 +764,7 @@ fn pubsub_section(runs: usize, quick: bool) {
         duration.as_secs_f64()
     );
     println!(
-        "{:<16} {:<9} {:>11} {:>9} {:>8} {:>12} {:>9} {:>9} {:>9}",
+        "{:<16} {:<9} {:>11} {:>9} {:>8} {:>12} {:>9} {:>9} {:>9} {:>9}",
         "workload",
         "system",
         "msg/s",
@@ -727,7 +773,8 @@ fn pubsub_section(runs: usize, quick: bool) {
         "drops exact",
         "RSS MiB",
         "vs base",
-        "vs zmq"
+        "vs zmq",
+        "vs omq"
     );
     let workloads = [(64, 1), (1024, 1), (64 * 1024, 1), (1024, 4)];
     for (size, subscribers) in workloads {
@@ -748,6 +795,7 @@ fn pubsub_section(runs: usize, quick: bool) {
         let msg = measure("msg");
         let msg_wait = measure("msg-wait");
         let zmq = measure("zeromq");
+        let omq = measure("omq");
         let rate = |r: &PubSubRun| r.received as f64 / r.secs.max(1e-9);
         let label = format!("{subscribers} sub, {}", human(size));
         for (name, r) in [
@@ -755,6 +803,7 @@ fn pubsub_section(runs: usize, quick: bool) {
             ("msg", &msg),
             ("msg/wait", &msg_wait),
             ("zeromq", &zmq),
+            ("omq", &omq),
         ] {
             let expected = r.published * subscribers as u64;
             let dropped = expected.saturating_sub(r.received);
@@ -764,7 +813,7 @@ fn pubsub_section(runs: usize, quick: bool) {
                 None => "n/a",
             };
             println!(
-                "{:<16} {:<9} {:>11.0} {:>9.1} {:>7.2}% {:>12} {:>9.1} {:>8.2}x {:>8.2}x",
+                "{:<16} {:<9} {:>11.0} {:>9.1} {:>7.2}% {:>12} {:>9.1} {:>8.2}x {:>8.2}x {:>8.2}x",
                 label,
                 name,
                 rate(r),
@@ -774,6 +823,7 @@ fn pubsub_section(runs: usize, quick: bool) {
                 r.peak_rss as f64 / (1024.0 * 1024.0),
                 rate(r) / rate(&base),
                 rate(r) / rate(&zmq),
+                rate(r) / rate(&omq),
             );
         }
     }

@@ -349,3 +349,91 @@ pub(crate) async fn zeromq(plan: PubSubPlan) -> PubSubRun {
         peak_rss: peak_rss(),
     }
 }
+
+/// Publishes flat out for the plan's duration to its subscribers over loopback TCP,
+/// lossless: `xpub_nodrop` makes the publisher wait for a subscriber at its high-water
+/// mark instead of dropping (omq's PUB drops by default, like libzmq's).
+pub(crate) async fn omq(plan: PubSubPlan) -> PubSubRun {
+    use omq_tokio::{Message, Options, Socket, SocketType};
+
+    let options = Options {
+        xpub_nodrop: true,
+        ..Options::default()
+    };
+    let publisher = Socket::new(SocketType::Pub, options);
+    let endpoint = publisher.bind("tcp://127.0.0.1:0").await.expect("bind");
+    let mut subs = Vec::new();
+    for _ in 0..plan.subscribers {
+        let sub = Socket::new(SocketType::Sub, Options::default());
+        sub.connect(endpoint.clone()).await.expect("connect");
+        sub.subscribe(Bytes::new()).await.expect("subscribe");
+        subs.push(sub);
+    }
+    crate::omq::wait_connected(&subs.iter().collect::<Vec<_>>()).await;
+    // ZMTP has no subscription acknowledgement: publish empty probes until every
+    // subscriber has one (as omq's own benchmarks do), so that none of the measured
+    // messages goes to a subscription still on its way. Probes are not counted.
+    let deadline = Instant::now() + crate::omq::SETUP;
+    let mut pending: Vec<&Socket> = subs.iter().collect();
+    while !pending.is_empty() {
+        assert!(Instant::now() < deadline, "omq: subscriptions never landed");
+        publisher.send(Message::single("")).await.expect("probe");
+        let mut still = Vec::new();
+        for sub in pending {
+            if tokio::time::timeout(Duration::from_millis(20), sub.recv())
+                .await
+                .is_err()
+            {
+                still.push(sub);
+            }
+        }
+        pending = still;
+    }
+
+    let tally = Arc::new(Tally::default());
+    let start_cell = Arc::new(tokio::sync::OnceCell::<Instant>::new());
+    let mut readers = Vec::new();
+    for sub in subs {
+        let tally = tally.clone();
+        let start_cell = start_cell.clone();
+        readers.push(tokio::spawn(async move {
+            // Every message the publisher sends from now on has the plan's size; a late
+            // probe is empty and skipped.
+            let messages = futures_util::stream::unfold(sub, |sub| async move {
+                loop {
+                    match sub.recv().await {
+                        Ok(m) if m.byte_len() == 0 => continue,
+                        Ok(m) => return Some((m, sub)),
+                        Err(_) => return None,
+                    }
+                }
+            });
+            count_until_idle(Box::pin(messages), &tally, &start_cell).await;
+        }));
+    }
+    let payload = Bytes::from(vec![7u8; plan.size]);
+    let start = Instant::now();
+    start_cell.set(start).expect("set once");
+    let mut published = 0u64;
+    while start.elapsed() < plan.duration {
+        for _ in 0..256 {
+            publisher
+                .send(Message::single(payload.clone()))
+                .await
+                .expect("send");
+        }
+        published += 256;
+        tokio::task::yield_now().await;
+    }
+    for r in readers {
+        let _ = r.await;
+    }
+    PubSubRun {
+        published,
+        received: tally.received.load(Ordering::Relaxed),
+        // omq counts no drops; with xpub_nodrop there are none to count.
+        reported_drops: None,
+        secs: tally.secs(),
+        peak_rss: peak_rss(),
+    }
+}
