@@ -8,26 +8,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use msg::layers::TraceLayer;
 use msg::middleware::{from_fn, from_fn_with_state, Next};
 use msg::{serve, Code, Message, RepSocket, ReqSocket, Request, Status, Tcp};
 use tower::{service_fn, BoxError, ServiceBuilder};
 
-/// What a request starts with to be let in. msg's requests carry no application headers:
-/// the key travels in front of the payload, and the check takes it off.
-const KEY: &[u8] = b"key=secret\n";
-
-/// Refuses a request without the key: the client gets `Error::Remote` with
-/// `Code::Unauthenticated`, and the handler never runs.
-async fn api_key(
-    mut req: Request<SocketAddr>,
-    next: Next<SocketAddr>,
-) -> Result<Message, BoxError> {
-    if !req.payload().starts_with(KEY) {
+/// Refuses a request without the API key in its metadata (`x-api-key: secret`, which an
+/// HTTP client sends as a header through `Router::into_axum`): the client gets
+/// `Error::Remote` with `Code::Unauthenticated`, and the handler never runs.
+async fn api_key(req: Request<SocketAddr>, next: Next<SocketAddr>) -> Result<Message, BoxError> {
+    if req.message().metadata().get_str("x-api-key") != Some("secret") {
         return Err(Status::new(Code::Unauthenticated, "no API key").into());
     }
-    req.message_mut().payload_mut().advance(KEY.len());
     next.run(req).await
 }
 
@@ -75,10 +68,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut req = ReqSocket::new(Tcp::default());
     req.connect(addr).await?;
 
-    let mut keyed = KEY.to_vec();
-    keyed.extend_from_slice(b"world");
-    let reply = req.request(Bytes::from(keyed)).await?;
-    println!("with the key: {}", String::from_utf8_lossy(&reply));
+    let keyed = Message::from("world").with_metadata("x-api-key", "secret")?;
+    let reply = req.send(keyed).await?;
+    println!("with the key: {}", String::from_utf8_lossy(reply.payload()));
 
     match req.request(Bytes::from("world")).await {
         Err(msg::Error::Remote { code, message }) => {

@@ -183,3 +183,33 @@ async fn the_same_router_answers_msg_clients_and_http_clients_side_by_side() {
     let response = within(client.request(health)).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_headers_and_authorization_reach_the_handler_as_metadata_and_cookies_do_not() {
+    async fn seen(metadata: msg::Metadata) -> String {
+        let mut names: Vec<String> = metadata
+            .iter()
+            .map(|(name, value)| format!("{name}={}", String::from_utf8_lossy(value)))
+            .collect();
+        names.sort();
+        names.join(",")
+    }
+    let addr = http_server(Router::new().route("seen", seen).into_axum()).await;
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(format!("http://{addr}/seen"))
+        .header("x-api-key", "secret")
+        .header(header::AUTHORIZATION, "Bearer t")
+        .header(header::COOKIE, "session=1")
+        .header(header::USER_AGENT, "test")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = within(client.request(request)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = within(response.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(body, "authorization=Bearer t,x-api-key=secret");
+}

@@ -23,7 +23,7 @@ use bytes::{Bytes, BytesMut};
 use msg::compression::{
     Compressor, GzipCompressor, Lz4Compressor, SnappyCompressor, ZstdCompressor,
 };
-use msg::wire::{Frame, FrameKind, Header};
+use msg::wire::{Flags, Frame, FrameKind, Header};
 use msg::{
     serve, Encoding, Error, Message, PubOptions, PubSocket, RepOptions, RepSocket, ReqSocket,
     Request, SocketType, SubSocket, Tcp,
@@ -134,6 +134,7 @@ fn a_4_gib_length_prefix_is_refused_without_allocating_it() {
         let mut raw = raw_client(addr, SocketType::Req).await.expect("welcomed");
         let header = Header {
             kind: FrameKind::Request,
+            flags: Flags::NONE,
             encoding: Encoding::IDENTITY,
             id: 1,
             topic_len: 0,

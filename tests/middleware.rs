@@ -8,31 +8,30 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use msg::layers::TraceLayer;
 use msg::middleware::{from_fn, from_fn_with_state, Next};
-use msg::{serve, Code, Error, Message, RepSocket, ReqSocket, Request, Status, Tcp};
+use msg::{serve, Code, Error, Message, RepSocket, ReqSocket, Request, Status, Tcp, Transport};
 use msg_tests::fixture::Fixture;
 use msg_tests::{each_transport, serve_on_loopback, within};
 use tokio::sync::{mpsc, oneshot};
 use tower::{service_fn, BoxError, ServiceBuilder};
 
-/// What a request must start with to reach the handler.
-const KEY: &[u8] = b"key=secret\n";
+/// The metadata entry a request must carry to reach the handler, and its value.
+const KEY: (&str, &str) = ("x-api-key", "secret");
 
-/// Refuses a request that does not start with [`KEY`], and hands the handler the rest.
-async fn api_key<A>(mut req: Request<A>, next: Next<A>) -> Result<Message, BoxError> {
-    if !req.payload().starts_with(KEY) {
+/// Refuses a request without the API key in its metadata.
+async fn api_key<A>(req: Request<A>, next: Next<A>) -> Result<Message, BoxError> {
+    if req.message().metadata().get_str(KEY.0) != Some(KEY.1) {
         return Err(Status::new(Code::Unauthenticated, "no API key").into());
     }
-    req.message_mut().payload_mut().advance(KEY.len());
     next.run(req).await
 }
 
-fn keyed(body: &str) -> Bytes {
-    let mut payload = KEY.to_vec();
-    payload.extend_from_slice(body.as_bytes());
-    Bytes::from(payload)
+/// Sends `body` with the API key in the request's metadata.
+async fn keyed<T: Transport>(req: &ReqSocket<T>, body: &'static str) -> Result<Bytes, Error> {
+    let msg = Message::from(body).with_metadata(KEY.0, KEY.1)?;
+    Ok(req.send(msg).await?.into_payload())
 }
 
 /// An echo handler that counts its calls.
@@ -71,14 +70,15 @@ async fn from_fn_refuses_a_request_without_the_api_key_before_the_handler() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 0, "the handler was reached");
 
-    // With the key, the handler gets the request without it.
-    let reply = within(req.request(keyed("hello"))).await.expect("reply");
+    // With the key in the metadata, the handler gets the request.
+    let reply = within(keyed(&req, "hello")).await.expect("reply");
     assert_eq!(reply, "hello");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
-/// One line of the request log: the payload, and the code of the failure if it failed.
-type Logged = (Bytes, Option<Code>);
+/// One line of the request log: the payload, whether it carried the key, and the code of
+/// the failure if it failed.
+type Logged = (Bytes, bool, Option<Code>);
 
 /// Logs every request and its outcome into the state it is given.
 async fn log_requests<A>(
@@ -87,6 +87,7 @@ async fn log_requests<A>(
     next: Next<A>,
 ) -> Result<Message, BoxError> {
     let payload = req.payload().clone();
+    let keyed = req.message().metadata().get(KEY.0).is_some();
     let outcome = next.run(req).await;
     let code = outcome
         .as_ref()
@@ -95,7 +96,7 @@ async fn log_requests<A>(
             Some(status) => status.code(),
             None => Code::Internal,
         });
-    log.lock().expect("log").push((payload, code));
+    log.lock().expect("log").push((payload, keyed, code));
     outcome
 }
 
@@ -114,9 +115,9 @@ async fn from_fn_with_state_logs_each_request_and_passes_the_handlers_code_on() 
         }));
     let req = connected(serve_on_loopback(handler).await).await;
 
-    let reply = within(req.request(keyed("found"))).await.expect("reply");
+    let reply = within(keyed(&req, "found")).await.expect("reply");
     assert_eq!(reply, "found");
-    match within(req.request(keyed("missing"))).await {
+    match within(keyed(&req, "missing")).await {
         Err(Error::Remote { code, .. }) => assert_eq!(code, Code::NotFound),
         other => panic!("expected the handler's NotFound, got {other:?}"),
     }
@@ -130,9 +131,9 @@ async fn from_fn_with_state_logs_each_request_and_passes_the_handlers_code_on() 
     assert_eq!(
         log,
         vec![
-            (keyed("found"), None),
-            (keyed("missing"), Some(Code::NotFound)),
-            (Bytes::from("found"), Some(Code::Unauthenticated)),
+            (Bytes::from("found"), true, None),
+            (Bytes::from("missing"), true, Some(Code::NotFound)),
+            (Bytes::from("found"), false, Some(Code::Unauthenticated)),
         ]
     );
 }
@@ -156,10 +157,10 @@ async fn from_fn_keeps_the_back_pressure_of_a_concurrency_limit_below_it() {
     let req = connected(serve_on_loopback(handler).await).await;
 
     let client = req.clone();
-    let first = tokio::spawn(async move { client.request(keyed("first")).await });
+    let first = tokio::spawn(async move { keyed(&client, "first").await });
     let release_first = within(started.recv()).await.expect("the first call starts");
     let client = req.clone();
-    let second = tokio::spawn(async move { client.request(keyed("second")).await });
+    let second = tokio::spawn(async move { keyed(&client, "second").await });
     // The limit holds the second call back while the first runs.
     assert!(
         tokio::time::timeout(Duration::from_millis(200), started.recv())
@@ -198,9 +199,33 @@ async fn middleware_serves_every_transport<F: Fixture>(fixture: F) {
         Err(Error::Remote { code, .. }) => assert_eq!(code, Code::Unauthenticated),
         other => panic!("expected the refusal, got {other:?}"),
     }
-    let reply = within(req.request(keyed("hello"))).await.expect("reply");
+    let reply = within(keyed(&req, "hello")).await.expect("reply");
     assert_eq!(reply, "hello");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
 each_transport!(middleware_serves_every_transport);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_fn_refuses_a_wrong_key_and_the_key_is_not_the_payloads() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let handler = ServiceBuilder::new()
+        .layer(from_fn(api_key))
+        .service(counted_echo(calls.clone()));
+    let req = connected(serve_on_loopback(handler).await).await;
+    let wrong = Message::from("hello")
+        .with_metadata(KEY.0, "guess")
+        .unwrap();
+    match within(req.send(wrong)).await {
+        Err(Error::Remote { code, .. }) => assert_eq!(code, Code::Unauthenticated),
+        other => panic!("expected the refusal, got {other:?}"),
+    }
+    // The key in the payload is only payload.
+    match within(req.request(Bytes::from("x-api-key: secret"))).await {
+        Err(Error::Remote { code, .. }) => assert_eq!(code, Code::Unauthenticated),
+        other => panic!("expected the refusal, got {other:?}"),
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    // The echo gets the payload alone: the metadata does not leak into it.
+    assert_eq!(within(keyed(&req, "hello")).await.unwrap(), "hello");
+}

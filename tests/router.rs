@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use msg::extract::{Cancelled, Extension, Headers, Peer, Route, State};
+use msg::extract::{Cancelled, Extension, Headers, Metadata, Peer, Route, State};
 use msg::router::{AnyPeer, RouteService};
 use msg::{
     serve, Code, Error, Json, Message, RepSocket, ReqSocket, Request, RouteError, Router, Status,
@@ -583,4 +583,59 @@ async fn a_routed_request_to_a_server_from_before_routes_fails_at_once_and_the_c
     assert!(matches!(err, Error::ConnectionClosed), "{err:?}");
     // The client redials, and requests without a route are served as before.
     answered_again(&req, "again").await;
+}
+
+async fn tenant(metadata: Metadata, route: Route) -> String {
+    format!(
+        "{route} for {}",
+        metadata.get_str("x-tenant").unwrap_or("nobody")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_reads_the_metadata_its_request_carried_beside_the_route() {
+    let req = served(Router::new().route("users.get", tenant)).await;
+    let msg = Message::from("1")
+        .with_route(Route::from_static("users.get"))
+        .with_metadata("X-Tenant", "acme")
+        .unwrap();
+    let reply = within(req.send(msg)).await.unwrap();
+    assert_eq!(reply.payload(), "users.get for acme");
+    // Without metadata, the same route, nothing carried.
+    assert_eq!(
+        within(req.request_to("users.get", "1")).await.unwrap(),
+        "users.get for nobody"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_over_its_limit_fails_that_request_alone_and_nothing_is_sent() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let router = Router::new().route("users.get", move |metadata: Metadata| {
+        let counted = counted.clone();
+        async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            format!("{} entries", metadata.len())
+        }
+    });
+    let req = served(router).await;
+    let mut msg = Message::from("1").with_route(Route::from_static("users.get"));
+    for name in ["a", "b", "c"] {
+        msg.metadata_mut().insert(name, vec![b'v'; 3000]).unwrap();
+    }
+    let err = within(req.send(msg.clone())).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidMetadata(msg::MetadataError::TooLong { max: 8192, .. })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    // Two of the three fit: sent and answered, on the connection the refusal left alone.
+    msg.metadata_mut().remove("c");
+    let reply = within(req.send(msg)).await.unwrap();
+    assert_eq!(reply.payload(), "2 entries");
+    assert!(req.stats().connected);
 }

@@ -168,6 +168,7 @@ impl FrameCodec {
         let topic = body.split_to(header.topic_len as usize);
         Some(Frame {
             kind: header.kind,
+            flags: header.flags,
             encoding: header.encoding,
             id: header.id,
             topic,
@@ -471,6 +472,7 @@ mod tests {
         )
             .prop_map(|(kind, enc, id, topic, payload)| Frame {
                 kind,
+                flags: crate::wire::Flags::NONE,
                 encoding: Encoding::from_code(enc),
                 id,
                 topic: if kind.has_topic() {

@@ -4,7 +4,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use crate::Route;
+use crate::{Metadata, MetadataError, Route};
 
 /// How a message payload is encoded on the wire.
 ///
@@ -108,6 +108,9 @@ pub struct Headers {
     /// goes to its fallback. Carried by requests only: a reply or a publication does not
     /// send it. Default: `None`.
     pub route: Option<Route>,
+    /// Name/value pairs a request carries beside its payload, such as an API key. Carried
+    /// by requests only, as the route is. Default: empty.
+    pub metadata: Metadata,
 }
 
 /// A message: [`Headers`] and a [`Bytes`] payload.
@@ -220,6 +223,43 @@ impl Message {
     pub fn with_route(mut self, route: Route) -> Self {
         self.headers.route = Some(route);
         self
+    }
+}
+
+impl Message {
+    /// The request's metadata (see [`Headers::metadata`]).
+    pub fn metadata(&self) -> &Metadata {
+        &self.headers.metadata
+    }
+
+    /// The request's metadata, to change.
+    pub fn metadata_mut(&mut self) -> &mut Metadata {
+        &mut self.headers.metadata
+    }
+
+    /// Returns the message with `name` set to `value` in its metadata, which a request
+    /// carries to the server beside its payload (an API key, a tenant).
+    ///
+    /// # Errors
+    ///
+    /// The name or the value does not fit: see [`MetadataError`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use msg::Message;
+    ///
+    /// let msg = Message::from("42").with_metadata("x-api-key", "secret")?;
+    /// assert_eq!(msg.metadata().get_str("x-api-key"), Some("secret"));
+    /// # Ok::<(), msg::MetadataError>(())
+    /// ```
+    pub fn with_metadata(
+        mut self,
+        name: impl AsRef<str>,
+        value: impl Into<Bytes>,
+    ) -> Result<Self, MetadataError> {
+        self.headers.metadata.insert(name, value)?;
+        Ok(self)
     }
 }
 

@@ -17,6 +17,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+pub use crate::metadata::MAX_METADATA_LEN;
 pub use crate::route::MAX_ROUTE_LEN;
 use crate::{Code, Encoding, FrameError};
 
@@ -109,8 +110,20 @@ impl FrameKind {
         }
     }
 
-    /// Checks a topic's length for this kind.
-    const fn check_topic(self, len: usize) -> Result<(), FrameError> {
+    /// Checks a topic's length for this kind with these flags: a request with
+    /// [`Flags::METADATA`] carries its route and metadata, up to [`MAX_METADATA_LEN`].
+    const fn check_topic(self, len: usize, flags: Flags) -> Result<(), FrameError> {
+        if flags.contains(Flags::METADATA) {
+            return if len == 0 {
+                Err(FrameError::BadTopic("a request with metadata carries none"))
+            } else if len > MAX_METADATA_LEN {
+                Err(FrameError::BadTopic(
+                    "a request's route and metadata are longer than 8192 bytes",
+                ))
+            } else {
+                Ok(())
+            };
+        }
         if len == 0 || len <= self.max_topic_len() {
             Ok(())
         } else if !self.has_topic() {
@@ -167,11 +180,57 @@ impl TryFrom<u8> for FrameKind {
     }
 }
 
+/// The flags byte of a frame's header: each bit says how to read the rest of the frame.
+///
+/// Version 1 defines one, on requests only: [`METADATA`](Self::METADATA). A receiver
+/// refuses any other bit, or this one on another kind, as a protocol error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Flags(u8);
+
+impl Flags {
+    /// No flag.
+    pub const NONE: Flags = Flags(0);
+    /// On a request: its topic field carries [`Metadata`](crate::Metadata) beside its
+    /// route (see `PROTOCOL.md`, "Metadata").
+    pub const METADATA: Flags = Flags(0x01);
+
+    /// The byte on the wire.
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// Whether every bit of `other` is set.
+    pub const fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Whether no bit is set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The flags a frame of `kind` may carry, from the byte received.
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError::ReservedFlags`]: a bit this version does not define, or one the kind
+    /// does not carry.
+    pub const fn for_kind(kind: FrameKind, bits: u8) -> Result<Flags, FrameError> {
+        match (kind, bits) {
+            (_, 0) => Ok(Flags::NONE),
+            (FrameKind::Request, 0x01) => Ok(Flags::METADATA),
+            (_, flags) => Err(FrameError::ReservedFlags { flags }),
+        }
+    }
+}
+
 /// The fixed header of a frame, parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
     /// What the frame is.
     pub kind: FrameKind,
+    /// How to read the rest of the frame.
+    pub flags: Flags,
     /// How the payload is encoded.
     pub encoding: Encoding,
     /// Request id, ack id or sequence number, by kind.
@@ -199,7 +258,7 @@ impl Header {
         bytes[0..2].copy_from_slice(&MAGIC.to_be_bytes());
         bytes[2] = VERSION;
         bytes[3] = self.kind as u8;
-        // bytes[4]: the flags, none.
+        bytes[4] = self.flags.bits();
         bytes[5] = self.encoding.code();
         bytes[6..8].copy_from_slice(&self.topic_len.to_be_bytes());
         bytes[8..16].copy_from_slice(&self.id.to_be_bytes());
@@ -227,18 +286,17 @@ impl Header {
             });
         }
         let kind = FrameKind::try_from(src[3])?;
-        if src[4] != 0 {
-            return Err(FrameError::ReservedFlags { flags: src[4] });
-        }
+        let flags = Flags::for_kind(kind, src[4])?;
         let encoding = Encoding::from_code(src[5]);
         let topic_len = u16::from_be_bytes([src[6], src[7]]);
         // Before anything is reserved for the body: a route's bound is far below a frame's.
-        kind.check_topic(topic_len as usize)?;
+        kind.check_topic(topic_len as usize, flags)?;
         let mut id = [0u8; 8];
         id.copy_from_slice(&src[8..16]);
         let payload_len = u32::from_be_bytes([src[16], src[17], src[18], src[19]]);
         Ok(Header {
             kind,
+            flags,
             encoding,
             id: u64::from_be_bytes(id),
             topic_len,
@@ -254,6 +312,9 @@ impl Header {
 pub struct Frame {
     /// What the frame is.
     pub kind: FrameKind,
+    /// How to read the rest of it: on a request, whether its topic field carries
+    /// metadata beside the route.
+    pub flags: Flags,
     /// How the payload is encoded.
     pub encoding: Encoding,
     /// Request id, ack id or sequence number, by kind.
@@ -269,6 +330,7 @@ impl Frame {
     pub fn new(kind: FrameKind, id: u64, payload: Bytes) -> Frame {
         Frame {
             kind,
+            flags: Flags::NONE,
             encoding: Encoding::IDENTITY,
             id,
             topic: Bytes::new(),
@@ -284,8 +346,9 @@ impl Frame {
     /// [`FrameError::TooLarge`] if the payload is longer than `u32::MAX` or topic and payload
     /// together exceed `max_frame_len`.
     pub fn header(&self, max_frame_len: usize) -> Result<Header, FrameError> {
-        header_for(
+        flagged_header(
             self.kind,
+            self.flags,
             self.encoding,
             self.id,
             self.topic.len(),
@@ -308,7 +371,34 @@ pub fn header_for(
     payload_len: usize,
     max_frame_len: usize,
 ) -> Result<Header, FrameError> {
-    kind.check_topic(topic_len)?;
+    flagged_header(
+        kind,
+        Flags::NONE,
+        encoding,
+        id,
+        topic_len,
+        payload_len,
+        max_frame_len,
+    )
+}
+
+/// Builds and checks the header for a frame of the given shape, with `flags`.
+///
+/// # Errors
+///
+/// As [`Frame::header`], and [`FrameError::ReservedFlags`] for flags the kind does not
+/// carry.
+pub fn flagged_header(
+    kind: FrameKind,
+    flags: Flags,
+    encoding: Encoding,
+    id: u64,
+    topic_len: usize,
+    payload_len: usize,
+    max_frame_len: usize,
+) -> Result<Header, FrameError> {
+    Flags::for_kind(kind, flags.bits())?;
+    kind.check_topic(topic_len, flags)?;
     let topic_len =
         u16::try_from(topic_len).map_err(|_| FrameError::BadTopic("longer than 65535 bytes"))?;
     let body = topic_len as u64 + payload_len as u64;
@@ -321,6 +411,7 @@ pub fn header_for(
         })?;
     Ok(Header {
         kind,
+        flags,
         encoding,
         id,
         topic_len,

@@ -5,7 +5,7 @@ use std::io::IoSlice;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::wire::{header_for, FrameKind, HEADER_LEN};
+use crate::wire::{flagged_header, header_for, Flags, FrameKind, HEADER_LEN};
 use crate::{Encoding, FrameError};
 
 /// Payloads at least this long are written from their own buffer, beside the header,
@@ -170,8 +170,27 @@ impl WriteBuf {
         topic: &[u8],
         payload: &Bytes,
     ) -> Result<(), FrameError> {
-        let header = header_for(
+        self.push_flagged(kind, Flags::NONE, encoding, id, topic, payload)
+    }
+
+    /// Queues a frame with `flags` in its header, as [`push`](Self::push) does.
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](Self::push), and [`FrameError::ReservedFlags`] for flags the kind does
+    /// not carry.
+    pub fn push_flagged(
+        &mut self,
+        kind: FrameKind,
+        flags: Flags,
+        encoding: Encoding,
+        id: u64,
+        topic: &[u8],
+        payload: &Bytes,
+    ) -> Result<(), FrameError> {
+        let header = flagged_header(
             kind,
+            flags,
             encoding,
             id,
             topic.len(),

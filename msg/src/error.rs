@@ -144,6 +144,9 @@ pub enum Error {
     /// A request's route is not valid (empty, or longer than
     /// [`MAX_ROUTE_LEN`](crate::MAX_ROUTE_LEN)); nothing was sent.
     InvalidRoute(msg_core::RouteError),
+    /// A request's metadata does not fit the wire (its route and entries together over
+    /// [`MAX_METADATA_LEN`](crate::MAX_METADATA_LEN)); nothing was sent.
+    InvalidMetadata(msg_core::MetadataError),
     /// `call` was used without a successful `poll_ready` first.
     NotReady,
     /// A layer of the service stack failed with an error of its own (not a socket's).
@@ -214,6 +217,7 @@ impl fmt::Display for Error {
             Error::Decompress(_) => f.write_str("could not decode the payload"),
             Error::InvalidTopic(e) => write!(f, "invalid topic: {e}"),
             Error::InvalidRoute(e) => write!(f, "invalid route: {e}"),
+            Error::InvalidMetadata(e) => write!(f, "invalid metadata: {e}"),
             Error::NotReady => f.write_str("service called before it was ready"),
             Error::Layer(_) => f.write_str("layer failed"),
             Error::PolledAfterCompletion => f.write_str("future polled after it completed"),
@@ -233,10 +237,17 @@ impl std::error::Error for Error {
             Error::Decompress(e) => Some(e),
             Error::InvalidTopic(e) => Some(e),
             Error::InvalidRoute(e) => Some(e),
+            Error::InvalidMetadata(e) => Some(e),
             Error::Layer(e) => Some(&**e),
             Error::NotConnected { last: Some(last) } => Some(&**last),
             _ => None,
         }
+    }
+}
+
+impl From<msg_core::MetadataError> for Error {
+    fn from(e: msg_core::MetadataError) -> Self {
+        Error::InvalidMetadata(e)
     }
 }
 
@@ -282,6 +293,7 @@ const KIND_NAMES: [&str; Error::KINDS] = [
     "not_processed",
     "not_msg",
     "invalid_route",
+    "invalid_metadata",
 ];
 
 impl Error {
@@ -291,7 +303,7 @@ impl Error {
     }
 
     /// How many variants there are: the length of [`KIND_NAMES`].
-    pub(crate) const KINDS: usize = 28;
+    pub(crate) const KINDS: usize = 29;
 
     /// The variant's place in [`KIND_NAMES`].
     pub(crate) fn kind_index(&self) -> usize {
@@ -324,6 +336,7 @@ impl Error {
             Error::NotProcessed => 25,
             Error::NotMsg { .. } => 26,
             Error::InvalidRoute(_) => 27,
+            Error::InvalidMetadata(_) => 28,
         }
     }
 

@@ -116,8 +116,8 @@ pub use events::{Events, SocketEvent, EVENT_CAPACITY};
 pub use forwarder::{Forwarder, ForwarderStats};
 pub use msg_core::Code;
 pub use msg_core::{
-    Authenticator, Encoding, Headers, IntoRoute, Message, Route, RouteError, SocketType,
-    MAX_ROUTE_LEN,
+    Authenticator, Encoding, Headers, IntoRoute, Message, Metadata, MetadataError, Route,
+    RouteError, SocketType, MAX_METADATA_LEN, MAX_ROUTE_LEN,
 };
 pub use msg_transports::{AnyTransport, Endpoint, EndpointError, Ipc, Quic, Tcp, Tls, Transport};
 pub use options::{ConnectionOptions, DialOptions, ListenOptions};
@@ -217,7 +217,7 @@ pub mod layers {
 pub mod wire {
     pub use msg_core::wire::{
         error_response_code, error_response_encoding, header_for, parse_welcome, welcome_frame,
-        Frame, FrameKind, Header, Hello, HEADER_LEN, MAGIC, MAX_TOPIC_LEN, VERSION,
+        Flags, Frame, FrameKind, Header, Hello, HEADER_LEN, MAGIC, MAX_TOPIC_LEN, VERSION,
     };
     pub use msg_core::{FrameCodec, FrameError, DEFAULT_MAX_FRAME_LEN};
 }

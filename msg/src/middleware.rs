@@ -18,24 +18,24 @@
 //!
 //! # Example
 //!
-//! A request must start with the API key `secret\n`; the handler gets what follows it.
+//! A request must carry the API key in its metadata (an HTTP client through
+//! [`Router::into_axum`](crate::Router) sends it as an `x-api-key` header).
 //!
 //! ```
 //! use std::net::SocketAddr;
-//! use bytes::{Buf, Bytes};
+//! use bytes::Bytes;
 //! use msg::middleware::{from_fn, Next};
 //! use msg::{serve, Code, Message, RepSocket, ReqSocket, Request, Status, Tcp};
 //! use tower::{service_fn, BoxError, ServiceBuilder};
 //!
 //! async fn api_key(
-//!     mut req: Request<SocketAddr>,
+//!     req: Request<SocketAddr>,
 //!     next: Next<SocketAddr>,
 //! ) -> Result<Message, BoxError> {
-//!     if !req.payload().starts_with(b"secret\n") {
+//!     if req.message().metadata().get_str("x-api-key") != Some("secret") {
 //!         // The handler is not called; the client gets `Error::Remote` with this code.
 //!         return Err(Status::new(Code::Unauthenticated, "no API key").into());
 //!     }
-//!     req.message_mut().payload_mut().advance(b"secret\n".len());
 //!     next.run(req).await
 //! }
 //!
@@ -53,7 +53,8 @@
 //!
 //! let mut req = ReqSocket::new(Tcp::default());
 //! req.connect(addr).await?;
-//! assert_eq!(req.request(Bytes::from("secret\nhello")).await?, "hello");
+//! let keyed = Message::from("hello").with_metadata("x-api-key", "secret")?;
+//! assert_eq!(req.send(keyed).await?.payload(), "hello");
 //! match req.request(Bytes::from("hello")).await {
 //!     Err(msg::Error::Remote { code, .. }) => assert_eq!(code, Code::Unauthenticated),
 //!     other => panic!("{other:?}"),

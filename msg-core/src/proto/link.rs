@@ -7,8 +7,8 @@ use bytes::{Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
 use crate::{
-    Beat, Encoding, Frame, FrameCodec, FrameError, FrameKind, Heartbeat, HeartbeatConfig, Message,
-    WriteBuf,
+    wire::Flags, Beat, Encoding, Frame, FrameCodec, FrameError, FrameKind, Heartbeat,
+    HeartbeatConfig, Message, WriteBuf,
 };
 
 /// The bytes a connection may have waiting to be written before its driver stops taking
@@ -201,7 +201,13 @@ impl Link {
     }
 
     /// Queues `msg` as a frame of `kind`: the one Message-to-Frame conversion. A request
-    /// carries the message's route in its topic field; other kinds carry none.
+    /// carries the message's route in its topic field, and its metadata after the route
+    /// if it has any; other kinds carry neither.
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError::TooLarge`], or [`FrameError::BadTopic`] for a route and metadata over
+    /// [`MAX_METADATA_LEN`](crate::wire::MAX_METADATA_LEN): nothing is queued.
     #[inline]
     pub fn queue_message(
         &mut self,
@@ -209,18 +215,44 @@ impl Link {
         id: u64,
         msg: &Message,
     ) -> Result<(), FrameError> {
-        let route: &[u8] = match msg.route() {
-            Some(route) if kind == FrameKind::Request => route.as_bytes(),
-            _ => b"",
-        };
+        if kind != FrameKind::Request {
+            return self.wbuf.push(kind, msg.encoding(), id, b"", msg.payload());
+        }
+        let metadata = msg.metadata();
+        if !metadata.is_empty() {
+            return self.queue_with_metadata(id, msg);
+        }
+        let route: &[u8] = msg.route().map_or(b"", |route| route.as_bytes());
         self.wbuf
             .push(kind, msg.encoding(), id, route, msg.payload())
     }
 
+    /// Queues a request whose topic field carries its route and its metadata.
+    #[cold]
+    fn queue_with_metadata(&mut self, id: u64, msg: &Message) -> Result<(), FrameError> {
+        let len = msg.metadata().encoded_len(msg.route());
+        if len > crate::wire::MAX_METADATA_LEN {
+            return Err(FrameError::BadTopic(
+                "a request's route and metadata are longer than 8192 bytes",
+            ));
+        }
+        let mut field = Vec::with_capacity(len);
+        msg.metadata().encode(msg.route(), &mut field);
+        self.wbuf.push_flagged(
+            FrameKind::Request,
+            Flags::METADATA,
+            msg.encoding(),
+            id,
+            &field,
+            msg.payload(),
+        )
+    }
+
     /// Queues a whole frame.
     pub fn queue_frame(&mut self, frame: &Frame) -> Result<(), FrameError> {
-        self.wbuf.push(
+        self.wbuf.push_flagged(
             frame.kind,
+            frame.flags,
             frame.encoding,
             frame.id,
             &frame.topic,

@@ -4,7 +4,8 @@ use bytes::Bytes;
 
 use super::{unexpected, Link};
 use crate::wire::error_response_encoding;
-use crate::{Code, Frame, FrameError, FrameKind, Message, Route};
+use crate::wire::Flags;
+use crate::{Code, Frame, FrameError, FrameKind, Message, Metadata, Route};
 
 /// What a client sent.
 #[derive(Debug)]
@@ -50,7 +51,11 @@ impl Replier {
         match frame.kind {
             FrameKind::Request => {
                 let mut msg = Message::new(frame.payload).with_encoding(frame.encoding);
-                if !frame.topic.is_empty() {
+                if frame.flags.contains(Flags::METADATA) {
+                    let (route, metadata) = Metadata::decode(frame.topic)?;
+                    msg.set_route(route);
+                    *msg.metadata_mut() = metadata;
+                } else if !frame.topic.is_empty() {
                     // Its length was checked with the header, before the body was read.
                     let route =
                         Route::from_wire(frame.topic).map_err(|_| FrameError::Malformed {
@@ -287,6 +292,85 @@ mod tests {
         assert!(matches!(
             Replier::new().receive(frame),
             Err(FrameError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn a_request_carries_its_metadata_after_its_route_under_the_metadata_flag() {
+        use super::super::{Caller, Requester};
+        let (mut client, mut server) = (Link::new(1 << 16), Link::new(1 << 16));
+        let (mut req, mut rep) = (Requester::new(), Replier::new());
+        let caller = Caller {
+            slot: 0,
+            generation: 1,
+        };
+        for route in [Some(Route::from_static("users.get")), None] {
+            let mut msg = Message::from("42")
+                .with_metadata("x-api-key", "secret")
+                .unwrap();
+            msg.set_route(route.clone());
+            req.send(caller, &msg, &mut client).unwrap();
+            let mut bytes = wire(&mut client);
+            assert_eq!(bytes[4], Flags::METADATA.bits(), "the flag is set");
+            let frame = server.decode(&mut bytes).unwrap().unwrap();
+            let Ok(Incoming::Request { id, msg }) = rep.receive(frame) else {
+                panic!("a request")
+            };
+            assert_eq!(msg.route(), route.as_ref());
+            assert_eq!(msg.metadata().get_str("x-api-key"), Some("secret"));
+            assert_eq!(msg.payload(), "42");
+            // The reply carries neither route nor metadata, and no flag.
+            rep.respond(id, &msg, &mut server).unwrap();
+            let bytes = wire(&mut server);
+            assert_eq!((bytes[4], &bytes[6..8]), (0, &[0u8, 0][..]));
+        }
+        // Without metadata, no flag: what servers before metadata read.
+        req.send(caller, &Message::from("x"), &mut client).unwrap();
+        assert_eq!(wire(&mut client)[4], 0);
+    }
+
+    #[test]
+    fn metadata_over_its_limit_is_refused_by_the_sender_and_from_the_receivers_header() {
+        use super::super::{Caller, Requester};
+        let mut client = Link::new(1 << 20);
+        let caller = Caller {
+            slot: 0,
+            generation: 1,
+        };
+        let mut msg = Message::from("x");
+        for i in 0..3 {
+            msg.metadata_mut()
+                .insert(format!("k{i}"), vec![b'v'; 4000])
+                .unwrap();
+        }
+        assert!(matches!(
+            Requester::new().send(caller, &msg, &mut client),
+            Err(FrameError::BadTopic(_))
+        ));
+        assert_eq!(client.queued_len(), 0, "nothing queued");
+        // A header announcing more than the limit is refused before its body arrives.
+        let mut head = crate::wire::flagged_header(
+            FrameKind::Request,
+            Flags::METADATA,
+            crate::Encoding::IDENTITY,
+            1,
+            1,
+            0,
+            1 << 20,
+        )
+        .unwrap()
+        .to_bytes();
+        head[6..8].copy_from_slice(&(crate::wire::MAX_METADATA_LEN as u16 + 1).to_be_bytes());
+        assert!(matches!(
+            Link::new(1 << 20).decode(&mut BytesMut::from(&head[..])),
+            Err(FrameError::BadTopic(_))
+        ));
+        // The flag on another kind is a protocol error.
+        head[3] = FrameKind::Response as u8;
+        head[6..8].copy_from_slice(&[0, 0]);
+        assert!(matches!(
+            Link::new(1 << 20).decode(&mut BytesMut::from(&head[..])),
+            Err(FrameError::ReservedFlags { flags: 1 })
         ));
     }
 }

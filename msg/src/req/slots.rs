@@ -326,6 +326,8 @@ impl SlotTable {
                     len: len as u64,
                     max: self.max_frame_len,
                 })
+            } else if let Err(e) = msg.metadata().check(msg.route()) {
+                Some(Error::InvalidMetadata(e))
             } else {
                 state.refusal()
             };

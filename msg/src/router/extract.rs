@@ -35,7 +35,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use super::AnyPeer;
 use crate::{Extensions, Request, Status};
 
-pub use msg_core::{Headers, Route};
+pub use msg_core::{Headers, Metadata, Route};
 
 /// What a request holds besides its payload, as extractors read it.
 #[derive(Debug)]
@@ -216,6 +216,27 @@ impl<S> FromRequestParts<S> for Option<Route> {
 impl<S> FromRequestParts<S> for Headers {
     fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Status> {
         Ok(parts.headers.clone())
+    }
+}
+
+/// The request's metadata (an API key, a tenant): what the client set with
+/// [`Message::with_metadata`], or an HTTP client sent as `authorization` and `x-*` headers
+/// through [`Router::into_axum`](crate::Router).
+///
+/// # Example
+///
+/// ```
+/// use msg::{Metadata, Router};
+///
+/// async fn whoami(metadata: Metadata) -> String {
+///     metadata.get_str("x-tenant").unwrap_or("nobody").to_owned()
+/// }
+///
+/// let router: Router = Router::new().route("whoami", whoami);
+/// ```
+impl<S> FromRequestParts<S> for Metadata {
+    fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Status> {
+        Ok(parts.headers.metadata.clone())
     }
 }
 

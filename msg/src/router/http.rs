@@ -6,7 +6,8 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use msg_core::{Code, Encoding, Message, DEFAULT_MAX_FRAME_LEN};
+use bytes::Bytes;
+use msg_core::{Code, Encoding, Message, MetadataError, DEFAULT_MAX_FRAME_LEN};
 use msg_layers::compression::Decoders;
 
 use super::{AnyPeer, Router};
@@ -94,9 +95,12 @@ async fn call(
         )
             .into_response();
     };
-    let msg = Message::new(payload)
+    let mut msg = Message::new(payload)
         .with_encoding(encoding)
         .with_route(route);
+    if let Err(e) = carry_metadata(&parts.headers, &mut msg) {
+        return failure(Code::InvalidArgument, e.to_string());
+    }
     let msg = match Decoders::default().decode(msg, DEFAULT_MAX_FRAME_LEN) {
         Ok(msg) => msg,
         Err(e) => return failure(Code::InvalidArgument, e.to_string()),
@@ -105,6 +109,21 @@ async fn call(
         Ok(reply) => response(reply, &parts.headers),
         Err(e) => failure(crate::status::code_of(&*e), e.to_string()),
     }
+}
+
+/// Carries the HTTP headers a msg client would send as metadata into the request's
+/// metadata: `authorization` and every `x-*` header (an API key, a tenant, a trace id), so
+/// that one check (a `from_fn` middleware reading `x-api-key`) serves both. The headers
+/// a browser sends by itself (cookies, `accept`, `user-agent`) stay out.
+fn carry_metadata(headers: &HeaderMap, msg: &mut Message) -> Result<(), MetadataError> {
+    for (name, value) in headers {
+        let name = name.as_str();
+        if name == "authorization" || name.starts_with("x-") {
+            msg.metadata_mut()
+                .insert(name, Bytes::copy_from_slice(value.as_bytes()))?;
+        }
+    }
+    msg.metadata().check(msg.route())
 }
 
 /// A reply as an HTTP response: `200 OK`, the payload as the body, and the content type
