@@ -223,7 +223,8 @@ async fn trace_layer_spans_carry_kind_size_peer_topic_and_outcome() {
     let mut req = ReqSocket::new(Tcp::default());
     req.connect(addr).await.unwrap();
     let mut client = ServiceBuilder::new().layer(TraceLayer::new()).service(req);
-    within(client.ready().await.unwrap().call(Message::from("hello")))
+    let routed = Message::from("hello").with_route(msg::Route::from_static("users.get"));
+    within(client.ready().await.unwrap().call(routed))
         .await
         .unwrap();
     let failed = within(client.ready().await.unwrap().call(Message::from("fail"))).await;
@@ -258,8 +259,19 @@ async fn trace_layer_spans_carry_kind_size_peer_topic_and_outcome() {
         "{text}"
     );
     assert!(requests[1].contains("outcome=\"error\""), "{text}");
+    // The route, on both ends' spans, where the request names one.
+    assert!(requests[0].contains("route=\"users.get\""), "{text}");
+    assert!(!requests[1].contains("route="), "{text}");
     let handled = lines("handle");
     assert_eq!(handled.len(), 2, "{text}");
+    assert_eq!(
+        handled
+            .iter()
+            .filter(|l| l.contains("route=\"users.get\""))
+            .count(),
+        1,
+        "{text}"
+    );
     assert!(
         handled.iter().all(|l| l.contains("peer=127.0.0.1:")),
         "{text}"

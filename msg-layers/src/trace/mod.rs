@@ -6,7 +6,7 @@
 //!
 //! | what | level, by default | set with | fields |
 //! |---|---|---|---|
-//! | span `msg.call`, one per call | DEBUG | [`span_level`](TraceLayer::span_level) | `kind` (`request`, `publish`, `handle`), `size`, `encoding`, `topic` or `peer`; at the end `outcome`, `error`, `latency_us` |
+//! | span `msg.call`, one per call | DEBUG | [`span_level`](TraceLayer::span_level) | `kind` (`request`, `publish`, `handle`), `size`, `encoding`, `topic` or `peer`, `route` when the request names one; at the end `outcome`, `error`, `latency_us` |
 //! | event `call ok` | DEBUG | [`event_level`](TraceLayer::event_level) | `kind`, `latency_us` |
 //! | event `call failed` | WARN | [`failure_level`](TraceLayer::failure_level) | `kind`, `error`, `latency_us` (when the call was timed) |
 //!
@@ -94,8 +94,8 @@ pub trait Describe {
     /// What kind of call this is: the span's `kind` field.
     const KIND: &'static str;
 
-    /// Records the request's fields (`size`, `encoding`, and `topic` or `peer` where they
-    /// apply) on `span`. Called only when the span is enabled.
+    /// Records the request's fields (`size`, `encoding`, and `topic`, `route` or `peer`
+    /// where they apply) on `span`. Called only when the span is enabled.
     fn describe(&self, span: &Span);
 
     /// The size of the payload the request carries.
@@ -109,6 +109,9 @@ impl Describe for Message {
     fn describe(&self, span: &Span) {
         span.record("size", self.payload().len());
         span.record("encoding", tracing::field::display(self.encoding()));
+        if let Some(route) = self.route() {
+            span.record("route", route.as_str());
+        }
     }
 
     fn payload_len(&self) -> usize {

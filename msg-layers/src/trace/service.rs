@@ -39,6 +39,7 @@ where
             size = tracing::field::Empty,
             encoding = tracing::field::Empty,
             topic = tracing::field::Empty,
+            route = tracing::field::Empty,
             peer = tracing::field::Empty,
             outcome = tracing::field::Empty,
             error = tracing::field::Empty,

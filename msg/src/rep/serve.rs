@@ -244,7 +244,7 @@ impl<A, R: Into<Message>> msg_layers::compression::Compress<R> for Request<A> {
     }
 }
 
-/// A handler call's span: the request's size and encoding, and the peer.
+/// A handler call's span: the request's size, encoding and route, and the peer.
 impl<A: fmt::Display> msg_layers::trace::Describe for Request<A> {
     const KIND: &'static str = "handle";
 
@@ -255,6 +255,9 @@ impl<A: fmt::Display> msg_layers::trace::Describe for Request<A> {
             tracing::field::display(self.message().encoding()),
         );
         span.record("peer", tracing::field::display(self.peer()));
+        if let Some(route) = self.message().route() {
+            span.record("route", route.as_str());
+        }
     }
 
     fn payload_len(&self) -> usize {
