@@ -1,6 +1,7 @@
-//! An axum HTTP server and a msg server on one runtime, sharing one application state and
-//! stopped by one `CancellationToken`: each drains the request it has in flight, and both
-//! end, within a bound.
+//! An axum HTTP server and a msg `Router` on one runtime, sharing one application state
+//! (each side's handlers take it with its own `State` extractor) and stopped by one
+//! `CancellationToken`: each drains the request it has in flight, and both end, within a
+//! bound.
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -11,12 +12,11 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::routing::get;
 use bytes::Bytes;
-use msg::{RepOptions, RepSocket, ReqSocket, Request, Tcp};
+use msg::{RepOptions, RepSocket, ReqSocket, Tcp};
 use msg_tests::{within, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tower::{service_fn, BoxError};
 
 /// What both servers share: a counter each request increments, and, for the test, a
 /// channel to say a slow request has started and a gate that holds it until opened.
@@ -45,6 +45,15 @@ async fn http_fast(State(state): State<AppState>) -> String {
 
 async fn http_slow(State(state): State<AppState>) -> String {
     format!("slow hit {}", state.hit(true, "http").await)
+}
+
+/// The msg side's handlers: the same state, through msg's own `State` extractor.
+async fn msg_fast(msg::extract::State(state): msg::extract::State<AppState>) -> String {
+    format!("hit {}", state.hit(false, "msg").await)
+}
+
+async fn msg_slow(msg::extract::State(state): msg::extract::State<AppState>) -> String {
+    format!("hit {}", state.hit(true, "msg").await)
 }
 
 /// A plain HTTP/1.1 GET; returns the status line and the body.
@@ -95,17 +104,12 @@ async fn one_token_stops_axum_and_msg_each_after_its_request_in_flight() {
     let mut rep = RepSocket::with_options(Tcp::default(), RepOptions::default().linger(WAIT * 2));
     within(rep.bind("127.0.0.1:0")).await.expect("bind msg");
     let msg_addr = rep.local_addr().expect("bound");
-    let msg_state = state.clone();
-    let handler = service_fn(move |req: Request<SocketAddr>| {
-        let state = msg_state.clone();
-        async move {
-            let slow = req.payload() == "slow";
-            let n = state.hit(slow, "msg").await;
-            Ok::<_, BoxError>(Bytes::from(format!("hit {n}")))
-        }
-    });
+    let router = msg::Router::new()
+        .route("hit", msg_fast)
+        .route("slow", msg_slow)
+        .with_state(state.clone());
     let msg = tokio::spawn(
-        msg::serve(rep, handler).with_graceful_shutdown(shutdown.clone().cancelled_owned()),
+        msg::serve(rep, router).with_graceful_shutdown(shutdown.clone().cancelled_owned()),
     );
 
     // Both serve, and count in the one state.
@@ -114,7 +118,7 @@ async fn one_token_stops_axum_and_msg_each_after_its_request_in_flight() {
     assert_eq!(body, "hit 1");
     let mut req = ReqSocket::new(Tcp::default());
     within(req.connect(msg_addr)).await.expect("connect");
-    let reply = within(req.request(Bytes::from("fast")))
+    let reply = within(req.request_to("hit", Bytes::new()))
         .await
         .expect("reply");
     assert_eq!(reply, "hit 2");
@@ -122,7 +126,7 @@ async fn one_token_stops_axum_and_msg_each_after_its_request_in_flight() {
     // A slow request on each, both started before the signal.
     let slow_http = tokio::spawn(http_get(http_addr, "/slow"));
     let client = req.clone();
-    let slow_msg = tokio::spawn(async move { client.request(Bytes::from("slow")).await });
+    let slow_msg = tokio::spawn(async move { client.request_to("slow", Bytes::new()).await });
     let mut sides = vec![
         within(started.recv()).await.expect("a slow request starts"),
         within(started.recv()).await.expect("the other starts"),
