@@ -1,7 +1,9 @@
 //! [`Handler`]: plain async functions as a [`Router`](crate::Router)'s routes.
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use tower::BoxError;
 
@@ -12,7 +14,52 @@ use crate::{Message, Request};
 
 /// The future of a handler's call: its reply, or its failure (a
 /// [`Status`](crate::Status) inside).
-pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Message, BoxError>> + Send>>;
+///
+/// The arguments are extracted when the handler is called, before this future is made: a
+/// call whose extractor fails is answered at once, without an allocation, and the one that
+/// runs boxes only the function's own future and its arguments.
+pub struct HandlerFuture(Inner);
+
+enum Inner {
+    /// Answered already: an extractor failed.
+    Ready(Option<Result<Message, BoxError>>),
+    /// The function's call.
+    Running(Pin<Box<dyn Future<Output = Result<Message, BoxError>> + Send>>),
+}
+
+impl HandlerFuture {
+    /// A future that completes with `outcome` when first polled.
+    pub fn ready(outcome: Result<Message, BoxError>) -> Self {
+        HandlerFuture(Inner::Ready(Some(outcome)))
+    }
+
+    /// A future that runs `future`.
+    pub fn new(future: impl Future<Output = Result<Message, BoxError>> + Send + 'static) -> Self {
+        HandlerFuture(Inner::Running(Box::pin(future)))
+    }
+}
+
+impl fmt::Debug for HandlerFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HandlerFuture")
+    }
+}
+
+impl Future for HandlerFuture {
+    type Output = Result<Message, BoxError>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            Inner::Running(future) => future.as_mut().poll(cx),
+            Inner::Ready(outcome) => Poll::Ready(
+                outcome
+                    .take()
+                    .unwrap_or_else(|| Err(crate::Error::PolledAfterCompletion.into())),
+            ),
+        }
+    }
+}
 
 /// An async function a [`Router`](crate::Router) can route to: up to eight arguments that
 /// are [extractors](crate::extract), all [`FromRequestParts`] but the last, which may
@@ -62,7 +109,7 @@ where
 {
     fn call(self, request: Request<AnyPeer>, _state: S) -> HandlerFuture {
         drop(request);
-        Box::pin(async move { finish(self().await) })
+        HandlerFuture::new(async move { finish(self().await) })
     }
 }
 
@@ -75,27 +122,27 @@ macro_rules! impl_handler {
             Fut: Future<Output = Res> + Send + 'static,
             Res: IntoReply,
             S: Send + 'static,
-            $($part: FromRequestParts<S> + Send,)*
-            $last: FromRequest<S, M> + Send,
+            $($part: FromRequestParts<S> + Send + 'static,)*
+            $last: FromRequest<S, M> + Send + 'static,
         {
             fn call(self, request: Request<AnyPeer>, state: S) -> HandlerFuture {
-                Box::pin(async move {
-                    let (mut parts, body) = Parts::split(request);
-                    $(
-                        let $part = match $part::from_request_parts(&mut parts, &state) {
-                            Ok(value) => value,
-                            Err(status) => return Err(BoxError::from(status)),
-                        };
-                    )*
-                    let $last = match $last::from_request(&mut parts, body, &state) {
+                let (mut parts, body) = Parts::split(request);
+                $(
+                    let $part = match $part::from_request_parts(&mut parts, &state) {
                         Ok(value) => value,
-                        Err(status) => return Err(BoxError::from(status)),
+                        Err(status) => return HandlerFuture::ready(Err(BoxError::from(status))),
                     };
-                    drop(state);
-                    // Fires the call's `Cancelled` extractors if this future is dropped
-                    // before the function returns.
-                    let guard = parts.cancel_guard();
-                    drop(parts);
+                )*
+                let $last = match $last::from_request(&mut parts, body, &state) {
+                    Ok(value) => value,
+                    Err(status) => return HandlerFuture::ready(Err(BoxError::from(status))),
+                };
+                drop(state);
+                // Fires the call's `Cancelled` extractors if the future is dropped before
+                // the function returns.
+                let guard = parts.cancel_guard();
+                drop(parts);
+                HandlerFuture::new(async move {
                     let reply = self($($part,)* $last).await;
                     if let Some(guard) = guard {
                         guard.disarm();

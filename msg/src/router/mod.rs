@@ -128,7 +128,7 @@ impl Future for RouteFuture {
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.0.as_mut().poll(cx)
+        Pin::new(&mut self.0).poll(cx)
     }
 }
 
@@ -183,7 +183,7 @@ where
             Ok(service) => service.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         };
-        RouteFuture(Box::pin(async move {
+        RouteFuture(HandlerFuture::new(async move {
             match service.oneshot(request).await {
                 Ok(reply) => Ok(reply.into()),
                 Err(e) => Err(e.into()),
@@ -204,7 +204,7 @@ impl ErasedRoute for NotFound {
                 "the request names no route, and the router has no fallback",
             ),
         };
-        RouteFuture(Box::pin(std::future::ready(Err(BoxError::from(status)))))
+        RouteFuture(HandlerFuture::ready(Err(BoxError::from(status))))
     }
 }
 
@@ -256,9 +256,11 @@ struct Table {
     /// Hashed with FxHash, not the default SipHash: the keys are the server's own routes,
     /// fixed once the table is made, so a client choosing what it asks for cannot make
     /// the table degrade, and a short route hashes in a few instructions.
-    routes: rustc_hash::FxHashMap<Box<str>, RouteService>,
+    /// Keyed by the route's bytes: a received route was checked to be UTF-8 once, on
+    /// arrival, and is not checked again to find its handler.
+    routes: rustc_hash::FxHashMap<Box<[u8]>, RouteService>,
     /// Fallbacks of nested routers, by prefix (with its dot): for unknown routes under it.
-    nested: Vec<(Box<str>, RouteService)>,
+    nested: Vec<(Box<[u8]>, RouteService)>,
     fallback: RouteService,
 }
 
@@ -268,13 +270,13 @@ impl Table {
         let Some(route) = route else {
             return &self.fallback;
         };
-        let name = route.as_str();
+        let name: &[u8] = route.as_bytes();
         if let Some(service) = self.routes.get(name) {
             return service;
         }
         self.nested
             .iter()
-            .filter(|(prefix, _)| name.starts_with(&**prefix))
+            .filter(|(prefix, _)| name.starts_with(prefix))
             .max_by_key(|(prefix, _)| prefix.len())
             .map_or(&self.fallback, |(_, service)| service)
     }
@@ -506,12 +508,12 @@ impl Router<()> {
             routes: self
                 .routes
                 .iter()
-                .map(|(route, make)| (route.clone(), make(&())))
+                .map(|(route, make)| (Box::from(route.as_bytes()), make(&())))
                 .collect(),
             nested: self
                 .nested
                 .iter()
-                .map(|(prefix, make)| (prefix.clone(), make(&())))
+                .map(|(prefix, make)| (Box::from(prefix.as_bytes()), make(&())))
                 .collect(),
             fallback: (self.fallback)(&()),
         })
