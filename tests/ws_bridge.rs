@@ -380,3 +380,38 @@ async fn shutdown_closes_every_client_going_away_and_refuses_new_ones() {
         other => panic!("expected 503 after the shutdown, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn format_binary_sends_each_publication_as_one_binary_message() {
+    let (publisher, addr) = publisher().await;
+    let bridge = SubscribeBridge::new(Tcp::default(), addr);
+    let http = serve_bridge(bridge.clone()).await;
+    let mut client = open(http, "pattern=blobs.*&format=binary", None)
+        .await
+        .expect("upgraded");
+    for payload in [&[0xff, 0x00, 0x10][..], b"text too"] {
+        within(publisher.publish("blobs.1", Bytes::copy_from_slice(payload)))
+            .await
+            .expect("publish");
+    }
+    for (seq, payload) in [(1u64, &[0xff, 0x00, 0x10][..]), (2, b"text too")] {
+        let frame = loop {
+            match within(client.next()).await {
+                Some(Ok(Message::Binary(bytes))) => break bytes,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a binary frame, got {other:?}"),
+            }
+        };
+        // topic len (u16 BE), topic, seq (u64 BE), payload.
+        let mut expected = 7u16.to_be_bytes().to_vec();
+        expected.extend_from_slice(b"blobs.1");
+        expected.extend_from_slice(&seq.to_be_bytes());
+        expected.extend_from_slice(payload);
+        assert_eq!(&frame[..], &expected[..]);
+    }
+    // Any other format is refused before the upgrade.
+    match open(http, "pattern=blobs.*&format=xml", None).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 400),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}

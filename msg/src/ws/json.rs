@@ -26,6 +26,19 @@ pub(crate) fn publication(topic: &str, seq: u64, payload: &[u8]) -> String {
     out
 }
 
+/// One publication as a binary WebSocket message: the topic's length (u16, big endian),
+/// the topic, the sequence number (u64, big endian), then the payload as it is.
+pub(crate) fn binary_publication(topic: &str, seq: u64, payload: &[u8]) -> bytes::Bytes {
+    use bytes::BufMut;
+    // A topic is at most 65,535 bytes: the wire's bound, checked by the publisher.
+    let mut out = bytes::BytesMut::with_capacity(2 + topic.len() + 8 + payload.len());
+    out.put_u16(topic.len() as u16);
+    out.put_slice(topic.as_bytes());
+    out.put_u64(seq);
+    out.put_slice(payload);
+    out.freeze()
+}
+
 /// What the browser is told of messages it did not get: `count` of them, since the last
 /// one it got.
 pub(crate) fn dropped(count: u64) -> String {

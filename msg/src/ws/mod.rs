@@ -18,6 +18,10 @@
 //!   (`"encoding":"utf8"`), base64 otherwise (`"encoding":"base64"`, `atob` reads it).
 //!   `seq` is its number in the publisher's session with the bridge, consecutive unless
 //!   messages were dropped.
+//! - with `format=binary` in the query string, each publication is a binary WebSocket
+//!   message instead: the topic's length (u16, big endian), the topic, `seq` (u64, big
+//!   endian), then the payload as it is, unencoded (a `DataView` reads it). `dropped`
+//!   stays a JSON text message. `format=json` is the default; any other value is refused.
 //! - `dropped`: `count` messages on the browser's patterns were lost since the one it got
 //!   last, because the browser read too slowly (its queue was full) or the publisher
 //!   dropped them for the bridge (a slow subscriber's gap). It comes before the next
@@ -96,13 +100,37 @@ use tokio_util::sync::CancellationToken;
 
 use crate::topic::validate_pattern;
 use crate::{SubOptions, SubSocket};
-use outbox::{Out, Outbox};
+use outbox::{Body, Out, Outbox};
 
 /// Longest a browser is given to take its close frame when the bridge shuts down.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// The query parameter that carries the browser's patterns.
 pub const PATTERN_PARAM: &str = "pattern";
+
+/// The query string's parameter that chooses how publications are sent: `json` (the
+/// default) or `binary`.
+pub const FORMAT_PARAM: &str = "format";
+
+/// How a browser gets its publications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Binary,
+}
+
+/// The format a query string asks for, or why it is refused.
+fn format(query: Option<&str>) -> Result<Format, String> {
+    let mut format = Format::Json;
+    for value in json::query_values(query.unwrap_or(""), FORMAT_PARAM) {
+        format = match value.as_deref() {
+            Some("json") => Format::Json,
+            Some("binary") => Format::Binary,
+            _ => return Err("`format` is `json` or `binary`".into()),
+        };
+    }
+    Ok(format)
+}
 
 /// Options of a [`SubscribeBridge`].
 ///
@@ -372,14 +400,14 @@ impl<T: Transport> SubscribeBridge<T> {
 
     /// Serves one browser on `ws`, with its subscribed socket, until it leaves or the
     /// bridge shuts down.
-    async fn serve(self, mut ws: WebSocket, sub: SubSocket<T>) {
+    async fn serve(self, mut ws: WebSocket, sub: SubSocket<T>, format: Format) {
         let shared = &self.shared;
         let _browser = Browser::new(&shared.counters);
         let outbox = Arc::new(Outbox::new(
             shared.options.queue,
             shared.options.queue_bytes,
         ));
-        let reader = tokio::spawn(read(sub, outbox.clone(), self.shared.clone()));
+        let reader = tokio::spawn(read(sub, outbox.clone(), self.shared.clone(), format));
         loop {
             tokio::select! {
                 _ = shared.stop.cancelled() => {
@@ -417,7 +445,11 @@ async fn send(ws: &mut WebSocket, out: Out, counters: &Counters) -> Result<(), a
                 ws.send(WsMessage::text(json::dropped(frame.dropped_before)))
                     .await?;
             }
-            ws.send(WsMessage::text(frame.text)).await?;
+            let message = match frame.body {
+                Body::Text(text) => WsMessage::text(text),
+                Body::Binary(bytes) => WsMessage::binary(bytes),
+            };
+            ws.send(message).await?;
             counters.delivered.fetch_add(1, Ordering::Relaxed);
         }
         Out::Dropped(count) => ws.send(WsMessage::text(json::dropped(count))).await?,
@@ -426,7 +458,12 @@ async fn send(ws: &mut WebSocket, out: Out, counters: &Counters) -> Result<(), a
 }
 
 /// Reads a browser's socket into its queue, as fast as publications come.
-async fn read<T: Transport>(mut sub: SubSocket<T>, outbox: Arc<Outbox>, shared: Arc<Shared<T>>) {
+async fn read<T: Transport>(
+    mut sub: SubSocket<T>,
+    outbox: Arc<Outbox>,
+    shared: Arc<Shared<T>>,
+    format: Format,
+) {
     // The last sequence number seen from each publisher: a gap is what it dropped.
     let mut last: HashMap<T::Addr, u64> = HashMap::new();
     while let Some(msg) = sub.next().await {
@@ -439,8 +476,13 @@ async fn read<T: Transport>(mut sub: SubSocket<T>, outbox: Arc<Outbox>, shared: 
         };
         let counters = &shared.counters;
         counters.missed.fetch_add(missed, Ordering::Relaxed);
-        let text = json::publication(msg.topic(), seq, msg.payload());
-        if !outbox.push(missed, text, counters) {
+        let body = match format {
+            Format::Json => Body::Text(json::publication(msg.topic(), seq, msg.payload())),
+            Format::Binary => {
+                Body::Binary(json::binary_publication(msg.topic(), seq, msg.payload()))
+            }
+        };
+        if !outbox.push(missed, body, counters) {
             counters.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -476,8 +518,8 @@ impl<T: Transport> SubscribeBridge<T> {
             )
                 .into_response();
         }
-        let patterns = match self.patterns(query) {
-            Ok(patterns) => patterns,
+        let (patterns, format) = match self.patterns(query).and_then(|p| Ok((p, format(query)?))) {
+            Ok(asked) => asked,
             Err(reason) => return (StatusCode::BAD_REQUEST, reason).into_response(),
         };
         // Subscribed before the upgrade is answered: once the browser's WebSocket is open,
@@ -494,6 +536,6 @@ impl<T: Transport> SubscribeBridge<T> {
             // A browser sends nothing but control frames: a large message is no browser of
             // this page's.
             .max_message_size(64 * 1024)
-            .on_upgrade(move |ws| self.serve(ws, sub))
+            .on_upgrade(move |ws| self.serve(ws, sub, format))
     }
 }

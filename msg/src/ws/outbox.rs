@@ -4,6 +4,8 @@
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 
+use bytes::Bytes;
+
 use tokio::sync::Notify;
 
 use super::Counters;
@@ -12,7 +14,35 @@ use super::Counters;
 #[derive(Debug)]
 pub(crate) struct Frame {
     pub(crate) dropped_before: u64,
-    pub(crate) text: String,
+    pub(crate) body: Body,
+}
+
+/// A publication as the browser gets it: a JSON text message, or a binary one.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Body {
+    Text(String),
+    Binary(Bytes),
+}
+
+impl Body {
+    fn len(&self) -> usize {
+        match self {
+            Body::Text(text) => text.len(),
+            Body::Binary(bytes) => bytes.len(),
+        }
+    }
+}
+
+impl From<String> for Body {
+    fn from(text: String) -> Body {
+        Body::Text(text)
+    }
+}
+
+impl From<&str> for Body {
+    fn from(text: &str) -> Body {
+        Body::Text(text.to_owned())
+    }
 }
 
 /// What the browser is sent next.
@@ -58,25 +88,26 @@ impl Outbox {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues `text`, after `missed` messages the publisher dropped before it; when the
+    /// Queues `body`, after `missed` messages the publisher dropped before it; when the
     /// queue is full, drops it instead, as a publisher drops for a slow subscriber, and
     /// counts it. Returns whether it was queued.
-    pub(crate) fn push(&self, missed: u64, text: String, counters: &Counters) -> bool {
+    pub(crate) fn push(&self, missed: u64, body: impl Into<Body>, counters: &Counters) -> bool {
+        let body = body.into();
         let queued = {
             let mut state = self.lock();
             state.dropped += missed;
             // A frame larger than the byte bound still goes into an empty queue.
             let full = state.frames.len() >= self.max
-                || (!state.frames.is_empty() && state.bytes + text.len() > self.max_bytes);
+                || (!state.frames.is_empty() && state.bytes + body.len() > self.max_bytes);
             if full {
                 state.dropped += 1;
                 false
             } else {
                 let dropped_before = std::mem::take(&mut state.dropped);
-                state.bytes += text.len();
+                state.bytes += body.len();
                 state.frames.push_back(Frame {
                     dropped_before,
-                    text,
+                    body,
                 });
                 counters.queued(state.frames.len(), state.bytes);
                 true
@@ -96,7 +127,7 @@ impl Outbox {
             {
                 let mut state = self.lock();
                 if let Some(frame) = state.frames.pop_front() {
-                    state.bytes -= frame.text.len();
+                    state.bytes -= frame.body.len();
                     return Out::Frame(frame);
                 }
                 if state.dropped > 0 {
@@ -123,16 +154,16 @@ mod tests {
     async fn a_full_queue_drops_and_tells_before_the_next_frame() {
         let counters = Counters::default();
         let outbox = Outbox::new(2, 1 << 20);
-        assert!(outbox.push(0, "a".into(), &counters));
-        assert!(outbox.push(0, "b".into(), &counters));
-        assert!(!outbox.push(0, "c".into(), &counters));
-        assert!(!outbox.push(0, "d".into(), &counters));
-        assert_eq!(frame(&outbox).await.text, "a");
-        assert!(outbox.push(1, "e".into(), &counters));
+        assert!(outbox.push(0, "a", &counters));
+        assert!(outbox.push(0, "b", &counters));
+        assert!(!outbox.push(0, "c", &counters));
+        assert!(!outbox.push(0, "d", &counters));
+        assert_eq!(frame(&outbox).await.body, Body::from("a"));
+        assert!(outbox.push(1, "e", &counters));
         assert_eq!(frame(&outbox).await.dropped_before, 0);
         let e = frame(&outbox).await;
         // Two dropped here, one by the publisher.
-        assert_eq!((e.text.as_str(), e.dropped_before), ("e", 3));
+        assert_eq!((e.body, e.dropped_before), (Body::from("e"), 3));
         assert_eq!(counters.snapshot().peak_queued, 2);
     }
 
@@ -140,9 +171,9 @@ mod tests {
     async fn drops_with_nothing_behind_them_are_told_alone() {
         let counters = Counters::default();
         let outbox = Outbox::new(1, 1 << 20);
-        assert!(outbox.push(0, "a".into(), &counters));
-        assert!(!outbox.push(0, "b".into(), &counters));
-        assert_eq!(frame(&outbox).await.text, "a");
+        assert!(outbox.push(0, "a", &counters));
+        assert!(!outbox.push(0, "b", &counters));
+        assert_eq!(frame(&outbox).await.body, Body::from("a"));
         assert!(matches!(outbox.next().await, Out::Dropped(1)));
     }
 
@@ -151,11 +182,11 @@ mod tests {
         let counters = Counters::default();
         let outbox = Outbox::new(100, 10);
         assert!(outbox.push(0, "x".repeat(30), &counters));
-        assert!(!outbox.push(0, "y".into(), &counters));
-        assert_eq!(frame(&outbox).await.text.len(), 30);
+        assert!(!outbox.push(0, "y", &counters));
+        assert_eq!(frame(&outbox).await.body.len(), 30);
         assert!(outbox.push(0, "y".repeat(6), &counters));
         assert!(outbox.push(0, "z".repeat(4), &counters));
-        assert!(!outbox.push(0, "w".into(), &counters));
+        assert!(!outbox.push(0, "w", &counters));
         assert_eq!(counters.snapshot().peak_queued_bytes, 30);
     }
 }
