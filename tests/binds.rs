@@ -290,3 +290,73 @@ async fn a_socket_may_bind_and_connect_both() {
     assert_eq!(within(bound_sub.next()).await.unwrap().payload(), "both");
     assert_eq!(within(dialing_sub.next()).await.unwrap().payload(), "both");
 }
+
+/// The heartbeat of a connection a reply socket dialed is the one an accepted connection
+/// has: a request side gone silent (its link frozen) is given up after the heartbeat
+/// timeout, and redialed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_socket_that_dialed_gives_up_a_silent_request_side_after_its_heartbeat_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay = msg_tests::Relay::start(listener.local_addr().unwrap()).await;
+    let options =
+        msg::RepOptions::default().heartbeat(Duration::from_millis(50), Duration::from_millis(300));
+    let mut rep = RepSocket::with_options(Tcp::default(), options).with_dial(fast_redial());
+    let mut events = rep.events();
+    let accepted = tokio::spawn(async move {
+        let send = accept_request_side(&listener, ReqOptions::default()).await;
+        (listener, send)
+    });
+    within(rep.connect(relay.addr())).await.unwrap();
+    reversing(rep);
+    let (_listener, send) = within(accepted).await.unwrap();
+    let (send, _driving) = send.unwrap();
+    assert_eq!(within(send.request(Bytes::from("ab"))).await.unwrap(), "ba");
+
+    relay.freeze();
+    let error = within(async {
+        loop {
+            if let Some(SocketEvent::Disconnected { error, .. }) = events.next().await {
+                return error;
+            }
+        }
+    })
+    .await;
+    assert!(matches!(error, Error::HeartbeatTimeout { .. }), "{error:?}");
+    // And it dials again.
+    within(async {
+        while !matches!(events.next().await, Some(SocketEvent::Reconnecting { .. })) {}
+    })
+    .await;
+}
+
+/// A reply socket that dialed counts the connection against its connection limit, as
+/// its listener does: at the limit, the request side it reached is refused with the
+/// limit's code (one that may pass later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_socket_at_its_connection_limit_refuses_the_request_side_it_dialed() {
+    let mut rep = RepSocket::with_options(
+        Tcp::default(),
+        msg::RepOptions::default().max_connections(1),
+    );
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let mut req = msg::ReqSocket::new(Tcp::default());
+    within(req.connect(rep.local_addr().unwrap()))
+        .await
+        .unwrap();
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted =
+        tokio::spawn(async move { accept_request_side(&listener, ReqOptions::default()).await });
+    let refused = within(rep.connect(addr)).await;
+    assert!(matches!(refused, Err(Error::Refused { .. })), "{refused:?}");
+    match within(accepted).await.unwrap() {
+        Err(
+            e @ Error::HandshakeRejected {
+                code: Code::ResourceExhausted,
+                ..
+            },
+        ) => assert!(!e.is_permanent()),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}

@@ -178,13 +178,14 @@ impl<T: Transport> PubSocket<T> {
 
     /// Requires every subscriber to pass `auth` in the handshake (the book's way). It
     /// installs admission by [`Authenticate`]; see [`with_admission`](Self::with_admission).
-    /// Call before [`bind`](Self::bind).
+    /// Call before [`bind`](Self::bind) or [`connect`](Self::connect).
     pub fn with_auth(self, auth: impl Authenticator) -> Self {
         self.with_admission(Authenticate::new(auth))
     }
 
     /// Decides with `admission` whether each subscriber, once it said hello, may use the
-    /// socket; see [`admission`](mod@crate::admission). Call before [`bind`](Self::bind).
+    /// socket; see [`admission`](mod@crate::admission). Call before [`bind`](Self::bind) or
+    /// [`connect`](Self::connect).
     pub fn with_admission(mut self, admission: impl AdmissionService<T::Addr>) -> Self {
         self.admission = Some(admission::boxed(admission));
         self
@@ -392,7 +393,7 @@ impl<T: Transport> PubSocket<T> {
     ///
     /// [`Error::InvalidTopic`] for an empty token or a wildcard in `topic`,
     /// [`Error::FrameTooLarge`] over the frame limit, [`Error::NotBound`] before
-    /// [`bind`](Self::bind).
+    /// [`bind`](Self::bind) or [`connect`](Self::connect).
     pub async fn publish(&self, topic: impl AsRef<str>, payload: Bytes) -> Result<(), Error> {
         self.publish_message(topic.as_ref(), &Message::new(payload))
             .await

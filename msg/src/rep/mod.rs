@@ -501,13 +501,15 @@ impl<T: Transport> RepSocket<T> {
 
     /// Requires every client to pass `auth` in the handshake (the book's way). It installs
     /// admission by [`Authenticate`]; see [`with_admission`](Self::with_admission). Call
-    /// before [`bind`](Self::bind).
+    /// before [`bind`](Self::bind) or [`connect`](Self::connect): whoever dialed, a
+    /// request socket says hello with its token and this socket checks it.
     pub fn with_auth(self, auth: impl Authenticator) -> Self {
         self.with_admission(Authenticate::new(auth))
     }
 
     /// Decides with `admission` whether each client, once it said hello, may use the
-    /// socket; see [`admission`](mod@crate::admission). Call before [`bind`](Self::bind).
+    /// socket; see [`admission`](mod@crate::admission). Call before [`bind`](Self::bind) or
+    /// [`connect`](Self::connect).
     pub fn with_admission(mut self, admission: impl AdmissionService<T::Addr>) -> Self {
         self.admission = Some(admission::boxed(admission));
         self
