@@ -360,3 +360,84 @@ async fn a_reply_socket_at_its_connection_limit_refuses_the_request_side_it_dial
         other => panic!("{:?}", other.map(|_| ())),
     }
 }
+
+/// A connection a reply socket dialed goes away on a graceful shutdown as an accepted one
+/// does: the request in flight is answered, the connection then closes, and the socket,
+/// shut down, does not dial again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialed_connection_goes_away_on_a_graceful_shutdown_and_is_not_redialed() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut rep = RepSocket::new(Tcp::default()).with_dial(fast_redial());
+    let accepted = tokio::spawn(async move {
+        let send = accept_request_side(&listener, ReqOptions::default()).await;
+        (listener, send)
+    });
+    within(rep.connect(addr)).await.unwrap();
+    // The handler tells when it has started, then waits for the gate.
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let handler = {
+        let gate = gate.clone();
+        service_fn(move |req: Request| {
+            let (gate, started_tx) = (gate.clone(), started_tx.clone());
+            async move {
+                let _ = started_tx.send(());
+                let _permit = gate.acquire().await;
+                let reversed: Vec<u8> = req.msg().iter().rev().copied().collect();
+                Ok::<_, Infallible>(Bytes::from(reversed))
+            }
+        })
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(rep, handler).with_graceful_shutdown(async {
+        let _ = stopped.await;
+    }));
+    let (listener, send) = within(accepted).await.unwrap();
+    let (send, driving) = send.unwrap();
+    let in_flight = tokio::spawn(async move { send.request(Bytes::from("ab")).await });
+    within(started.recv()).await.unwrap();
+
+    stop.send(()).unwrap();
+    gate.add_permits(1);
+    assert_eq!(within(in_flight).await.unwrap().unwrap(), "ba");
+    within(server).await.unwrap().unwrap();
+    // The connection closed; nothing dials the request side again.
+    within(driving).await.unwrap();
+    let redialed = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+    assert!(redialed.is_err(), "the shut-down socket dialed again");
+}
+
+/// `connect_lazy` dials in the background until the side that binds is there: a publisher
+/// and a reply socket started first find their peers once they bind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_lazy_finds_the_side_that_binds_once_it_is_there() {
+    // Addresses free now, bound below.
+    let (pub_target, rep_target) = {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        (a.local_addr().unwrap(), b.local_addr().unwrap())
+    };
+    let mut publisher = PubSocket::new(Tcp::default()).with_dial(fast_redial());
+    let mut changes = publisher.subscription_changes();
+    publisher.connect_lazy(pub_target);
+    let mut rep = RepSocket::new(Tcp::default()).with_dial(fast_redial());
+    rep.connect_lazy(rep_target);
+    reversing(rep);
+
+    let mut sub = SubSocket::new(Tcp::default());
+    sub.bind(pub_target).await.unwrap();
+    within(sub.subscribe("late")).await.unwrap();
+    until_subscribed(&sub, &mut changes, "late").await;
+    publisher
+        .publish("late", Bytes::from("found"))
+        .await
+        .unwrap();
+    assert_eq!(within(sub.next()).await.unwrap().payload(), "found");
+
+    let listener = TcpListener::bind(rep_target).await.unwrap();
+    let (send, _driving) = accept_request_side(&listener, ReqOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(within(send.request(Bytes::from("cd"))).await.unwrap(), "dc");
+}

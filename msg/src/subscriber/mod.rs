@@ -591,7 +591,9 @@ impl<T: Transport> SubSocket<T> {
     /// With no publisher connected, it waits for one, up to
     /// [`SubOptions::reconnect_wait`] (a `connect_lazy` still dialing, a publisher being
     /// redialed), and fails if none comes, or at once if there is none to wait for. Either
-    /// way the pattern is kept: every publisher that connects later is sent it.
+    /// way the pattern is kept: every publisher that connects later is sent it. A socket
+    /// that [binds](Self::bind) does not wait: with no publisher connected it returns at
+    /// once, and each publisher that connects is sent the pattern.
     ///
     /// It may be awaited from the task that reads the stream, even with the inbox full: a
     /// full inbox pauses the delivery of messages, not the reading of acks. A connection
