@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use crate::admission::Admission;
 use crate::events::{EventSink, SocketEvent};
+use crate::handshake::Part;
 use crate::io::{heartbeat_config, FramedIo};
 use crate::options::{ConnectionOptions, ListenOptions};
 use crate::Error;
@@ -32,10 +33,10 @@ pub(crate) struct AcceptConfig<A> {
     pub(crate) handshake_timeout: Duration,
     pub(crate) max_handshakes: usize,
     pub(crate) heartbeat: Option<HeartbeatConfig>,
-    pub(crate) admission: Option<Admission<A>>,
+    /// The socket's part in the hello: a reply or publish socket answers the hello (with
+    /// its admission and connection limit), a request or subscribe socket says it.
+    pub(crate) part: Part<A>,
     pub(crate) events: Arc<EventSink<A>>,
-    /// A permit per connection served; none left, a new client is refused.
-    pub(crate) connections: Arc<tokio::sync::Semaphore>,
 }
 
 impl<A> AcceptConfig<A> {
@@ -56,14 +57,15 @@ impl<A> AcceptConfig<A> {
                 connection.heartbeat_interval,
                 connection.heartbeat_timeout,
             ),
-            admission,
+            part: Part::answer(admission, listen.max_connections),
             events,
-            connections: Arc::new(tokio::sync::Semaphore::new(
-                listen
-                    .max_connections
-                    .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
-            )),
         }
+    }
+
+    /// The same, playing `part` in the hello instead.
+    pub(crate) fn with_part(mut self, part: Part<A>) -> Self {
+        self.part = part;
+        self
     }
 }
 
@@ -75,9 +77,8 @@ impl<A> Clone for AcceptConfig<A> {
             handshake_timeout: self.handshake_timeout,
             max_handshakes: self.max_handshakes,
             heartbeat: self.heartbeat,
-            admission: self.admission.clone(),
+            part: self.part.clone(),
             events: self.events.clone(),
-            connections: self.connections.clone(),
         }
     }
 }
@@ -146,8 +147,8 @@ pub(crate) async fn accept_loop<T, S, W, F>(
     }
 }
 
-/// One connection's way in: the transport's setup, the hello, admission; then the welcome
-/// in a task of its own.
+/// One connection's way in: the transport's setup, the socket's part of the hello
+/// (admission, for a side that answers); then the welcome in a task of its own.
 async fn handshake<T, W, F>(
     transport: T,
     conn: Connected<<T::Listener as Listener>::Conn, T::Addr>,
@@ -171,24 +172,14 @@ async fn handshake<T, W, F>(
         let Connected { io, peer } = transport.accept(conn).await?;
         let mut io = FramedIo::new(io, config.max_frame_len);
         io.set_counters(config.events.counters().bytes(config.socket_type));
-        // At the limit the client is still heard, so that it learns why it is refused.
-        let slot = config.connections.clone().try_acquire_owned().ok();
-        let full = slot.is_none().then(|| {
-            crate::limits::hit(crate::limits::CONNECTIONS);
-            "this server is at its connection limit"
-        });
-        crate::conn::server::hello(
+        crate::handshake::greet(
             &mut io,
             config.socket_type,
             &peer,
-            config.admission.as_ref(),
-            full,
+            &config.part,
             config.heartbeat,
         )
         .await?;
-        if let Some(slot) = slot {
-            io.hold(slot);
-        }
         Ok::<_, Error>(Established { io, peer })
     };
     let after = config.handshake_timeout;
@@ -208,6 +199,12 @@ async fn handshake<T, W, F>(
             config.events.emit(|| SocketEvent::Accepted { peer });
             span.record("outcome", "accepted");
             tokio::spawn(welcome(established).instrument(span.clone()));
+        }
+        Err(Error::HandshakeRejected { reason, .. }) => {
+            // A socket that says hello to whoever connects: the peer turned it away.
+            span.record("outcome", "rejected");
+            tracing::info!(%peer, %reason, "the peer rejected this socket");
+            config.events.emit(|| SocketEvent::Rejected { reason });
         }
         Err(Error::Refused { reason }) => {
             span.record("outcome", "refused");

@@ -1,5 +1,7 @@
-//! The client side's way to a server: [`Dialer`] dials through the transport stack and says
-//! hello; [`supervise`] is the one reconnect supervisor every socket that dials runs.
+//! The way out to a peer: [`Dialer`] dials through the transport stack and plays the
+//! socket's part of the hello (says it for a request or subscribe socket, answers it for a
+//! reply or publish socket: see [`Part`]); [`supervise`] is the one reconnect supervisor
+//! every socket that dials runs.
 //!
 //! The supervisor owns the redial loop: it serves a connection through the socket's
 //! [`Session`] until the connection is lost, then redials with [`Backoff`], forever unless
@@ -12,7 +14,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use msg_core::{HeartbeatConfig, SocketType};
 use msg_transports::{Connected, Transport, TransportError};
 use tokio_util::sync::CancellationToken;
@@ -20,16 +21,18 @@ use tracing::Instrument;
 
 use crate::accept::Established;
 use crate::events::{EventSink, SocketEvent};
+use crate::handshake::Part;
 use crate::io::{heartbeat_config, FramedIo};
 use crate::options::{ConnectionOptions, DialOptions};
 use crate::{Backoff, Error};
 
-/// Everything needed to make a connection to one server.
+/// Everything needed to make a connection to one peer.
 pub(crate) struct Dialer<T: Transport> {
     pub(crate) transport: T,
     pub(crate) target: T::Target,
     pub(crate) socket_type: SocketType,
-    pub(crate) token: Option<Bytes>,
+    /// The socket's part in the hello.
+    pub(crate) part: Part<T::Addr>,
     pub(crate) max_frame_len: usize,
     /// Bounds the transport's exchange and the hello together.
     pub(crate) connect_timeout: Duration,
@@ -52,7 +55,9 @@ impl<T: Transport> Dialer<T> {
             transport,
             target,
             socket_type,
-            token: dial.auth_token,
+            part: Part::Hello {
+                token: dial.auth_token,
+            },
             max_frame_len: connection.max_frame_len,
             connect_timeout: dial.connect_timeout,
             heartbeat: heartbeat_config(
@@ -64,14 +69,22 @@ impl<T: Transport> Dialer<T> {
         }
     }
 
+    /// The same dialer, playing `part` in the hello: a reply or publish socket that dials
+    /// out answers the hello of the peer it reached.
+    pub(crate) fn with_part(mut self, part: Part<T::Addr>) -> Self {
+        self.part = part;
+        self
+    }
+
     /// Dials through the transport stack and completes the handshake, reporting a
     /// connection or a rejection as an event (other failures are the caller's to report).
     ///
     /// # Errors
     ///
-    /// The transport's error, [`Error::HandshakeRejected`] with the server's reason, or
-    /// [`Error::ConnectTimeout`] if the transport's exchange and the hello together take
-    /// longer than the connect timeout.
+    /// The transport's error, [`Error::HandshakeRejected`] with the server's reason (or,
+    /// for a side that answers, [`Error::Refused`] with the reason the peer was given),
+    /// or [`Error::ConnectTimeout`] if the transport's exchange and the hello together
+    /// take longer than the connect timeout.
     pub(crate) async fn dial(&self) -> Result<Established<T::Io, T::Addr>, Error> {
         let connect = async {
             let Connected { io, peer } = self
@@ -81,8 +94,8 @@ impl<T: Transport> Dialer<T> {
                 .map_err(not_msg)?;
             let mut io = FramedIo::new(io, self.max_frame_len);
             io.set_counters(self.events.counters().bytes(self.socket_type));
-            let token = self.token.clone();
-            crate::conn::client::hello(&mut io, self.socket_type, token, self.heartbeat).await?;
+            crate::handshake::greet(&mut io, self.socket_type, &peer, &self.part, self.heartbeat)
+                .await?;
             Ok::<_, Error>(Established { io, peer })
         };
         let after = self.connect_timeout;
@@ -109,6 +122,14 @@ impl<T: Transport> Dialer<T> {
                 self.events.emit(|| SocketEvent::Rejected {
                     reason: reason.clone(),
                 });
+            }
+            Err(Error::Refused { reason }) => {
+                // This side answers the hello, and turned the peer it reached away.
+                tracing::info!(%reason, socket = %self.socket_type, "the dialed peer was refused");
+                self.events
+                    .counters()
+                    .refused(self.socket_type)
+                    .increment(1);
             }
             Err(e) if e.is_permanent() => {
                 tracing::warn!(error = %e, socket = %self.socket_type, "dial failed");
@@ -155,6 +176,12 @@ pub(crate) trait Session<T: Transport>: Send {
     /// Serves one connection until it is lost or the socket is closed.
     fn serve(&mut self, conn: Established<T::Io, T::Addr>) -> impl Future<Output = End> + Send;
 
+    /// Whether the session reports a lost connection itself (its event and counter), as
+    /// a connection served the way an accepted one is does; else the supervisor does.
+    fn reports_loss(&self) -> bool {
+        false
+    }
+
     /// Called now and then while there is no connection, so that work waiting for one can
     /// expire.
     fn sweep(&mut self) {}
@@ -168,6 +195,57 @@ pub(crate) trait Session<T: Transport>: Send {
     /// error), or a dial was answered with a [permanent](Error::is_permanent) error (that
     /// error).
     fn stop(&mut self, error: Error);
+}
+
+/// The session of a socket that dials out but serves its connections as accepted ones (a
+/// reply socket that connects to a request socket, a publisher to a subscriber): `hand`
+/// gives each connection to the code that serves accepted ones (`false`: nobody takes it
+/// any more, the socket is closed), and the session waits until that code drops it.
+/// `closed` ends the wait: the socket is closed.
+pub(crate) struct Handover<F> {
+    pub(crate) hand: F,
+    pub(crate) closed: CancellationToken,
+}
+
+impl<T, F, Fut> Session<T> for Handover<F>
+where
+    T: Transport,
+    F: FnMut(Established<T::Io, T::Addr>) -> Fut + Send,
+    Fut: Future<Output = bool> + Send,
+{
+    async fn serve(&mut self, mut conn: Established<T::Io, T::Addr>) -> End {
+        // Cancelled when the connection is dropped, by whichever task serves it then.
+        let gone = CancellationToken::new();
+        conn.io.tie(gone.clone().drop_guard());
+        let taken = tokio::select! {
+            biased;
+            _ = self.closed.cancelled() => false,
+            taken = (self.hand)(conn) => taken,
+        };
+        if !taken {
+            return End::Closed;
+        }
+        tokio::select! {
+            _ = gone.cancelled() => {}
+            _ = self.closed.cancelled() => {}
+        }
+        if self.closed.is_cancelled() {
+            End::Closed
+        } else {
+            End::Lost(Error::ConnectionClosed)
+        }
+    }
+
+    /// The code that serves accepted connections reports their end.
+    fn reports_loss(&self) -> bool {
+        true
+    }
+
+    fn stop(&mut self, error: Error) {
+        if !matches!(error, Error::Closed) {
+            tracing::warn!(%error, "redialing stopped");
+        }
+    }
 }
 
 /// A TLS client's dial that failed because the server answered with bytes that are no TLS
@@ -295,6 +373,9 @@ pub(crate) async fn supervise<T: Transport, S: Session<T>>(
             End::Lost(error) => {
                 sweeps.reset();
                 tracing::info!(%peer, %error, "connection lost; redialing");
+                if session.reports_loss() {
+                    continue;
+                }
                 dialer
                     .events
                     .counters()

@@ -3,21 +3,117 @@
 //!
 //! The client sends `Hello` (its socket type and optional auth token); the server answers
 //! `Welcome` (its socket type and frame limit) or `Reject` (a reason and its code) and
-//! closes.
+//! closes. Which side is which follows the socket type, not the direction ([`Part`]): the
+//! request and subscribe sides say hello, the reply and publish sides answer, whoever
+//! dialed.
 //!
 //! Either side that reads bytes that are not msg's frames where the other's first frame
 //! belongs looks at them to say what the peer speaks instead ([`Error::NotMsg`]): a TLS
 //! record, an HTTP request or response.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use msg_core::proto::{ClientHandshake, HandshakeError, ServerHandshake, Welcome};
 use msg_core::wire::{Hello, MAGIC};
-use msg_core::{Code, FrameError, SocketType};
+use msg_core::{Code, FrameError, HeartbeatConfig, SocketType};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Semaphore;
 
 use crate::admission::{self, Admission, AdmissionRequest, Verdict};
 use crate::io::FramedIo;
 use crate::Error;
+
+/// The part a socket plays in the hello exchange, which its type decides whoever dialed:
+/// a request or subscribe socket says hello, a reply or publish socket answers it.
+pub(crate) enum Part<A> {
+    /// Says hello with this token, and waits for the welcome.
+    Hello {
+        /// The token for the peer's admission.
+        token: Option<Bytes>,
+    },
+    /// Waits for the peer's hello, checks it (its socket type, the connection limit,
+    /// admission), and answers welcome or reject.
+    Answer {
+        /// Decides whether the peer may use the socket, if set.
+        admission: Option<Admission<A>>,
+        /// A permit per connection served; none left, the peer is refused.
+        connections: Arc<Semaphore>,
+    },
+}
+
+impl<A> Part<A> {
+    /// An answer with `admission` and a limit of `max_connections` served at once.
+    pub(crate) fn answer(admission: Option<Admission<A>>, max_connections: usize) -> Self {
+        Part::Answer {
+            admission,
+            connections: Arc::new(Semaphore::new(
+                max_connections.clamp(1, Semaphore::MAX_PERMITS),
+            )),
+        }
+    }
+}
+
+impl<A> Clone for Part<A> {
+    fn clone(&self) -> Self {
+        match self {
+            Part::Hello { token } => Part::Hello {
+                token: token.clone(),
+            },
+            Part::Answer {
+                admission,
+                connections,
+            } => Part::Answer {
+                admission: admission.clone(),
+                connections: connections.clone(),
+            },
+        }
+    }
+}
+
+/// Runs this side's `part` of the hello exchange on a connection just made (dialed or
+/// accepted) to `peer`, then starts the heartbeat: the one way every connection starts.
+/// An answering side's connection holds its slot of the connection limit while it lives.
+///
+/// # Errors
+///
+/// For a side that says hello, the peer's rejection ([`Error::HandshakeRejected`]) or a
+/// peer of the wrong type; for one that answers, the peer refused ([`Error::Refused`]);
+/// and a peer that does not speak msg, or closes.
+pub(crate) async fn greet<Io, A>(
+    io: &mut FramedIo<Io>,
+    socket_type: SocketType,
+    peer: &A,
+    part: &Part<A>,
+    heartbeat: Option<HeartbeatConfig>,
+) -> Result<(), Error>
+where
+    Io: AsyncRead + AsyncWrite + Unpin,
+    A: Clone + Send + 'static,
+{
+    match part {
+        Part::Hello { token } => {
+            crate::conn::client::hello(io, socket_type, token.clone(), heartbeat).await
+        }
+        Part::Answer {
+            admission,
+            connections,
+        } => {
+            // At the limit the peer is still heard, so that it learns why it is refused.
+            let slot = connections.clone().try_acquire_owned().ok();
+            let full = slot.is_none().then(|| {
+                crate::limits::hit(crate::limits::CONNECTIONS);
+                "this server is at its connection limit"
+            });
+            crate::conn::server::hello(io, socket_type, peer, admission.as_ref(), full, heartbeat)
+                .await?;
+            if let Some(slot) = slot {
+                io.hold(slot);
+            }
+            Ok(())
+        }
+    }
+}
 
 /// A handshake's failure as the socket reports it.
 pub(crate) fn error(e: HandshakeError) -> Error {

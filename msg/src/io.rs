@@ -104,6 +104,8 @@ pub(crate) struct FramedIo<Io> {
     sent: metrics::Counter,
     /// The listener's connection slot this connection holds while it lives.
     _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Tells a dialing socket's supervisor, by its drop, that the connection is gone.
+    _tied: Option<tokio_util::sync::DropGuard>,
 }
 
 impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
@@ -118,7 +120,13 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FramedIo<Io> {
             received: metrics::Counter::noop(),
             sent: metrics::Counter::noop(),
             _slot: None,
+            _tied: None,
         }
+    }
+
+    /// Holds `guard` until the connection is dropped, whichever task serves it then.
+    pub(crate) fn tie(&mut self, guard: tokio_util::sync::DropGuard) {
+        self._tied = Some(guard);
     }
 
     /// Holds `slot` of the listener's connection limit until the connection is dropped.

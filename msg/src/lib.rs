@@ -95,6 +95,7 @@ mod handoff;
 mod handshake;
 mod io;
 pub mod limits;
+mod listen;
 pub mod middleware;
 mod offload;
 pub mod options;

@@ -140,6 +140,16 @@ impl Builder {
         tokio::time::timeout(after, hello(&mut io, SocketType::Req, token, heartbeat))
             .await
             .map_err(|_| Error::ConnectTimeout { after })??;
+        Ok(self.welcomed(io))
+    }
+
+    /// The handle and the connection of a stream whose hello is done (said here, or by a
+    /// request socket's listener to a reply socket that connected to it).
+    pub(crate) fn welcomed<Io>(&self, io: FramedIo<Io>) -> (SendRequest, Connection<Io>)
+    where
+        Io: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let options = &self.options;
         let errors = Arc::<ErrorCounters>::default();
         let slots = slots(options, &self.decoders, &errors);
         let done = CancellationToken::new();
@@ -158,7 +168,7 @@ impl Builder {
             slots,
             done: Some(done.drop_guard()),
         };
-        Ok((send, conn))
+        (send, conn)
     }
 }
 

@@ -20,11 +20,14 @@ use super::{
     session, PubOptions, PubStats, Publication, SlowSubscriber, SubscriberStats,
     SubscriptionChanges,
 };
-use crate::accept::{accept_loop, AcceptConfig};
+use crate::accept::{accept_loop, AcceptConfig, Established};
 use crate::admission::{self, Admission, AdmissionService, Authenticate};
+use crate::dial::{Dialer, Handover};
 use crate::events::{EventSink, Events};
+use crate::handshake::Part;
 use crate::io::heartbeat_config;
 use crate::offload;
+use crate::options::DialOptions;
 use crate::Error;
 use msg_layers::compression::{Codec, Compressor, DEFAULT_MIN_LEN};
 
@@ -38,8 +41,10 @@ struct Guard {
 }
 
 impl Drop for Guard {
+    /// Stops the sessions at once, and the supervisors of `connect` (which watch `drain`).
     fn drop(&mut self) {
         self.stop.cancel();
+        self.drain.cancel();
     }
 }
 
@@ -85,6 +90,10 @@ pub struct PubSocket<T: Transport> {
     /// What `poll_ready` waits on under [`SlowSubscriber::Wait`]: room in a full queue.
     waiting: Option<Pin<Box<tokio::sync::futures::OwnedNotified>>>,
     admission: Option<Admission<T::Addr>>,
+    /// A permit per subscriber served, accepted or dialed; none left, a new one is refused.
+    connections: Arc<tokio::sync::Semaphore>,
+    /// How `connect` dials and redials.
+    dial: DialOptions,
     events: Arc<EventSink<T::Addr>>,
     shared: Arc<Hub<T::Addr>>,
     /// This handle's own: clones never share it.
@@ -100,6 +109,8 @@ impl<T: Transport> Clone for PubSocket<T> {
             codec: self.codec.clone(),
             waiting: None,
             admission: self.admission.clone(),
+            connections: self.connections.clone(),
+            dial: self.dial.clone(),
             events: self.events.clone(),
             shared: self.shared.clone(),
             route: RouteCache::default(),
@@ -126,13 +137,21 @@ impl<T: Transport> PubSocket<T> {
 
     /// A publisher socket over `transport` with `options`.
     pub fn with_options(transport: T, options: PubOptions) -> Self {
+        let options = options.validated();
+        let connections = Arc::new(tokio::sync::Semaphore::new(
+            options
+                .max_connections
+                .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+        ));
         PubSocket {
             transport,
             codec: None,
             waiting: None,
             admission: None,
+            connections,
+            dial: DialOptions::default(),
             events: EventSink::new(),
-            shared: Arc::new(Hub::new(options.validated())),
+            shared: Arc::new(Hub::new(options)),
             route: RouteCache::default(),
             local_addr: None,
             guard: None,
@@ -159,13 +178,14 @@ impl<T: Transport> PubSocket<T> {
 
     /// Requires every subscriber to pass `auth` in the handshake (the book's way). It
     /// installs admission by [`Authenticate`]; see [`with_admission`](Self::with_admission).
-    /// Call before [`bind`](Self::bind).
+    /// Call before [`bind`](Self::bind) or [`connect`](Self::connect).
     pub fn with_auth(self, auth: impl Authenticator) -> Self {
         self.with_admission(Authenticate::new(auth))
     }
 
     /// Decides with `admission` whether each subscriber, once it said hello, may use the
-    /// socket; see [`admission`](mod@crate::admission). Call before [`bind`](Self::bind).
+    /// socket; see [`admission`](mod@crate::admission). Call before [`bind`](Self::bind) or
+    /// [`connect`](Self::connect).
     pub fn with_admission(mut self, admission: impl AdmissionService<T::Addr>) -> Self {
         self.admission = Some(admission::boxed(admission));
         self
@@ -190,9 +210,7 @@ impl<T: Transport> PubSocket<T> {
     pub async fn bind(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
         let listener = self.transport.bind(target.into()).await?;
         let local = listener.local_addr()?;
-        let stop = CancellationToken::new();
-        let drain = CancellationToken::new();
-        let sessions = TaskTracker::new();
+        let guard = self.guard();
         let options = &self.shared.options;
         let config = AcceptConfig {
             socket_type: SocketType::Pub,
@@ -200,45 +218,144 @@ impl<T: Transport> PubSocket<T> {
             handshake_timeout: options.handshake_timeout,
             max_handshakes: options.max_handshakes,
             heartbeat: heartbeat_config(options.heartbeat_interval, options.heartbeat_timeout),
-            admission: self.admission.clone(),
+            part: self.part(),
             events: self.events.clone(),
-            connections: Arc::new(tokio::sync::Semaphore::new(
-                options
-                    .max_connections
-                    .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
-            )),
         };
-        let shared = self.shared.clone();
-        let (sessions_stop, sessions_drain, tracker, events) = (
-            stop.clone(),
-            drain.clone(),
-            sessions.clone(),
-            self.events.clone(),
-        );
+        let serve = self.serve_sessions(&guard);
         tokio::spawn(accept_loop(
             self.transport.clone(),
             listener,
             config,
-            stop.clone().cancelled_owned(),
+            guard.stop.clone().cancelled_owned(),
             move |conn| {
-                let shared = shared.clone();
-                let stop = sessions_stop.clone();
-                let drain = sessions_drain.clone();
-                let tracker = tracker.clone();
-                let events = events.clone();
-                async move {
-                    session::spawn(conn, shared, stop, drain, &tracker, events);
-                }
+                serve(conn);
+                std::future::ready(())
             },
         ));
         tracing::debug!(addr = %local, "publisher socket bound");
         self.local_addr = Some(local);
-        self.guard = Some(Arc::new(Guard {
-            stop,
-            sessions,
-            drain,
-        }));
         Ok(())
+    }
+
+    /// Sets how [`connect`](Self::connect) dials: its connect timeout and its redial
+    /// [`Backoff`](crate::Backoff) (the token is not used: this side answers the hello).
+    /// Default: [`DialOptions::default`].
+    pub fn with_dial(mut self, dial: DialOptions) -> Self {
+        self.dial = dial.validated();
+        self
+    }
+
+    /// Connects to a subscriber socket that binds at `target` (a
+    /// [`SubSocket::bind`](crate::SubSocket::bind)), and serves it as an accepted
+    /// subscriber: its subscriptions, the drop policy and high-water marks, sequence
+    /// numbers and the counters are those of the subscribers of [`bind`](Self::bind). The
+    /// subscriber says hello, and this socket answers it as its listener would: the socket
+    /// type, the connection limit and admission ([`with_auth`](Self::with_auth)) are
+    /// checked. A lost connection is redialed with the [`Backoff`](crate::Backoff) of
+    /// [`with_dial`](Self::with_dial) until the socket is closed; the subscriber replays
+    /// its subscriptions on each new connection. A socket may connect to many subscribers,
+    /// and bind as well.
+    ///
+    /// # Errors
+    ///
+    /// If the first dial fails: [`Error::Transport`] if the peer cannot be reached,
+    /// [`Error::Refused`] if this socket refused it (the wrong socket type, admission),
+    /// [`Error::ConnectTimeout`] if the transport's exchange and the hello take longer
+    /// than the connect timeout, [`Error::NotMsg`] if the peer does not speak msg.
+    pub async fn connect(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
+        let dialer = self.dialer(target.into());
+        let first = dialer.dial_first().await?;
+        self.supervise(dialer, Some(first));
+        Ok(())
+    }
+
+    /// Connects to a subscriber socket at `target` in the background and returns at once,
+    /// so that either side may start first; failed dials are retried with the
+    /// [`Backoff`](crate::Backoff) and reported in [`events`](Self::events). See
+    /// [`connect`](Self::connect).
+    ///
+    /// Must be called within a tokio runtime.
+    pub fn connect_lazy(&mut self, target: impl Into<T::Target>) {
+        let dialer = self.dialer(target.into());
+        self.supervise(dialer, None);
+    }
+
+    /// The guard of the socket's sessions, made by the first `bind` or `connect`.
+    fn guard(&mut self) -> Arc<Guard> {
+        self.guard
+            .get_or_insert_with(|| {
+                Arc::new(Guard {
+                    stop: CancellationToken::new(),
+                    sessions: TaskTracker::new(),
+                    drain: CancellationToken::new(),
+                })
+            })
+            .clone()
+    }
+
+    /// This socket's part in the hello, dialed or accepted: it answers.
+    fn part(&self) -> Part<T::Addr> {
+        Part::Answer {
+            admission: self.admission.clone(),
+            connections: self.connections.clone(),
+        }
+    }
+
+    /// Serves a welcomed subscriber's session, accepted or dialed, under `guard`.
+    fn serve_sessions(
+        &self,
+        guard: &Guard,
+    ) -> impl Fn(Established<T::Io, T::Addr>) + Clone + Send + 'static {
+        let shared = self.shared.clone();
+        let (stop, drain, tracker, events) = (
+            guard.stop.clone(),
+            guard.drain.clone(),
+            guard.sessions.clone(),
+            self.events.clone(),
+        );
+        move |conn| {
+            session::spawn(
+                conn,
+                shared.clone(),
+                stop.clone(),
+                drain.clone(),
+                &tracker,
+                events.clone(),
+            );
+        }
+    }
+
+    fn dialer(&self, target: T::Target) -> Dialer<T> {
+        Dialer::new(
+            self.transport.clone(),
+            target,
+            SocketType::Pub,
+            &self.shared.options.connection(),
+            self.dial.clone(),
+            self.events.clone(),
+        )
+        .with_part(self.part())
+    }
+
+    /// Runs a reconnect supervisor that serves each connection of `dialer` as an accepted
+    /// subscriber's session, until the socket is closed (or its last handle dropped).
+    fn supervise(&mut self, dialer: Dialer<T>, first: Option<Established<T::Io, T::Addr>>) {
+        let guard = self.guard();
+        let serve = self.serve_sessions(&guard);
+        let session = Handover {
+            hand: move |conn| {
+                serve(conn);
+                std::future::ready(true)
+            },
+            closed: guard.drain.clone(),
+        };
+        tokio::spawn(crate::dial::supervise(
+            dialer,
+            session,
+            first,
+            guard.drain.clone(),
+            Duration::from_secs(1),
+        ));
     }
 
     /// Closes the socket gracefully, for every clone: stops accepting, lets every
@@ -276,7 +393,7 @@ impl<T: Transport> PubSocket<T> {
     ///
     /// [`Error::InvalidTopic`] for an empty token or a wildcard in `topic`,
     /// [`Error::FrameTooLarge`] over the frame limit, [`Error::NotBound`] before
-    /// [`bind`](Self::bind).
+    /// [`bind`](Self::bind) or [`connect`](Self::connect).
     pub async fn publish(&self, topic: impl AsRef<str>, payload: Bytes) -> Result<(), Error> {
         self.publish_message(topic.as_ref(), &Message::new(payload))
             .await

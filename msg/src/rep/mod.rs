@@ -23,7 +23,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::accept::{accept_loop, AcceptConfig, Established};
 use crate::admission::{self, Admission, AdmissionService, Authenticate};
+use crate::dial::{Dialer, Handover};
 use crate::events::{EventSink, Events};
+use crate::handshake::Part;
+use crate::options::DialOptions;
 use crate::options::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKES,
@@ -375,10 +378,18 @@ pub struct RepSocket<T: Transport> {
     /// How connections decode requests and encode responses.
     coding: Coding,
     admission: Option<Admission<T::Addr>>,
+    /// A permit per connection served, accepted or dialed; none left, a new client is
+    /// refused.
+    connections: Arc<tokio::sync::Semaphore>,
+    /// How `connect` dials and redials.
+    dial: DialOptions,
     events: Arc<EventSink<T::Addr>>,
     local_addr: Option<T::Addr>,
-    /// Welcomed connections, from the accept task.
+    /// Welcomed connections, from the accept tasks and the connects' supervisors.
     incoming: Option<mpsc::Receiver<Established<T::Io, T::Addr>>>,
+    /// The way into `incoming`, for the next `bind` or `connect`; weak, so that the
+    /// channel closes once every task that feeds it is gone.
+    incoming_tx: Option<mpsc::WeakSender<Established<T::Io, T::Addr>>>,
     /// Requests of the connections served as a stream.
     requests: Option<Arc<Inbox<T::Addr>>>,
     /// Stops the accept loop and, gracefully, the connections served as a stream; cancelled
@@ -440,14 +451,22 @@ impl<T: Transport> RepSocket<T> {
     /// (see [`options`](crate::options)).
     pub fn with_options(transport: T, options: RepOptions) -> Self {
         let options = options.validated();
+        let connections = Arc::new(tokio::sync::Semaphore::new(
+            options
+                .max_connections
+                .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+        ));
         RepSocket {
             transport,
             coding: Coding::new(options.max_frame_len),
             options,
             admission: None,
+            connections,
+            dial: DialOptions::default(),
             events: EventSink::new(),
             local_addr: None,
             incoming: None,
+            incoming_tx: None,
             requests: None,
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),
@@ -482,13 +501,15 @@ impl<T: Transport> RepSocket<T> {
 
     /// Requires every client to pass `auth` in the handshake (the book's way). It installs
     /// admission by [`Authenticate`]; see [`with_admission`](Self::with_admission). Call
-    /// before [`bind`](Self::bind).
+    /// before [`bind`](Self::bind) or [`connect`](Self::connect): whoever dialed, a
+    /// request socket says hello with its token and this socket checks it.
     pub fn with_auth(self, auth: impl Authenticator) -> Self {
         self.with_admission(Authenticate::new(auth))
     }
 
     /// Decides with `admission` whether each client, once it said hello, may use the
-    /// socket; see [`admission`](mod@crate::admission). Call before [`bind`](Self::bind).
+    /// socket; see [`admission`](mod@crate::admission). Call before [`bind`](Self::bind) or
+    /// [`connect`](Self::connect).
     pub fn with_admission(mut self, admission: impl AdmissionService<T::Addr>) -> Self {
         self.admission = Some(admission::boxed(admission));
         self
@@ -517,14 +538,15 @@ impl<T: Transport> RepSocket<T> {
     pub async fn bind(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
         let listener = self.transport.bind(target.into()).await?;
         let local = listener.local_addr()?;
-        let (tx, rx) = mpsc::channel(self.options.backlog);
+        let tx = self.incoming_sender();
         let config = AcceptConfig::new(
             SocketType::Rep,
             &self.options.connection(),
             &self.options.listen(),
             self.admission.clone(),
             self.events.clone(),
-        );
+        )
+        .with_part(self.part());
         let stop = {
             let tx = tx.clone();
             let shutdown = self.shutdown.clone();
@@ -550,8 +572,108 @@ impl<T: Transport> RepSocket<T> {
         ));
         tracing::debug!(addr = %local, "reply socket bound");
         self.local_addr = Some(local);
-        self.incoming = Some(rx);
         Ok(())
+    }
+
+    /// Sets how [`connect`](Self::connect) dials: its connect timeout and its redial
+    /// [`Backoff`](crate::Backoff) (the token is not used: this side answers the hello).
+    /// Default: [`DialOptions::default`].
+    pub fn with_dial(mut self, dial: DialOptions) -> Self {
+        self.dial = dial.validated();
+        self
+    }
+
+    /// Connects to a request socket that binds at `target` (a `ReqSocket` bound), and
+    /// serves the requests of that connection as those of an accepted one: through the
+    /// socket's [`Stream`], or the service it is given to [`serve`](crate::serve), with
+    /// the same in-flight limit and the same go-away on a graceful shutdown. The request
+    /// socket says hello, and this socket answers it as its listener would: the socket
+    /// type, the connection limit and admission ([`with_auth`](Self::with_auth)) are
+    /// checked. A lost connection is redialed with the [`Backoff`](crate::Backoff) of
+    /// [`with_dial`](Self::with_dial), for as long as the socket lives. A socket may
+    /// connect to many request sockets, and bind as well.
+    ///
+    /// # Errors
+    ///
+    /// If the first dial fails: [`Error::Transport`] if the peer cannot be reached,
+    /// [`Error::Refused`] if this socket refused it (the wrong socket type, admission),
+    /// [`Error::ConnectTimeout`] if the transport's exchange and the hello take longer
+    /// than the connect timeout, [`Error::NotMsg`] if the peer does not speak msg.
+    pub async fn connect(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
+        let dialer = self.dialer(target.into());
+        let first = dialer.dial_first().await?;
+        self.supervise(dialer, Some(first));
+        Ok(())
+    }
+
+    /// Connects to a request socket at `target` in the background and returns at once,
+    /// so that either side may start first; failed dials are retried with the
+    /// [`Backoff`](crate::Backoff) and reported in [`events`](Self::events). See
+    /// [`connect`](Self::connect).
+    ///
+    /// Must be called within a tokio runtime.
+    pub fn connect_lazy(&mut self, target: impl Into<T::Target>) {
+        let dialer = self.dialer(target.into());
+        self.supervise(dialer, None);
+    }
+
+    /// This socket's part in the hello, dialed or accepted: it answers.
+    fn part(&self) -> Part<T::Addr> {
+        Part::Answer {
+            admission: self.admission.clone(),
+            connections: self.connections.clone(),
+        }
+    }
+
+    fn dialer(&self, target: T::Target) -> Dialer<T> {
+        Dialer::new(
+            self.transport.clone(),
+            target,
+            SocketType::Rep,
+            &self.options.connection(),
+            self.dial.clone(),
+            self.events.clone(),
+        )
+        .with_part(self.part())
+    }
+
+    /// Runs a reconnect supervisor that hands each connection of `dialer` to the stream or
+    /// the server, as the accept loop does, until the socket is closed.
+    fn supervise(&mut self, dialer: Dialer<T>, first: Option<Established<T::Io, T::Addr>>) {
+        let tx = self.incoming_sender();
+        let session = Handover {
+            hand: move |conn| {
+                let tx = tx.clone();
+                async move { tx.send(conn).await.is_ok() }
+            },
+            closed: self.shutdown.clone(),
+        };
+        let closed = self.shutdown.clone();
+        tokio::spawn(crate::dial::supervise(
+            dialer,
+            session,
+            first,
+            closed,
+            Duration::from_secs(1),
+        ));
+    }
+
+    /// The way into the channel of welcomed connections, opened by the first `bind` or
+    /// `connect`.
+    fn incoming_sender(&mut self) -> mpsc::Sender<Established<T::Io, T::Addr>> {
+        if let Some(tx) = self
+            .incoming_tx
+            .as_ref()
+            .and_then(mpsc::WeakSender::upgrade)
+        {
+            if self.incoming.is_some() {
+                return tx;
+            }
+        }
+        let (tx, rx) = mpsc::channel(self.options.backlog);
+        self.incoming_tx = Some(tx.downgrade());
+        self.incoming = Some(rx);
+        tx
     }
 
     /// The counters of the socket read as a [`Stream`]; all zero before it is first

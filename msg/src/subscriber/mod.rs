@@ -1,5 +1,6 @@
 //! [`SubSocket`]: the subscribing side of Publish/Subscribe.
 
+mod bind;
 mod conn;
 
 use std::collections::{BTreeSet, VecDeque};
@@ -269,6 +270,8 @@ struct Mailbox<A> {
     inbox: Handoff<SubMessage<A>>,
     subscriptions: Mutex<BTreeSet<String>>,
     conns: Mutex<Vec<ConnHandle>>,
+    /// The socket is bound: publishers may still connect to it.
+    listening: AtomicBool,
     /// Told when a connection comes up or stops redialing.
     links: tokio::sync::Notify,
     received: AtomicU64,
@@ -368,6 +371,8 @@ pub struct SubSocket<T: Transport> {
     stop: CancellationToken,
     /// The connections' supervisors, to wait for on close.
     tasks: TaskTracker,
+    /// The address bound, if the socket binds.
+    local_addr: Option<T::Addr>,
     _guard: Guard,
 }
 
@@ -399,6 +404,7 @@ impl<T: Transport> SubSocket<T> {
                 inbox: Handoff::new(options.inbox, options.inbox_bytes),
                 subscriptions: Mutex::new(BTreeSet::new()),
                 conns: Mutex::new(Vec::new()),
+                listening: AtomicBool::new(false),
                 links: tokio::sync::Notify::new(),
                 received: AtomicU64::new(0),
                 missed: AtomicU64::new(0),
@@ -411,6 +417,7 @@ impl<T: Transport> SubSocket<T> {
             _guard: Guard(stop.clone()),
             stop,
             tasks: TaskTracker::new(),
+            local_addr: None,
         }
     }
 
@@ -452,6 +459,56 @@ impl<T: Transport> SubSocket<T> {
     pub fn connect_lazy(&mut self, target: impl Into<T::Target>) {
         let dialer = self.dialer(target.into());
         drop(self.start(dialer, None));
+    }
+
+    /// Binds to `target` and accepts publishers that
+    /// [connect](crate::PubSocket::connect) to it, as ZeroMQ lets either side bind. This
+    /// socket says its hello (with [`SubOptions::auth_token`]) to each, as it does to a
+    /// publisher it dials, and the publisher answers it as its own listener would. Each
+    /// publisher is then sent the subscriptions and received from exactly as a connected
+    /// one; when one leaves, it is forgotten (it redials, not this side). The handshake
+    /// timeout and the limits of the accept loop are [`ListenOptions`](crate::ListenOptions)'
+    /// defaults. A socket may bind and connect both, and bind more than once.
+    ///
+    /// [`subscribe`](Self::subscribe) on a bound socket does not wait for a publisher: with
+    /// none connected, the pattern is kept and sent to each that connects.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Transport`] if the address does not resolve or cannot be bound.
+    pub async fn bind(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
+        let config = crate::listen::hello_config(
+            SocketType::Sub,
+            &self.options.connection(),
+            &crate::ListenOptions::default(),
+            self.options.auth_token.clone(),
+            self.events.clone(),
+        );
+        let listening = crate::listen::listen(
+            &self.transport,
+            target.into(),
+            config,
+            self.stop.clone(),
+            CHANGES,
+        )
+        .await?;
+        self.local_addr = Some(listening.local_addr.clone());
+        self.shared.listening.store(true, Ordering::SeqCst);
+        self.tasks.spawn(bind::serve_publishers::<T>(
+            listening,
+            self.shared.clone(),
+            self.events.clone(),
+            self.stop.clone(),
+            self.options.linger,
+            self.tasks.clone(),
+        ));
+        Ok(())
+    }
+
+    /// The address the socket is bound to, with the real port; `None` before
+    /// [`bind`](Self::bind).
+    pub fn local_addr(&self) -> Option<T::Addr> {
+        self.local_addr.clone()
     }
 
     /// The socket's connection events: connected, disconnected with the reason,
@@ -534,7 +591,9 @@ impl<T: Transport> SubSocket<T> {
     /// With no publisher connected, it waits for one, up to
     /// [`SubOptions::reconnect_wait`] (a `connect_lazy` still dialing, a publisher being
     /// redialed), and fails if none comes, or at once if there is none to wait for. Either
-    /// way the pattern is kept: every publisher that connects later is sent it.
+    /// way the pattern is kept: every publisher that connects later is sent it. A socket
+    /// that [binds](Self::bind) does not wait: with no publisher connected it returns at
+    /// once, and each publisher that connects is sent the pattern.
     ///
     /// It may be awaited from the task that reads the stream, even with the inbox full: a
     /// full inbox pauses the delivery of messages, not the reading of acks. A connection
@@ -570,6 +629,10 @@ impl<T: Transport> SubSocket<T> {
             {
                 let conns = lock(&self.shared.conns);
                 if conns.iter().any(|c| c.connected.load(Ordering::SeqCst)) {
+                    return Ok(());
+                }
+                // Bound: the publishers that connect are sent the pattern.
+                if self.shared.listening.load(Ordering::SeqCst) {
                     return Ok(());
                 }
                 if conns.is_empty() {
