@@ -201,3 +201,32 @@ async fn a_forwarder_dropped_unsubscribes_upstream() {
         ("a".into(), false)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publication_made_on_hearing_of_a_subscription_is_routed_by_it() {
+    // What a forwarder does: it publishes upstream's messages as soon as it hears of a
+    // subscription. Told before the publisher's routing holds the subscription, such a
+    // publication would go nowhere.
+    let origin = publisher(PubOptions::default()).await;
+    let addr = origin.local_addr().expect("bound");
+    let mut changes = origin.subscription_changes();
+    let mut sub = SubSocket::new(Tcp::default());
+    within(sub.connect(addr)).await.expect("connect");
+    for i in 0..50 {
+        let topic = format!("race.{i}");
+        let publish_on_hearing = async {
+            assert_eq!(next_change(&mut changes).await, (topic.clone(), true));
+            within(origin.publish(&topic, Bytes::from("first")))
+                .await
+                .expect("publish");
+        };
+        let (subscribed, ()) =
+            tokio::join!(within(sub.subscribe(topic.clone())), publish_on_hearing);
+        subscribed.expect("subscribed");
+        let msg = within(sub.next()).await.expect("a message");
+        assert_eq!(
+            (msg.topic(), msg.payload().as_ref()),
+            (&*topic, &b"first"[..])
+        );
+    }
+}

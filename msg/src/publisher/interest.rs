@@ -110,6 +110,10 @@ impl Watch {
 pub(super) struct Interest {
     holders: HashMap<Box<str>, usize>,
     watchers: Vec<Weak<Watch>>,
+    /// Changes made to the next snapshot, told to the watchers by
+    /// [`tell_watchers`](Self::tell_watchers) once it is in force: a watcher that
+    /// publishes on a change it was told of is routed by the change.
+    untold: Vec<(Box<str>, bool)>,
 }
 
 impl Interest {
@@ -118,7 +122,7 @@ impl Interest {
         let holders = self.holders.entry(pattern.into()).or_insert(0);
         *holders += 1;
         if *holders == 1 {
-            self.tell(pattern, true);
+            self.untold.push((pattern.into(), true));
         }
     }
 
@@ -130,14 +134,22 @@ impl Interest {
         *holders -= 1;
         if *holders == 0 {
             self.holders.remove(pattern);
-            self.tell(pattern, false);
+            self.untold.push((pattern.into(), false));
         }
     }
 
-    fn tell(&mut self, pattern: &str, added: bool) {
+    /// Tells the watchers the changes made since they were last told: called once the
+    /// snapshot holding them is in force.
+    pub(super) fn tell_watchers(&mut self) {
+        if self.untold.is_empty() {
+            return;
+        }
+        let untold = std::mem::take(&mut self.untold);
         self.watchers.retain(|watcher| match watcher.upgrade() {
             Some(watcher) => {
-                watcher.tell(pattern, added);
+                for (pattern, added) in &untold {
+                    watcher.tell(pattern, *added);
+                }
                 true
             }
             None => false,
@@ -146,6 +158,9 @@ impl Interest {
 
     /// A new watcher, with every pattern held now waiting for it as added.
     pub(super) fn watch(&mut self) -> SubscriptionChanges {
+        // The new watcher starts from the patterns held; the others hear of the changes
+        // that made them first.
+        self.tell_watchers();
         let pending = self.holders.keys().map(|p| (p.clone(), true)).collect();
         let watch = Arc::new(Watch {
             pending: Mutex::new(pending),
@@ -192,9 +207,16 @@ mod tests {
         interest.add("a");
         interest.add("b");
         interest.remove("a");
+        assert_eq!(
+            changes.try_next(),
+            None,
+            "told once the snapshot is in force"
+        );
+        interest.tell_watchers();
         assert_eq!(changes.try_next(), change("b", true));
         assert_eq!(changes.try_next(), None);
         interest.remove("a");
+        interest.tell_watchers();
         assert_eq!(changes.try_next(), change("a", false));
         assert_eq!(interest.patterns(), vec!["b"]);
     }
@@ -206,6 +228,7 @@ mod tests {
         interest.add("a");
         interest.remove("a");
         interest.remove("never held");
+        interest.tell_watchers();
         assert_eq!(changes.try_next(), None);
         drop(interest);
         let waker = futures_util::task::noop_waker();

@@ -159,6 +159,9 @@ impl<A> Registry<A> {
         // Swapped under the lock, so that snapshots come in the order they were made.
         self.current.store(Arc::new(next.clone()));
         self.version.store(next.version, Ordering::Release);
+        // Told once the snapshot is in force: a publication made on hearing of a new
+        // subscription is routed by it.
+        interest.tell_watchers();
     }
 
     /// Registers a new subscriber's session.
