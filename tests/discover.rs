@@ -325,3 +325,80 @@ async fn a_subscriber_fed_by_dns_receives_from_every_publisher_behind_the_name()
     tags.sort();
     assert_eq!(tags, vec![Bytes::from("2"), Bytes::from("3")]);
 }
+
+/// `msg_subscriber_discovery_changes_total` counts the changes by kind, and
+/// `msg_subscriber_endpoints` the publishers by state: connected, or still connecting (a
+/// dial refused), and no longer counted once removed or the socket closed.
+///
+/// Recorded under a recorder of the test's own, on a current-thread runtime. The debugging
+/// recorder's snapshot takes what it reads, gauges too (they read as what they gained since
+/// the last snapshot), so every value is summed here: the endpoints' gauge only ever moves
+/// by increments and decrements.
+#[test]
+fn discovery_counts_changes_by_kind_and_publishers_by_state() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let totals: Arc<Mutex<HashMap<(String, String), f64>>> = Arc::default();
+    // The sum of everything recorded for `name` with a label of value `value`.
+    let read = {
+        let totals = totals.clone();
+        move |name: &str, value: &str| {
+            let mut totals = totals.lock().unwrap();
+            for (key, _, _, recorded) in snapshotter.snapshot().into_vec() {
+                let Some(label) = key.key().labels().next() else {
+                    continue;
+                };
+                let gained = match recorded {
+                    DebugValue::Counter(n) => n as f64,
+                    DebugValue::Gauge(g) => g.into_inner(),
+                    DebugValue::Histogram(_) => continue,
+                };
+                *totals
+                    .entry((key.key().name().to_owned(), label.value().to_owned()))
+                    .or_default() += gained;
+            }
+            totals
+                .get(&(name.to_owned(), value.to_owned()))
+                .copied()
+                .unwrap_or(0.0)
+        }
+    };
+    let gauge = |state| read("msg_subscriber_endpoints", state);
+    metrics::with_local_recorder(&recorder, || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (tx, rx) =
+                mpsc::unbounded_channel::<Result<Change<SocketAddr, SocketAddr>, &str>>();
+            let mut sub = SubSocket::new(Tcp::default());
+            sub.discover(tokio_stream::wrappers::UnboundedReceiverStream::new(rx));
+
+            let mut publisher = PubSocket::new(Tcp::default());
+            publisher.bind(SocketAddr::new(ip(2), 0)).await.unwrap();
+            let live = publisher.local_addr().unwrap();
+            let (_held, refusing) = msg_tests::refusing_addr();
+            tx.send(Ok(Change::Insert(live, live))).unwrap();
+            tx.send(Ok(Change::Insert(refusing, refusing))).unwrap();
+            tx.send(Err("the registry is down")).unwrap();
+            until(|| gauge("connected") == 1.0).await;
+            assert_eq!(gauge("connecting"), 1.0);
+
+            tx.send(Ok(Change::Remove(live))).unwrap();
+            until(|| gauge("connected") == 0.0).await;
+            assert_eq!(gauge("connecting"), 1.0);
+            sub.close().await;
+            until(|| gauge("connecting") == 0.0).await;
+        });
+    });
+    let changes = |kind| read("msg_subscriber_discovery_changes_total", kind);
+    assert_eq!(
+        (changes("insert"), changes("remove"), changes("error")),
+        (2.0, 1.0, 1.0)
+    );
+}
