@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use msg::discover::{Change, Dns, DnsError};
-use msg::{Backoff, PubSocket, SubSocket, Tcp};
+use msg::{PubSocket, SubSocket, Tcp};
 use msg_tests::within;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -30,16 +30,7 @@ fn three() -> [IpAddr; 3] {
 
 /// A `Dns` source for `target` asking only `server`, with short backoffs.
 fn dns(server: &DnsServer, target: &str) -> Dns {
-    Dns::builder(target)
-        .unwrap()
-        .name_server(server.addr())
-        .backoff(
-            Backoff::default()
-                .initial(Duration::from_millis(50))
-                .max(Duration::from_millis(200)),
-        )
-        .timeout(Duration::from_secs(2))
-        .build()
+    server.source(target)
 }
 
 /// Polls the source in a task of its own (it resolves only while polled) and hands its

@@ -79,6 +79,21 @@ impl DnsServer {
         self.addr
     }
 
+    /// A `Dns` source for `target` (`name:port`) asking this server only, with short
+    /// backoffs (50 ms doubling to 200 ms) and a 2 s query timeout, as a test wants.
+    pub fn source(&self, target: &str) -> msg::discover::Dns {
+        msg::discover::Dns::builder(target)
+            .expect("a valid target")
+            .name_server(self.addr)
+            .backoff(
+                msg::Backoff::default()
+                    .initial(std::time::Duration::from_millis(50))
+                    .max(std::time::Duration::from_millis(200)),
+            )
+            .timeout(std::time::Duration::from_secs(2))
+            .build()
+    }
+
     /// Sets the A and AAAA records of `host` (from now on, `host` exists).
     pub fn set(&self, host: &str, addrs: &[IpAddr]) {
         let mut zone = self.zone.lock().unwrap();

@@ -6,11 +6,13 @@
 //! going). [`SubSocket::discover`](crate::SubSocket::discover) takes one, so users plug in
 //! their own registry; [`Dns`] is the one msg ships: a DNS name (a Kubernetes headless
 //! service, a round robin, an SRV record) resolved again on its records' TTL, giving the
-//! difference from the last answer.
+//! difference from the last answer (feature `dns`, on by default).
 //!
 //! # Example
 //!
 //! ```no_run
+//! # #[cfg(feature = "dns")]
+//! # mod doc {
 //! use msg::discover::Dns;
 //! use msg::{SubSocket, Tcp};
 //!
@@ -22,9 +24,13 @@
 //! sub.subscribe("eur.>").await?;
 //! # Ok(())
 //! # }
+//! # }
+//! # fn main() {}
 //! ```
 
+#[cfg(feature = "dns")]
 mod dns;
 
+#[cfg(feature = "dns")]
 pub use dns::{Dns, DnsBuilder, DnsError, DnsRefresh, MAX_TTL, MIN_REFRESH_INTERVAL, MIN_TTL};
 pub use tower::discover::Change;

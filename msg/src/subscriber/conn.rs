@@ -134,8 +134,8 @@ impl<T: Transport> dial::Session<T> for SubSession<T::Addr> {
     /// unless the socket is closed.
     fn stop(&mut self, error: Error) {
         self.connected.store(false, Ordering::SeqCst);
-        self.state.enter(Some("stopped"));
         if !matches!(error, Error::Closed) {
+            self.state.enter(Some("stopped"));
             lock(&self.dialing).stopped = Some(error);
             self.shared.links.notify_waiters();
         }

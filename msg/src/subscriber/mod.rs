@@ -644,7 +644,8 @@ impl<T: Transport> SubSocket<T> {
     /// When the stream ends, the publishers it gave stay connected.
     ///
     /// Any stream of [`Change`](crate::discover::Change)s will do: a
-    /// [`Dns`](crate::discover::Dns) name, a channel fed by a registry of your own. While a
+    /// `Dns` name ([`msg::discover::Dns`](mod@crate::discover), feature `dns`), a channel fed
+    /// by a registry of your own. While a
     /// discovery stream runs, [`subscribe`](Self::subscribe) with no publisher yet waits
     /// for one (up to [`SubOptions::reconnect_wait`]) rather than failing at once.
     ///
@@ -657,6 +658,8 @@ impl<T: Transport> SubSocket<T> {
     /// # Example
     ///
     /// ```no_run
+    /// # #[cfg(feature = "dns")]
+    /// # mod doc {
     /// use msg::discover::Dns;
     /// use msg::{SubSocket, Tcp};
     ///
@@ -667,6 +670,8 @@ impl<T: Transport> SubSocket<T> {
     /// sub.subscribe("eur.>").await?;
     /// # Ok(())
     /// # }
+    /// # }
+    /// # fn main() {}
     /// ```
     pub fn discover<K, V, E, D>(&mut self, discovery: D)
     where
