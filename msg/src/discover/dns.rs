@@ -215,8 +215,9 @@ impl Dns {
     }
 
     /// The hosts and ports of the SRV records of `name` (such as `_pub._tcp.prices.internal`),
-    /// each host's addresses with its port, with the system's name servers. See
-    /// [`Dns::srv_builder`] for options.
+    /// each host's addresses with its port, with the system's name servers. Every host is an
+    /// endpoint: the records' priorities and weights are not used (the socket balances on
+    /// load). See [`Dns::srv_builder`] for options.
     ///
     /// # Errors
     ///
