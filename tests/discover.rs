@@ -174,6 +174,39 @@ async fn an_unknown_name_gives_a_typed_error_and_is_asked_again_until_it_appears
 }
 
 #[tokio::test]
+async fn a_and_aaaa_records_both_give_endpoints() {
+    let server = DnsServer::start(1).await;
+    let v6: IpAddr = "::1".parse().unwrap();
+    server.set(NAME, &[ip(1), v6]);
+    let mut rx = drive(dns(&server, &format!("{NAME}:5555")));
+    assert_eq!(changes(&mut rx, 2).await, inserts(5555, &[ip(1), v6]));
+}
+
+#[tokio::test]
+async fn a_name_server_that_stops_answering_gives_errors_and_the_endpoints_stay() {
+    let server = DnsServer::start(1).await;
+    server.set(NAME, &three());
+    let source = Dns::builder(&format!("{NAME}:5555"))
+        .unwrap()
+        .name_server(server.addr())
+        .timeout(Duration::from_millis(200))
+        .backoff(msg::Backoff::default().initial(Duration::from_millis(50)))
+        .build();
+    let mut rx = drive(source);
+    assert_eq!(changes(&mut rx, 3).await, inserts(5555, &three()));
+
+    server.silence();
+    // Errors, each resolution's, and no remove among them: a name server that does not
+    // answer says nothing about the endpoints.
+    for _ in 0..2 {
+        match next(&mut rx).await {
+            Err(DnsError::Resolve { name, .. }) => assert!(name.starts_with(NAME), "{name}"),
+            other => panic!("expected a resolve error, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn srv_records_give_each_host_with_its_port() {
     let server = DnsServer::start(1).await;
     server.set("a.msg.test", &[ip(1)]);

@@ -29,6 +29,8 @@ struct Entry {
 struct Zone {
     names: HashMap<Name, Entry>,
     ttl: u32,
+    /// Queries are read and counted, never answered, as by a server that hangs.
+    silent: bool,
 }
 
 /// The server; it answers until dropped.
@@ -63,6 +65,7 @@ impl DnsServer {
         let zone = Arc::new(Mutex::new(Zone {
             names: HashMap::new(),
             ttl,
+            silent: false,
         }));
         let (counts, queries) = watch::channel(HashMap::new());
         let task = tokio::spawn(serve(socket, zone.clone(), counts));
@@ -112,6 +115,11 @@ impl DnsServer {
         self.zone.lock().unwrap().names.remove(&name(host));
     }
 
+    /// Stops answering (queries are still counted): the resolver's queries time out.
+    pub fn silence(&self) {
+        self.zone.lock().unwrap().silent = true;
+    }
+
     /// Queries asked for `host` so far (any type).
     pub fn queries(&self, host: &str) -> u64 {
         self.queries
@@ -146,7 +154,14 @@ async fn serve(
         let Ok(query) = Message::from_vec(&buf[..len]) else {
             continue;
         };
-        let reply = answer(&query, &zone.lock().unwrap(), &counts);
+        let reply = {
+            let zone = zone.lock().unwrap();
+            let reply = answer(&query, &zone, &counts);
+            if zone.silent {
+                continue;
+            }
+            reply
+        };
         if let Ok(bytes) = reply.to_vec() {
             let _ = socket.send_to(&bytes, from).await;
         }
