@@ -370,7 +370,7 @@ struct State {
 
 impl State {
     /// Yields the next change or error, resolving as often as it takes.
-    async fn step(mut self) -> Option<(Result<Change<SocketAddr, SocketAddr>, DnsError>, Self)> {
+    async fn step(mut self) -> Option<(Item, Self)> {
         loop {
             if let Some(change) = self.pending.pop_front() {
                 return Some((Ok(change), self));
