@@ -16,8 +16,8 @@ use tokio_stream::StreamExt;
 use crate::transport::endpoint;
 use crate::{describe, ProxyArgs, PubArgs, ReqArgs, ServeArgs, SubArgs};
 
-/// `msg req ADDR PAYLOAD`: one request; the reply on standard output, with a line break
-/// after it unless it ends with one.
+/// `msg req ADDR [--route R] PAYLOAD`: one request, naming route `R` if given; the reply on
+/// standard output, with a line break after it unless it ends with one.
 pub(crate) async fn req(transport: AnyTransport, args: ReqArgs) -> Result<(), String> {
     let addr = endpoint(&args.addr)?;
     let payload = if args.payload == "-" {
@@ -39,10 +39,17 @@ pub(crate) async fn req(transport: AnyTransport, args: ReqArgs) -> Result<(), St
         .connect(&addr)
         .await
         .map_err(|e| format!("cannot connect to {addr}: {}", describe(&e)))?;
-    let reply = socket
-        .request(payload)
-        .await
-        .map_err(|e| format!("request to {addr} failed: {}", describe(&e)))?;
+    let reply = match &args.route {
+        Some(route) => socket.request_to(route.clone(), payload).await,
+        None => socket.request(payload).await,
+    }
+    .map_err(|e| match e {
+        // The server's code named, as `not_found` for a route no handler serves.
+        msg::Error::Remote { code, message } => {
+            format!("request to {addr} failed: the server answered {code}: {message}")
+        }
+        e => format!("request to {addr} failed: {}", describe(&e)),
+    })?;
     let mut stdout = tokio::io::stdout();
     let mut out = reply.to_vec();
     if !out.ends_with(b"\n") {

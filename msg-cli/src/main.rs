@@ -64,6 +64,10 @@ struct ReqArgs {
     addr: String,
     /// The request's payload; `-` reads it from standard input, to its end.
     payload: String,
+    /// The route the request names (such as users.get), for a server that dispatches on
+    /// it, a msg Router; without it, the request names none.
+    #[arg(long, value_name = "R")]
+    route: Option<String>,
     /// Longest wait for the connection, and then for the reply (e.g. 500ms, 10s, 1m).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     timeout: Duration,

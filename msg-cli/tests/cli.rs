@@ -173,6 +173,40 @@ fn req_gets_the_echo_of_serve() {
     assert!(server.finish().status.success());
 }
 
+/// `msg req --route` names the route. `msg serve` echoes whatever the route, so a Router
+/// is served in the test's own process: its handler answers the route, and a route it has
+/// not fails in one line that names `not_found` and the route.
+#[test]
+fn req_route_reaches_the_routers_handler_and_an_unknown_route_fails() {
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let addr = runtime.block_on(async {
+        let mut rep = msg::RepSocket::new(msg::Tcp::default());
+        rep.bind("127.0.0.1:0").await.expect("bind");
+        let addr = rep.local_addr().expect("bound");
+        let router = msg::Router::new()
+            .route(
+                "users.get",
+                |id: String| async move { format!("user {id}") },
+            )
+            .route("users.list", || async { "all" });
+        tokio::spawn(msg::serve(rep, router));
+        format!("tcp://{addr}")
+    });
+
+    let out = run(&["req", &addr, "--route", "users.get", "42"], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "user 42\n");
+    let out = run(&["req", &addr, "--route", "users.list", "-"], b"");
+    assert_eq!(stdout(&out), "all\n");
+
+    assert_fails_in_one_line(
+        &["req", &addr, "--route", "users.nope", "42"],
+        &format!("request to {addr} failed: the server answered not_found: no route `users.nope`"),
+    );
+    // A route msg cannot send (empty) fails before anything is sent.
+    assert_fails_in_one_line(&["req", &addr, "--route", "", "42"], "route");
+}
+
 #[test]
 fn serve_exec_answers_with_the_commands_output_over_ipc() {
     let dir = Dir::new("exec");

@@ -85,6 +85,7 @@ mod backoff;
 pub mod conn;
 mod counters;
 mod dial;
+pub mod discover;
 mod driver;
 mod error;
 mod events;

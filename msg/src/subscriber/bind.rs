@@ -2,7 +2,7 @@
 //! hello to each (the subscribe side always does), replays its subscriptions to it, and
 //! receives from it as from a publisher it dialed, on the same connection code.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,7 +59,11 @@ async fn serve_publisher<T: Transport>(
     let (changes, changes_rx) = mpsc::channel(CHANGES);
     let connected = Arc::new(AtomicBool::new(false));
     let dialing = Arc::new(Mutex::new(Dialing::default()));
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let stop = stop.child_token();
     lock(&shared.conns).push(ConnHandle {
+        id,
+        stop: stop.clone(),
         changes,
         connected: connected.clone(),
         dialing: dialing.clone(),
@@ -72,6 +76,7 @@ async fn serve_publisher<T: Transport>(
         ready: None,
         stop,
         linger,
+        state: conn::EndpointState::new(),
     };
     let peer = conn.peer.clone();
     let end = Session::<T>::serve(&mut session, conn).await;

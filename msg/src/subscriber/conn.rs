@@ -45,6 +45,41 @@ pub(super) struct SubSession<A> {
     pub(super) stop: CancellationToken,
     /// Longest a connection of a closed socket takes to close cleanly.
     pub(super) linger: Duration,
+    /// Where this publisher is counted in `msg_subscriber_endpoints`.
+    pub(super) state: EndpointState,
+}
+
+/// The state of one publisher's connection, counted in the `msg_subscriber_endpoints`
+/// gauge by `state`: `connecting` (dialing, or redialing a lost one), `connected`,
+/// `stopped` (its redials stopped for good); no longer counted once its supervisor ends.
+/// Changes are rare (a connection's life), so the gauge is looked up each time.
+pub(super) struct EndpointState(Option<&'static str>);
+
+impl EndpointState {
+    pub(super) fn new() -> Self {
+        let mut state = EndpointState(None);
+        state.enter(Some("connecting"));
+        state
+    }
+
+    fn enter(&mut self, state: Option<&'static str>) {
+        if self.0 == state {
+            return;
+        }
+        if let Some(old) = self.0 {
+            metrics::gauge!("msg_subscriber_endpoints", "state" => old).decrement(1.0);
+        }
+        if let Some(new) = state {
+            metrics::gauge!("msg_subscriber_endpoints", "state" => new).increment(1.0);
+        }
+        self.0 = state;
+    }
+}
+
+impl Drop for EndpointState {
+    fn drop(&mut self) {
+        self.enter(None);
+    }
 }
 
 impl<T: Transport> dial::Session<T> for SubSession<T::Addr> {
@@ -57,11 +92,13 @@ impl<T: Transport> dial::Session<T> for SubSession<T::Addr> {
         // Marked connected before the replay: a subscription made from here on is sent
         // on this connection, at worst twice, never missed.
         self.connected.store(true, Ordering::SeqCst);
+        self.state.enter(Some("connected"));
         lock(&self.dialing).last = None;
         self.shared.links.notify_waiters();
         let (link, endpoint) = driver.parts_mut();
         if let Err(e) = endpoint.replay(link) {
             self.connected.store(false, Ordering::SeqCst);
+            self.state.enter(Some("connecting"));
             if let Some(changes) = endpoint.changes.take() {
                 self.changes = changes;
             }
@@ -78,6 +115,7 @@ impl<T: Transport> dial::Session<T> for SubSession<T::Addr> {
             let _ = tokio::time::timeout(self.linger, close).await;
         }
         self.connected.store(false, Ordering::SeqCst);
+        self.state.enter(Some("connecting"));
         let endpoint = driver.endpoint_mut();
         self.ready = endpoint.ready.take();
         if let Some(changes) = endpoint.changes.take() {
@@ -97,6 +135,7 @@ impl<T: Transport> dial::Session<T> for SubSession<T::Addr> {
     fn stop(&mut self, error: Error) {
         self.connected.store(false, Ordering::SeqCst);
         if !matches!(error, Error::Closed) {
+            self.state.enter(Some("stopped"));
             lock(&self.dialing).stopped = Some(error);
             self.shared.links.notify_waiters();
         }

@@ -3,12 +3,13 @@
 mod bind;
 mod conn;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
+use std::hash::Hash;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -20,6 +21,7 @@ use msg_transports::Transport;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::discover::Change as Discovered;
 
 use crate::accept::Established;
 use crate::counters::Lazy;
@@ -247,6 +249,10 @@ struct Change {
 }
 
 struct ConnHandle {
+    /// Which one it is, for [`Starter::disconnect`].
+    id: u64,
+    /// Stops this connection and its redials alone.
+    stop: CancellationToken,
     changes: mpsc::Sender<Change>,
     connected: Arc<AtomicBool>,
     dialing: Arc<Mutex<Dialing>>,
@@ -272,7 +278,12 @@ struct Mailbox<A> {
     conns: Mutex<Vec<ConnHandle>>,
     /// The socket is bound: publishers may still connect to it.
     listening: AtomicBool,
-    /// Told when a connection comes up or stops redialing.
+    /// The id of the next connection.
+    next_id: AtomicU64,
+    /// Discovery streams still running: a `subscribe` with no publisher yet waits for one
+    /// while there is any.
+    discovering: AtomicUsize,
+    /// Told when a connection comes up or stops redialing, or a discovery stream ends.
     links: tokio::sync::Notify,
     received: AtomicU64,
     missed: AtomicU64,
@@ -319,6 +330,140 @@ struct Guard(CancellationToken);
 impl Drop for Guard {
     fn drop(&mut self) {
         self.0.cancel();
+    }
+}
+
+/// What starting and stopping one publisher's connection takes: the socket's parts a
+/// discovery task shares.
+struct Starter<T: Transport> {
+    transport: T,
+    options: SubOptions,
+    events: Arc<EventSink<T::Addr>>,
+    shared: Arc<Mailbox<T::Addr>>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl<T: Transport> Starter<T> {
+    fn dialer(&self, target: T::Target) -> Dialer<T> {
+        Dialer::new(
+            self.transport.clone(),
+            target,
+            SocketType::Sub,
+            &self.options.connection(),
+            self.options.dial(),
+            self.events.clone(),
+        )
+    }
+
+    /// Starts a reconnect supervisor for one publisher. Returns its id, and a receiver told
+    /// once the first connection's subscriptions are applied.
+    fn start(
+        &self,
+        dialer: Dialer<T>,
+        first: Option<Established<T::Io, T::Addr>>,
+    ) -> (u64, oneshot::Receiver<()>) {
+        let (changes, changes_rx) = mpsc::channel(CHANGES);
+        let connected = Arc::new(AtomicBool::new(false));
+        let dialing = Arc::new(Mutex::new(Dialing::default()));
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let stop = self.stop.child_token();
+        lock(&self.shared.conns).push(ConnHandle {
+            id,
+            stop: stop.clone(),
+            changes,
+            connected: connected.clone(),
+            dialing: dialing.clone(),
+        });
+        let (ready, ready_rx) = oneshot::channel();
+        let session = conn::SubSession {
+            shared: self.shared.clone(),
+            changes: changes_rx,
+            connected,
+            dialing,
+            ready: Some(ready),
+            stop: stop.clone(),
+            linger: self.options.linger,
+            state: conn::EndpointState::new(),
+        };
+        self.tasks.spawn(dial::supervise(
+            dialer,
+            session,
+            first,
+            stop,
+            Duration::from_secs(1),
+        ));
+        (id, ready_rx)
+    }
+
+    /// Closes the connection `id` started and stops its redials; the socket forgets it.
+    fn disconnect(&self, id: u64) {
+        let mut conns = lock(&self.shared.conns);
+        if let Some(at) = conns.iter().position(|c| c.id == id) {
+            conns.swap_remove(at).stop.cancel();
+        }
+    }
+
+    /// Applies `discovery`'s changes until it ends or the socket is closed.
+    async fn discover<K, V, E, D>(self, discovery: D, _discovering: Discovering<T::Addr>)
+    where
+        D: Stream<Item = Result<Discovered<K, V>, E>> + Send + 'static,
+        K: Eq + Hash + Send + 'static,
+        V: Into<T::Target>,
+        E: fmt::Display + Send + 'static,
+    {
+        let mut discovery = std::pin::pin!(discovery);
+        // The publishers this stream gave, by its keys.
+        let mut given: HashMap<K, u64> = HashMap::new();
+        loop {
+            let change = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                change = std::future::poll_fn(|cx| discovery.as_mut().poll_next(cx)) => change,
+            };
+            match change {
+                None => return,
+                Some(Ok(Discovered::Insert(key, target))) => {
+                    change_counter("insert");
+                    let (id, _) = self.start(self.dialer(target.into()), None);
+                    if let Some(replaced) = given.insert(key, id) {
+                        self.disconnect(replaced);
+                    }
+                }
+                Some(Ok(Discovered::Remove(key))) => {
+                    change_counter("remove");
+                    if let Some(id) = given.remove(&key) {
+                        self.disconnect(id);
+                    }
+                }
+                Some(Err(e)) => {
+                    change_counter("error");
+                    tracing::warn!(error = %e, "discovery failed; its publishers are kept");
+                }
+            }
+        }
+    }
+}
+
+/// Counts one change a discovery stream gave (rare: looked up each time).
+fn change_counter(kind: &'static str) {
+    metrics::counter!("msg_subscriber_discovery_changes_total", "kind" => kind).increment(1);
+}
+
+/// A discovery stream running, counted in the mailbox while it lives.
+struct Discovering<A>(Arc<Mailbox<A>>);
+
+impl<A> Discovering<A> {
+    fn new(shared: Arc<Mailbox<A>>) -> Self {
+        shared.discovering.fetch_add(1, Ordering::SeqCst);
+        Discovering(shared)
+    }
+}
+
+impl<A> Drop for Discovering<A> {
+    fn drop(&mut self) {
+        self.0.discovering.fetch_sub(1, Ordering::SeqCst);
+        // A `subscribe` waiting for a publisher may have nothing left to wait for.
+        self.0.links.notify_waiters();
     }
 }
 
@@ -405,6 +550,8 @@ impl<T: Transport> SubSocket<T> {
                 subscriptions: Mutex::new(BTreeSet::new()),
                 conns: Mutex::new(Vec::new()),
                 listening: AtomicBool::new(false),
+                next_id: AtomicU64::new(0),
+                discovering: AtomicUsize::new(0),
                 links: tokio::sync::Notify::new(),
                 received: AtomicU64::new(0),
                 missed: AtomicU64::new(0),
@@ -518,14 +665,7 @@ impl<T: Transport> SubSocket<T> {
     }
 
     fn dialer(&self, target: T::Target) -> Dialer<T> {
-        Dialer::new(
-            self.transport.clone(),
-            target,
-            SocketType::Sub,
-            &self.options.connection(),
-            self.options.dial(),
-            self.events.clone(),
-        )
+        self.starter().dialer(target)
     }
 
     /// Starts a reconnect supervisor for one publisher; the receiver is told once the
@@ -535,33 +675,71 @@ impl<T: Transport> SubSocket<T> {
         dialer: Dialer<T>,
         first: Option<Established<T::Io, T::Addr>>,
     ) -> oneshot::Receiver<()> {
-        let (changes, changes_rx) = mpsc::channel(CHANGES);
-        let connected = Arc::new(AtomicBool::new(false));
-        let dialing = Arc::new(Mutex::new(Dialing::default()));
-        lock(&self.shared.conns).push(ConnHandle {
-            changes,
-            connected: connected.clone(),
-            dialing: dialing.clone(),
-        });
-        let (ready, ready_rx) = oneshot::channel();
-        let session = conn::SubSession {
+        self.starter().start(dialer, first).1
+    }
+
+    /// What starting and stopping publishers' connections takes, for a task of its own.
+    fn starter(&self) -> Starter<T> {
+        Starter {
+            transport: self.transport.clone(),
+            options: self.options.clone(),
+            events: self.events.clone(),
             shared: self.shared.clone(),
-            changes: changes_rx,
-            connected,
-            dialing,
-            ready: Some(ready),
             stop: self.stop.clone(),
-            linger: self.options.linger,
-        };
-        let stop = self.stop.clone();
-        self.tasks.spawn(dial::supervise(
-            dialer,
-            session,
-            first,
-            stop,
-            Duration::from_secs(1),
-        ));
-        ready_rx
+            tasks: self.tasks.clone(),
+        }
+    }
+
+    /// Connects to every publisher `discovery` inserts (its target, anything that converts to
+    /// the transport's, such as a `SocketAddr`) and disconnects from every one it
+    /// removes, in a task of its own, until the stream ends or the socket is closed. Each
+    /// insert is a [`connect_lazy`](Self::connect_lazy) (dialed in the background, redialed
+    /// when lost, the current subscriptions replayed); each remove closes that publisher's
+    /// connection and stops its redials. Subscriptions apply to every publisher, however it
+    /// came. An insert of a key already inserted replaces its publisher; a remove of a key
+    /// not inserted is ignored. An error item is logged and counted, and changes nothing.
+    /// When the stream ends, the publishers it gave stay connected.
+    ///
+    /// Any stream of [`Change`](crate::discover::Change)s will do: a
+    /// `Dns` name ([`msg::discover::Dns`](mod@crate::discover), feature `dns`), a channel fed
+    /// by a registry of your own. While a
+    /// discovery stream runs, [`subscribe`](Self::subscribe) with no publisher yet waits
+    /// for one (up to [`SubOptions::reconnect_wait`]) rather than failing at once.
+    ///
+    /// Metrics (with the `metrics` crate's recorder): `msg_subscriber_discovery_changes_total`
+    /// by `kind` (`insert`, `remove`, `error`), and `msg_subscriber_endpoints`, a gauge of
+    /// every subscriber's publishers by `state` (`connecting`, `connected`, `stopped`).
+    ///
+    /// Must be called within a tokio runtime.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "dns")]
+    /// # mod doc {
+    /// use msg::discover::Dns;
+    /// use msg::{SubSocket, Tcp};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut sub = SubSocket::new(Tcp::default());
+    /// sub.discover(Dns::new("prices.internal:9000")?);
+    /// sub.subscribe("eur.>").await?;
+    /// # Ok(())
+    /// # }
+    /// # }
+    /// # fn main() {}
+    /// ```
+    pub fn discover<K, V, E, D>(&mut self, discovery: D)
+    where
+        D: Stream<Item = Result<Discovered<K, V>, E>> + Send + 'static,
+        K: Eq + Hash + Send + 'static,
+        V: Into<T::Target> + Send + 'static,
+        E: fmt::Display + Send + 'static,
+    {
+        let starter = self.starter();
+        let discovering = Discovering::new(self.shared.clone());
+        self.tasks.spawn(starter.discover(discovery, discovering));
     }
 
     /// Registers a codec of your own for the messages this socket decodes (the built-in
@@ -635,16 +813,20 @@ impl<T: Transport> SubSocket<T> {
                 if self.shared.listening.load(Ordering::SeqCst) {
                     return Ok(());
                 }
-                if conns.is_empty() {
+                // A discovery stream may yet give one.
+                if conns.is_empty() && self.shared.discovering.load(Ordering::SeqCst) == 0 {
                     return Err(Error::NotConnected { last: None });
                 }
-                // Nothing left to wait for once every publisher's dialing has stopped.
+                // Nothing left to wait for once every publisher's dialing has stopped (and no
+                // discovery stream may give another).
                 let stopped: Option<Vec<Error>> = conns
                     .iter()
                     .map(|c| lock(&c.dialing).stopped.clone())
                     .collect();
-                if let Some(e) = stopped.and_then(|all| all.into_iter().next()) {
-                    return Err(e);
+                if self.shared.discovering.load(Ordering::SeqCst) == 0 {
+                    if let Some(e) = stopped.and_then(|all| all.into_iter().next()) {
+                        return Err(e);
+                    }
                 }
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
