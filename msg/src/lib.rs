@@ -129,6 +129,13 @@ pub use rep::{
     serve, PendingRequest, RepOptions, RepSocket, RepStats, Request, Serve, WithGracefulShutdown,
 };
 pub use req::{Pipeline, ReqOptions, ReqSocket, ReqStats, ResponseFuture};
+
+/// Where a socket's endpoints come from: a stream of [`tower::discover::Change`] that
+/// [`ReqSocket::discover`] follows.
+pub mod discover {
+    pub use crate::req::list::list;
+    pub use tower::discover::Change;
+}
 pub use router::extract;
 pub use router::reply::{self, IntoReply};
 #[cfg(feature = "json")]
