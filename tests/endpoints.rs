@@ -493,3 +493,47 @@ async fn endpoints_removed_and_added_under_load_never_break_the_balancer() {
         errors.first()
     );
 }
+
+/// With a `RetryPolicy` over the socket, the requests a stopped server never ran
+/// (`NotProcessed` from its go-away, `NotConnected` for those that had not left) are sent
+/// again, to another endpoint, and answered: what fails is only what may have reached the
+/// stopped server (`ConnectionClosed`), which the policy does not retry unless told the
+/// requests are idempotent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_sends_what_a_stopped_server_never_ran_to_another() {
+    use tower::ServiceExt;
+
+    let counts = Arc::new(Counts::default());
+    let mut servers = servers(&counts, [Duration::from_millis(1); 3]).await;
+    let mut req = ReqSocket::with_options(Tcp::default(), options());
+    for server in &servers {
+        within(req.connect(server.addr)).await.unwrap();
+    }
+    let policy = msg::retry::RetryPolicy::default()
+        .backoff(Backoff::default().max(Duration::from_millis(20)));
+    let client = tower::ServiceBuilder::new()
+        .retry(policy)
+        .service(req.clone());
+    let load = tokio::spawn(async move {
+        let outcomes: Vec<Result<msg::Message, Error>> = stream::iter(0..2_000)
+            .map(|i| {
+                client
+                    .clone()
+                    .oneshot(msg::Message::from(format!("request {i}")))
+            })
+            .buffer_unordered(64)
+            .collect()
+            .await;
+        outcomes
+    });
+    counts.until_total(500).await;
+    servers.remove(1).stop().await;
+    let outcomes = within(load).await.unwrap();
+    let answered = outcomes.iter().filter(|o| o.is_ok()).count();
+    for outcome in &outcomes {
+        if let Err(e) = outcome {
+            assert!(matches!(e, Error::ConnectionClosed), "not retried: {e:?}");
+        }
+    }
+    assert!(answered >= 2_000 - 64, "{answered} answered");
+}

@@ -824,7 +824,7 @@ impl<T: Transport> ReqSocket<T> {
     /// Adds an endpoint over `conn`, a connection made and welcomed already (one a bound
     /// socket accepted from a replier that connects): nothing redials it, and it leaves
     /// the socket when the connection closes.
-    #[allow(dead_code)] // For `ReqSocket::bind`, next; tested below.
+    #[cfg_attr(not(test), allow(dead_code))] // For `ReqSocket::bind`; tested below.
     pub(crate) fn add_established(&self, conn: Established<T::Io, T::Addr>) {
         self.maker().accepted(&self.shared, conn);
     }
@@ -1090,6 +1090,71 @@ impl Drop for Reserve<'_> {
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket.take() {
             self.slots.cancel(ticket);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::{serve, RepSocket, Request, Tcp};
+
+    /// An echo server on loopback, until `stop` is sent.
+    async fn echo() -> (SocketAddr, oneshot::Sender<()>) {
+        let mut rep = RepSocket::new(Tcp::default());
+        rep.bind("127.0.0.1:0").await.unwrap();
+        let addr = rep.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let echo = tower::service_fn(|req: Request<SocketAddr>| async move {
+            Ok::<_, std::convert::Infallible>(req.msg().clone())
+        });
+        tokio::spawn(async move {
+            let _ = serve(rep, echo)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        (addr, stop)
+    }
+
+    /// The way a bound `ReqSocket` takes the repliers that connect to it: a connection
+    /// made and welcomed already is one more endpoint, balanced with the others, and
+    /// leaves the set when it closes (nothing redials it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_established_connection_is_an_endpoint_until_it_closes() {
+        let wait = Duration::from_secs(20);
+        let (a, _stop_a) = echo().await;
+        let (b, stop_b) = echo().await;
+        let req = ReqSocket::new(Tcp::default());
+        let maker = req.maker();
+        for addr in [a, b] {
+            let conn = maker.dialer(addr.into()).dial().await.unwrap();
+            req.add_established(conn);
+        }
+        assert!(req.shared.balanced.get().is_some());
+        for i in 0..50 {
+            let payload = Bytes::from(format!("request {i}"));
+            let reply = tokio::time::timeout(wait, req.request(payload.clone()));
+            assert_eq!(reply.await.unwrap().unwrap(), payload);
+        }
+
+        stop_b.send(()).unwrap();
+        tokio::time::timeout(wait, async {
+            while req.shared.entries().len() > 1 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the closed connection leaves the set");
+        assert_eq!(req.peer_addr(), Some(a));
+        for _ in 0..20 {
+            let reply = tokio::time::timeout(wait, req.request(Bytes::from("a")));
+            assert_eq!(reply.await.unwrap().unwrap(), "a");
         }
     }
 }
