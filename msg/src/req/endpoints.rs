@@ -412,10 +412,16 @@ impl<T: Transport> Drop for Shared<T> {
         for entry in lock(&self.entries).iter() {
             entry.health.removed();
         }
+        self.wake_waiting();
     }
 }
 
 impl<T: Transport> Shared<T> {
+    /// Wakes the requests waiting for the balancer, to see the socket closed.
+    pub(crate) fn wake_waiting(&self) {
+        Waker::from(self.watch.clone()).wake();
+    }
+
     pub(crate) fn next_key(&self) -> Key {
         self.next_key.fetch_add(1, Ordering::Relaxed)
     }

@@ -873,6 +873,7 @@ impl<T: Transport> ReqSocket<T> {
     /// blocks.
     pub async fn close(&self) {
         self.shared.closed.cancel();
+        self.shared.wake_waiting();
         let mut handles: Vec<Arc<Handle>> = self
             .shared
             .entries()
