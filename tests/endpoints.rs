@@ -537,3 +537,26 @@ async fn a_retry_sends_what_a_stopped_server_never_ran_to_another() {
     }
     assert!(answered >= 2_000 - 64, "{answered} answered");
 }
+
+/// Closing the socket fails at once, with `Closed`, a request waiting for an endpoint to
+/// come up: none waits out its `reconnect_wait`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_fails_a_request_waiting_for_an_endpoint() {
+    let (_held_a, nobody_a) = msg_tests::refusing_addr();
+    let (_held_b, nobody_b) = msg_tests::refusing_addr();
+    let mut req = ReqSocket::with_options(
+        Tcp::default(),
+        options().reconnect_wait(Duration::from_secs(60)),
+    );
+    req.connect_lazy(nobody_a).unwrap();
+    req.connect_lazy(nobody_b).unwrap();
+    let waiting = {
+        let req = req.clone();
+        tokio::spawn(async move { req.request(Bytes::from("anyone?")).await })
+    };
+    within(req.close()).await;
+    let outcome = within(waiting).await.unwrap();
+    assert!(matches!(outcome, Err(Error::Closed)), "{outcome:?}");
+    let after = within(req.request(Bytes::from("late"))).await;
+    assert!(matches!(after, Err(Error::Closed)), "{after:?}");
+}
