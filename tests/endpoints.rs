@@ -560,3 +560,73 @@ async fn close_fails_a_request_waiting_for_an_endpoint() {
     let after = within(req.request(Bytes::from("late"))).await;
     assert!(matches!(after, Err(Error::Closed)), "{after:?}");
 }
+
+/// The socket's endpoint metrics: endpoints by state, changes by kind, requests written
+/// to each server. Read in one snapshot of a recorder of the test's own (a debugging
+/// recorder's snapshot takes a gauge's value, so a second one would read 0).
+#[test]
+fn endpoints_are_counted_by_state_change_and_requests() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let (addrs, counts, req) = metrics::with_local_recorder(&recorder, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let counts = Arc::new(Counts::default());
+                let mut servers = servers(&counts, [Duration::ZERO; 3]).await;
+                let mut req = ReqSocket::with_options(Tcp::default(), options());
+                let mut events = req.events();
+                for server in &servers {
+                    within(req.connect(server.addr)).await.unwrap();
+                }
+                let (answered, errors) = run(&req, 300, 16).await;
+                assert_eq!((answered, errors.len()), (300, 0));
+                let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+                servers.remove(1).stop().await;
+                until(
+                    &mut events,
+                    |e| matches!(e, SocketEvent::Disconnected { peer, .. } if *peer == addrs[1]),
+                )
+                .await;
+                assert_eq!(req.disconnect(addrs[2]), 1);
+                (addrs, counts, req)
+            })
+    });
+    let mut seen = std::collections::HashMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let label = key.key().labels().next().map(|l| l.value().to_owned());
+        let value = match value {
+            DebugValue::Counter(n) => n as f64,
+            DebugValue::Gauge(g) => g.into_inner(),
+            DebugValue::Histogram(_) => continue,
+        };
+        seen.insert(
+            (key.key().name().to_owned(), label.unwrap_or_default()),
+            value,
+        );
+    }
+    let get = |name: &str, label: String| seen.get(&(name.to_owned(), label)).copied();
+    // Three inserted; one down (stopped); one removed.
+    assert_eq!(get("msg_req_endpoints", "ready".into()), Some(1.0));
+    assert_eq!(get("msg_req_endpoints", "down".into()), Some(1.0));
+    assert_eq!(
+        get("msg_req_endpoint_changes_total", "insert".into()),
+        Some(3.0)
+    );
+    assert_eq!(
+        get("msg_req_endpoint_changes_total", "remove".into()),
+        Some(1.0)
+    );
+    let mut written = 0.0;
+    for (i, addr) in addrs.iter().enumerate() {
+        let sent = get("msg_req_endpoint_requests_total", addr.to_string());
+        assert_eq!(sent, Some(counts.get(i) as f64), "{addr}");
+        written += sent.unwrap_or_default();
+    }
+    assert_eq!(written, 300.0);
+    drop(req);
+}
