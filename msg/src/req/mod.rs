@@ -57,7 +57,8 @@ pub use pipeline::Pipeline;
 pub struct ReqOptions {
     /// Most requests in flight on the connection at once. When they are all out,
     /// `poll_ready` is pending and [`ReqSocket::request`] waits. Default: 1024, enough to
-    /// keep a loopback or LAN link busy while bounding memory.
+    /// keep a loopback or LAN link busy while bounding memory. With
+    /// [many endpoints](ReqSocket#many-endpoints), the limit of each endpoint.
     pub max_in_flight: usize,
     /// Largest message sent or received, in bytes: see
     /// [`ConnectionOptions::max_frame_len`](crate::ConnectionOptions::max_frame_len). Default: 64 MiB

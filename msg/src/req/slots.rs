@@ -436,17 +436,14 @@ impl SlotTable {
     /// The socket is closing (the last handle is gone, or `close` was called): no new
     /// request is taken, and the driver closes once what is in flight is done.
     pub(crate) fn close(&self) {
-        let driver = {
+        let (driver, balancer) = {
             let mut state = self.lock();
             state.closing = true;
-            if let Some(waker) = state.on_connect.take() {
-                waker.wake();
-            }
-            state.queue.wake_consumer()
+            (state.queue.wake_consumer(), state.on_connect.take())
         };
         self.closed.cancel();
-        if let Some(driver) = driver {
-            driver.wake();
+        for waker in [driver, balancer].into_iter().flatten() {
+            waker.wake();
         }
     }
 
