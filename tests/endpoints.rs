@@ -630,3 +630,16 @@ fn endpoints_are_counted_by_state_change_and_requests() {
     assert_eq!(written, 300.0);
     drop(req);
 }
+
+/// A request made right after `discover`, before the first endpoint is up, waits for it
+/// and is answered (it failed at once with `NotConnected`: the socket had no endpoint yet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_made_right_after_discover_waits_for_the_first_endpoint() {
+    let addr = msg_tests::echo_server().await;
+    let req = ReqSocket::with_options(Tcp::default(), options());
+    req.discover(msg::discover::list([addr]));
+    assert_eq!(
+        within(req.request(Bytes::from("first"))).await.unwrap(),
+        "first"
+    );
+}

@@ -448,6 +448,17 @@ impl<T: Transport> Shared<T> {
         })
     }
 
+    /// Balances from now on, over the endpoints there are: a request made before any is
+    /// added waits for one (up to `reconnect_wait`) instead of failing at once.
+    pub(crate) fn balance(
+        &self,
+        service: &dyn Fn(&Arc<Handle>) -> EndpointService,
+        reconnect_wait: Duration,
+    ) {
+        let entries = self.entries();
+        self.balanced(&entries, service, reconnect_wait);
+    }
+
     /// Adds `entry`: the socket's one endpoint if it is the first, or one more for the
     /// balancer. `service` makes an endpoint's service for the balancer.
     pub(crate) fn insert(

@@ -741,7 +741,9 @@ impl<T: Transport> ReqSocket<T> {
     /// adds an endpoint that dials its target as [`connect_lazy`](Self::connect_lazy)
     /// does (replacing the one of the same key, if any), and
     /// [`Change::Remove`](tower::discover::Change::Remove) removes the endpoint of its key
-    /// as [`disconnect`](Self::disconnect) does. An error from the stream is logged
+    /// as [`disconnect`](Self::disconnect) does. The socket balances from this call on: a
+    /// request made before the first endpoint is up waits for it, up to
+    /// [`ReqOptions::reconnect_wait`]. An error from the stream is logged
     /// (`tracing`, at warn) and changes nothing: the endpoints stay as they are, and the
     /// next item is awaited.
     ///
@@ -784,6 +786,9 @@ impl<T: Transport> ReqSocket<T> {
         E: Into<tower::BoxError> + Send + 'static,
     {
         let maker = self.maker();
+        // The endpoints come in the background: a request made meanwhile waits for them.
+        self.shared
+            .balance(&|h| maker.service(h), self.options.reconnect_wait);
         let set = Arc::downgrade(&self.shared);
         let closed = self.shared.closed.clone();
         tokio::spawn(async move {
