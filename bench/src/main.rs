@@ -41,11 +41,15 @@
 //! `--profile router` a `msg::Router` (one route, a fallback) against `serve` with a bare
 //! `service_fn`, 64 B, medians of 5 runs of each, alternating. Built with
 //! `RUSTFLAGS="--cfg tokio_unstable"`, it also prints tokio's per-worker metrics.
+//! `--endpoints` (alone) runs requests over 1, 2 and 3 endpoints of one `ReqSocket`, and
+//! one endpoint behind the balancer against the plain one (`--profile endpoints`: 1 M
+//! requests a row, medians of 3).
 //! `--profile omq` is omq's throughput (`--size N` too), `--profile omq-pubsub-SIZE` its
 //! lossless pub/sub to one subscriber for 3 s, `--profile omq-latency` its latency row.
 
 mod baseline;
 mod codecs;
+mod endpoints;
 mod fuzz;
 mod growth;
 mod layers;
@@ -219,6 +223,11 @@ fn main() {
             throughput_requests: 2_000_000,
             ..plan
         };
+        if name == "endpoints" {
+            // Requests over 1, 2 and 3 endpoints of one socket, 1 M each, medians of 3.
+            endpoints::report(3, 1_000_000);
+            return;
+        }
         if name == "router" {
             // The Router against a bare `service_fn`, 64 B, alternating, medians of 5.
             let (mut bare, mut routed) = (Vec::new(), Vec::new());
@@ -334,6 +343,10 @@ fn main() {
             _ => run_on_workers(pubsub::zeromq(plan)),
         };
         println!("{}", run.to_line());
+        return;
+    }
+    if args.iter().any(|a| a == "--endpoints") {
+        endpoints::report(runs, plan.throughput_requests);
         return;
     }
     if args.iter().any(|a| a == "--codecs") {

@@ -159,8 +159,8 @@ pub enum Error {
         /// The bound that passed.
         after: Duration,
     },
-    /// The socket is connected already: a socket, and every clone of it, has one
-    /// connection, made by its first `connect` or `connect_lazy`.
+    /// The socket is connected already. A [`ReqSocket`](crate::ReqSocket) no longer
+    /// returns it: a second `connect` adds an endpoint (it returned this before).
     AlreadyConnected,
     /// The server went away (a graceful shutdown) before it processed this request: it
     /// never ran, and is safe to send again, whatever it does.

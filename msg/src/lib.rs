@@ -131,6 +131,7 @@ pub use rep::{
     serve, PendingRequest, RepOptions, RepSocket, RepStats, Request, Serve, WithGracefulShutdown,
 };
 pub use req::{Pipeline, ReqOptions, ReqSocket, ReqStats, ResponseFuture};
+
 pub use router::extract;
 pub use router::reply::{self, IntoReply};
 #[cfg(feature = "json")]

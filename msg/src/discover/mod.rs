@@ -3,8 +3,10 @@
 //! A discovery source is any [`Stream`](futures_core::Stream) of
 //! `Result<`[`Change`]`<K, Target>, E>`: [`Change::Insert`] when an endpoint appears,
 //! [`Change::Remove`] when it goes, an error item when the source failed for now (it keeps
-//! going). [`SubSocket::discover`](crate::SubSocket::discover) takes one, so users plug in
-//! their own registry; [`Dns`] is the one msg ships: a DNS name (a Kubernetes headless
+//! going). [`ReqSocket::discover`](crate::ReqSocket::discover) (requests balanced over the
+//! endpoints) and [`SubSocket::discover`](crate::SubSocket::discover) (every publisher) take
+//! one, so users plug in their own registry; [`list`] makes a static list one; [`Dns`] is
+//! the one msg ships: a DNS name (a Kubernetes headless
 //! service, a round robin, an SRV record) resolved again on its records' TTL, giving the
 //! difference from the last answer (feature `dns`, on by default).
 //!
@@ -31,6 +33,7 @@
 #[cfg(feature = "dns")]
 mod dns;
 
+pub use crate::req::list::list;
 #[cfg(feature = "dns")]
 pub use dns::{Dns, DnsBuilder, DnsError, DnsRefresh, MAX_TTL, MIN_REFRESH_INTERVAL, MIN_TTL};
 pub use tower::discover::Change;

@@ -22,6 +22,9 @@ pub(crate) struct ReqEndpoint {
     batch: Batch,
     done: Completions,
     flow: Flow,
+    /// Requests written on this connection: `msg_req_endpoint_requests_total` of its
+    /// server, counted once per batch.
+    sent: metrics::Counter,
 }
 
 impl ReqEndpoint {
@@ -33,7 +36,14 @@ impl ReqEndpoint {
             batch: Batch::default(),
             done: Completions::default(),
             flow: Flow::Open,
+            sent: metrics::Counter::noop(),
         }
+    }
+
+    /// Counts the requests written in `sent`.
+    pub(crate) fn counting(mut self, sent: metrics::Counter) -> Self {
+        self.sent = sent;
+        self
     }
 }
 
@@ -46,6 +56,9 @@ impl Endpoint for ReqEndpoint {
         }
         self.flow = self.slots.take(&mut self.batch, cx);
         let took = !self.batch.requests.is_empty() || !self.batch.cancels.is_empty();
+        if !self.batch.requests.is_empty() {
+            self.sent.increment(self.batch.requests.len() as u64);
+        }
         // Cancellations first: they are for requests sent in earlier batches (one given up
         // before it was taken leaves the queue instead), and a request of this batch may
         // reuse the slot.

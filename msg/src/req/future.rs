@@ -10,6 +10,7 @@ use msg_core::{Encoding, Message};
 use msg_layers::compression::{Codec, DecompressError};
 use tokio::task::JoinHandle;
 
+use super::endpoints::{Balanced, Balancing};
 use super::slots::{SlotId, SlotTable};
 use crate::counters::ErrorCounters;
 use crate::Error;
@@ -28,6 +29,9 @@ enum State {
     /// A long request being compressed on the blocking pool, in its reserved slot; queued
     /// once it is. Boxed: rare, and the common states stay small.
     Compressing(Box<Compressing>),
+    /// A request of a socket with many endpoints: waiting for the balancer to choose one,
+    /// then for the reply. Boxed: the one-endpoint states stay small.
+    Balancing(Box<Balancing>),
     Waiting {
         slots: Arc<SlotTable>,
         slot: SlotId,
@@ -55,6 +59,7 @@ impl fmt::Debug for ResponseFuture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Compressing(c) => format!("compressing in slot {}", c.slot),
+            State::Balancing(_) => "balancing".to_owned(),
             State::Waiting { slot, .. } => format!("waiting in slot {slot}"),
             State::Decoding { .. } => "decoding".to_owned(),
             State::Failed(e, _) => format!("failed: {e}"),
@@ -91,6 +96,17 @@ impl ResponseFuture {
         }
     }
 
+    /// `msg` sent to whichever of the socket's endpoints `balanced` chooses.
+    pub(crate) fn balanced(
+        balanced: Arc<Balanced>,
+        msg: Message,
+        errors: Arc<ErrorCounters>,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Balancing(Box::new(Balancing::new(balanced, msg, errors))),
+        }
+    }
+
     pub(crate) fn failed(e: Error, errors: Arc<ErrorCounters>) -> Self {
         ResponseFuture {
             state: State::Failed(e, errors),
@@ -102,6 +118,11 @@ impl Future for ResponseFuture {
     type Output = Result<Message, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let State::Balancing(balancing) = &mut self.state {
+            let reply = std::task::ready!(balancing.poll(cx));
+            self.state = State::Finished;
+            return Poll::Ready(reply);
+        }
         if let State::Compressing(compressing) = &mut self.state {
             let Compressing {
                 slots,
@@ -165,7 +186,7 @@ impl Future for ResponseFuture {
                 }
                 reply
             }
-            State::Compressing(_) | State::Failed(..) | State::Finished => {
+            State::Compressing(_) | State::Balancing(_) | State::Failed(..) | State::Finished => {
                 match std::mem::replace(&mut self.state, State::Finished) {
                     State::Failed(e, errors) => {
                         errors.count(&e);

@@ -1,12 +1,15 @@
 //! [`ReqSocket`]: the client side of Request/Reply.
 
 mod endpoint;
+mod endpoints;
 mod future;
+pub(crate) mod list;
 mod pipeline;
 pub(crate) mod slots;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,12 +22,14 @@ use tokio_util::sync::CancellationToken;
 use crate::accept::Established;
 use crate::counters::ErrorCounters;
 use crate::dial::{self, Dialer, End, Session};
+use crate::driver::Driver;
 use crate::events::{EventSink, Events};
 use crate::options::DEFAULT_CONNECT_TIMEOUT;
 // The publisher takes its defaults from here.
 pub(crate) use crate::options::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT};
 use crate::{Backoff, Error};
 pub(crate) use endpoint::ReqEndpoint;
+use endpoints::{EndpointService, Entry, Health, Shared, Watch};
 use slots::{SlotId, SlotTable, Ticket};
 
 pub use future::ResponseFuture;
@@ -52,7 +57,8 @@ pub use pipeline::Pipeline;
 pub struct ReqOptions {
     /// Most requests in flight on the connection at once. When they are all out,
     /// `poll_ready` is pending and [`ReqSocket::request`] waits. Default: 1024, enough to
-    /// keep a loopback or LAN link busy while bounding memory.
+    /// keep a loopback or LAN link busy while bounding memory. With
+    /// [many endpoints](ReqSocket#many-endpoints), the limit of each endpoint.
     pub max_in_flight: usize,
     /// Largest message sent or received, in bytes: see
     /// [`ConnectionOptions::max_frame_len`](crate::ConnectionOptions::max_frame_len). Default: 64 MiB
@@ -185,46 +191,13 @@ impl Drop for Handle {
     }
 }
 
-/// The connection every clone of a socket shares, before or after it is made.
-#[derive(Default)]
-struct Shared {
-    /// Taken by the first `connect` or `connect_lazy` of any clone; given back by a
-    /// `connect` whose first dial fails (or that is dropped before it ends).
-    claimed: AtomicBool,
-    /// The connection, once made: a clone taken before it finds it here when first used.
-    handle: OnceLock<Arc<Handle>>,
-}
-
-/// A claim on a socket's one connection, given back on drop unless kept.
-struct Claim<'a>(Option<&'a AtomicBool>);
-
-impl<'a> Claim<'a> {
-    /// Claims the connection of `shared`; refused if it is claimed already.
-    fn take(shared: &'a Shared) -> Result<Self, Error> {
-        if shared.claimed.swap(true, Ordering::AcqRel) {
-            return Err(Error::AlreadyConnected);
-        }
-        Ok(Claim(Some(&shared.claimed)))
-    }
-
-    /// The connection is made: the claim stays.
-    fn keep(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        if let Some(claimed) = self.0 {
-            claimed.store(false, Ordering::Release);
-        }
-    }
-}
-
-/// What the reconnect supervisor runs on each connection of a request socket.
+/// What the reconnect supervisor runs on each connection of one endpoint of a request
+/// socket.
 struct ReqSession<A> {
     slots: Arc<SlotTable>,
     peer: Arc<Mutex<Option<A>>>,
+    health: Arc<Health>,
+    watch: Arc<Watch>,
 }
 
 impl<T: Transport> Session<T> for ReqSession<T::Addr> {
@@ -232,8 +205,16 @@ impl<T: Transport> Session<T> for ReqSession<T::Addr> {
         &mut self,
         conn: Established<T::Io, T::Addr>,
     ) -> impl std::future::Future<Output = End> + Send {
+        let sent = endpoints::requests_counter(conn.peer.to_string());
         *self.peer.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.peer);
-        crate::conn::client::driver(conn.io, self.slots.clone())
+        let driver = Driver::new(conn.io, ReqEndpoint::new(self.slots.clone()).counting(sent));
+        let health = self.health.clone();
+        health.set_up(true);
+        async move {
+            let end = driver.await;
+            health.set_up(false);
+            end
+        }
     }
 
     fn sweep(&mut self) {
@@ -247,11 +228,133 @@ impl<T: Transport> Session<T> for ReqSession<T::Addr> {
     /// why, and does not retry it.
     fn dial_failed(&mut self, error: &Error) {
         self.slots.dial_failed(error);
+        self.watch.dial_failed(error);
     }
 
     /// Closed, given up, or refused for good: every later request fails with `error`.
     fn stop(&mut self, error: Error) {
         self.slots.stop(error);
+    }
+}
+
+/// What adding an endpoint to a socket takes, apart from the socket: the options, codecs
+/// and counters of the handle that adds it. A socket's discovery keeps one, and no handle.
+#[derive(Clone)]
+struct Maker<T: Transport> {
+    transport: T,
+    options: ReqOptions,
+    codec: Option<Codec>,
+    decoders: Decoders,
+    events: Arc<EventSink<T::Addr>>,
+    errors: Arc<ErrorCounters>,
+}
+
+impl<T: Transport> Maker<T> {
+    fn dialer(&self, target: T::Target) -> Dialer<T> {
+        Dialer::new(
+            self.transport.clone(),
+            target,
+            SocketType::Req,
+            &self.options.connection(),
+            self.options.dial(),
+            self.events.clone(),
+        )
+    }
+
+    /// An endpoint's service for the balancer.
+    fn service(&self, handle: &Arc<Handle>) -> EndpointService {
+        EndpointService::new(handle.clone(), self.codec.clone(), self.errors.clone())
+    }
+
+    /// A new endpoint's session and handle, the handle in `shared` under a new key.
+    fn endpoint(
+        &self,
+        shared: &Shared<T>,
+        target: Option<T::Target>,
+        peer: Option<T::Addr>,
+    ) -> (
+        ReqSession<T::Addr>,
+        Arc<Handle>,
+        CancellationToken,
+        endpoints::Key,
+    ) {
+        let slots = crate::conn::client::slots(&self.options, &self.decoders, &self.errors);
+        let session = ReqSession {
+            slots: slots.clone(),
+            peer: Arc::new(Mutex::new(peer)),
+            health: Health::new(shared.watch.clone()),
+            watch: shared.watch.clone(),
+        };
+        let done = CancellationToken::new();
+        let handle = Arc::new(Handle {
+            slots,
+            done: done.clone(),
+        });
+        let key = shared.next_key();
+        let entry = Entry {
+            key,
+            target,
+            handle: handle.clone(),
+            peer: session.peer.clone(),
+            health: session.health.clone(),
+        };
+        shared.insert(entry, &|h| self.service(h), self.options.reconnect_wait);
+        (session, handle, done, key)
+    }
+
+    /// Adds an endpoint that dials `dialer`'s target, starting on `first` if it is
+    /// connected already, and keeps it connected. Returns its key.
+    fn start(
+        &self,
+        shared: &Shared<T>,
+        dialer: Dialer<T>,
+        first: Option<Established<T::Io, T::Addr>>,
+    ) -> endpoints::Key {
+        let peer = first.as_ref().map(|c| c.peer.clone());
+        let (session, handle, done, key) = self.endpoint(shared, Some(dialer.target.clone()), peer);
+        let closed = handle.slots.closed_token().clone();
+        let sweep = self.options.reconnect_wait / slots::SWEEPS_PER_WAIT;
+        tokio::spawn(async move {
+            let _finished = done.drop_guard();
+            dial::supervise(dialer, session, first, closed, sweep).await;
+        });
+        key
+    }
+
+    /// Adds an endpoint over `conn`, a connection made and welcomed already (one a bound
+    /// socket accepted): nothing redials it, and it leaves the set when the connection
+    /// closes. Returns its key.
+    fn accepted(
+        &self,
+        shared: &Arc<Shared<T>>,
+        conn: Established<T::Io, T::Addr>,
+    ) -> endpoints::Key {
+        let (mut session, _handle, done, key) =
+            self.endpoint(shared, None, Some(conn.peer.clone()));
+        let set = Arc::downgrade(shared);
+        let maker = self.clone();
+        tokio::spawn(async move {
+            let _finished = done.drop_guard();
+            let end = Session::<T>::serve(&mut session, conn).await;
+            if let End::Lost(error) = end {
+                tracing::debug!(target: "msg", %error, "accepted endpoint lost");
+            }
+            Session::<T>::stop(&mut session, Error::ConnectionClosed);
+            if let Some(shared) = set.upgrade() {
+                maker.remove(&shared, |entry| entry.key == key);
+            }
+        });
+        key
+    }
+
+    /// Takes out the endpoints `which` picks; returns how many.
+    fn remove(&self, shared: &Shared<T>, which: impl FnMut(&Entry<T>) -> bool) -> usize {
+        shared.remove(
+            which,
+            &|h| self.service(h),
+            self.options.reconnect_wait,
+            self.options.linger,
+        )
     }
 }
 
@@ -384,6 +487,23 @@ impl Drop for Client {
 /// A caller that gives up on a request (a dropped future, a timeout) frees its slot at once,
 /// and the server is told to drop the call.
 ///
+/// # Many endpoints
+///
+/// [`connect`](Self::connect) and [`connect_lazy`](Self::connect_lazy) called again add
+/// an endpoint, [`disconnect`](Self::disconnect) removes one, and
+/// [`discover`](Self::discover) follows a stream of changes; every clone shares the set.
+/// With more than one endpoint (or once one has been removed), each request goes to the
+/// endpoint tower's p2c balancer picks: of two endpoints drawn at random, the one with
+/// fewer requests in flight. An endpoint whose connection is down stays in the set but is
+/// not picked; it is picked again once it has redialed. A request waits for an endpoint
+/// to pick, up to [`ReqOptions::reconnect_wait`] while none is up, then fails with
+/// [`Error::NotConnected`]; requests on the wire of an endpoint that dies fail with
+/// [`Error::ConnectionClosed`], and those that had not left it with
+/// [`Error::NotConnected`], which a [`RetryPolicy`](crate::retry::RetryPolicy) sends
+/// again, to another endpoint. [`max_in_flight`](ReqOptions::max_in_flight) holds per
+/// endpoint; `poll_ready` is ready at once and the request waits in its future instead.
+/// A socket with one endpoint sends straight to it, as it always did.
+///
 /// # Example
 ///
 /// ```
@@ -423,13 +543,12 @@ pub struct ReqSocket<T: Transport> {
     /// Compresses requests, if set.
     codec: Option<Codec>,
     decoders: Decoders,
-    /// This handle's own state over the connection, once it has one.
+    /// This handle's own state over the socket's first endpoint, while that is its only
+    /// one.
     client: Option<Client>,
-    /// The connection every clone shares, claimed by the first `connect` or
-    /// `connect_lazy` of any of them: a clone taken before it finds the connection here
-    /// when first used.
-    shared: Arc<Shared>,
-    peer: Arc<Mutex<Option<T::Addr>>>,
+    /// The endpoints every clone shares: a clone taken before an endpoint was added finds
+    /// it here.
+    shared: Arc<Shared<T>>,
     events: Arc<EventSink<T::Addr>>,
     /// The `msg_request_errors_total` handles every clone counts in.
     errors: Arc<ErrorCounters>,
@@ -445,7 +564,6 @@ impl<T: Transport> Clone for ReqSocket<T> {
             // A clone starts without the original's reserved capacity.
             client: self.client.as_ref().map(|c| Client::new(c.handle.clone())),
             shared: self.shared.clone(),
-            peer: self.peer.clone(),
             events: self.events.clone(),
             errors: self.errors.clone(),
         }
@@ -455,7 +573,7 @@ impl<T: Transport> Clone for ReqSocket<T> {
 impl<T: Transport> std::fmt::Debug for ReqSocket<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReqSocket")
-            .field("peer", &self.peer)
+            .field("peer", &self.peer_addr())
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
@@ -477,7 +595,6 @@ impl<T: Transport> ReqSocket<T> {
             decoders: Decoders::default(),
             client: None,
             shared: Arc::default(),
-            peer: Arc::new(Mutex::new(None)),
             events: EventSink::new(),
             errors: Arc::default(),
         }
@@ -512,14 +629,34 @@ impl<T: Transport> ReqSocket<T> {
         &self.options
     }
 
-    /// The address of the server this socket is connected to, or was last connected to.
+    /// The address of a server this socket is connected to: with many endpoints, the
+    /// first (in the order they were added) whose connection is up, or else the first
+    /// that has had one; with one, the server it is connected to, or was last.
     pub fn peer_addr(&self) -> Option<T::Addr> {
-        self.peer.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let entries = self.shared.entries();
+        let peer = |entry: &Entry<T>| entry.peer.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        entries
+            .iter()
+            .filter(|entry| entry.health.is_up())
+            .find_map(peer)
+            .or_else(|| entries.iter().find_map(peer))
     }
 
-    /// The socket's counters; all zero before [`connect`](Self::connect).
+    /// The socket's counters; all zero before [`connect`](Self::connect). With many
+    /// endpoints, the sums over them (`connected`: whether any is).
     pub fn stats(&self) -> ReqStats {
-        self.handle().map(|h| h.slots.stats()).unwrap_or_default()
+        if self.shared.balanced.get().is_none() {
+            return self.handle().map(|h| h.slots.stats()).unwrap_or_default();
+        }
+        let mut sum = ReqStats::default();
+        for entry in self.shared.entries().iter() {
+            let one = entry.handle.slots.stats();
+            sum.in_flight += one.in_flight;
+            sum.queued += one.queued;
+            sum.late_replies += one.late_replies;
+            sum.connected |= one.connected;
+        }
+        sum
     }
 
     /// The socket's connection events: connected, disconnected with the reason,
@@ -529,30 +666,31 @@ impl<T: Transport> ReqSocket<T> {
     }
 
     /// Connects to a reply socket at `target`: dials once and completes the handshake,
-    /// then keeps the socket connected, redialing whenever the connection is lost.
+    /// then keeps that endpoint connected, redialing whenever its connection is lost.
     ///
     /// For TCP, `target` is what a user would write: `"127.0.0.1:4444"`,
-    /// `"localhost:4444"`, or a [`SocketAddr`](std::net::SocketAddr). A socket has one
-    /// connection: clones made before or after share it, and a second `connect` or
-    /// [`connect_lazy`](Self::connect_lazy) on the socket or any clone is refused. A
-    /// `connect` that fails leaves the socket unconnected, to be connected again.
+    /// `"localhost:4444"`, or a [`SocketAddr`](std::net::SocketAddr). Called again, on
+    /// the socket or any clone, it adds one more endpoint (ZeroMQ's way): the socket
+    /// balances its requests over all of them (see [Many endpoints](Self#many-endpoints)),
+    /// and every clone, made before or after, shares them. A `connect` that fails adds
+    /// nothing.
     ///
     /// # Errors
     ///
-    /// [`Error::AlreadyConnected`] if the socket or a clone is connected, or connecting,
-    /// already. If the first dial fails: [`Error::Transport`] if the server cannot be
-    /// reached, [`Error::HandshakeRejected`] if it refuses this socket (wrong socket type,
-    /// failed authentication or admission), [`Error::ConnectTimeout`] if the transport's
-    /// exchange and the hello take longer than [`ReqOptions::connect_timeout`],
-    /// [`Error::NotMsg`] if the server does not speak msg (or speaks TLS to a plain
-    /// client, or plain to a TLS one), with a hint.
+    /// [`Error::Closed`] once the socket is closed. If the first dial fails:
+    /// [`Error::Transport`] if the server cannot be reached, [`Error::HandshakeRejected`]
+    /// if it refuses this socket (wrong socket type, failed authentication or admission),
+    /// [`Error::ConnectTimeout`] if the transport's exchange and the hello take longer
+    /// than [`ReqOptions::connect_timeout`], [`Error::NotMsg`] if the server does not
+    /// speak msg (or speaks TLS to a plain client, or plain to a TLS one), with a hint.
     pub async fn connect(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
-        let shared = self.shared.clone();
-        let claim = Claim::take(&shared)?;
-        let dialer = self.dialer(target.into());
+        if self.shared.closed.is_cancelled() {
+            return Err(Error::Closed);
+        }
+        let maker = self.maker();
+        let dialer = maker.dialer(target.into());
         let first = dialer.dial_first().await?;
-        claim.keep();
-        self.start(dialer, Some(first));
+        maker.start(&self.shared, dialer, Some(first));
         Ok(())
     }
 
@@ -562,74 +700,169 @@ impl<T: Transport> ReqSocket<T> {
     /// with [`Error::NotConnected`] and why the last dial failed; failed dials are retried
     /// with [`ReqOptions::reconnect`] and reported in [`events`](Self::events), but for an
     /// answer that will not change ([`Error::is_permanent`]: the wrong socket type,
-    /// admission's refusal), on which the socket stops, emits
+    /// admission's refusal), on which the endpoint stops, emits
     /// [`SocketEvent::GaveUp`](crate::SocketEvent::GaveUp), and fails its requests with it.
+    /// Called again, it adds one more endpoint, as [`connect`](Self::connect) does.
     ///
     /// Must be called within a tokio runtime.
     ///
     /// # Errors
     ///
-    /// [`Error::AlreadyConnected`] if the socket or a clone is connected, or connecting,
-    /// already: a socket has one connection, as with [`connect`](Self::connect).
+    /// [`Error::Closed`] once the socket is closed.
     pub fn connect_lazy(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
-        Claim::take(&self.shared)?.keep();
-        let dialer = self.dialer(target.into());
-        self.start(dialer, None);
+        if self.shared.closed.is_cancelled() {
+            return Err(Error::Closed);
+        }
+        let maker = self.maker();
+        let dialer = maker.dialer(target.into());
+        maker.start(&self.shared, dialer, None);
         Ok(())
     }
 
-    fn dialer(&self, target: T::Target) -> Dialer<T> {
-        Dialer::new(
-            self.transport.clone(),
-            target,
-            SocketType::Req,
-            &self.options.connection(),
-            self.options.dial(),
-            self.events.clone(),
-        )
+    /// Removes the endpoints that dial `target` (as given to [`connect`](Self::connect),
+    /// [`connect_lazy`](Self::connect_lazy) or [`discover`](Self::discover)), for every
+    /// clone. Returns at once: no new request goes to them, and their requests in flight
+    /// get [`ReqOptions::linger`] to be answered, then fail with [`Error::Closed`]. The
+    /// socket balances over the endpoints left from then on. Returns how many endpoints
+    /// were removed: 0 if none dials `target`.
+    ///
+    /// Must be called within a tokio runtime.
+    pub fn disconnect(&self, target: impl Into<T::Target>) -> usize
+    where
+        T::Target: PartialEq,
+    {
+        let target = target.into();
+        self.maker()
+            .remove(&self.shared, |entry| entry.target.as_ref() == Some(&target))
     }
 
-    /// Starts the socket's reconnect supervisor, on `first` if the connection is made.
-    fn start(&mut self, dialer: Dialer<T>, first: Option<Established<T::Io, T::Addr>>) {
-        let slots = crate::conn::client::slots(&self.options, &self.decoders, &self.errors);
-        if let Some(conn) = &first {
-            *self.peer.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.peer.clone());
-        }
-        let session = ReqSession {
-            slots: slots.clone(),
-            peer: self.peer.clone(),
-        };
-        let done = CancellationToken::new();
-        let closed = slots.closed_token().clone();
-        let sweep = self.options.reconnect_wait / slots::SWEEPS_PER_WAIT;
-        let finished = done.clone();
+    /// Adds and removes endpoints as `changes` says, in a task of the socket's that ends
+    /// when the socket closes (or `changes` ends): [`Change::Insert`](tower::discover::Change::Insert)
+    /// adds an endpoint that dials its target as [`connect_lazy`](Self::connect_lazy)
+    /// does (replacing the one of the same key, if any), and
+    /// [`Change::Remove`](tower::discover::Change::Remove) removes the endpoint of its key
+    /// as [`disconnect`](Self::disconnect) does. The socket balances from this call on: a
+    /// request made before the first endpoint is up waits for it, up to
+    /// [`ReqOptions::reconnect_wait`]. An error from the stream is logged
+    /// (`tracing`, at warn) and changes nothing: the endpoints stay as they are, and the
+    /// next item is awaited.
+    ///
+    /// Any registry fits: [`discover::list`](crate::discover::list) for a fixed list, a
+    /// channel's receiver for one of your own.
+    ///
+    /// Must be called within a tokio runtime.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use msg::{discover, ReqSocket, Tcp};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), msg::Error> {
+    /// # let a = msg_example_echo().await;
+    /// # let b = msg_example_echo().await;
+    /// let req = ReqSocket::new(Tcp::default());
+    /// req.discover(discover::list([a, b]));
+    /// assert_eq!(req.request(Bytes::from("hi")).await?, "hi");
+    /// # Ok(())
+    /// # }
+    /// # async fn msg_example_echo() -> std::net::SocketAddr {
+    /// #     let mut rep = msg::RepSocket::new(Tcp::default());
+    /// #     rep.bind("127.0.0.1:0").await.unwrap();
+    /// #     let addr = rep.local_addr().unwrap();
+    /// #     let echo = |req: msg::Request<std::net::SocketAddr>| async move {
+    /// #         Ok::<_, std::convert::Infallible>(req.msg().clone())
+    /// #     };
+    /// #     tokio::spawn(msg::serve(rep, tower::service_fn(echo)));
+    /// #     addr
+    /// # }
+    /// ```
+    pub fn discover<S, K, A, E>(&self, changes: S)
+    where
+        S: futures_core::Stream<Item = Result<tower::discover::Change<K, A>, E>> + Send + 'static,
+        K: Hash + Eq + Clone + Send + 'static,
+        A: Into<T::Target> + Send + 'static,
+        E: Into<tower::BoxError> + Send + 'static,
+    {
+        let maker = self.maker();
+        // The endpoints come in the background: a request made meanwhile waits for them.
+        self.shared
+            .balance(&|h| maker.service(h), self.options.reconnect_wait);
+        let set = Arc::downgrade(&self.shared);
+        let closed = self.shared.closed.clone();
         tokio::spawn(async move {
-            let _finished = finished.drop_guard();
-            dial::supervise(dialer, session, first, closed, sweep).await;
+            use futures_util::StreamExt;
+            use tower::discover::Change;
+            let mut keys: HashMap<K, endpoints::Key> = HashMap::new();
+            let mut changes = std::pin::pin!(changes);
+            loop {
+                let change = tokio::select! {
+                    _ = closed.cancelled() => return,
+                    change = changes.next() => change,
+                };
+                let Some(shared) = set.upgrade() else {
+                    return;
+                };
+                match change {
+                    None => return,
+                    Some(Ok(Change::Insert(key, target))) => {
+                        if let Some(old) = keys.remove(&key) {
+                            maker.remove(&shared, |entry| entry.key == old);
+                        }
+                        let dialer = maker.dialer(target.into());
+                        keys.insert(key, maker.start(&shared, dialer, None));
+                    }
+                    Some(Ok(Change::Remove(key))) => {
+                        if let Some(old) = keys.remove(&key) {
+                            maker.remove(&shared, |entry| entry.key == old);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        let e: tower::BoxError = e.into();
+                        tracing::warn!(target: "msg", error = %e, "endpoint discovery failed; the endpoints stay as they are");
+                    }
+                }
+            }
         });
-        let handle = Arc::new(Handle { slots, done });
-        // Clones taken before this connection find it here. Only the claim's holder gets
-        // here, once.
-        let _ = self.shared.handle.set(handle.clone());
-        self.client = Some(Client::new(handle));
     }
 
-    /// The connection this handle uses: its own, or the one a clone made since this
-    /// handle was taken.
+    /// Adds an endpoint over `conn`, a connection made and welcomed already (one a bound
+    /// socket accepted from a replier that connects): nothing redials it, and it leaves
+    /// the socket when the connection closes.
+    #[cfg_attr(not(test), allow(dead_code))] // For `ReqSocket::bind`; tested below.
+    pub(crate) fn add_established(&self, conn: Established<T::Io, T::Addr>) {
+        self.maker().accepted(&self.shared, conn);
+    }
+
+    /// How this handle adds endpoints.
+    fn maker(&self) -> Maker<T> {
+        Maker {
+            transport: self.transport.clone(),
+            options: self.options.clone(),
+            codec: self.codec.clone(),
+            decoders: self.decoders.clone(),
+            events: self.events.clone(),
+            errors: self.errors.clone(),
+        }
+    }
+
+    /// The first endpoint, while it is the only one: this handle's, or the one a clone
+    /// added since this handle was taken.
     fn handle(&self) -> Option<&Arc<Handle>> {
         match &self.client {
             Some(client) => Some(&client.handle),
-            None => self.shared.handle.get(),
+            None => self.shared.first.get(),
         }
     }
 
-    /// This handle's state over the connection, made on first use for a handle cloned
+    /// This handle's state over the first endpoint, made on first use for a handle cloned
     /// before the socket connected.
     fn client_mut(&mut self) -> Option<&mut Client> {
         if self.client.is_none() {
             self.client = self
                 .shared
-                .handle
+                .first
                 .get()
                 .map(|handle| Client::new(handle.clone()));
         }
@@ -638,23 +871,39 @@ impl<T: Transport> ReqSocket<T> {
 
     /// Closes the socket gracefully: no new request is taken (they fail with
     /// [`Error::Closed`]), the requests in flight and queued get up to
-    /// [`ReqOptions::linger`] to be answered, then the connection is closed and whatever
-    /// is left fails with [`Error::Closed`]. It closes the socket for every clone.
+    /// [`ReqOptions::linger`] to be answered, then the connections are closed and
+    /// whatever is left fails with [`Error::Closed`]. It closes the socket for every clone,
+    /// and ends its [`discover`](Self::discover).
     ///
     /// Dropping every handle closes the socket the same way, in the background; drop never
     /// blocks.
     pub async fn close(&self) {
-        let Some(handle) = self.handle() else {
-            return;
-        };
-        handle.slots.close();
-        if tokio::time::timeout(self.options.linger, handle.done.cancelled())
+        self.shared.closed.cancel();
+        self.shared.wake_waiting();
+        let mut handles: Vec<Arc<Handle>> = self
+            .shared
+            .entries()
+            .iter()
+            .map(|entry| entry.handle.clone())
+            .collect();
+        if handles.is_empty() {
+            handles.extend(self.handle().cloned());
+        }
+        for handle in &handles {
+            handle.slots.close();
+        }
+        let all_done = futures_util::future::join_all(handles.iter().map(|h| h.done.cancelled()));
+        if tokio::time::timeout(self.options.linger, all_done)
             .await
             .is_err()
         {
-            handle.slots.stop(Error::Closed);
-            // The driver ends at once when stopped.
-            let _ = tokio::time::timeout(Duration::from_secs(1), handle.done.cancelled()).await;
+            for handle in &handles {
+                handle.slots.stop(Error::Closed);
+            }
+            // The drivers end at once when stopped.
+            let all_done =
+                futures_util::future::join_all(handles.iter().map(|h| h.done.cancelled()));
+            let _ = tokio::time::timeout(Duration::from_secs(1), all_done).await;
         }
     }
 
@@ -777,6 +1026,9 @@ impl<T: Transport> ReqSocket<T> {
     ///
     /// As [`request`](Self::request), but the reply's encoding is not checked.
     pub async fn send(&self, msg: Message) -> Result<Message, Error> {
+        if let Some(balanced) = self.shared.balanced.get() {
+            return ResponseFuture::balanced(balanced.clone(), msg, self.errors.clone()).await;
+        }
         let handle = self.handle().ok_or(Error::NotConnected { last: None })?;
         send_on(&handle.slots, &self.codec, msg).await
     }
@@ -790,6 +1042,12 @@ impl<T: Transport> tower::Service<Message> for ReqSocket<T> {
     /// Ready when the socket can take one more request: pending while
     /// [`max_in_flight`](ReqOptions::max_in_flight) requests are out.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if let Some(balanced) = self.shared.balanced.get() {
+            // A slot reserved before the socket balanced is used first.
+            if self.client.as_ref().is_none_or(|c| c.reserved.is_none()) {
+                return Poll::Ready(balanced.check_open());
+            }
+        }
         match self.client_mut() {
             Some(client) => client.poll_ready(cx),
             None => Poll::Ready(Err(Error::NotConnected { last: None })),
@@ -797,9 +1055,15 @@ impl<T: Transport> tower::Service<Message> for ReqSocket<T> {
     }
 
     fn call(&mut self, msg: Message) -> ResponseFuture {
-        match self.client.as_mut() {
-            Some(client) => client.call(msg, &self.codec, &self.errors),
-            None => ResponseFuture::failed(Error::NotReady, self.errors.clone()),
+        match (self.client.as_mut(), self.shared.balanced.get()) {
+            (Some(client), _) if client.reserved.is_some() => {
+                client.call(msg, &self.codec, &self.errors)
+            }
+            (_, Some(balanced)) => {
+                ResponseFuture::balanced(balanced.clone(), msg, self.errors.clone())
+            }
+            (Some(client), None) => client.call(msg, &self.codec, &self.errors),
+            (None, None) => ResponseFuture::failed(Error::NotReady, self.errors.clone()),
         }
     }
 }
@@ -833,6 +1097,71 @@ impl Drop for Reserve<'_> {
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket.take() {
             self.slots.cancel(ticket);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::{serve, RepSocket, Request, Tcp};
+
+    /// An echo server on loopback, until `stop` is sent.
+    async fn echo() -> (SocketAddr, oneshot::Sender<()>) {
+        let mut rep = RepSocket::new(Tcp::default());
+        rep.bind("127.0.0.1:0").await.unwrap();
+        let addr = rep.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let echo = tower::service_fn(|req: Request<SocketAddr>| async move {
+            Ok::<_, std::convert::Infallible>(req.msg().clone())
+        });
+        tokio::spawn(async move {
+            let _ = serve(rep, echo)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        (addr, stop)
+    }
+
+    /// The way a bound `ReqSocket` takes the repliers that connect to it: a connection
+    /// made and welcomed already is one more endpoint, balanced with the others, and
+    /// leaves the set when it closes (nothing redials it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_established_connection_is_an_endpoint_until_it_closes() {
+        let wait = Duration::from_secs(20);
+        let (a, _stop_a) = echo().await;
+        let (b, stop_b) = echo().await;
+        let req = ReqSocket::new(Tcp::default());
+        let maker = req.maker();
+        for addr in [a, b] {
+            let conn = maker.dialer(addr.into()).dial().await.unwrap();
+            req.add_established(conn);
+        }
+        assert!(req.shared.balanced.get().is_some());
+        for i in 0..50 {
+            let payload = Bytes::from(format!("request {i}"));
+            let reply = tokio::time::timeout(wait, req.request(payload.clone()));
+            assert_eq!(reply.await.unwrap().unwrap(), payload);
+        }
+
+        stop_b.send(()).unwrap();
+        tokio::time::timeout(wait, async {
+            while req.shared.entries().len() > 1 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the closed connection leaves the set");
+        assert_eq!(req.peer_addr(), Some(a));
+        for _ in 0..20 {
+            let reply = tokio::time::timeout(wait, req.request(Bytes::from("a")));
+            assert_eq!(reply.await.unwrap().unwrap(), "a");
         }
     }
 }

@@ -138,6 +138,13 @@ struct State {
     late: u64,
     /// Slots whose reply has come and not yet been taken.
     uncollected: usize,
+    /// One endpoint of several (a balancer chooses among them): a request is never kept
+    /// waiting for this one's connection, since another may be up. Requests queued when
+    /// the connection goes, or made while it is down, fail at once with
+    /// [`Error::NotConnected`], which a retry sends elsewhere.
+    balanced: bool,
+    /// The balancer's wait for this endpoint's connection.
+    on_connect: Option<Waker>,
 }
 
 impl State {
@@ -168,6 +175,16 @@ impl State {
                 }
             }
             _ => self.late += 1,
+        }
+    }
+
+    /// Fails every queued request with [`Error::NotConnected`]: they never left, and a
+    /// retry may send them to another endpoint.
+    fn fail_queued(&mut self, wake: &mut Vec<Waker>) {
+        let last = self.last_dial.clone();
+        for queued in self.queue.drain() {
+            let error = Error::NotConnected { last: last.clone() };
+            self.fill(queued.slot, queued.generation, Err(error), wake);
         }
     }
 
@@ -209,6 +226,8 @@ impl SlotTable {
                 last_dial: None,
                 late: 0,
                 uncollected: 0,
+                balanced: false,
+                on_connect: None,
             }),
             max_frame_len,
             decoders,
@@ -328,6 +347,10 @@ impl SlotTable {
                 })
             } else if let Err(e) = msg.metadata().check(msg.route()) {
                 Some(Error::InvalidMetadata(e))
+            } else if state.balanced && !state.connected && state.refusal().is_none() {
+                Some(Error::NotConnected {
+                    last: state.last_dial.clone(),
+                })
             } else {
                 state.refusal()
             };
@@ -415,23 +438,62 @@ impl SlotTable {
     /// The socket is closing (the last handle is gone, or `close` was called): no new
     /// request is taken, and the driver closes once what is in flight is done.
     pub(crate) fn close(&self) {
-        let driver = {
+        let (driver, balancer) = {
             let mut state = self.lock();
             state.closing = true;
-            state.queue.wake_consumer()
+            (state.queue.wake_consumer(), state.on_connect.take())
         };
         self.closed.cancel();
-        if let Some(driver) = driver {
-            driver.wake();
+        for waker in [driver, balancer].into_iter().flatten() {
+            waker.wake();
         }
     }
 
     /// Driver: a connection is up.
     pub(crate) fn connected(&self) {
+        let waker = {
+            let mut state = self.lock();
+            state.connected = true;
+            state.last_dial = None;
+            state.cancels.clear();
+            state.on_connect.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Balancer: makes this table one endpoint of several: from now on no request waits
+    /// for its connection (see `State::balanced`), and those waiting now fail.
+    pub(crate) fn set_balanced(&self) {
+        let mut wake = Vec::new();
+        {
+            let mut state = self.lock();
+            state.balanced = true;
+            if !state.connected {
+                state.fail_queued(&mut wake);
+            }
+        }
+        wake_all(wake);
+    }
+
+    /// Balancer: ready once the connection is up; `cx` is woken when it comes up, or when
+    /// the table stops taking requests (then the error why).
+    pub(crate) fn poll_connected(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let mut state = self.lock();
-        state.connected = true;
-        state.last_dial = None;
-        state.cancels.clear();
+        if let Some(e) = state.refusal() {
+            return Poll::Ready(Err(e));
+        }
+        if state.connected {
+            return Poll::Ready(Ok(()));
+        }
+        park(&mut state.on_connect, cx.waker());
+        Poll::Pending
+    }
+
+    /// Balancer: the requests held (queued, on the wire, or reserved): the endpoint's load.
+    pub(crate) fn load(&self) -> usize {
+        self.lock().slots.held()
     }
 
     /// Driver: swaps the queued requests and the cancellations into `batch`, whose buffers
@@ -489,6 +551,9 @@ impl SlotTable {
             state.cancels.clear();
             for (id, generation) in on_wire {
                 state.fill(id, generation, Err(error()), &mut wake);
+            }
+            if state.balanced {
+                state.fail_queued(&mut wake);
             }
         }
         wake_all(wake);
@@ -558,6 +623,7 @@ impl SlotTable {
         {
             let mut state = self.lock();
             state.stopped = Some(error.clone());
+            wake.extend(state.on_connect.take());
             let queue = state.queue.drain();
             for queued in queue {
                 state.fill(
