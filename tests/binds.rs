@@ -3,9 +3,10 @@
 //! with a restart of the side that binds; the hello follows the socket type, so the side
 //! that answers it checks admission whoever dialed.
 //!
-//! Until `ReqSocket::bind` is wired onto the request socket's endpoints, the request side
-//! that binds is a loopback listener whose connections say the request socket's hello with
-//! `msg::conn::client::handshake` (the same hello and driver a `ReqSocket` runs).
+//! Most tests stand in for the request side that binds with a loopback listener whose
+//! connections say the request socket's hello with `msg::conn::client::handshake` (the same
+//! hello and driver a `ReqSocket` runs), to restart it at will; `ReqSocket::bind` itself is
+//! pinned at the end, with the reply sockets that connect to it balanced as endpoints.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use msg::conn::client::{self, SendRequest};
 use msg::{
-    serve, Backoff, Code, DialOptions, Error, PubSocket, RepSocket, ReqOptions, Request,
+    serve, Backoff, Code, DialOptions, Error, PubSocket, RepSocket, ReqOptions, ReqSocket, Request,
     SocketEvent, SubSocket, Tcp, Transport,
 };
 use msg_tests::fixture::Fixture;
@@ -442,4 +443,73 @@ async fn connect_lazy_finds_the_side_that_binds_once_it_is_there() {
         .await
         .unwrap();
     assert_eq!(within(send.request(Bytes::from("cd"))).await.unwrap(), "dc");
+}
+
+/// A reply socket that connects to `addr` and answers every request with `name`, until
+/// the token it returns is cancelled (a graceful shutdown).
+async fn replier_named(
+    addr: SocketAddr,
+    name: &'static str,
+) -> tokio_util::sync::CancellationToken {
+    let mut rep = RepSocket::new(Tcp::default()).with_dial(fast_redial());
+    within(rep.connect(addr)).await.expect("connect");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let answer =
+        service_fn(move |_: Request| async move { Ok::<_, Infallible>(Bytes::from(name)) });
+    tokio::spawn(serve(rep, answer).with_graceful_shutdown(stop.clone().cancelled_owned()));
+    stop
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_socket_that_binds_balances_over_the_reply_sockets_that_connect() {
+    let mut req = ReqSocket::new(Tcp::default());
+    within(req.bind("127.0.0.1:0")).await.expect("bind");
+    let addr = req.local_addr().expect("bound");
+    // A request made before any reply socket is there waits for the first.
+    let early = {
+        let req = req.clone();
+        tokio::spawn(async move { req.request(Bytes::from("early")).await })
+    };
+    let a = replier_named(addr, "a").await;
+    assert_eq!(within(early).await.expect("task").expect("reply"), "a");
+    let b = replier_named(addr, "b").await;
+    // Both are used: 64 requests in flight at a time, until each has answered some.
+    let (mut from_a, mut from_b) = (0, 0);
+    within(async {
+        for _ in 0..100 {
+            let replies =
+                futures_util::future::join_all((0..64).map(|_| req.request(Bytes::from("x"))))
+                    .await;
+            for reply in replies {
+                match &reply.expect("reply")[..] {
+                    b"a" => from_a += 1,
+                    b"b" => from_b += 1,
+                    other => panic!("{other:?}"),
+                }
+            }
+            if from_a >= 64 && from_b >= 64 {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(from_a >= 64 && from_b >= 64, "a {from_a}, b {from_b}");
+    // One shuts down: the other answers everything.
+    a.cancel();
+    within(async {
+        loop {
+            let from_b = |r: &Result<Bytes, Error>| matches!(r, Ok(reply) if reply == "b");
+            if from_b(&req.request(Bytes::from("x")).await) {
+                let all_b =
+                    futures_util::future::join_all((0..64).map(|_| req.request(Bytes::from("x"))))
+                        .await;
+                if all_b.iter().all(from_b) {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    b.cancel();
 }

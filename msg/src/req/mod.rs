@@ -191,6 +191,10 @@ impl Drop for Handle {
     }
 }
 
+/// How many welcomed connections from reply sockets may wait for a bound request socket
+/// to take them as endpoints.
+const BIND_BACKLOG: usize = 64;
+
 /// What the reconnect supervisor runs on each connection of one endpoint of a request
 /// socket.
 struct ReqSession<A> {
@@ -552,6 +556,8 @@ pub struct ReqSocket<T: Transport> {
     events: Arc<EventSink<T::Addr>>,
     /// The `msg_request_errors_total` handles every clone counts in.
     errors: Arc<ErrorCounters>,
+    /// The address [`bind`](Self::bind) bound, with the real port.
+    local_addr: Option<T::Addr>,
 }
 
 impl<T: Transport> Clone for ReqSocket<T> {
@@ -566,6 +572,7 @@ impl<T: Transport> Clone for ReqSocket<T> {
             shared: self.shared.clone(),
             events: self.events.clone(),
             errors: self.errors.clone(),
+            local_addr: self.local_addr.clone(),
         }
     }
 }
@@ -597,6 +604,7 @@ impl<T: Transport> ReqSocket<T> {
             shared: Arc::default(),
             events: EventSink::new(),
             errors: Arc::default(),
+            local_addr: None,
         }
     }
 
@@ -825,6 +833,61 @@ impl<T: Transport> ReqSocket<T> {
                 }
             }
         });
+    }
+
+    /// Binds to `target` and takes each reply socket that
+    /// [connects](crate::RepSocket::connect) to it as one more endpoint, as ZeroMQ lets
+    /// either side bind: requests are balanced over them as over endpoints this socket
+    /// dials (see [Many endpoints](#many-endpoints)). This socket says its hello (with
+    /// [`ReqOptions::auth_token`]) to each, and the reply socket answers it as its own
+    /// listener would. An endpoint leaves when its connection closes; the reply socket
+    /// redials, not this side. A request made while no reply socket is connected waits up
+    /// to [`ReqOptions::reconnect_wait`], then fails with [`Error::NotConnected`]. The
+    /// handshake timeout and the limits of the accept loop are
+    /// [`ListenOptions`](crate::ListenOptions)' defaults. Not over QUIC, where a stream
+    /// reaches its peer only with its first bytes, and the side that dials says nothing
+    /// first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Transport`] if the address does not resolve or cannot be bound.
+    pub async fn bind(&mut self, target: impl Into<T::Target>) -> Result<(), Error> {
+        let config = crate::listen::hello_config(
+            SocketType::Req,
+            &self.options.connection(),
+            &crate::ListenOptions::default(),
+            self.options.dial().auth_token,
+            self.events.clone(),
+        );
+        let mut listening = crate::listen::listen(
+            &self.transport,
+            target.into(),
+            config,
+            self.shared.closed.clone(),
+            BIND_BACKLOG,
+        )
+        .await?;
+        self.local_addr = Some(listening.local_addr.clone());
+        let maker = self.maker();
+        // The endpoints come as reply sockets connect: a request made meanwhile waits.
+        self.shared
+            .balance(&|h| maker.service(h), self.options.reconnect_wait);
+        let set = Arc::downgrade(&self.shared);
+        tokio::spawn(async move {
+            while let Some(conn) = listening.incoming.recv().await {
+                let Some(shared) = set.upgrade() else {
+                    return;
+                };
+                maker.accepted(&shared, conn);
+            }
+        });
+        Ok(())
+    }
+
+    /// The address the socket is bound to, with the real port; `None` before
+    /// [`bind`](Self::bind).
+    pub fn local_addr(&self) -> Option<T::Addr> {
+        self.local_addr.clone()
     }
 
     /// Adds an endpoint over `conn`, a connection made and welcomed already (one a bound
