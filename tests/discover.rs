@@ -426,3 +426,128 @@ fn discovery_counts_changes_by_kind_and_publishers_by_state() {
         (2.0, 1.0, 1.0)
     );
 }
+
+/// Three reply sockets on 127.0.0.1, .2 and .3, one port, each answering with its address.
+async fn three_repliers() -> (u16, Vec<tokio_util::sync::CancellationToken>) {
+    let mut stops = Vec::new();
+    let mut port = 0;
+    for last in 1..=3 {
+        let mut rep = msg::RepSocket::new(Tcp::default());
+        within(rep.bind(SocketAddr::new(ip(last), port)))
+            .await
+            .expect("bind");
+        port = rep.local_addr().expect("bound").port();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let answer = tower::service_fn(move |_: msg::Request| async move {
+            Ok::<_, std::convert::Infallible>(Bytes::from(format!("127.0.0.{last}")))
+        });
+        tokio::spawn(
+            msg::serve(rep, answer).with_graceful_shutdown(stop.clone().cancelled_owned()),
+        );
+        stops.push(stop);
+    }
+    (port, stops)
+}
+
+/// Sends `n` requests, 64 at a time, and counts the answers by who gave them.
+async fn spread(req: &msg::ReqSocket<Tcp>, n: usize) -> std::collections::BTreeMap<String, usize> {
+    let mut by = std::collections::BTreeMap::new();
+    for _ in 0..n.div_ceil(64) {
+        let replies =
+            futures_util::future::join_all((0..64).map(|_| req.request(Bytes::from("x")))).await;
+        for reply in replies {
+            let reply = reply.expect("reply");
+            *by.entry(String::from_utf8_lossy(&reply).into_owned())
+                .or_default() += 1;
+        }
+    }
+    by
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_socket_fed_by_dns_balances_over_every_address_and_drops_a_removed_one() {
+    let server = DnsServer::start(1).await;
+    let (port, _stops) = three_repliers().await;
+    server.set(NAME, &three());
+    let req = msg::ReqSocket::new(Tcp::default());
+    req.discover(dns(&server, &format!("{NAME}:{port}")));
+    // Until all three answer (their connections come up one by one).
+    within(async {
+        while spread(&req, 64).await.len() < 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let by = within(spread(&req, 1920)).await;
+    assert_eq!(by.len(), 3, "{by:?}");
+    for (who, n) in &by {
+        assert!(*n >= 1920 / 6, "{who} answered {n} of 1920: {by:?}");
+    }
+    // Removed from the zone: after the next resolution (TTL 1 s), it gets no more.
+    server.set(NAME, &[ip(1), ip(2)]);
+    within(async {
+        while spread(&req, 64).await.contains_key("127.0.0.3") {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let by = within(spread(&req, 640)).await;
+    assert!(!by.contains_key("127.0.0.3"), "{by:?}");
+    assert_eq!(by.len(), 2, "{by:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_does_not_resolve_fails_requests_with_a_typed_error_until_it_does() {
+    let server = DnsServer::start(1).await;
+    let (port, _stops) = three_repliers().await;
+    let req = msg::ReqSocket::with_options(
+        Tcp::default(),
+        msg::ReqOptions::default().reconnect_wait(Duration::from_millis(300)),
+    );
+    req.discover(dns(&server, &format!("{NAME}:{port}")));
+    match within(req.request(Bytes::from("x"))).await {
+        Err(msg::Error::NotConnected { .. }) => {}
+        other => panic!("expected NotConnected, got {other:?}"),
+    }
+    // The source keeps asking; once the name exists, requests are answered.
+    within(server.asked_more_than(NAME, 1)).await;
+    server.set(NAME, &[ip(2)]);
+    within(async {
+        while req.request(Bytes::from("x")).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        within(spread(&req, 64)).await.keys().collect::<Vec<_>>(),
+        ["127.0.0.2"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_endpoint_down_the_name_is_resolved_again_before_its_ttl() {
+    // A TTL of a minute: only the socket's asking can find the new address in time.
+    let server = DnsServer::start(60).await;
+    let (port, stops) = three_repliers().await;
+    server.set(NAME, &[ip(1)]);
+    let req = msg::ReqSocket::new(Tcp::default());
+    req.discover(dns(&server, &format!("{NAME}:{port}")));
+    assert_eq!(
+        within(req.request(Bytes::from("x"))).await.unwrap(),
+        "127.0.0.1"
+    );
+    // The one replier goes, and the name now says .2.
+    server.set(NAME, &[ip(2)]);
+    stops[0].cancel();
+    within(async {
+        loop {
+            if let Ok(reply) = req.request(Bytes::from("x")).await {
+                if reply == "127.0.0.2" {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}

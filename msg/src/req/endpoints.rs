@@ -77,6 +77,10 @@ pub(crate) struct Watch {
     /// Wakes so far: a request that saw none between its poll and its registration
     /// missed none.
     wakes: AtomicU64,
+    /// Called when the last endpoint up goes down, and at each failed dial while none is
+    /// up: a discovery source asked to look again (a `Dns` resolves at once, rate
+    /// limited).
+    all_down: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
 }
 
 impl Watch {
@@ -91,6 +95,20 @@ impl Watch {
     /// Keeps `error` as why the last dial failed.
     pub(crate) fn dial_failed(&self, error: &Error) {
         *lock(&self.last_dial) = Some(Arc::new(error.clone()));
+        if self.up.load(Ordering::SeqCst) == 0 {
+            self.tell_all_down();
+        }
+    }
+
+    /// Calls `f` whenever every endpoint is down: see `all_down`.
+    pub(crate) fn on_all_down(&self, f: impl Fn() + Send + Sync + 'static) {
+        lock(&self.all_down).push(Box::new(f));
+    }
+
+    fn tell_all_down(&self) {
+        for f in lock(&self.all_down).iter() {
+            f();
+        }
     }
 
     fn last_dial(&self) -> Option<Arc<Error>> {
@@ -148,7 +166,9 @@ impl Health {
                 endpoints_gauge("down").decrement(1.0);
                 endpoints_gauge("ready").increment(1.0);
             } else {
-                self.watch.up.fetch_sub(1, Ordering::SeqCst);
+                if self.watch.up.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    self.watch.tell_all_down();
+                }
                 endpoints_gauge("ready").decrement(1.0);
                 endpoints_gauge("down").increment(1.0);
             }

@@ -756,7 +756,9 @@ impl<T: Transport> ReqSocket<T> {
     /// next item is awaited.
     ///
     /// Any registry fits: [`discover::list`](crate::discover::list) for a fixed list, a
-    /// channel's receiver for one of your own.
+    /// channel's receiver for one of your own, or a DNS name with `msg::discover::Dns`
+    /// (feature `dns`), which the socket also asks to resolve again at once whenever every
+    /// endpoint is down (at most once a second), not only when the records' TTL runs out.
     ///
     /// Must be called within a tokio runtime.
     ///
@@ -797,6 +799,13 @@ impl<T: Transport> ReqSocket<T> {
         // The endpoints come in the background: a request made meanwhile waits for them.
         self.shared
             .balance(&|h| maker.service(h), self.options.reconnect_wait);
+        // A DNS name is resolved again at once when every endpoint is down (rate limited
+        // by the source), not only on its records' TTL.
+        #[cfg(feature = "dns")]
+        if let Some(dns) = (&changes as &dyn std::any::Any).downcast_ref::<crate::discover::Dns>() {
+            let refresh = dns.refresher();
+            self.shared.watch.on_all_down(move || refresh.refresh());
+        }
         let set = Arc::downgrade(&self.shared);
         let closed = self.shared.closed.clone();
         tokio::spawn(async move {
