@@ -551,3 +551,33 @@ async fn with_every_endpoint_down_the_name_is_resolved_again_before_its_ttl() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_with_no_publisher_left_has_the_name_resolved_again_before_its_ttl() {
+    // A TTL of a minute: only the socket's asking can find the new address in time.
+    let server = DnsServer::start(60).await;
+    let mut first = PubSocket::new(Tcp::default());
+    first.bind(SocketAddr::new(ip(1), 0)).await.unwrap();
+    let port = first.local_addr().unwrap().port();
+    let mut second = PubSocket::new(Tcp::default());
+    second.bind(SocketAddr::new(ip(2), port)).await.unwrap();
+    server.set(NAME, &[ip(1)]);
+
+    let mut sub = SubSocket::new(Tcp::default());
+    sub.discover(dns(&server, &format!("{NAME}:{port}")));
+    within(sub.subscribe("prices.>")).await.unwrap();
+    within(first.publish("prices.eur", Bytes::from("1")))
+        .await
+        .unwrap();
+    assert_eq!(within(sub.next()).await.unwrap().payload(), "1");
+
+    // The publisher goes, and the name now says .2.
+    server.set(NAME, &[ip(2)]);
+    first.close().await;
+    drop(first);
+    until(|| second.subscriptions().contains(&"prices.>".to_string())).await;
+    within(second.publish("prices.eur", Bytes::from("2")))
+        .await
+        .unwrap();
+    assert_eq!(within(sub.next()).await.unwrap().payload(), "2");
+}

@@ -123,11 +123,15 @@ impl<T: Transport> dial::Session<T> for SubSession<T::Addr> {
         }
         // Changes asked for meanwhile are replayed on the next connection.
         while self.changes.try_recv().is_ok() {}
+        if !matches!(end, End::Closed) {
+            self.shared.tell_if_all_down();
+        }
         end
     }
 
     fn dial_failed(&mut self, error: &Error) {
         lock(&self.dialing).last = Some(Arc::new(error.clone()));
+        self.shared.tell_if_all_down();
     }
 
     /// Redialing stopped: a `subscribe` waiting for this publisher fails with `error`,

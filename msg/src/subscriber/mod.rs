@@ -285,6 +285,9 @@ struct Mailbox<A> {
     discovering: AtomicUsize,
     /// Told when a connection comes up or stops redialing, or a discovery stream ends.
     links: tokio::sync::Notify,
+    /// Called at each failed dial while no publisher is connected: a discovery source
+    /// asked to look again (a `Dns` resolves at once, rate limited).
+    all_down: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
     received: AtomicU64,
     missed: AtomicU64,
     /// `msg_subscriber_missed_total`, registered at the first gap.
@@ -297,6 +300,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<A> Mailbox<A> {
+    /// Tells the discovery sources that want to know that no publisher is connected, if
+    /// none is.
+    pub(super) fn tell_if_all_down(&self) {
+        if lock(&self.conns)
+            .iter()
+            .any(|c| c.connected.load(Ordering::SeqCst))
+        {
+            return;
+        }
+        for f in lock(&self.all_down).iter() {
+            f();
+        }
+    }
+
     /// Hands a batch to the consumer, or registers `cx` to be woken when there is room.
     /// Returns whether the batch was taken.
     fn deliver(
@@ -553,6 +570,7 @@ impl<T: Transport> SubSocket<T> {
                 next_id: AtomicU64::new(0),
                 discovering: AtomicUsize::new(0),
                 links: tokio::sync::Notify::new(),
+                all_down: Mutex::new(Vec::new()),
                 received: AtomicU64::new(0),
                 missed: AtomicU64::new(0),
                 missed_counter: Lazy::default(),
@@ -737,6 +755,14 @@ impl<T: Transport> SubSocket<T> {
         V: Into<T::Target> + Send + 'static,
         E: fmt::Display + Send + 'static,
     {
+        // A DNS name is resolved again at once while no publisher is reachable (rate
+        // limited by the source), not only on its records' TTL.
+        #[cfg(feature = "dns")]
+        if let Some(dns) = (&discovery as &dyn std::any::Any).downcast_ref::<crate::discover::Dns>()
+        {
+            let refresh = dns.refresher();
+            lock(&self.shared.all_down).push(Box::new(move || refresh.refresh()));
+        }
         let starter = self.starter();
         let discovering = Discovering::new(self.shared.clone());
         self.tasks.spawn(starter.discover(discovery, discovering));
