@@ -99,18 +99,65 @@ impl fmt::Display for Encoding {
 ///
 /// Layers read and change them: a compression layer sets [`encoding`](Self::encoding) after
 /// it compresses the payload, and the receiving socket reads it back.
+///
+/// A request's [`route`](Self::route) and [`metadata`](Self::metadata) are held behind one
+/// pointer, allocated only for a message that has either: every message stays two words
+/// of headers and a payload, which is what the sockets move on their hot paths.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct Headers {
     /// How the payload is encoded. Default: [`Encoding::IDENTITY`].
     pub encoding: Encoding,
+    /// The route and the metadata, when the message has either.
+    extra: Option<Box<Extra>>,
+}
+
+/// What few messages carry: see [`Headers`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Extra {
+    route: Option<Route>,
+    metadata: Metadata,
+}
+
+/// What [`Headers::metadata`] lends when a message has none.
+static NO_METADATA: Metadata = Metadata::new();
+
+impl Headers {
     /// The operation a request asks for, which a server's router dispatches on; `None`
     /// goes to its fallback. Carried by requests only: a reply or a publication does not
     /// send it. Default: `None`.
-    pub route: Option<Route>,
+    #[inline]
+    pub fn route(&self) -> Option<&Route> {
+        self.extra.as_ref().and_then(|extra| extra.route.as_ref())
+    }
+
+    /// Sets or clears the route.
+    pub fn set_route(&mut self, route: Option<Route>) {
+        match (&mut self.extra, route) {
+            (Some(extra), route) => extra.route = route,
+            (None, None) => {}
+            (None, route) => {
+                self.extra = Some(Box::new(Extra {
+                    route,
+                    metadata: Metadata::new(),
+                }))
+            }
+        }
+    }
+
     /// Name/value pairs a request carries beside its payload, such as an API key. Carried
     /// by requests only, as the route is. Default: empty.
-    pub metadata: Metadata,
+    #[inline]
+    pub fn metadata(&self) -> &Metadata {
+        self.extra
+            .as_ref()
+            .map_or(&NO_METADATA, |extra| &extra.metadata)
+    }
+
+    /// The metadata, to change.
+    pub fn metadata_mut(&mut self) -> &mut Metadata {
+        &mut self.extra.get_or_insert_with(Box::default).metadata
+    }
 }
 
 /// A message: [`Headers`] and a [`Bytes`] payload.
@@ -199,13 +246,14 @@ impl Message {
     }
 
     /// The route the request names, if any (see [`Headers::route`]).
+    #[inline]
     pub fn route(&self) -> Option<&Route> {
-        self.headers.route.as_ref()
+        self.headers.route()
     }
 
     /// Sets or clears the route the request names.
     pub fn set_route(&mut self, route: Option<Route>) {
-        self.headers.route = route;
+        self.headers.set_route(route);
     }
 
     /// Returns the message naming `route`: sent as a request, it goes to the server
@@ -221,20 +269,21 @@ impl Message {
     /// assert_eq!(msg.route().unwrap(), "users.get");
     /// ```
     pub fn with_route(mut self, route: Route) -> Self {
-        self.headers.route = Some(route);
+        self.headers.set_route(Some(route));
         self
     }
 }
 
 impl Message {
     /// The request's metadata (see [`Headers::metadata`]).
+    #[inline]
     pub fn metadata(&self) -> &Metadata {
-        &self.headers.metadata
+        self.headers.metadata()
     }
 
     /// The request's metadata, to change.
     pub fn metadata_mut(&mut self) -> &mut Metadata {
-        &mut self.headers.metadata
+        self.headers.metadata_mut()
     }
 
     /// Returns the message with `name` set to `value` in its metadata, which a request
@@ -258,7 +307,7 @@ impl Message {
         name: impl AsRef<str>,
         value: impl Into<Bytes>,
     ) -> Result<Self, MetadataError> {
-        self.headers.metadata.insert(name, value)?;
+        self.headers.metadata_mut().insert(name, value)?;
         Ok(self)
     }
 }
@@ -296,5 +345,29 @@ impl From<&'static [u8]> for Message {
 impl From<Message> for Bytes {
     fn from(msg: Message) -> Self {
         msg.payload
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_is_headers_of_two_words_and_a_payload() {
+        assert_eq!(std::mem::size_of::<Headers>(), 16);
+        assert_eq!(std::mem::size_of::<Message>(), 48);
+        let mut msg = Message::from("x");
+        assert!(
+            msg.headers.extra.is_none(),
+            "nothing allocated for a plain message"
+        );
+        msg.set_route(None);
+        assert!(msg.metadata().is_empty() && msg.headers.extra.is_none());
+        msg.set_route(Some(Route::from_static("a.b")));
+        msg.metadata_mut().insert("k", "v").unwrap();
+        assert_eq!(
+            (msg.route().unwrap().as_str(), msg.metadata().get_str("k")),
+            ("a.b", Some("v"))
+        );
     }
 }

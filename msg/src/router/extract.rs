@@ -201,15 +201,15 @@ impl<S> FromRequestParts<S> for Route {
     fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Status> {
         parts
             .headers
-            .route
-            .clone()
+            .route()
+            .cloned()
             .ok_or_else(|| Status::new(Code::InvalidArgument, "the request names no route"))
     }
 }
 
 impl<S> FromRequestParts<S> for Option<Route> {
     fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Status> {
-        Ok(parts.headers.route.clone())
+        Ok(parts.headers.route().cloned())
     }
 }
 
@@ -236,7 +236,7 @@ impl<S> FromRequestParts<S> for Headers {
 /// ```
 impl<S> FromRequestParts<S> for Metadata {
     fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Status> {
-        Ok(parts.headers.metadata.clone())
+        Ok(parts.headers.metadata().clone())
     }
 }
 
