@@ -15,15 +15,26 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::TcpStream;
+#[cfg(feature = "ipc")]
+use tokio::net::UnixStream;
 
-use crate::endpoint::{Endpoint, EndpointError};
+use crate::endpoint::{Endpoint, EndpointError, Scheme};
+#[cfg(feature = "ipc")]
 use crate::ipc::{IpcAddr, IpcListener};
+#[cfg(feature = "quic")]
 use crate::quic::{QuicIncoming, QuicListener, QuicStream};
 use crate::tcp::TcpAcceptor;
+#[cfg(feature = "tls")]
 use crate::tls::{ClientConfig, ServerConfig, TlsIo};
 use crate::transport::{Connected, Listener, Transport, TransportError};
-use crate::{Ipc, Quic, Tcp, Tls};
+#[cfg(feature = "ipc")]
+use crate::Ipc;
+#[cfg(feature = "quic")]
+use crate::Quic;
+use crate::Tcp;
+#[cfg(feature = "tls")]
+use crate::Tls;
 
 /// A transport for every scheme: each endpoint it binds or dials picks TCP, TLS, QUIC or
 /// IPC by its scheme (`tcp://`, `tls://`, `quic://`, `ipc://`).
@@ -58,8 +69,11 @@ use crate::{Ipc, Quic, Tcp, Tls};
 #[derive(Debug, Clone, Default)]
 pub struct AnyTransport {
     tcp: Tcp,
+    #[cfg(feature = "ipc")]
     ipc: Ipc,
+    #[cfg(feature = "quic")]
     quic: Quic,
+    #[cfg(feature = "tls")]
     tls: Option<Tls>,
 }
 
@@ -69,12 +83,14 @@ impl AnyTransport {
         Self::default()
     }
 
+    #[cfg(feature = "tls")]
     /// Serves `tls://` endpoints with `tls`: its server side binds, its client side dials.
     pub fn with_tls(mut self, tls: Tls) -> Self {
         self.tls = Some(tls);
         self
     }
 
+    #[cfg(feature = "quic")]
     /// Serves `quic://` endpoints with `quic` instead of [`Quic::default`].
     pub fn with_quic(mut self, quic: Quic) -> Self {
         self.quic = quic;
@@ -107,6 +123,7 @@ impl AnyTransport {
     ///
     /// [`TransportError::Certificate`] if `server_name` is not a DNS name or IP address, or
     /// a configuration cannot do TLS 1.3, which QUIC requires.
+    #[cfg(feature = "tls")]
     pub fn with_certificates(
         self,
         server: Option<ServerConfig>,
@@ -117,8 +134,12 @@ impl AnyTransport {
             Some(server) => Tls::server(server.clone()).with_client(client.clone(), server_name)?,
             None => Tls::client(client.clone(), server_name)?,
         };
+        #[cfg(feature = "quic")]
         let quic = Quic::with_tls(server, client, server_name)?;
-        Ok(self.with_tls(tls).with_quic(quic))
+        let this = self.with_tls(tls);
+        #[cfg(feature = "quic")]
+        let this = this.with_quic(quic);
+        Ok(this)
     }
 
     /// The transport a program's configuration describes: TCP, IPC and QUIC always, and
@@ -144,6 +165,18 @@ impl AnyTransport {
     /// [`TransportError::Config`] for a configuration that is incomplete: a certificate
     /// without its key (or the other way round), or certificates with no CA.
     pub fn from_config(config: &TransportConfig) -> Result<Self, TransportError> {
+        #[cfg(feature = "tls")]
+        return Self::from_pem_files(config);
+        #[cfg(not(feature = "tls"))]
+        match config.cert.is_some() || config.key.is_some() || config.ca.is_some() {
+            true => Err(left_out(Scheme::Tls)),
+            false => Ok(Self::new()),
+        }
+    }
+
+    /// [`from_config`](Self::from_config) with TLS built in: reads the PEM files named.
+    #[cfg(feature = "tls")]
+    fn from_pem_files(config: &TransportConfig) -> Result<Self, TransportError> {
         let incomplete = |reason: &str| TransportError::Config {
             reason: reason.into(),
         };
@@ -172,6 +205,7 @@ impl AnyTransport {
         Self::new().with_certificates(server, client, name)
     }
 
+    #[cfg(feature = "tls")]
     fn tls(&self) -> Result<&Tls, TransportError> {
         self.tls.as_ref().ok_or_else(|| TransportError::Config {
             reason: "a tls:// endpoint needs certificates: build the transport with \
@@ -272,6 +306,7 @@ pub enum AnyAddr {
     /// Over QUIC.
     Quic(SocketAddr),
     /// Over a Unix socket.
+    #[cfg(feature = "ipc")]
     Ipc(IpcAddr),
 }
 
@@ -281,6 +316,7 @@ impl fmt::Display for AnyAddr {
             AnyAddr::Tcp(addr) => write!(f, "tcp://{addr}"),
             AnyAddr::Tls(addr) => write!(f, "tls://{addr}"),
             AnyAddr::Quic(addr) => write!(f, "quic://{addr}"),
+            #[cfg(feature = "ipc")]
             AnyAddr::Ipc(addr) => write!(f, "ipc://{addr}"),
         }
     }
@@ -293,6 +329,7 @@ impl From<AnyAddr> for Endpoint {
             AnyAddr::Tcp(addr) => Endpoint::Tcp(addr.into()),
             AnyAddr::Tls(addr) => Endpoint::Tls(addr.into()),
             AnyAddr::Quic(addr) => Endpoint::Quic(addr.into()),
+            #[cfg(feature = "ipc")]
             AnyAddr::Ipc(addr) => Endpoint::Ipc(addr.into()),
         }
     }
@@ -312,10 +349,13 @@ pub enum AnyIo {
     /// A TCP stream.
     Tcp(TcpStream),
     /// A TLS stream (boxed: rustls's state is large).
+    #[cfg(feature = "tls")]
     Tls(Box<TlsIo>),
     /// A QUIC connection's stream.
+    #[cfg(feature = "quic")]
     Quic(QuicStream),
     /// A Unix socket.
+    #[cfg(feature = "ipc")]
     Ipc(UnixStream),
 }
 
@@ -324,8 +364,11 @@ macro_rules! delegate {
     ($io:expr, $method:ident($($arg:expr),*)) => {
         match $io.get_mut() {
             AnyIo::Tcp(io) => Pin::new(io).$method($($arg),*),
+            #[cfg(feature = "tls")]
             AnyIo::Tls(io) => Pin::new(&mut **io).$method($($arg),*),
+            #[cfg(feature = "quic")]
             AnyIo::Quic(io) => Pin::new(io).$method($($arg),*),
+            #[cfg(feature = "ipc")]
             AnyIo::Ipc(io) => Pin::new(io).$method($($arg),*),
         }
     };
@@ -361,8 +404,11 @@ impl AsyncWrite for AnyIo {
     fn is_write_vectored(&self) -> bool {
         match self {
             AnyIo::Tcp(io) => io.is_write_vectored(),
+            #[cfg(feature = "tls")]
             AnyIo::Tls(io) => io.is_write_vectored(),
+            #[cfg(feature = "quic")]
             AnyIo::Quic(io) => io.is_write_vectored(),
+            #[cfg(feature = "ipc")]
             AnyIo::Ipc(io) => io.is_write_vectored(),
         }
     }
@@ -383,10 +429,13 @@ pub enum AnyListener {
     /// Accepts TCP connections.
     Tcp(TcpAcceptor),
     /// Accepts TCP connections that [`AnyTransport`]'s `accept` runs the TLS handshake on.
+    #[cfg(feature = "tls")]
     Tls(TcpAcceptor),
     /// Accepts QUIC connections.
+    #[cfg(feature = "quic")]
     Quic(QuicListener),
     /// Accepts Unix socket connections.
+    #[cfg(feature = "ipc")]
     Ipc(IpcListener),
 }
 
@@ -397,9 +446,12 @@ pub struct AnyConn(Accepted);
 #[derive(Debug)]
 enum Accepted {
     Tcp(Connected<TcpStream, SocketAddr>),
+    #[cfg(feature = "tls")]
     Tls(Connected<TcpStream, SocketAddr>),
     /// Boxed: quinn's incoming connection is large, and lives only until `accept`.
+    #[cfg(feature = "quic")]
     Quic(Box<Connected<QuicIncoming, SocketAddr>>),
+    #[cfg(feature = "ipc")]
     Ipc(Connected<UnixStream, IpcAddr>),
 }
 
@@ -425,10 +477,13 @@ impl Listener for AnyListener {
         }
         Poll::Ready(Ok(match self {
             AnyListener::Tcp(l) => tag(ready!(l.poll_accept(cx))?, AnyAddr::Tcp, Accepted::Tcp),
+            #[cfg(feature = "tls")]
             AnyListener::Tls(l) => tag(ready!(l.poll_accept(cx))?, AnyAddr::Tls, Accepted::Tls),
+            #[cfg(feature = "quic")]
             AnyListener::Quic(l) => tag(ready!(l.poll_accept(cx))?, AnyAddr::Quic, |conn| {
                 Accepted::Quic(Box::new(conn))
             }),
+            #[cfg(feature = "ipc")]
             AnyListener::Ipc(l) => tag(ready!(l.poll_accept(cx))?, AnyAddr::Ipc, Accepted::Ipc),
         }))
     }
@@ -436,8 +491,11 @@ impl Listener for AnyListener {
     fn local_addr(&self) -> io::Result<AnyAddr> {
         Ok(match self {
             AnyListener::Tcp(l) => AnyAddr::Tcp(l.local_addr()?),
+            #[cfg(feature = "tls")]
             AnyListener::Tls(l) => AnyAddr::Tls(l.local_addr()?),
+            #[cfg(feature = "quic")]
             AnyListener::Quic(l) => AnyAddr::Quic(l.local_addr()?),
+            #[cfg(feature = "ipc")]
             AnyListener::Ipc(l) => AnyAddr::Ipc(l.local_addr()?),
         })
     }
@@ -455,6 +513,7 @@ fn tagged<Io, A>(
     }
 }
 
+#[cfg(feature = "tls")]
 fn tls_io(io: TlsIo) -> AnyIo {
     AnyIo::Tls(Box::new(io))
 }
@@ -469,9 +528,14 @@ impl Transport for AnyTransport {
     async fn bind(&self, target: AnyTarget) -> Result<AnyListener, TransportError> {
         Ok(match target.0? {
             Endpoint::Tcp(target) => AnyListener::Tcp(self.tcp.bind(target).await?),
+            #[cfg(feature = "tls")]
             Endpoint::Tls(target) => AnyListener::Tls(self.tls()?.bind(target).await?),
+            #[cfg(feature = "quic")]
             Endpoint::Quic(target) => AnyListener::Quic(self.quic.bind(target).await?),
+            #[cfg(feature = "ipc")]
             Endpoint::Ipc(path) => AnyListener::Ipc(self.ipc.bind(path).await?),
+            #[allow(unreachable_patterns)]
+            other => return Err(left_out(other.scheme())),
         })
     }
 
@@ -484,13 +548,18 @@ impl Transport for AnyTransport {
             Endpoint::Tcp(target) => {
                 tagged(self.tcp.connect(target).await?, AnyIo::Tcp, AnyAddr::Tcp)
             }
+            #[cfg(feature = "tls")]
             Endpoint::Tls(target) => {
                 tagged(self.tls()?.connect(target).await?, tls_io, AnyAddr::Tls)
             }
+            #[cfg(feature = "quic")]
             Endpoint::Quic(target) => {
                 tagged(self.quic.connect(target).await?, AnyIo::Quic, AnyAddr::Quic)
             }
+            #[cfg(feature = "ipc")]
             Endpoint::Ipc(path) => tagged(self.ipc.connect(path).await?, AnyIo::Ipc, AnyAddr::Ipc),
+            #[allow(unreachable_patterns)]
+            other => return Err(left_out(other.scheme())),
         })
     }
 
@@ -501,16 +570,29 @@ impl Transport for AnyTransport {
     ) -> Result<Connected<AnyIo, AnyAddr>, TransportError> {
         Ok(match conn.io.0 {
             Accepted::Tcp(conn) => tagged(self.tcp.accept(conn).await?, AnyIo::Tcp, AnyAddr::Tcp),
+            #[cfg(feature = "tls")]
             Accepted::Tls(conn) => tagged(self.tls()?.accept(conn).await?, tls_io, AnyAddr::Tls),
+            #[cfg(feature = "quic")]
             Accepted::Quic(conn) => {
                 tagged(self.quic.accept(*conn).await?, AnyIo::Quic, AnyAddr::Quic)
             }
+            #[cfg(feature = "ipc")]
             Accepted::Ipc(conn) => tagged(self.ipc.accept(conn).await?, AnyIo::Ipc, AnyAddr::Ipc),
         })
     }
 }
 
 crate::transport::connector_service!(AnyTransport);
+
+/// The error for an endpoint whose transport this build of msg leaves out: its Cargo
+/// feature is off.
+fn left_out(scheme: Scheme) -> TransportError {
+    TransportError::Config {
+        reason: format!(
+            "{scheme}:// endpoints need msg's `{scheme}` Cargo feature, which this build leaves out"
+        ),
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -27,19 +27,26 @@
 #![forbid(unsafe_code)]
 
 pub mod any;
+#[cfg(feature = "zstd")]
 pub mod compress;
 pub mod endpoint;
+#[cfg(feature = "ipc")]
 pub mod ipc;
+#[cfg(feature = "quic")]
 pub mod quic;
 pub mod tcp;
+#[cfg(feature = "tls")]
 pub mod tls;
 pub mod transport;
 
 pub use any::{AnyTransport, TransportConfig};
 pub use endpoint::{Endpoint, EndpointError};
+#[cfg(feature = "ipc")]
 pub use ipc::Ipc;
+#[cfg(feature = "quic")]
 pub use quic::Quic;
 pub use tcp::Tcp;
+#[cfg(feature = "tls")]
 pub use tls::Tls;
 pub use transport::{
     is_connection_error, BoxError, ConnectFuture, Connected, Listener, Transport, TransportError,

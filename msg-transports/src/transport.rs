@@ -107,6 +107,7 @@ impl TransportError {
             TransportError::Certificate { .. }
             | TransportError::Config { .. }
             | TransportError::Endpoint(_) => true,
+            #[cfg(feature = "tls")]
             TransportError::TlsHandshake { source, .. } => source
                 .get_ref()
                 .is_some_and(crate::tls::is_certificate_error),

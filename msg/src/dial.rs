@@ -250,6 +250,7 @@ where
 
 /// A TLS client's dial that failed because the server answered with bytes that are no TLS
 /// record (a plain msg server's reject, most likely): the server does not speak TLS.
+#[cfg(feature = "tls")]
 fn not_msg(e: TransportError) -> Error {
     let TransportError::TlsHandshake { source, .. } = &e else {
         return e.into();
@@ -263,6 +264,12 @@ fn not_msg(e: TransportError) -> Error {
             hint: crate::handshake::SERVER_NOT_TLS,
         };
     }
+    e.into()
+}
+
+/// Without TLS built in, no dial fails in a TLS handshake.
+#[cfg(not(feature = "tls"))]
+fn not_msg(e: TransportError) -> Error {
     e.into()
 }
 

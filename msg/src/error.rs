@@ -352,6 +352,7 @@ impl Error {
             Error::Transport(e) => e.is_permanent(),
             // A TLS 1.3 server's refusal of this side's certificate, read after the
             // handshake.
+            #[cfg(feature = "tls")]
             Error::Io(e) => msg_transports::tls::is_certificate_refusal(e),
             Error::SocketTypeMismatch { .. } | Error::NotMsg { .. } => true,
             Error::HandshakeRejected { code, .. } => matches!(

@@ -130,6 +130,7 @@ pub(crate) fn error(e: HandshakeError) -> Error {
 }
 
 /// The hint for a server that answered a TLS client with something else.
+#[cfg(feature = "tls")]
 pub(crate) const SERVER_NOT_TLS: &str = "the server does not speak TLS: use the Tcp transport";
 /// The hint for a server that answered with a TLS record.
 pub(crate) const SERVER_TLS: &str = "the server speaks TLS: use the Tls transport";

@@ -78,6 +78,7 @@
 //!   thread, outside the workers, and each of its wake-ups crosses threads.
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod accept;
 pub mod admission;
@@ -121,7 +122,13 @@ pub use msg_core::{
     Authenticator, Encoding, Headers, IntoRoute, Message, Metadata, MetadataError, Route,
     RouteError, SocketType, MAX_METADATA_LEN, MAX_ROUTE_LEN,
 };
-pub use msg_transports::{AnyTransport, Endpoint, EndpointError, Ipc, Quic, Tcp, Tls, Transport};
+#[cfg(feature = "ipc")]
+pub use msg_transports::Ipc;
+#[cfg(feature = "quic")]
+pub use msg_transports::Quic;
+#[cfg(feature = "tls")]
+pub use msg_transports::Tls;
+pub use msg_transports::{AnyTransport, Endpoint, EndpointError, Tcp, Transport};
 pub use options::{ConnectionOptions, DialOptions, ListenOptions};
 pub use publisher::{
     PubOptions, PubSocket, PubStats, Publication, PublishFuture, SlowSubscriber, SubscriberStats,
@@ -184,6 +191,7 @@ pub mod layers {
     //! # Example
     //!
     //! ```
+    //! # #[cfg(feature = "gzip")] { // the codec's feature, on by default
     //! use std::time::Duration;
     //! use msg::layers::{GzipLayer, MetricsLayer, TraceLayer};
     //! use msg::retry::RetryPolicy;
@@ -199,6 +207,7 @@ pub mod layers {
     //!     .layer(GzipLayer::new(6))
     //!     .service(req);
     //! # let _ = client;
+    //! # }
     //! ```
 
     #[cfg(feature = "gzip")]
@@ -213,6 +222,7 @@ pub mod layers {
     pub use msg_layers::metrics::{Metrics, MetricsFuture, MetricsLayer};
     pub use msg_layers::trace::{Trace, TraceFuture, TraceLayer};
     pub use msg_layers::{SetEncoding, SetEncodingLayer};
+    #[cfg(feature = "zstd")]
     pub use msg_transports::compress::{Compressed, StreamCompression, StreamCompressionLayer};
 }
 
@@ -241,6 +251,7 @@ pub mod tcp {
 
 /// TLS over TCP: loading certificates and keys from PEM, and rustls's configurations. The
 /// transport is [`Tls`].
+#[cfg(feature = "tls")]
 pub mod tls {
     #[cfg(feature = "test-util")]
     pub use msg_transports::tls::TestPki;
@@ -251,6 +262,7 @@ pub mod tls {
 }
 
 /// QUIC's options and connection types. The transport is [`Quic`].
+#[cfg(feature = "quic")]
 pub mod quic {
     pub use msg_transports::quic::{Quic, QuicIncoming, QuicListener, QuicOptions, QuicStream};
 }
@@ -311,6 +323,75 @@ pub mod any {
 }
 
 /// Unix-socket addresses and listeners. The transport is [`Ipc`].
+#[cfg(feature = "ipc")]
 pub mod ipc {
     pub use msg_transports::ipc::{Ipc, IpcAddr, IpcListener};
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use tokio_stream::StreamExt;
+
+    use crate::transport::TransportError;
+    use crate::{AnyTransport, Error, RepSocket, ReqSocket};
+
+    /// TCP is always there; an endpoint of a transport this build leaves out (run the
+    /// suite with `--no-default-features` to see them) fails with a typed error that names
+    /// the Cargo feature to turn on, at bind and at connect.
+    #[tokio::test]
+    async fn a_transport_left_out_of_the_build_fails_naming_its_feature() {
+        let mut rep = RepSocket::new(AnyTransport::new());
+        rep.bind("tcp://127.0.0.1:0").await.unwrap();
+        let addr = rep.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Some(request) = rep.next().await {
+                let _ = request.respond(Bytes::from("pong"));
+            }
+        });
+        let mut req = ReqSocket::new(AnyTransport::new());
+        req.connect(addr).await.unwrap();
+        assert_eq!(req.request(Bytes::from("ping")).await.unwrap(), "pong");
+
+        let socket = std::env::temp_dir().join(format!("msg-left-out-{}.sock", std::process::id()));
+        let endpoints = [
+            ("tls", cfg!(feature = "tls"), "tls://127.0.0.1:1".to_owned()),
+            (
+                "quic",
+                cfg!(feature = "quic"),
+                "quic://127.0.0.1:1".to_owned(),
+            ),
+            (
+                "ipc",
+                cfg!(feature = "ipc"),
+                format!("ipc://{}", socket.display()),
+            ),
+        ];
+        for (feature, built_in, endpoint) in endpoints {
+            if built_in {
+                continue;
+            }
+            let named = format!("`{feature}` Cargo feature");
+            let err = ReqSocket::new(AnyTransport::new())
+                .connect(endpoint.as_str())
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, Error::Transport(e) if matches!(**e, TransportError::Config { .. })),
+                "{endpoint}: {err:?}"
+            );
+            assert!(err.to_string().contains(&named), "{endpoint}: {err}");
+            let err = RepSocket::new(AnyTransport::new())
+                .bind(endpoint.as_str())
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains(&named), "{endpoint}: {err}");
+            assert!(err.is_permanent(), "{endpoint}: {err}");
+        }
+        assert!(
+            !socket.exists(),
+            "nothing was bound at {}",
+            socket.display()
+        );
+    }
 }

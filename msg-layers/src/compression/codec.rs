@@ -1,7 +1,8 @@
 //! [`Compressor`]: a codec for whole in-memory payloads, and the four built in.
 
-use std::fmt;
-use std::io::{self, Read};
+use std::io;
+#[cfg(any(feature = "gzip", feature = "zstd"))]
+use std::io::Read;
 
 use msg_core::Encoding;
 
@@ -86,7 +87,13 @@ pub trait Compressor: Send + Sync + 'static {
     fn decompress(&self, data: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError>;
 }
 
-fn corrupt(encoding: Encoding, e: impl fmt::Display) -> DecompressError {
+#[cfg(any(
+    feature = "gzip",
+    feature = "zstd",
+    feature = "snappy",
+    feature = "lz4"
+))]
+fn corrupt(encoding: Encoding, e: impl std::fmt::Display) -> DecompressError {
     DecompressError::Corrupt {
         encoding,
         reason: e.to_string(),

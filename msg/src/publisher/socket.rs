@@ -167,9 +167,11 @@ impl<T: Transport> PubSocket<T> {
     /// # Example
     ///
     /// ```
+    /// # #[cfg(feature = "gzip")] { // the codec's feature, on by default
     /// use msg::{compression::GzipCompressor, PubSocket, Tcp};
     ///
     /// let publisher = PubSocket::new(Tcp::new()).with_compressor(GzipCompressor::new(6));
+    /// # }
     /// ```
     pub fn with_compressor(mut self, compressor: impl Compressor) -> Self {
         self.codec = Some(Codec::new(Arc::new(compressor), DEFAULT_MIN_LEN));

@@ -483,9 +483,11 @@ impl<T: Transport> RepSocket<T> {
     /// # Example
     ///
     /// ```
+    /// # #[cfg(feature = "gzip")] { // the codec's feature, on by default
     /// use msg::{compression::GzipCompressor, RepSocket, Tcp};
     ///
     /// let rep = RepSocket::new(Tcp::default()).with_compressor(GzipCompressor::new(6));
+    /// # }
     /// ```
     pub fn with_compressor(mut self, compressor: impl Compressor) -> Self {
         self.coding.codec = Some(Codec::new(Arc::new(compressor), DEFAULT_MIN_LEN));

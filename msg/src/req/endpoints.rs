@@ -101,6 +101,7 @@ impl Watch {
     }
 
     /// Calls `f` whenever every endpoint is down: see `all_down`.
+    #[cfg(feature = "dns")]
     pub(crate) fn on_all_down(&self, f: impl Fn() + Send + Sync + 'static) {
         lock(&self.all_down).push(Box::new(f));
     }

@@ -616,9 +616,11 @@ impl<T: Transport> ReqSocket<T> {
     /// # Example
     ///
     /// ```
+    /// # #[cfg(feature = "gzip")] { // the codec's feature, on by default
     /// use msg::{compression::GzipCompressor, ReqSocket, Tcp};
     ///
     /// let req = ReqSocket::new(Tcp::default()).with_compressor(GzipCompressor::new(6));
+    /// # }
     /// ```
     pub fn with_compressor(mut self, compressor: impl Compressor) -> Self {
         self.codec = Some(Codec::new(Arc::new(compressor), DEFAULT_MIN_LEN));

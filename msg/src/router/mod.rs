@@ -14,7 +14,7 @@
 //! use std::sync::atomic::{AtomicU64, Ordering};
 //! use std::sync::Arc;
 //! use msg::extract::State;
-//! use msg::{serve, Code, Error, Json, RepSocket, ReqSocket, Router, Status, Tcp};
+//! use msg::{serve, Code, Error, RepSocket, ReqSocket, Router, Status, Tcp};
 //!
 //! #[derive(Clone, Default)]
 //! struct App {
@@ -29,8 +29,8 @@
 //!     Ok(format!("{id}: {name}"))
 //! }
 //!
-//! async fn count(State(app): State<App>) -> Json<u64> {
-//!     Json(app.created.load(Ordering::Relaxed))
+//! async fn count(State(app): State<App>) -> String {
+//!     app.created.load(Ordering::Relaxed).to_string()
 //! }
 //!
 //! # #[tokio::main(flavor = "current_thread")]
