@@ -14,8 +14,9 @@
 //!
 //! # Getting started
 //!
-//! Add `msg` to your `[dependencies]`, with `tokio` (features `macros` and
-//! `rt-multi-thread`), `bytes` and `tokio-stream`. A socket is made from a transport
+//! Add `msg` to your `[dependencies]` (from a checkout of its repository, by path or git),
+//! with `tokio` (features `macros` and `rt-multi-thread`), `bytes` and `tokio-stream`; the
+//! build needs Rust 1.85 or later and a C compiler, for ring. A socket is made from a transport
 //! ([`Tcp`] here), then binds or connects to an address, given as a string or a
 //! `SocketAddr`.
 //!
@@ -118,11 +119,11 @@
 //! | Many endpoints and discovery | balancing over many servers, DNS discovery, either side binds, the [`Forwarder`] | `book/src/discovery.md` |
 //! | The command line | the `msg` command: `serve`, `req`, `pub`, `sub`, `proxy`, `bench` | `book/src/cli.md` |
 //! | Performance | one table against the peers and the limit, and how to run the bench | `book/src/performance.md` |
-//! | Reliability | the limits table, fuzzing, the soak | `book/src/reliability.md` |
+//! | Reliability and limits | the limits table, fuzzing, the soak | `book/src/reliability.md` |
 //! | The wire protocol | frames, the handshake, the limits, from `PROTOCOL.md` | `book/src/protocol.md` |
+//! | Cargo features | which item needs which feature | `book/src/features.md` |
 //! | FAQ | questions, and migrating from msg-rs and from ZeroMQ | `book/src/faq.md` |
 //! | Contributing | how to build, test and send a change | `book/src/contributing.md` |
-//! | Cargo features | which item needs which feature | `book/src/features.md` |
 //!
 //! # A map of the crate
 //!
