@@ -7,9 +7,23 @@
 //! `tower::Service` through [`serve`], or a [`Router`] of plain async handlers, one per
 //! route a request names.
 //!
-//! # Example
+//! This page is the crate's guide: getting started (the book's two first examples, run here
+//! on loopback), the chapters of the book, and a map of the crate. The book itself is in
+//! the repository, under `book/` (`mdbook build book` renders it); each chapter below names
+//! its file.
 //!
-//! The book's Request/Reply example, on loopback:
+//! # Getting started
+//!
+//! Add `msg` to your `[dependencies]` (from a checkout of its repository, by path or git),
+//! with `tokio` (features `macros` and `rt-multi-thread`), `bytes` and `tokio-stream`; the
+//! build needs Rust 1.85 or later and a C compiler, for ring. A socket is made from a transport
+//! ([`Tcp`] here), then binds or connects to an address, given as a string or a
+//! `SocketAddr`.
+//!
+//! ## Request/Reply
+//!
+//! A [`ReqSocket`] sends a request and awaits its reply; a [`RepSocket`] is a stream of
+//! requests, each answered with `respond`. The book's Request/Reply example, on loopback:
 //!
 //! ```
 //! use bytes::Bytes;
@@ -41,6 +55,95 @@
 //!     println!("Response: {:?}", res);
 //! }
 //! ```
+//!
+//! ## Publish/Subscribe
+//!
+//! A [`PubSocket`] sends each publication to the subscribers whose patterns match its
+//! topic; a [`SubSocket`] is a stream of the publications it subscribed to.
+//! `subscribe(..).await` returns once every connected publisher has applied the
+//! subscription, so what is published after it arrives. The book's Publish/Subscribe
+//! example, on loopback:
+//!
+//! ```
+//! use bytes::Bytes;
+//! use tokio_stream::StreamExt;
+//!
+//! use msg::{PubSocket, SubSocket, Tcp};
+//!
+//! #[tokio::main]
+//! async fn main() {
+//!     // Initialize the publisher socket (server side) with a transport
+//!     let mut pub_socket = PubSocket::new(Tcp::default());
+//!     pub_socket.bind("127.0.0.1:0").await.unwrap();
+//!     let addr = pub_socket.local_addr().unwrap();
+//!
+//!     // Initialize the subscriber socket (client side) with a transport
+//!     let mut sub_socket = SubSocket::new(Tcp::default());
+//!     sub_socket.connect(addr).await.unwrap();
+//!
+//!     let topic = "some_interesting_topic".to_string();
+//!
+//!     // Subscribe to a topic
+//!     sub_socket.subscribe(topic.clone()).await.unwrap();
+//!
+//!     // Values are `bytes::Bytes`
+//!     pub_socket.publish(topic, Bytes::from("hello_world")).await.unwrap();
+//!
+//!     let msg = sub_socket.next().await.unwrap();
+//!     println!("Received message: {:?}", msg);
+//!     assert_eq!(msg.topic(), "some_interesting_topic");
+//!     assert_eq!(msg.payload(), "hello_world");
+//! }
+//! ```
+//!
+//! The same programs run over TLS, QUIC or IPC by changing the transport
+//! ([`Tls`], [`Quic`], [`Ipc`]), and from the repository with
+//! `cargo run -p msg-examples --example reqrep` (or `pubsub`, `tls`, `quic`, `ipc`...).
+//!
+//! # Chapters of the book
+//!
+//! | chapter | what it covers | file |
+//! |---|---|---|
+//! | Introduction | what msg is and where it comes from | `book/src/introduction.md` |
+//! | Getting started | adding msg, and a first Request/Reply and Publish/Subscribe program | `book/src/getting-started.md` |
+//! | Request/Reply | [`ReqSocket`] and [`RepSocket`]: pipelining, [`serve`], graceful shutdown | `book/src/reqrep.md` |
+//! | Publish/Subscribe | [`PubSocket`] and [`SubSocket`]: topic patterns, slow subscribers, sequence numbers | `book/src/pubsub.md` |
+//! | The Router | [`Router`], [extractors](extract), `from_fn`, beside axum, HTTP and the browser | `book/src/router.md` |
+//! | Transports | TCP, TLS with mTLS, QUIC, IPC, choosing one at run time, writing a transport layer | `book/src/transports.md` |
+//! | Authentication and admission | `with_auth`, `auth_token`, admission services | `book/src/auth.md` |
+//! | Compression | `with_compressor`, the compression layers, codecs of your own | `book/src/compression.md` |
+//! | Logging and tracing | `TraceLayer`, the `msg` tracing target, levels | `book/src/tracing.md` |
+//! | Metrics | `MetricsLayer`, the sockets' counters, a Prometheus endpoint | `book/src/metrics.md` |
+//! | Durability | every fault, what the sockets do, and the defaults | `book/src/durability.md` |
+//! | Middleware | message layers, transport layers, `from_fn`, writing your own | `book/src/middleware.md` |
+//! | Many endpoints and discovery | balancing over many servers, DNS discovery, either side binds, the [`Forwarder`] | `book/src/discovery.md` |
+//! | The command line | the `msg` command: `serve`, `req`, `pub`, `sub`, `proxy`, `bench` | `book/src/cli.md` |
+//! | Performance | one table against the peers and the limit, and how to run the bench | `book/src/performance.md` |
+//! | Reliability and limits | the limits table, fuzzing, the soak | `book/src/reliability.md` |
+//! | The wire protocol | frames, the handshake, the limits, from `PROTOCOL.md` | `book/src/protocol.md` |
+//! | Cargo features | which item needs which feature | `book/src/features.md` |
+//! | FAQ | questions, and migrating from msg-rs and from ZeroMQ | `book/src/faq.md` |
+//! | Contributing | how to build, test and send a change | `book/src/contributing.md` |
+//!
+//! # A map of the crate
+//!
+//! | to ... | use |
+//! |---|---|
+//! | send requests | [`ReqSocket`] ([`ReqOptions`]), or [`conn::client`] over a stream of your own |
+//! | answer requests | [`RepSocket`] ([`RepOptions`]) read as a stream of [`PendingRequest`]s, or [`serve`] with a `tower::Service<`[`Request`]`>` or a [`Router`] ([`extract`], [`IntoReply`], [`Status`], [`Code`], [`middleware`]); [`conn::server`] over a stream of your own |
+//! | publish | [`PubSocket`] ([`PubOptions`], [`SlowSubscriber`], [`PubStats`]) |
+//! | subscribe | [`SubSocket`] ([`SubOptions`], [`SubMessage`]); patterns in [`topic`] |
+//! | pick a transport | [`Tcp`], [`Tls`] ([`tls`] loads PEM files), [`Quic`] ([`quic`]), [`Ipc`] ([`ipc`]); [`AnyTransport`] and [`Endpoint`] ([`any`]) to choose at run time; [`Transport`] and [`transport`] to write one |
+//! | stack layers | [`layers`] (trace, metrics, compression), [`compression`] (codecs), [`retry`] ([`RetryPolicy`](retry::RetryPolicy)) |
+//! | admit clients | [`admission`], or the book's [`Authenticator`] through `with_auth` |
+//! | follow many peers | [`discover`] (`discover::Dns`, feature `dns`; [`discover::list`]), [`Forwarder`] |
+//! | configure and watch | [`options`] (shared by the four sockets), [`limits`], [`Backoff`], [`SocketEvent`] from each socket's `events()`, [`Error`] |
+//! | carry data | [`Message`] with its [`Headers`], [`Route`] and [`Metadata`]; [`Encoding`] |
+//! | speak the wire | [`wire`] (the frame codec and header), for tools |
+//!
+//! Behind features: `Json` (`json`, on by default), `discover::Dns` (`dns`, on by default),
+//! `Router::into_axum` and `ws` (`axum`, off), the codecs (`gzip`, `zstd`, `snappy`,
+//! `lz4`, on), and `fuzz` (off).
 //!
 //! # The two stacks
 //!

@@ -27,8 +27,8 @@
 //! third increment if the call fails). With no recorder installed the handles are no-ops.
 //! With `metrics-exporter-prometheus`'s recorder, the counters are atomic adds, and a
 //! histogram record pushes the value and a timestamp into a lock-free bucket that the
-//! exporter drains when it is scraped or upkept. The README's per-layer cost table measures
-//! it with that recorder installed.
+//! exporter drains when it is scraped or upkept. The per-layer cost table in
+//! `BENCHMARKS.md` measures it with that recorder installed.
 //!
 //! # Example
 //!

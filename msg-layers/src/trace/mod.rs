@@ -26,7 +26,7 @@
 //! A failed call checks the failure level once more. When the span is wanted, each call
 //! pays for what the subscriber does with it: the span's allocation in the subscriber's
 //! registry, its fields recorded and formatted, entering and leaving it at each poll, and
-//! two reads of the clock. The README's per-layer cost table measures both.
+//! two reads of the clock. The per-layer cost table in `BENCHMARKS.md` measures both.
 //!
 //! `tracing::Instrument` would enter the span while the call is polled; this layer also
 //! records the outcome and the latency when the call ends, so it carries its own future.
