@@ -289,7 +289,7 @@ pub mod layers {
     //! tower's own `TimeoutLayer` (0.98x), `RetryLayer` with [`RetryPolicy`](crate::retry::RetryPolicy)
     //! (0.85x, within this client's ±15%), `ConcurrencyLimitLayer` and `LoadShedLayer` stack the
     //! same way. Figures: `cargo run --release -p msg-bench -- --layers`, with a `fmt`
-    //! subscriber at `info` and the Prometheus recorder installed, as the README's table.
+    //! subscriber at `info` and the Prometheus recorder installed, as BENCHMARKS.md's table.
     //!
     //! # Example
     //!
