@@ -56,17 +56,49 @@ impl Counts {
 }
 
 /// An echo server, counted as server `index` of `counts`, each request answered after
-/// `delay`, until stopped.
+/// `delay`, until stopped or killed.
 struct Server {
     addr: SocketAddr,
     stop: oneshot::Sender<()>,
     stopped: tokio::task::JoinHandle<()>,
+    /// The runtime of a server started `apart`, which `kill` drops.
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Server {
     async fn start(at: SocketAddr, counts: Arc<Counts>, index: usize, delay: Duration) -> Server {
         let mut rep = RepSocket::new(Tcp::default());
         rep.bind(at).await.expect("bind");
+        Self::serve(rep, counts, index, delay)
+    }
+
+    /// A server on a runtime of its own, so that `kill` can end it as a dying process
+    /// ends: every task and socket dropped at once, no goodbye, replies half done.
+    async fn start_apart(counts: Arc<Counts>, index: usize) -> Server {
+        let (runtime, rep) = tokio::task::spawn_blocking(|| {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            let rep = runtime.block_on(async {
+                let mut rep = RepSocket::new(Tcp::default());
+                rep.bind("127.0.0.1:0").await.expect("bind");
+                rep
+            });
+            (runtime, rep)
+        })
+        .await
+        .expect("the runtime is built");
+        let _entered = runtime.enter();
+        let server = Self::serve(rep, counts, index, Duration::ZERO);
+        Server {
+            runtime: Some(runtime),
+            ..server
+        }
+    }
+
+    fn serve(rep: RepSocket<Tcp>, counts: Arc<Counts>, index: usize, delay: Duration) -> Server {
         let addr = rep.local_addr().expect("bound");
         let (stop, stopped) = oneshot::channel::<()>();
         let handler = service_fn(move |req: Request| {
@@ -91,6 +123,7 @@ impl Server {
             addr,
             stop,
             stopped,
+            runtime: None,
         }
     }
 
@@ -99,6 +132,22 @@ impl Server {
         let _ = self.stop.send(());
         within(self.stopped).await.expect("the server stops");
     }
+
+    /// Kills a server started `apart`: its runtime is dropped with every task and socket.
+    fn kill(self) {
+        self.runtime
+            .expect("a server started apart")
+            .shutdown_background();
+    }
+}
+
+/// How a server goes down mid-run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Down {
+    /// A graceful shutdown: it finishes what it read and says it is going away.
+    Stopped,
+    /// Killed: its sockets close with requests in flight and no goodbye.
+    Killed,
 }
 
 async fn servers(counts: &Arc<Counts>, delays: [Duration; 3]) -> Vec<Server> {
@@ -176,22 +225,40 @@ const PHASE: usize = 3_400;
 /// again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_servers_one_stopped_and_brought_back() {
+    one_of_three_down_and_back(Down::Stopped).await;
+}
+
+/// The same with the server killed (its runtime dropped, as its process dying would): the
+/// requests it held fail typed, none waits forever, and the rest is as above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_servers_one_killed_and_brought_back() {
+    one_of_three_down_and_back(Down::Killed).await;
+}
+
+async fn one_of_three_down_and_back(down: Down) {
     let counts = Arc::new(Counts::default());
     let mut servers = servers(&counts, [Duration::ZERO; 3]).await;
+    if down == Down::Killed {
+        servers.remove(1).stop().await;
+        servers.insert(1, Server::start_apart(counts.clone(), 1).await);
+    }
     let mut req = ReqSocket::with_options(Tcp::default(), options());
     let mut events = req.events();
     for server in &servers {
         within(req.connect(server.addr)).await.unwrap();
     }
 
-    // Server 1 stops while requests are in flight.
+    // Server 1 goes down while requests are in flight.
     let stopped_addr = servers[1].addr;
     let load = {
         let req = req.clone();
         tokio::spawn(async move { run(&req, PHASE, 64).await })
     };
     counts.until_total(PHASE as u64 / 3).await;
-    servers.remove(1).stop().await;
+    match down {
+        Down::Stopped => servers.remove(1).stop().await,
+        Down::Killed => servers.remove(1).kill(),
+    }
     let (answered, errors) = within(load).await.unwrap();
     assert_eq!(answered + errors.len(), PHASE);
     for e in &errors {
