@@ -25,6 +25,7 @@
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod any;
 #[cfg(feature = "zstd")]
