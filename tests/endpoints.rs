@@ -194,6 +194,19 @@ async fn run(req: &ReqSocket<Tcp>, n: usize, window: usize) -> (usize, Vec<Error
     (answered, errors)
 }
 
+/// Sends `n` requests from `req`, `window` in flight at once, and asserts that every one
+/// is answered.
+async fn all_answered(req: &ReqSocket<Tcp>, n: usize, window: usize) {
+    let (answered, errors) = run(req, n, window).await;
+    assert_eq!(
+        (answered, errors.len()),
+        (n, 0),
+        "{} failed, first {:?}",
+        errors.len(),
+        errors.first()
+    );
+}
+
 /// Waits for `wanted` among `events`.
 async fn until(
     events: &mut msg::Events<SocketAddr>,
@@ -278,14 +291,7 @@ async fn one_of_three_down_and_back(down: Down) {
 
     // Known down: every request goes to the two others, evenly.
     let before = counts.all();
-    let (answered, errors) = run(&req, PHASE, 64).await;
-    assert_eq!(
-        (answered, errors.len()),
-        (PHASE, 0),
-        "{} failed, first {:?}",
-        errors.len(),
-        errors.first()
-    );
+    all_answered(&req, PHASE, 64).await;
     let after = counts.all();
     let (zero, two) = (after[0] - before[0], after[2] - before[2]);
     assert_eq!(after[1], before[1], "a request reached the stopped server");
@@ -307,14 +313,7 @@ async fn one_of_three_down_and_back(down: Down) {
     )
     .await;
     let before = counts.get(1);
-    let (answered, errors) = run(&req, PHASE, 64).await;
-    assert_eq!(
-        (answered, errors.len()),
-        (PHASE, 0),
-        "{} failed, first {:?}",
-        errors.len(),
-        errors.first()
-    );
+    all_answered(&req, PHASE, 64).await;
     let revived = counts.get(1) - before;
     assert!(
         revived * 6 >= PHASE as u64,
@@ -338,14 +337,7 @@ async fn a_server_four_times_slower_gets_fewer_requests() {
     for server in &servers {
         within(req.connect(server.addr)).await.unwrap();
     }
-    let (answered, errors) = run(&req, 3_000, 64).await;
-    assert_eq!(
-        (answered, errors.len()),
-        (3_000, 0),
-        "{} failed, first {:?}",
-        errors.len(),
-        errors.first()
-    );
+    all_answered(&req, 3_000, 64).await;
     let [a, b, slow] = counts.all();
     assert!(
         slow * 3 < a.min(b) * 2,
@@ -368,14 +360,7 @@ async fn disconnect_removes_an_endpoint_for_every_clone() {
     let late = req.clone();
 
     for handle in [&req, &early, &middle, &late] {
-        let (answered, errors) = run(handle, 300, 16).await;
-        assert_eq!(
-            (answered, errors.len()),
-            (300, 0),
-            "{} failed, first {:?}",
-            errors.len(),
-            errors.first()
-        );
+        all_answered(handle, 300, 16).await;
     }
     let [zero, one, two] = counts.all();
     assert!(zero > 0 && one > 0, "both served: {zero} and {one}");
@@ -385,14 +370,7 @@ async fn disconnect_removes_an_endpoint_for_every_clone() {
     assert_eq!(early.disconnect(servers[2].addr), 0, "never connected");
     let before = counts.all();
     for handle in [&req, &early, &middle, &late] {
-        let (answered, errors) = run(handle, 100, 16).await;
-        assert_eq!(
-            (answered, errors.len()),
-            (100, 0),
-            "{} failed, first {:?}",
-            errors.len(),
-            errors.first()
-        );
+        all_answered(handle, 100, 16).await;
     }
     let after = counts.all();
     assert_eq!(
@@ -454,14 +432,7 @@ async fn discover_follows_a_stream_of_changes() {
     for _ in 0..2 {
         until(&mut events, |e| matches!(e, SocketEvent::Connected { .. })).await;
     }
-    let (answered, errors) = run(&req, 300, 16).await;
-    assert_eq!(
-        (answered, errors.len()),
-        (300, 0),
-        "{} failed, first {:?}",
-        errors.len(),
-        errors.first()
-    );
+    all_answered(&req, 300, 16).await;
     assert!(counts.get(0) > 0 && counts.get(1) > 0, "{:?}", counts.all());
 
     changes.send(Ok(Change::Remove("zero"))).unwrap();
@@ -476,14 +447,7 @@ async fn discover_follows_a_stream_of_changes() {
     )
     .await;
     let before = counts.all();
-    let (answered, errors) = run(&req, 300, 16).await;
-    assert_eq!(
-        (answered, errors.len()),
-        (300, 0),
-        "{} failed, first {:?}",
-        errors.len(),
-        errors.first()
-    );
+    all_answered(&req, 300, 16).await;
     let after = counts.all();
     assert_eq!(
         after[0], before[0],
@@ -506,14 +470,7 @@ async fn a_static_list_is_one_call() {
     for _ in 0..3 {
         until(&mut events, |e| matches!(e, SocketEvent::Connected { .. })).await;
     }
-    let (answered, errors) = run(&req, 600, 32).await;
-    assert_eq!(
-        (answered, errors.len()),
-        (600, 0),
-        "{} failed, first {:?}",
-        errors.len(),
-        errors.first()
-    );
+    all_answered(&req, 600, 32).await;
     assert!(counts.all().iter().all(|&n| n > 0), "{:?}", counts.all());
 }
 
@@ -551,14 +508,7 @@ async fn endpoints_removed_and_added_under_load_never_break_the_balancer() {
             );
         }
     }
-    let (answered, errors) = run(&req, 300, 16).await;
-    assert_eq!(
-        (answered, errors.len()),
-        (300, 0),
-        "{} failed, first {:?}",
-        errors.len(),
-        errors.first()
-    );
+    all_answered(&req, 300, 16).await;
 }
 
 /// With a `RetryPolicy` over the socket, the requests a stopped server never ran
@@ -650,8 +600,7 @@ fn endpoints_are_counted_by_state_change_and_requests() {
                 for server in &servers {
                     within(req.connect(server.addr)).await.unwrap();
                 }
-                let (answered, errors) = run(&req, 300, 16).await;
-                assert_eq!((answered, errors.len()), (300, 0));
+                all_answered(&req, 300, 16).await;
                 let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
                 servers.remove(1).stop().await;
                 until(
