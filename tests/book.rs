@@ -1,7 +1,8 @@
 //! The book's structure and links: every chapter is in `SUMMARY.md` and in the doctest
 //! harness (`tests/lib.rs`), every relative link in the book (and every link from the README
-//! into it) points at a file that exists and, with an `#anchor`, at a heading of that file,
-//! and every `{{#include}}` finds its file. Each failure names the file and the link.
+//! and TESTING.md into it) points at a file that exists and, with an `#anchor`, at a heading
+//! of that file, and every `{{#include}}` finds its file. Each failure names the file and the
+//! link.
 //!
 //! Anchors follow mdBook's rule (GitHub's is the same for these headings): the heading's
 //! text, lower case, each space a `-`, every character but letters, digits, `-` and `_`
@@ -386,10 +387,20 @@ fn every_include_finds_its_file() {
 }
 
 #[test]
-fn the_readme_links_into_the_book_resolve() {
+fn the_readme_and_testing_links_into_the_book_resolve() {
     let mut cache = HashMap::new();
-    let problems = broken_links(&root().join("README.md"), Some(&book_src()), &mut cache);
-    fail_on(problems, "broken links from README.md into the book");
+    let mut problems = Vec::new();
+    for file in ["README.md", "TESTING.md"] {
+        problems.extend(broken_links(
+            &root().join(file),
+            Some(&book_src()),
+            &mut cache,
+        ));
+    }
+    fail_on(
+        problems,
+        "broken links from README.md or TESTING.md into the book",
+    );
 }
 
 #[test]
