@@ -677,3 +677,41 @@ where
         }
     }
 }
+
+/// The book (`book/src/`): each chapter is the documentation of an item here, so that
+/// `cargo test -p msg-tests --doc` compiles and runs every ```rust sample in it. A chapter
+/// file missing from this list fails `tests/book.rs`.
+#[cfg(doctest)]
+pub mod book {
+    macro_rules! chapters {
+        ($($name:ident => $file:literal,)*) => {
+            $(
+                #[doc = include_str!(concat!("../book/src/", $file))]
+                pub struct $name;
+            )*
+        };
+    }
+
+    chapters! {
+        Introduction => "introduction.md",
+        GettingStarted => "getting-started.md",
+        ReqRep => "reqrep.md",
+        PubSub => "pubsub.md",
+        Router => "router.md",
+        Transports => "transports.md",
+        Auth => "auth.md",
+        Compression => "compression.md",
+        Tracing => "tracing.md",
+        Metrics => "metrics.md",
+        Durability => "durability.md",
+        Middleware => "middleware.md",
+        Discovery => "discovery.md",
+        Cli => "cli.md",
+        Performance => "performance.md",
+        Reliability => "reliability.md",
+        Protocol => "protocol.md",
+        Features => "features.md",
+        Faq => "faq.md",
+        Contributing => "contributing.md",
+    }
+}
