@@ -24,7 +24,7 @@ use msg::admission::{AdmissionRequest, Verdict};
 use msg::transport::TransportError;
 use msg::{
     serve, Backoff, Error, Message, PubOptions, PubSocket, RepOptions, RepSocket, ReqOptions,
-    ReqSocket, Request, SocketEvent, SubOptions, SubSocket, Tcp, Transport,
+    ReqSocket, Request, SlowSubscriber, SocketEvent, SubOptions, SubSocket, Tcp, Transport,
 };
 use msg_tests::fixture::Fixture;
 use msg_tests::{
@@ -684,6 +684,7 @@ each_transport!(
     close_drains_what_is_in_flight_then_refuses_new_requests,
     close_gives_up_after_linger_on_a_handler_that_never_answers_and_drop_never_blocks,
     admission_that_refuses_gives_the_client_its_reason_on_every_server_socket,
+    a_dropped_publisher_still_writes_what_it_took,
 );
 // Not over QUIC: see the module's doc.
 each_transport!(
@@ -956,6 +957,35 @@ async fn publisher_close_writes_what_is_queued_before_it_closes() {
         assert_eq!(msg.payload()[..], i.to_be_bytes());
     }
     assert_eq!(publisher.stats().dropped, 0);
+}
+
+/// Dropping the last handle of a publisher winds it down as `close` does, in the
+/// background: what `publish` took is still written, in order, with nothing missed. (It
+/// used to stop the sessions at once: the tail of what was queued was lost, with no gap a
+/// subscriber could see.)
+async fn a_dropped_publisher_still_writes_what_it_took<F: Fixture>(fixture: F) {
+    const N: u32 = 2_000;
+    let options = PubOptions::default()
+        .slow_subscriber(SlowSubscriber::Wait)
+        .high_water_mark(16);
+    let mut publisher = PubSocket::with_options(fixture.transport(), options);
+    within(publisher.bind(fixture.bind_target())).await.unwrap();
+    let mut sub = SubSocket::new(fixture.transport());
+    within(sub.connect(fixture.dial_target(&publisher.local_addr().unwrap())))
+        .await
+        .unwrap();
+    within(sub.subscribe("t")).await.unwrap();
+    for i in 0..N {
+        within(publisher.publish("t", Bytes::copy_from_slice(&i.to_be_bytes())))
+            .await
+            .unwrap();
+    }
+    drop(publisher);
+    for i in 0..N {
+        let msg = within(sub.next()).await.expect("the stream goes on");
+        assert_eq!(msg.payload()[..], i.to_be_bytes(), "message {i}");
+    }
+    assert_eq!(sub.stats().missed, 0);
 }
 
 /// A place nobody answers at, of the same kind as `like`, held for as long as the returned

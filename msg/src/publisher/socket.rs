@@ -38,13 +38,38 @@ struct Guard {
     sessions: TaskTracker,
     /// Stops the sessions once they have written what is queued: cancelled by `close`.
     drain: CancellationToken,
+    /// How long the sessions may take to write what is queued: [`PubOptions::linger`].
+    linger: Duration,
+}
+
+impl Guard {
+    /// Winds the socket down: the sessions (and the supervisors of `connect`, which watch
+    /// `drain`) stop taking work and write what is queued, for up to the linger; then
+    /// everything stops. The future waits for that; the draining starts at once.
+    fn wind_down(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.drain.cancel();
+        self.sessions.close();
+        let (stop, sessions, linger) = (self.stop.clone(), self.sessions.clone(), self.linger);
+        async move {
+            if tokio::time::timeout(linger, sessions.wait()).await.is_err() {
+                stop.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(1), sessions.wait()).await;
+            }
+            stop.cancel();
+        }
+    }
 }
 
 impl Drop for Guard {
-    /// Stops the sessions at once, and the supervisors of `connect` (which watch `drain`).
+    /// The last handle is gone: the socket winds down as [`PubSocket::close`] does, in the
+    /// background, so that what was published is still written (outside a runtime, where
+    /// nothing can run in the background, it stops at once).
     fn drop(&mut self) {
-        self.stop.cancel();
-        self.drain.cancel();
+        let wind_down = self.wind_down();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(wind_down)),
+            Err(_) => self.stop.cancel(),
+        }
     }
 }
 
@@ -290,6 +315,7 @@ impl<T: Transport> PubSocket<T> {
                     stop: CancellationToken::new(),
                     sessions: TaskTracker::new(),
                     drain: CancellationToken::new(),
+                    linger: self.shared.options.linger,
                 })
             })
             .clone()
@@ -363,22 +389,16 @@ impl<T: Transport> PubSocket<T> {
     /// Closes the socket gracefully, for every clone: stops accepting, lets every
     /// subscriber's session write what is queued for it for up to [`PubOptions::linger`],
     /// then closes the sessions. Publishing afterwards fails with [`Error::Closed`].
+    ///
+    /// Dropping the last handle does the same in the background; await `close` where the
+    /// program must know the last publications were written before it goes on (or exits,
+    /// which ends the background work with the runtime).
     pub async fn close(&self) {
         let Some(guard) = self.guard.as_ref() else {
             return;
         };
         self.shared.closed.store(true, Ordering::SeqCst);
-        guard.drain.cancel();
-        guard.sessions.close();
-        let linger = self.shared.options.linger;
-        if tokio::time::timeout(linger, guard.sessions.wait())
-            .await
-            .is_err()
-        {
-            guard.stop.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(1), guard.sessions.wait()).await;
-        }
-        guard.stop.cancel();
+        guard.wind_down().await;
     }
 
     /// The address the socket is bound to; `None` before [`bind`](Self::bind).
