@@ -623,6 +623,72 @@ async fn admission_that_refuses_gives_the_client_its_reason_on_every_server_sock
     }
 }
 
+/// An admission service that fails to decide (the database it asks is down) refuses that
+/// dial only: the client is told `Unavailable` with the service's error, which is not
+/// permanent, and a socket dialing in the background redials until the service decides,
+/// then is admitted. (It used to be refused as `PermissionDenied`, for good: a client
+/// stopped redialing over a moment's outage of the service.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admission_service_that_fails_refuses_that_dial_only_and_the_client_redials() {
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let admission = {
+        let down = down.clone();
+        service_fn(move |_: AdmissionRequest<SocketAddr>| {
+            let down = down.load(Ordering::SeqCst);
+            async move {
+                match down {
+                    true => Err("the user database is down"),
+                    false => Ok(Verdict::Admit),
+                }
+            }
+        })
+    };
+    let mut rep = RepSocket::new(Tcp::default()).with_admission(admission);
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    tokio::spawn(serve(
+        rep,
+        service_fn(|req: Request| async move { Ok::<_, Infallible>(req.msg().clone()) }),
+    ));
+    let options =
+        ReqOptions::default().reconnect(Backoff::default().max(Duration::from_millis(50)));
+
+    let mut once = ReqSocket::with_options(Tcp::default(), options.clone());
+    match within(once.connect(addr)).await {
+        Err(e) => {
+            assert!(
+                matches!(&e, Error::HandshakeRejected { code: msg::Code::Unavailable, reason }
+                    if reason.contains("the user database is down")),
+                "{e:?}"
+            );
+            assert!(!e.is_permanent(), "{e:?}");
+        }
+        Ok(()) => panic!("admitted while the service was down"),
+    }
+
+    let mut req = ReqSocket::with_options(Tcp::default(), options);
+    let mut events = req.events();
+    req.connect_lazy(addr).unwrap();
+    // Refused twice in the background, and still dialing.
+    let mut rejected = 0;
+    until(&mut events, |e| {
+        rejected += usize::from(matches!(e, SocketEvent::Rejected { .. }));
+        rejected == 2
+    })
+    .await;
+    down.store(false, Ordering::SeqCst);
+    assert_eq!(
+        within(req.request(Bytes::from("in"))).await.unwrap(),
+        "in",
+        "admitted once the service decides"
+    );
+    let seen = until(&mut events, |e| matches!(e, SocketEvent::Connected { .. })).await;
+    assert!(
+        !seen.iter().any(|e| matches!(e, SocketEvent::GaveUp { .. })),
+        "{seen:?}"
+    );
+}
+
 async fn a_frozen_link_between_publisher_and_subscriber_is_found_on_both_sides<F: Fixture>(
     fixture: F,
 ) {

@@ -131,11 +131,20 @@ pub(crate) fn boxed<A: Send + 'static>(service: impl AdmissionService<A>) -> Adm
     BoxCloneSyncService::new(service.map_err(Into::into))
 }
 
-/// Decides with `admission`; a failing service refuses, with its error as the reason.
-pub(crate) async fn decide<A>(admission: &Admission<A>, request: AdmissionRequest<A>) -> Verdict {
+/// What admission made of a client.
+pub(crate) enum Decision {
+    /// Its verdict.
+    Given(Verdict),
+    /// The service failed to give one (a database it asks was down, say): the client is
+    /// refused for now with this reason, and may try again.
+    Failed(String),
+}
+
+/// Decides with `admission`.
+pub(crate) async fn decide<A>(admission: &Admission<A>, request: AdmissionRequest<A>) -> Decision {
     match admission.clone().oneshot(request).await {
-        Ok(verdict) => verdict,
-        Err(e) => Verdict::reject(format!("admission failed: {e}")),
+        Ok(verdict) => Decision::Given(verdict),
+        Err(e) => Decision::Failed(format!("admission failed: {e}")),
     }
 }
 

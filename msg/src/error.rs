@@ -45,7 +45,9 @@ pub enum Error {
         /// What kind of refusal: [`Code::InvalidArgument`] for a socket the server cannot
         /// talk to (the wrong socket type, a hello it cannot read),
         /// [`Code::PermissionDenied`] for its admission's refusal (an authenticator's
-        /// too), [`Code::ResourceExhausted`] for a server at its connection limit, and
+        /// too), [`Code::Unavailable`] for an admission service that failed to decide (a
+        /// database it asks was down: dialing again may pass),
+        /// [`Code::ResourceExhausted`] for a server at its connection limit, and
         /// [`Code::Internal`] from a server that does not say.
         code: Code,
     },

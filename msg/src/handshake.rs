@@ -20,7 +20,7 @@ use msg_core::{Code, FrameError, HeartbeatConfig, SocketType};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 
-use crate::admission::{self, Admission, AdmissionRequest, Verdict};
+use crate::admission::{self, Admission, AdmissionRequest, Decision, Verdict};
 use crate::io::FramedIo;
 use crate::Error;
 
@@ -266,8 +266,15 @@ pub(crate) async fn server<Io: AsyncRead + AsyncWrite + Unpin, A: Clone + Send +
     if let Some(admission) = admission {
         let request =
             AdmissionRequest::new(peer.clone(), hello.socket_type, hello.auth_token.clone());
-        if let Verdict::Reject { reason } = admission::decide(admission, request).await {
-            let e = handshake.refuse(&reason, Code::PermissionDenied, &mut io.link);
+        // A refusal stands (the client stops redialing); a service that failed to decide
+        // refuses this dial only, with a code the client retries.
+        let refused = match admission::decide(admission, request).await {
+            Decision::Given(Verdict::Admit) => None,
+            Decision::Given(Verdict::Reject { reason }) => Some((reason, Code::PermissionDenied)),
+            Decision::Failed(reason) => Some((reason, Code::Unavailable)),
+        };
+        if let Some((reason, code)) = refused {
+            let e = handshake.refuse(&reason, code, &mut io.link);
             close(io).await;
             return Err(error(e));
         }
