@@ -28,8 +28,8 @@ use msg::{
 };
 use msg_tests::fixture::Fixture;
 use msg_tests::{
-    answered_again, assert_closed_by_server, each_transport, echo_server, refusing_addr, within,
-    Relay, Upstream,
+    answered_again, assert_closed_by_server, each_transport, echo_on_loopback, echo_server,
+    refusing_addr, within, Relay, Upstream,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{oneshot, watch};
@@ -643,13 +643,7 @@ async fn an_admission_service_that_fails_refuses_that_dial_only_and_the_client_r
             }
         })
     };
-    let mut rep = RepSocket::new(Tcp::default()).with_admission(admission);
-    rep.bind("127.0.0.1:0").await.unwrap();
-    let addr = rep.local_addr().unwrap();
-    tokio::spawn(serve(
-        rep,
-        service_fn(|req: Request| async move { Ok::<_, Infallible>(req.msg().clone()) }),
-    ));
+    let addr = echo_on_loopback(RepSocket::new(Tcp::default()).with_admission(admission)).await;
     let options =
         ReqOptions::default().reconnect(Backoff::default().max(Duration::from_millis(50)));
 

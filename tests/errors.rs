@@ -535,13 +535,8 @@ async fn a_client_refused_by_admission_stops_redialing_with_the_refusal() {
     let admission = service_fn(|_: msg::admission::AdmissionRequest<SocketAddr>| async {
         Ok::<_, Infallible>(msg::admission::Verdict::reject("token not on the list"))
     });
-    let mut rep = RepSocket::new(Tcp::default()).with_admission(admission);
-    rep.bind("127.0.0.1:0").await.unwrap();
-    let addr = rep.local_addr().unwrap();
-    tokio::spawn(serve(
-        rep,
-        service_fn(|req: Request| async move { Ok::<_, Infallible>(req.msg().clone()) }),
-    ));
+    let addr =
+        msg_tests::echo_on_loopback(RepSocket::new(Tcp::default()).with_admission(admission)).await;
     let options = ReqOptions::default()
         .reconnect(fast())
         .reconnect_wait(Duration::from_secs(600));

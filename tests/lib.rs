@@ -43,7 +43,18 @@ where
     S::Error: Into<BoxError> + 'static,
     R: Into<Message> + 'static,
 {
-    let mut rep = RepSocket::new(Tcp::default());
+    serve_socket_on_loopback(RepSocket::new(Tcp::default()), service).await
+}
+
+/// Binds `rep` (configured as a test needs: admission, options) on loopback and serves
+/// `service` on it with `msg::serve`, in a task of its own. Returns its address.
+pub async fn serve_socket_on_loopback<S, R>(mut rep: RepSocket<Tcp>, service: S) -> SocketAddr
+where
+    S: Service<Request<SocketAddr>, Response = R> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + 'static,
+    R: Into<Message> + 'static,
+{
     rep.bind("127.0.0.1:0").await.expect("bind");
     let addr = rep.local_addr().expect("bound");
     tokio::spawn(serve(rep, service));
@@ -52,9 +63,15 @@ where
 
 /// Binds a reply socket on loopback that echoes every request, served by `msg::serve`.
 pub async fn echo_server() -> SocketAddr {
-    serve_on_loopback(service_fn(|req: Request| async move {
-        Ok::<_, Infallible>(req.msg().clone())
-    }))
+    echo_on_loopback(RepSocket::new(Tcp::default())).await
+}
+
+/// Binds `rep` on loopback and echoes every request on it, served by `msg::serve`.
+pub async fn echo_on_loopback(rep: RepSocket<Tcp>) -> SocketAddr {
+    serve_socket_on_loopback(
+        rep,
+        service_fn(|req: Request| async move { Ok::<_, Infallible>(req.msg().clone()) }),
+    )
     .await
 }
 
