@@ -284,7 +284,7 @@ pub fn cancel_state(data: &[u8]) {
                     next_request += 1;
                     let msg = Message::new(Bytes::from(next_request.to_be_bytes().to_vec()));
                     match table.enqueue(slot, msg) {
-                        Ok(()) => held.insert(slot, Mine::Waiting(next_request)),
+                        Ok(_) => held.insert(slot, Mine::Waiting(next_request)),
                         Err(_) => held.remove(&slot),
                     };
                 }

@@ -153,12 +153,9 @@ impl Builder {
         let errors = Arc::<ErrorCounters>::default();
         let slots = slots(options, &self.decoders, &errors);
         let done = CancellationToken::new();
-        let handle = Arc::new(Handle {
-            slots: slots.clone(),
-            done: done.clone(),
-        });
+        let handle = Arc::new(Handle::new(slots.clone(), done.clone()));
         let send = SendRequest {
-            client: Client::new(handle),
+            client: Client::new(handle, 0),
             codec: self.codec.clone(),
             timeout: options.timeout,
             errors,
@@ -191,7 +188,7 @@ impl Clone for SendRequest {
     fn clone(&self) -> Self {
         SendRequest {
             // A clone starts without the original's reserved slot.
-            client: Client::new(self.client.handle().clone()),
+            client: Client::new(self.client.handle().clone(), 0),
             codec: self.codec.clone(),
             timeout: self.timeout,
             errors: self.errors.clone(),
@@ -245,7 +242,7 @@ impl SendRequest {
     /// As [`request`](Self::request), but the reply's encoding is not checked and no
     /// timeout applies.
     pub async fn send(&self, msg: Message) -> Result<Message, Error> {
-        req::send_on(&self.client.handle().slots, &self.codec, msg).await
+        req::send_on(self.client.handle(), 0, &self.codec, msg).await
     }
 
     /// Whether the connection has ended: every call fails at once.

@@ -213,7 +213,7 @@ impl EndpointService {
         errors: Arc<ErrorCounters>,
     ) -> Self {
         EndpointService {
-            client: Client::new(handle),
+            client: Client::new(handle, 0),
             codec,
             errors,
         }
@@ -409,6 +409,8 @@ pub(crate) struct Shared<T: Transport> {
     pub(crate) balanced: OnceLock<Arc<Balanced>>,
     entries: Mutex<Vec<Entry<T>>>,
     next_key: AtomicU64,
+    /// Clones made so far: each takes the next lane number (see `super::lanes`).
+    clones: AtomicUsize,
     pub(crate) watch: Arc<Watch>,
     /// Cancelled when the socket closes: ends its discovery.
     pub(crate) closed: CancellationToken,
@@ -421,6 +423,7 @@ impl<T: Transport> Default for Shared<T> {
             balanced: OnceLock::new(),
             entries: Mutex::new(Vec::new()),
             next_key: AtomicU64::new(0),
+            clones: AtomicUsize::new(0),
             watch: Arc::default(),
             closed: CancellationToken::new(),
         }
@@ -441,6 +444,11 @@ impl<T: Transport> Shared<T> {
     /// Wakes the requests waiting for the balancer, to see the socket closed.
     pub(crate) fn wake_waiting(&self) {
         Waker::from(self.watch.clone()).wake();
+    }
+
+    /// The lane number of a new clone of the socket: 1 for the first.
+    pub(crate) fn next_lane(&self) -> usize {
+        self.clones.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub(crate) fn next_key(&self) -> Key {
@@ -542,6 +550,9 @@ impl<T: Transport> Shared<T> {
 /// Closes one endpoint that left its socket, in the background: its requests get `linger`
 /// to finish, then fail with [`Error::Closed`].
 fn close_endpoint(handle: Arc<Handle>, linger: Duration) {
+    for lane in handle.lanes.opened() {
+        close_endpoint(lane.clone(), linger);
+    }
     handle.slots.close();
     if handle.done.is_cancelled() {
         return;

@@ -35,6 +35,9 @@ enum State {
     Waiting {
         slots: Arc<SlotTable>,
         slot: SlotId,
+        /// The caller's waker is in the slot already: the first poll has nothing to
+        /// look at.
+        registered: bool,
     },
     /// A long reply being decoded on the blocking pool; its slot is free already.
     Decoding {
@@ -74,7 +77,24 @@ impl fmt::Debug for ResponseFuture {
 impl ResponseFuture {
     pub(crate) fn waiting(slots: Arc<SlotTable>, slot: SlotId) -> Self {
         ResponseFuture {
-            state: State::Waiting { slots, slot },
+            state: State::Waiting {
+                slots,
+                slot,
+                registered: false,
+            },
+        }
+    }
+
+    /// As [`waiting`](Self::waiting), for a request queued with the waker of the task
+    /// that polls this future first in its slot already: that first poll returns
+    /// `Pending` without taking the table's lock, as the waker will be woken for the reply.
+    pub(crate) fn registered(slots: Arc<SlotTable>, slot: SlotId) -> Self {
+        ResponseFuture {
+            state: State::Waiting {
+                slots,
+                slot,
+                registered: true,
+            },
         }
     }
 
@@ -137,7 +157,13 @@ impl Future for ResponseFuture {
             };
             let (slots, slot) = (slots.clone(), *slot);
             match slots.enqueue(slot, msg) {
-                Ok(()) => self.state = State::Waiting { slots, slot },
+                Ok(_) => {
+                    self.state = State::Waiting {
+                        slots,
+                        slot,
+                        registered: false,
+                    }
+                }
                 Err(e) => {
                     // The slot is freed by the refusal.
                     self.state = State::Finished;
@@ -147,7 +173,14 @@ impl Future for ResponseFuture {
             }
         }
         let reply = match &mut self.state {
-            State::Waiting { slots, slot } => {
+            State::Waiting {
+                slots,
+                slot,
+                registered,
+            } => {
+                if std::mem::take(registered) {
+                    return Poll::Pending;
+                }
                 let reply = match slots.poll_reply(*slot, cx) {
                     // A reply encoded by the server's compression is decoded here, in the
                     // caller's task; a long one on the blocking pool.
@@ -205,7 +238,7 @@ impl Future for ResponseFuture {
 impl Drop for ResponseFuture {
     fn drop(&mut self) {
         match &self.state {
-            State::Waiting { slots, slot } => slots.abandon(*slot),
+            State::Waiting { slots, slot, .. } => slots.abandon(*slot),
             // Not queued yet: the slot goes back; the compression's outcome is dropped.
             State::Compressing(c) => c.slots.unreserve(c.slot),
             _ => {}

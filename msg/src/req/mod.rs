@@ -3,6 +3,7 @@
 mod endpoint;
 mod endpoints;
 mod future;
+mod lanes;
 pub(crate) mod list;
 mod pipeline;
 pub(crate) mod slots;
@@ -30,6 +31,7 @@ pub(crate) use crate::options::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TI
 use crate::{Backoff, Error};
 pub(crate) use endpoint::ReqEndpoint;
 use endpoints::{EndpointService, Entry, Health, Shared, Watch};
+use lanes::Lanes;
 use slots::{SlotId, SlotTable, Ticket};
 
 pub use future::ResponseFuture;
@@ -90,6 +92,18 @@ pub struct ReqOptions {
     /// Longest [`ReqSocket::close`] waits for the requests in flight and queued. Default:
     /// 2 s.
     pub linger: Duration,
+    /// Most connections the socket keeps to one server it [connects](ReqSocket::connect)
+    /// to. Past the first, one more is opened each time a request finds 16 requests held
+    /// on its connection while the socket is shared by clones, and each clone keeps to one
+    /// of them: tasks sharing the socket through clones are spread over the connections,
+    /// so that the workers of a multi-threaded runtime each drive one instead of handing
+    /// every caller's wake-up across to the one driving the only one. A socket used from
+    /// one task, or one request at a time, keeps one connection, as does every endpoint
+    /// while the socket has [many](ReqSocket#many-endpoints). `max_in_flight` applies to
+    /// each connection. Default: `None`, one per worker thread of the runtime the socket
+    /// connects on (one on a current-thread runtime); `Some(1)` keeps ZeroMQ's one
+    /// connection per endpoint.
+    pub connections: Option<usize>,
 }
 
 impl Default for ReqOptions {
@@ -105,6 +119,7 @@ impl Default for ReqOptions {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             linger: Duration::from_secs(2),
+            connections: None,
         }
     }
 }
@@ -160,6 +175,12 @@ impl ReqOptions {
         self.linger = linger;
         self
     }
+
+    /// Sets [`connections`](Self::connections); at least 1.
+    pub fn connections(mut self, most: usize) -> Self {
+        self.connections = Some(most.max(1));
+        self
+    }
 }
 
 /// Counters of a [`ReqSocket`].
@@ -183,6 +204,39 @@ pub(crate) struct Handle {
     pub(crate) slots: Arc<SlotTable>,
     /// Cancelled when the supervisor (or the connection's future) has stopped.
     pub(crate) done: CancellationToken,
+    /// The endpoint's connections past this one, opened under load.
+    pub(crate) lanes: Lanes,
+}
+
+impl Handle {
+    /// A handle with no lanes but its own connection.
+    pub(crate) fn new(slots: Arc<SlotTable>, done: CancellationToken) -> Self {
+        Handle {
+            slots,
+            done,
+            lanes: Lanes::default(),
+        }
+    }
+
+    /// This handle and its lanes: every connection of the endpoint.
+    pub(crate) fn with_lanes(self: &Arc<Self>) -> Vec<Arc<Handle>> {
+        let mut all = vec![self.clone()];
+        all.extend(self.lanes.opened().cloned());
+        all
+    }
+
+    /// The endpoint's counters: the sums over its lanes, connected as its first
+    /// connection is.
+    fn stats(&self) -> ReqStats {
+        let mut sum = self.slots.stats();
+        for lane in self.lanes.opened() {
+            let one = lane.slots.stats();
+            sum.in_flight += one.in_flight;
+            sum.queued += one.queued;
+            sum.late_replies += one.late_replies;
+        }
+        sum
+    }
 }
 
 impl Drop for Handle {
@@ -200,8 +254,9 @@ const BIND_BACKLOG: usize = 64;
 struct ReqSession<A> {
     slots: Arc<SlotTable>,
     peer: Arc<Mutex<Option<A>>>,
-    health: Arc<Health>,
-    watch: Arc<Watch>,
+    /// The endpoint's health and the socket's watch over its endpoints; `None` for a lane
+    /// (see [`lanes`]), which counts in neither.
+    endpoint: Option<(Arc<Health>, Arc<Watch>)>,
 }
 
 impl<T: Transport> Session<T> for ReqSession<T::Addr> {
@@ -212,11 +267,15 @@ impl<T: Transport> Session<T> for ReqSession<T::Addr> {
         let sent = endpoints::requests_counter(conn.peer.to_string());
         *self.peer.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.peer);
         let driver = Driver::new(conn.io, ReqEndpoint::new(self.slots.clone()).counting(sent));
-        let health = self.health.clone();
-        health.set_up(true);
+        let health = self.endpoint.as_ref().map(|(health, _)| health.clone());
+        if let Some(health) = &health {
+            health.set_up(true);
+        }
         async move {
             let end = driver.await;
-            health.set_up(false);
+            if let Some(health) = health {
+                health.set_up(false);
+            }
             end
         }
     }
@@ -232,7 +291,9 @@ impl<T: Transport> Session<T> for ReqSession<T::Addr> {
     /// why, and does not retry it.
     fn dial_failed(&mut self, error: &Error) {
         self.slots.dial_failed(error);
-        self.watch.dial_failed(error);
+        if let Some((_, watch)) = &self.endpoint {
+            watch.dial_failed(error);
+        }
     }
 
     /// Closed, given up, or refused for good: every later request fails with `error`.
@@ -270,12 +331,14 @@ impl<T: Transport> Maker<T> {
         EndpointService::new(handle.clone(), self.codec.clone(), self.errors.clone())
     }
 
-    /// A new endpoint's session and handle, the handle in `shared` under a new key.
+    /// A new endpoint's session and handle, with `lanes`, the handle in `shared` under a
+    /// new key.
     fn endpoint(
         &self,
         shared: &Shared<T>,
         target: Option<T::Target>,
         peer: Option<T::Addr>,
+        lanes: Lanes,
     ) -> (
         ReqSession<T::Addr>,
         Arc<Handle>,
@@ -283,16 +346,17 @@ impl<T: Transport> Maker<T> {
         endpoints::Key,
     ) {
         let slots = crate::conn::client::slots(&self.options, &self.decoders, &self.errors);
+        let health = Health::new(shared.watch.clone());
         let session = ReqSession {
             slots: slots.clone(),
             peer: Arc::new(Mutex::new(peer)),
-            health: Health::new(shared.watch.clone()),
-            watch: shared.watch.clone(),
+            endpoint: Some((health.clone(), shared.watch.clone())),
         };
         let done = CancellationToken::new();
         let handle = Arc::new(Handle {
             slots,
             done: done.clone(),
+            lanes,
         });
         let key = shared.next_key();
         let entry = Entry {
@@ -300,7 +364,7 @@ impl<T: Transport> Maker<T> {
             target,
             handle: handle.clone(),
             peer: session.peer.clone(),
-            health: session.health.clone(),
+            health,
         };
         shared.insert(entry, &|h| self.service(h), self.options.reconnect_wait);
         (session, handle, done, key)
@@ -315,14 +379,60 @@ impl<T: Transport> Maker<T> {
         first: Option<Established<T::Io, T::Addr>>,
     ) -> endpoints::Key {
         let peer = first.as_ref().map(|c| c.peer.clone());
-        let (session, handle, done, key) = self.endpoint(shared, Some(dialer.target.clone()), peer);
+        let target = dialer.target.clone();
+        let lanes = self.lanes(&target);
+        let (session, handle, done, key) = self.endpoint(shared, Some(target), peer, lanes);
+        self.supervise(dialer, session, first, &handle, done);
+        key
+    }
+
+    /// Runs `session` over `dialer`'s connections in a task, until `handle`'s table is
+    /// closed or stopped; `done` is cancelled when it ends.
+    fn supervise(
+        &self,
+        dialer: Dialer<T>,
+        session: ReqSession<T::Addr>,
+        first: Option<Established<T::Io, T::Addr>>,
+        handle: &Handle,
+        done: CancellationToken,
+    ) {
         let closed = handle.slots.closed_token().clone();
         let sweep = self.options.reconnect_wait / slots::SWEEPS_PER_WAIT;
         tokio::spawn(async move {
             let _finished = done.drop_guard();
             dial::supervise(dialer, session, first, closed, sweep).await;
         });
-        key
+    }
+
+    /// The lanes of an endpoint that dials `target`: up to
+    /// [`ReqOptions::connections`] connections in all (see [`lanes`]).
+    fn lanes(&self, target: &T::Target) -> Lanes {
+        let extra = lanes::count(self.options.connections) - 1;
+        if extra == 0 {
+            return Lanes::default();
+        }
+        // A lane's dials and losses are not the endpoint's events.
+        let maker = Maker {
+            events: EventSink::new(),
+            ..self.clone()
+        };
+        let target = target.clone();
+        Lanes::new(extra, Box::new(move || maker.lane(target.clone())))
+    }
+
+    /// Opens a lane to `target`: a connection dialed, and redialed while its handle
+    /// lives, in the background.
+    fn lane(&self, target: T::Target) -> Arc<Handle> {
+        let slots = crate::conn::client::slots(&self.options, &self.decoders, &self.errors);
+        let session = ReqSession {
+            slots: slots.clone(),
+            peer: Arc::new(Mutex::new(None)),
+            endpoint: None,
+        };
+        let done = CancellationToken::new();
+        let handle = Arc::new(Handle::new(slots, done.clone()));
+        self.supervise(self.dialer(target), session, None, &handle, done);
+        handle
     }
 
     /// Adds an endpoint over `conn`, a connection made and welcomed already (one a bound
@@ -334,7 +444,7 @@ impl<T: Transport> Maker<T> {
         conn: Established<T::Io, T::Addr>,
     ) -> endpoints::Key {
         let (mut session, _handle, done, key) =
-            self.endpoint(shared, None, Some(conn.peer.clone()));
+            self.endpoint(shared, None, Some(conn.peer.clone()), Lanes::default());
         let set = Arc::downgrade(shared);
         let maker = self.clone();
         tokio::spawn(async move {
@@ -362,20 +472,26 @@ impl<T: Transport> Maker<T> {
     }
 }
 
-/// A handle's claim on its connection: the connection, and the slot that `poll_ready`
-/// reserved for the next call, if any. The one way a [`ReqSocket`] and a
+/// A handle's claim on its connection: the connection, its lane, and the slot that
+/// `poll_ready` reserved for the next call, if any. The one way a [`ReqSocket`] and a
 /// [`SendRequest`](crate::conn::client::SendRequest) take a slot and queue a request.
 pub(crate) struct Client {
     handle: Arc<Handle>,
-    reserved: Option<SlotId>,
-    /// This handle's place in the line for a slot, while `poll_ready` waits for one.
-    ticket: Option<Ticket>,
+    /// The handle's lane number (see [`lanes`]): 0 for the socket made first, another for
+    /// each clone.
+    lane: usize,
+    /// The slot `poll_ready` reserved, and the lane it is on.
+    reserved: Option<(usize, SlotId)>,
+    /// This handle's place in the line for a slot, and the lane of that line, while
+    /// `poll_ready` waits for one.
+    ticket: Option<(usize, Ticket)>,
 }
 
 impl Client {
-    pub(crate) fn new(handle: Arc<Handle>) -> Self {
+    pub(crate) fn new(handle: Arc<Handle>, lane: usize) -> Self {
         Client {
             handle,
+            lane,
             reserved: None,
             ticket: None,
         }
@@ -385,8 +501,9 @@ impl Client {
         &self.handle
     }
 
-    fn slots(&self) -> &Arc<SlotTable> {
-        &self.handle.slots
+    /// The slot table of lane `index`.
+    fn slots(&self, index: usize) -> &Arc<SlotTable> {
+        self.handle.lanes.table(index, &self.handle.slots)
     }
 
     /// `tower::Service::poll_ready`: reserves a slot for the next call, or waits in line
@@ -395,8 +512,14 @@ impl Client {
         if self.reserved.is_some() {
             return Poll::Ready(Ok(()));
         }
-        let slot = std::task::ready!(self.handle.slots.poll_reserve(&mut self.ticket, cx))?;
-        self.reserved = Some(slot);
+        let (index, mut ticket) = match self.ticket.take() {
+            Some((index, ticket)) => (index, Some(ticket)),
+            None => (self.handle.lanes.pick(self.lane), None),
+        };
+        let reserved = self.slots(index).poll_reserve(&mut ticket, cx);
+        self.ticket = ticket.map(|ticket| (index, ticket));
+        let slot = std::task::ready!(reserved)?;
+        self.reserved = Some((index, slot));
         Poll::Ready(Ok(()))
     }
 
@@ -409,10 +532,10 @@ impl Client {
         codec: &Option<Codec>,
         errors: &Arc<ErrorCounters>,
     ) -> ResponseFuture {
-        let Some(slot) = self.reserved.take() else {
+        let Some((index, slot)) = self.reserved.take() else {
             return ResponseFuture::failed(Error::NotReady, errors.clone());
         };
-        let slots = self.slots();
+        let slots = self.slots(index);
         let msg = match codec {
             Some(codec) if crate::offload::compress_offloaded(codec, &msg) => {
                 return ResponseFuture::compressing(slots.clone(), slot, codec, msg);
@@ -421,17 +544,22 @@ impl Client {
             None => msg,
         };
         match slots.enqueue(slot, msg) {
-            Ok(()) => ResponseFuture::waiting(slots.clone(), slot),
+            Ok(held) => {
+                let waiting = ResponseFuture::waiting(slots.clone(), slot);
+                self.handle.lanes.note_load(held, self.lane);
+                waiting
+            }
             Err(e) => ResponseFuture::failed(e, errors.clone()),
         }
     }
 }
 
 /// Sends `msg`, compressed with `codec` if there is one (on the blocking pool if it is
-/// long), on `slots` and waits for its reply: waits for a slot first while `max_in_flight`
-/// requests are out.
+/// long), on lane `lane` of `handle` and waits for its reply: waits for a slot first while
+/// `max_in_flight` requests are out.
 pub(crate) async fn send_on(
-    slots: &Arc<SlotTable>,
+    handle: &Handle,
+    lane: usize,
     codec: &Option<Codec>,
     msg: Message,
 ) -> Result<Message, Error> {
@@ -444,13 +572,15 @@ pub(crate) async fn send_on(
         Some(codec) => codec.compress(msg),
         None => msg,
     };
-    let slot = Reserve {
+    let slots = handle.lanes.table(handle.lanes.pick(lane), &handle.slots);
+    let (slot, held) = Sending {
         slots,
+        msg: Some(msg),
         ticket: None,
     }
     .await?;
-    slots.enqueue(slot, msg)?;
-    ResponseFuture::waiting(slots.clone(), slot).await
+    handle.lanes.note_load(held, lane);
+    ResponseFuture::registered(slots.clone(), slot).await
 }
 
 /// Waits for `send` with the request timeout, if there is one.
@@ -468,21 +598,28 @@ pub(crate) async fn with_timeout(
 
 impl Drop for Client {
     fn drop(&mut self) {
-        if let Some(slot) = self.reserved.take() {
-            self.slots().unreserve(slot);
+        if let Some((index, slot)) = self.reserved.take() {
+            self.slots(index).unreserve(slot);
         }
-        if let Some(ticket) = self.ticket.take() {
-            self.slots().cancel(ticket);
+        if let Some((index, ticket)) = self.ticket.take() {
+            self.slots(index).cancel(ticket);
         }
     }
 }
 
 /// The client side of Request/Reply.
 ///
-/// Many requests may be in flight on its one connection; replies are matched by id and may
+/// Many requests may be in flight on its connection; replies are matched by id and may
 /// come in any order. A `ReqSocket` is a cheap [`Clone`] handle, so many tasks can share
 /// it, and it is a [`tower::Service`] from [`Message`] to [`Message`], so tower's layers
 /// stack on it.
+///
+/// Give each task a clone rather than an `Arc` of one socket: on a multi-threaded runtime,
+/// once a clone finds 16 requests out on the connection, the socket opens one more
+/// connection to the server per worker thread and spreads its clones over them, each
+/// clone keeping to one, so that each worker drives a connection of its own (see
+/// [`ReqOptions::connections`], which `Some(1)` turns off). A request from a clone whose
+/// connection is not up goes on the first.
 ///
 /// Once connected it keeps itself connected: a lost connection fails the requests on its
 /// wire at once with [`Error::ConnectionClosed`], and the socket redials with
@@ -550,6 +687,9 @@ pub struct ReqSocket<T: Transport> {
     /// This handle's own state over the socket's first endpoint, while that is its only
     /// one.
     client: Option<Client>,
+    /// This handle's lane number (see [`lanes`]): 0 for the socket made first, and one of
+    /// its own for each clone.
+    lane: usize,
     /// The endpoints every clone shares: a clone taken before an endpoint was added finds
     /// it here.
     shared: Arc<Shared<T>>,
@@ -562,13 +702,18 @@ pub struct ReqSocket<T: Transport> {
 
 impl<T: Transport> Clone for ReqSocket<T> {
     fn clone(&self) -> Self {
+        let lane = self.shared.next_lane();
         ReqSocket {
             transport: self.transport.clone(),
             options: self.options.clone(),
             codec: self.codec.clone(),
             decoders: self.decoders.clone(),
             // A clone starts without the original's reserved capacity.
-            client: self.client.as_ref().map(|c| Client::new(c.handle.clone())),
+            client: self
+                .client
+                .as_ref()
+                .map(|c| Client::new(c.handle.clone(), lane)),
+            lane,
             shared: self.shared.clone(),
             events: self.events.clone(),
             errors: self.errors.clone(),
@@ -601,6 +746,7 @@ impl<T: Transport> ReqSocket<T> {
             codec: None,
             decoders: Decoders::default(),
             client: None,
+            lane: 0,
             shared: Arc::default(),
             events: EventSink::new(),
             errors: Arc::default(),
@@ -656,11 +802,11 @@ impl<T: Transport> ReqSocket<T> {
     /// endpoints, the sums over them (`connected`: whether any is).
     pub fn stats(&self) -> ReqStats {
         if self.shared.balanced.get().is_none() {
-            return self.handle().map(|h| h.slots.stats()).unwrap_or_default();
+            return self.handle().map(|h| h.stats()).unwrap_or_default();
         }
         let mut sum = ReqStats::default();
         for entry in self.shared.entries().iter() {
-            let one = entry.handle.slots.stats();
+            let one = entry.handle.stats();
             sum.in_flight += one.in_flight;
             sum.queued += one.queued;
             sum.late_replies += one.late_replies;
@@ -938,7 +1084,7 @@ impl<T: Transport> ReqSocket<T> {
                 .shared
                 .first
                 .get()
-                .map(|handle| Client::new(handle.clone()));
+                .map(|handle| Client::new(handle.clone(), self.lane));
         }
         self.client.as_mut()
     }
@@ -963,6 +1109,7 @@ impl<T: Transport> ReqSocket<T> {
         if handles.is_empty() {
             handles.extend(self.handle().cloned());
         }
+        let handles: Vec<Arc<Handle>> = handles.iter().flat_map(Handle::with_lanes).collect();
         for handle in &handles {
             handle.slots.close();
         }
@@ -1104,7 +1251,7 @@ impl<T: Transport> ReqSocket<T> {
             return ResponseFuture::balanced(balanced.clone(), msg, self.errors.clone()).await;
         }
         let handle = self.handle().ok_or(Error::NotConnected { last: None })?;
-        send_on(&handle.slots, &self.codec, msg).await
+        send_on(handle, self.lane, &self.codec, msg).await
     }
 }
 
@@ -1152,22 +1299,24 @@ pub(crate) fn checked_payload(reply: Message) -> Result<Bytes, Error> {
     Ok(reply.into_payload())
 }
 
-/// Waits for a free slot on behalf of [`ReqSocket::send`].
-struct Reserve<'a> {
+/// Waits for a free slot on behalf of [`send_on`], and queues the request in it, with the
+/// caller registered for the reply (see [`SlotTable::poll_send`]).
+struct Sending<'a> {
     slots: &'a SlotTable,
+    msg: Option<Message>,
     ticket: Option<Ticket>,
 }
 
-impl std::future::Future for Reserve<'_> {
-    type Output = Result<SlotId, Error>;
+impl std::future::Future for Sending<'_> {
+    type Output = Result<(SlotId, usize), Error>;
 
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        this.slots.poll_reserve(&mut this.ticket, cx)
+        this.slots.poll_send(&mut this.msg, &mut this.ticket, cx)
     }
 }
 
-impl Drop for Reserve<'_> {
+impl Drop for Sending<'_> {
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket.take() {
             self.slots.cancel(ticket);

@@ -23,6 +23,7 @@
 //! hand-off per batch that costs more than the batch itself.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -210,6 +211,8 @@ pub(crate) struct SlotTable {
     errors: Arc<ErrorCounters>,
     /// The `in_flight` limit's counter, hit by every caller that waits for a slot.
     in_flight: Hits,
+    /// Whether a driver serves a connection: `State::connected`, read without the lock.
+    up: AtomicBool,
 }
 
 impl SlotTable {
@@ -234,6 +237,7 @@ impl SlotTable {
             closed: CancellationToken::new(),
             errors: Arc::default(),
             in_flight: Hits::new(crate::limits::IN_FLIGHT),
+            up: AtomicBool::new(false),
         }
     }
 
@@ -328,55 +332,131 @@ impl SlotTable {
         wake_all(wake);
     }
 
-    /// Queues `msg` in reserved slot `id` for the driver. While there is no connection it
-    /// waits in the queue for the next one.
+    /// Queues `msg` in reserved slot `id` for the driver, and says how many requests the
+    /// table holds now, this one included. While there is no connection it waits in the
+    /// queue for the next one.
     ///
     /// # Errors
     ///
     /// [`Error::FrameTooLarge`], [`Error::Closed`] once the socket is closing, or the
     /// error the socket stopped with; either way the slot is freed.
-    pub(crate) fn enqueue(&self, id: SlotId, msg: Message) -> Result<(), Error> {
-        let len = msg.payload().len();
+    pub(crate) fn enqueue(&self, id: SlotId, msg: Message) -> Result<usize, Error> {
         let mut wake = Vec::new();
-        let driver = {
+        let queued = {
             let mut state = self.lock();
-            let refused = if len > self.max_frame_len {
-                Some(Error::FrameTooLarge {
-                    len: len as u64,
-                    max: self.max_frame_len,
-                })
-            } else if let Err(e) = msg.metadata().check(msg.route()) {
-                Some(Error::InvalidMetadata(e))
-            } else if state.balanced && !state.connected && state.refusal().is_none() {
-                Some(Error::NotConnected {
-                    last: state.last_dial.clone(),
-                })
+            self.push(&mut state, id, msg, None, &mut wake)
+        };
+        self.queued(queued, wake)
+    }
+
+    /// Reserves a slot and queues `msg` in it, with `cx` registered for the reply: under
+    /// one lock, what [`poll_reserve`](Self::poll_reserve), [`enqueue`](Self::enqueue)
+    /// and the first [`poll_reply`](Self::poll_reply) do under three. `msg` is taken once
+    /// a slot is; `ticket` is as for `poll_reserve`. Returns the slot, and how many
+    /// requests the table holds now.
+    ///
+    /// # Errors
+    ///
+    /// As `poll_reserve`, then as `enqueue`.
+    pub(crate) fn poll_send(
+        &self,
+        msg: &mut Option<Message>,
+        ticket: &mut Option<Ticket>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(SlotId, usize), Error>> {
+        let mut wake = Vec::new();
+        let (id, queued) = {
+            let mut state = self.lock();
+            if let Some(e) = state.refusal() {
+                *ticket = None;
+                return Poll::Ready(Err(e));
+            }
+            let id = if let Some(mine) = *ticket {
+                match state.waiters.poll(mine, cx.waker()) {
+                    Some(id) => {
+                        *ticket = None;
+                        id
+                    }
+                    None => return Poll::Pending,
+                }
             } else {
-                state.refusal()
+                match state.slots.reserve(Slot::Reserved) {
+                    Some((id, _)) => id,
+                    None => {
+                        self.in_flight.hit();
+                        *ticket = Some(state.waiters.join(cx.waker()));
+                        return Poll::Pending;
+                    }
+                }
             };
-            if let Some(e) = refused {
-                // The slot goes back: no request will wait on it.
+            let Some(msg) = msg.take() else {
                 state.release(id, &mut wake);
                 drop(state);
                 wake_all(wake);
-                return Err(e);
-            }
-            let generation = state.slots.generation(id);
-            if let Some(slot) = state.slots.get_any(id) {
-                *slot = Slot::Waiting { waker: None };
-            }
-            state.queue.push(Queued {
-                slot: id,
-                generation,
-                msg,
-                sweeps: 0,
-            });
-            state.queue.wake_consumer()
+                return Poll::Ready(Err(Error::PolledAfterCompletion));
+            };
+            let waker = Some(cx.waker().clone());
+            (id, self.push(&mut state, id, msg, waker, &mut wake))
         };
+        Poll::Ready(self.queued(queued, wake).map(|held| (id, held)))
+    }
+
+    /// Queues `msg` in reserved slot `id`, with `waker` to wake for its reply if there is
+    /// one already; refused, frees the slot. Returns the driver to wake, if it sleeps, and
+    /// the requests held.
+    fn push(
+        &self,
+        state: &mut State,
+        id: SlotId,
+        msg: Message,
+        waker: Option<Waker>,
+        wake: &mut Vec<Waker>,
+    ) -> Result<(Option<Waker>, usize), Error> {
+        let len = msg.payload().len();
+        let refused = if len > self.max_frame_len {
+            Some(Error::FrameTooLarge {
+                len: len as u64,
+                max: self.max_frame_len,
+            })
+        } else if let Err(e) = msg.metadata().check(msg.route()) {
+            Some(Error::InvalidMetadata(e))
+        } else if state.balanced && !state.connected && state.refusal().is_none() {
+            Some(Error::NotConnected {
+                last: state.last_dial.clone(),
+            })
+        } else {
+            state.refusal()
+        };
+        if let Some(e) = refused {
+            // The slot goes back: no request will wait on it.
+            state.release(id, wake);
+            return Err(e);
+        }
+        let generation = state.slots.generation(id);
+        if let Some(slot) = state.slots.get_any(id) {
+            *slot = Slot::Waiting { waker };
+        }
+        state.queue.push(Queued {
+            slot: id,
+            generation,
+            msg,
+            sweeps: 0,
+        });
+        Ok((state.queue.wake_consumer(), state.slots.held()))
+    }
+
+    /// Wakes what [`push`](Self::push) left to wake, once the lock is released.
+    fn queued(
+        &self,
+        queued: Result<(Option<Waker>, usize), Error>,
+        wake: Vec<Waker>,
+    ) -> Result<usize, Error> {
+        wake_all(wake);
+        let (driver, held) = queued?;
         if let Some(driver) = driver {
             driver.wake();
         }
-        Ok(())
+        Ok(held)
     }
 
     /// The reply in slot `id`, once it has come; frees the slot when it is taken.
@@ -449,11 +529,18 @@ impl SlotTable {
         }
     }
 
+    /// Whether a driver serves a connection, and the table has not stopped: read without
+    /// the lock, for a choice that may be a moment late.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
     /// Driver: a connection is up.
     pub(crate) fn connected(&self) {
         let waker = {
             let mut state = self.lock();
             state.connected = true;
+            self.up.store(true, Ordering::Release);
             state.last_dial = None;
             state.cancels.clear();
             state.on_connect.take()
@@ -548,6 +635,7 @@ impl SlotTable {
         {
             let mut state = self.lock();
             state.connected = false;
+            self.up.store(false, Ordering::Release);
             state.cancels.clear();
             for (id, generation) in on_wire {
                 state.fill(id, generation, Err(error()), &mut wake);
@@ -623,6 +711,7 @@ impl SlotTable {
         {
             let mut state = self.lock();
             state.stopped = Some(error.clone());
+            self.up.store(false, Ordering::Release);
             wake.extend(state.on_connect.take());
             let queue = state.queue.drain();
             for queued in queue {
@@ -671,6 +760,62 @@ mod tests {
         table.take(&mut batch, &mut cx());
         assert_eq!(batch.requests.len(), 1);
         (slot, batch.requests[0].generation)
+    }
+
+    /// A waker that counts its wakes.
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn sending_reserves_queues_and_registers_the_caller_in_one_go() {
+        let table = SlotTable::new(1, 8, Decoders::default());
+        table.connected();
+        let woken = Arc::new(Counting(Default::default()));
+        let waker = Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        let (mut msg, mut ticket) = (Some(Message::from("x")), None);
+        let slot = match table.poll_send(&mut msg, &mut ticket, &mut cx) {
+            Poll::Ready(Ok((slot, held))) => {
+                assert_eq!(held, 1);
+                slot
+            }
+            other => panic!("{other:?}"),
+        };
+        assert!(msg.is_none() && ticket.is_none());
+
+        // The table is full: the next caller waits in line, its message kept.
+        let (mut next, mut next_ticket) = (Some(Message::from("y")), None);
+        assert!(table
+            .poll_send(&mut next, &mut next_ticket, &mut cx)
+            .is_pending());
+        assert!(next.is_some() && next_ticket.is_some());
+
+        // The reply wakes the first caller, who never polled for it.
+        let mut batch = Batch::default();
+        table.take(&mut batch, &mut cx);
+        let generation = batch.requests[0].generation;
+        let mut done = Completions::default();
+        done.push(slot, generation, Ok(Message::from("reply")));
+        table.complete(&mut done);
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+        match table.poll_reply(slot, &mut cx) {
+            Poll::Ready(Ok(reply)) => assert_eq!(reply.payload(), "reply"),
+            other => panic!("{other:?}"),
+        }
+
+        // The freed slot went to the caller in line; a message over the limit is refused
+        // there and gives the slot back.
+        next = Some(Message::from("far too long"));
+        match table.poll_send(&mut next, &mut next_ticket, &mut cx) {
+            Poll::Ready(Err(Error::FrameTooLarge { len: 12, max: 8 })) => {}
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(table.stats().in_flight, 0);
     }
 
     #[test]
