@@ -10,11 +10,13 @@
 //! they run on.
 //!
 //! The first connection is the endpoint's own; the others are opened the first time a
-//! request from a clone finds [`GROW_AT`] requests held on its connection, up to [`ReqOptions::connections`](super::ReqOptions::connections)
-//! (default: the runtime's workers). A socket used one request at a time, or from one
-//! task, keeps one connection. A lane that is not connected (still dialing, lost, or
-//! refused) sends its clones' requests to the first connection instead; it redials on its
-//! own, and reports no events: the endpoint's events are the first connection's.
+//! request from a clone finds [`GROW_AT`] requests held on its connection, up to
+//! [`ReqOptions::connections`](super::ReqOptions::connections) (default: the runtime's
+//! workers). A socket used one request at a time, or from one task, keeps one connection.
+//! A lane that is not connected (still dialing, lost, or refused) sends its clones'
+//! requests to the first connection instead; it redials on its own, and reports no
+//! events: the endpoint's events are the first connection's. A lane refused for good is
+//! not opened again.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
