@@ -102,13 +102,28 @@ async fn clones_under_load_spread_over_a_connection_per_worker() {
     ));
 }
 
+/// One handle with 64 requests out, as a `pipeline` and as `request` futures, dials one
+/// connection: the server is asked to admit one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_handle_keeps_one_connection_however_many_requests_it_has_out() {
-    let (addr, peers) =
-        counting_echo(RepSocket::new(Tcp::default()), Duration::from_millis(2)).await;
+    let admitted = Arc::new(AtomicUsize::new(0));
+    let admission = {
+        let admitted = admitted.clone();
+        service_fn(move |_: AdmissionRequest<SocketAddr>| {
+            admitted.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, Infallible>(Verdict::Admit) }
+        })
+    };
+    let rep = RepSocket::new(Tcp::default()).with_admission(admission);
+    let (addr, peers) = counting_echo(rep, Duration::from_millis(2)).await;
     let mut req = ReqSocket::new(Tcp::default());
     req.connect(addr).await.unwrap();
 
+    let requests = futures_util::stream::iter((0..640).map(|i| Bytes::from(format!("p {i}"))));
+    let replies: Vec<_> = within(req.pipeline(requests, 64).collect::<Vec<_>>()).await;
+    for (i, reply) in replies.into_iter().enumerate() {
+        assert_eq!(reply.unwrap(), format!("p {i}"));
+    }
     let mut out: FuturesUnordered<_> = (0..64)
         .map(|i| {
             let payload = Bytes::from(format!("request {i}"));
@@ -117,7 +132,10 @@ async fn one_handle_keeps_one_connection_however_many_requests_it_has_out() {
         })
         .collect();
     within(async { while out.next().await.is_some() {} }).await;
-    assert_eq!(connections(&peers), vec![64]);
+    assert_eq!(connections(&peers), vec![704]);
+    // A lane is dialed at once when it is opened: give one the time to show.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(admitted.load(Ordering::SeqCst), 1, "one connection dialed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

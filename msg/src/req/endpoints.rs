@@ -470,6 +470,7 @@ impl<T: Transport> Shared<T> {
         self.balanced.get_or_init(|| {
             let balanced = Balanced::new(self.watch.clone(), self.closed.clone(), reconnect_wait);
             for entry in entries {
+                entry.handle.lanes.retire();
                 entry.handle.slots.set_balanced();
                 balanced.insert(entry.key, service(&entry.handle));
             }

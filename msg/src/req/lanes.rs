@@ -12,11 +12,13 @@
 //! The first connection is the endpoint's own; the others are opened the first time a
 //! request from a clone finds [`GROW_AT`] requests held on its connection, up to
 //! [`ReqOptions::connections`](super::ReqOptions::connections) (default: the runtime's
-//! workers). A socket used one request at a time, or from one task, keeps one connection.
+//! workers, at most [`DEFAULT_MAX`]). A socket used one request at a time, or from one task, keeps one connection.
 //! A lane that is not connected (still dialing, lost, or refused) sends its clones'
 //! requests to the first connection instead; it redials on its own, and reports no
-//! events: the endpoint's events are the first connection's. A lane refused for good is
-//! not opened again.
+//! events: the endpoint's events are the first connection's. A lost lane redials only once
+//! the first connection is up, and gives up after a few failed dials; a lane that gave up
+//! is not opened again. Lanes close with the first connection, and when the socket starts
+//! balancing over many endpoints.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -28,8 +30,12 @@ use super::Handle;
 /// which the next lane is opened.
 pub(crate) const GROW_AT: usize = 16;
 
-/// Opens one more lane to the endpoint, and returns its handle.
-pub(crate) type Open = Box<dyn Fn() -> Arc<Handle> + Send + Sync>;
+/// Opens one more lane to the endpoint whose first connection's table is the one given,
+/// and returns its handle.
+pub(crate) type Open = Box<dyn Fn(&Arc<SlotTable>) -> Arc<Handle> + Send + Sync>;
+
+/// The most lanes an endpoint opens by default, whatever the runtime's workers.
+pub(crate) const DEFAULT_MAX: usize = 4;
 
 /// The lanes of one endpoint past its first connection.
 #[derive(Default)]
@@ -83,8 +89,10 @@ impl Lanes {
     /// opens the next lane if that is the sign of load, from a clone (see [`GROW_AT`]), and
     /// one is left to open. The socket made first is numbered 0, and its clones from 1: a
     /// request from a clone means the socket is shared.
-    pub(crate) fn note_load(&self, held: usize, lane: usize) {
-        if held < GROW_AT || lane == 0 {
+    /// `first` is the endpoint's first connection's table: a lane is not opened once it
+    /// is closing, and closes when it does.
+    pub(crate) fn note_load(&self, held: usize, lane: usize, first: &Arc<SlotTable>) {
+        if held < GROW_AT || lane == 0 || first.closed_token().is_cancelled() {
             return;
         }
         let Some(open) = &self.open else {
@@ -101,7 +109,17 @@ impl Lanes {
         {
             return;
         }
-        let _ = self.more[next].set(open());
+        let _ = self.more[next].set(open(first));
+    }
+
+    /// Opens no more lanes, and closes those open: for an endpoint that is one of many,
+    /// whose requests the balancer sends on its first connection only. Their requests in
+    /// flight are answered first.
+    pub(crate) fn retire(&self) {
+        self.opened.store(self.more.len(), Ordering::Release);
+        for lane in self.opened() {
+            lane.slots.close();
+        }
     }
 
     /// The lanes opened past the first.
@@ -111,12 +129,12 @@ impl Lanes {
 }
 
 /// The lanes an endpoint opens at most, `connections` asked for or, if `None`, one per
-/// worker of the runtime it is made on (one outside a runtime).
+/// worker of the runtime it is made on, up to [`DEFAULT_MAX`] (one outside a runtime).
 pub(crate) fn count(connections: Option<usize>) -> usize {
     connections
         .unwrap_or_else(|| {
             tokio::runtime::Handle::try_current()
-                .map(|rt| rt.metrics().num_workers())
+                .map(|rt| rt.metrics().num_workers().min(DEFAULT_MAX))
                 .unwrap_or(1)
         })
         .max(1)

@@ -57,10 +57,11 @@ pub use pipeline::Pipeline;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ReqOptions {
-    /// Most requests in flight on the connection at once. When they are all out,
+    /// Most requests in flight on one connection at once. When they are all out,
     /// `poll_ready` is pending and [`ReqSocket::request`] waits. Default: 1024, enough to
     /// keep a loopback or LAN link busy while bounding memory. With
-    /// [many endpoints](ReqSocket#many-endpoints), the limit of each endpoint.
+    /// [many endpoints](ReqSocket#many-endpoints), the limit of each endpoint; with more
+    /// than one [connection](Self::connections) to an endpoint, of each connection.
     pub max_in_flight: usize,
     /// Largest message sent or received, in bytes: see
     /// [`ConnectionOptions::max_frame_len`](crate::ConnectionOptions::max_frame_len). Default: 64 MiB
@@ -100,9 +101,11 @@ pub struct ReqOptions {
     /// every caller's wake-up across to the one driving the only one. A socket used from
     /// one task, or one request at a time, keeps one connection, as does every endpoint
     /// while the socket has [many](ReqSocket#many-endpoints). `max_in_flight` applies to
-    /// each connection. Default: `None`, one per worker thread of the runtime the socket
-    /// connects on (one on a current-thread runtime); `Some(1)` keeps ZeroMQ's one
-    /// connection per endpoint.
+    /// each connection. A connection past the first redials only while the first is up,
+    /// and gives up after three failed dials in a row (a server that takes one connection
+    /// per client gives it to the first); its clones then use the first. Default: `None`,
+    /// one per worker thread of the runtime the socket connects on, at most 4 (one on a
+    /// current-thread runtime); `Some(1)` keeps ZeroMQ's one connection per endpoint.
     pub connections: Option<usize>,
 }
 
@@ -189,7 +192,7 @@ impl ReqOptions {
 pub struct ReqStats {
     /// Slots held: requests queued, on the wire, or with a reply not yet collected (and
     /// capacity reserved by `poll_ready`). At most
-    /// [`max_in_flight`](ReqOptions::max_in_flight).
+    /// [`max_in_flight`](ReqOptions::max_in_flight) per connection.
     pub in_flight: usize,
     /// Requests waiting to be written, or for a connection.
     pub queued: usize,
@@ -257,7 +260,16 @@ struct ReqSession<A> {
     /// The endpoint's health and the socket's watch over its endpoints; `None` for a lane
     /// (see [`lanes`]), which counts in neither.
     endpoint: Option<(Arc<Health>, Arc<Watch>)>,
+    /// For a lane, the table of the endpoint's first connection: a lost lane redials only
+    /// once that is connected.
+    first: Option<Arc<SlotTable>>,
 }
+
+/// Failed dials in a row after which a lane gives up (see `Maker::lane`).
+const LANE_DIALS: u32 = 3;
+
+/// How often a lost lane looks whether the endpoint's first connection is up again.
+const LANE_WAIT: Duration = Duration::from_millis(20);
 
 impl<T: Transport> Session<T> for ReqSession<T::Addr> {
     fn serve(
@@ -271,10 +283,18 @@ impl<T: Transport> Session<T> for ReqSession<T::Addr> {
         if let Some(health) = &health {
             health.set_up(true);
         }
+        let first = self.first.clone();
+        let closed = self.slots.closed_token().clone();
         async move {
             let end = driver.await;
             if let Some(health) = health {
                 health.set_up(false);
+            }
+            if let (End::Lost(_), Some(first)) = (&end, first) {
+                // A lane lost: its redial waits for the endpoint's own connection.
+                while !first.is_connected() && !closed.is_cancelled() {
+                    tokio::time::sleep(LANE_WAIT).await;
+                }
             }
             end
         }
@@ -351,6 +371,7 @@ impl<T: Transport> Maker<T> {
             slots: slots.clone(),
             peer: Arc::new(Mutex::new(peer)),
             endpoint: Some((health.clone(), shared.watch.clone())),
+            first: None,
         };
         let done = CancellationToken::new();
         let handle = Arc::new(Handle {
@@ -417,21 +438,42 @@ impl<T: Transport> Maker<T> {
             ..self.clone()
         };
         let target = target.clone();
-        Lanes::new(extra, Box::new(move || maker.lane(target.clone())))
+        Lanes::new(
+            extra,
+            Box::new(move |first| maker.lane(target.clone(), first)),
+        )
     }
 
-    /// Opens a lane to `target`: a connection dialed, and redialed while its handle
-    /// lives, in the background.
-    fn lane(&self, target: T::Target) -> Arc<Handle> {
+    /// Opens a lane to `target` beside the endpoint's first connection, whose table is
+    /// `first`: a connection dialed in the background, and redialed only once `first` is
+    /// connected again (so that a server that takes one connection per client gives it to
+    /// the endpoint's own), giving up after [`LANE_DIALS`] failed dials in a row. It
+    /// closes when `first` closes or stops.
+    fn lane(&self, target: T::Target, first: &Arc<SlotTable>) -> Arc<Handle> {
         let slots = crate::conn::client::slots(&self.options, &self.decoders, &self.errors);
         let session = ReqSession {
             slots: slots.clone(),
             peer: Arc::new(Mutex::new(None)),
             endpoint: None,
+            first: Some(first.clone()),
         };
         let done = CancellationToken::new();
-        let handle = Arc::new(Handle::new(slots, done.clone()));
-        self.supervise(self.dialer(target), session, None, &handle, done);
+        let handle = Arc::new(Handle::new(slots.clone(), done.clone()));
+        let lane = Maker {
+            options: ReqOptions {
+                reconnect: self.options.reconnect.max_attempts(LANE_DIALS),
+                ..self.options.clone()
+            },
+            ..self.clone()
+        };
+        lane.supervise(lane.dialer(target), session, None, &handle, done);
+        let first = first.closed_token().clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = first.cancelled() => slots.close(),
+                _ = slots.closed_token().cancelled() => {}
+            }
+        });
         handle
     }
 
@@ -546,7 +588,9 @@ impl Client {
         match slots.enqueue(slot, msg) {
             Ok(held) => {
                 let waiting = ResponseFuture::waiting(slots.clone(), slot);
-                self.handle.lanes.note_load(held, self.lane);
+                self.handle
+                    .lanes
+                    .note_load(held, self.lane, &self.handle.slots);
                 waiting
             }
             Err(e) => ResponseFuture::failed(e, errors.clone()),
@@ -579,8 +623,9 @@ pub(crate) async fn send_on(
         ticket: None,
     }
     .await?;
-    handle.lanes.note_load(held, lane);
-    ResponseFuture::registered(slots.clone(), slot).await
+    let reply = ResponseFuture::registered(slots.clone(), slot);
+    handle.lanes.note_load(held, lane, &handle.slots);
+    reply.await
 }
 
 /// Waits for `send` with the request timeout, if there is one.
@@ -616,7 +661,7 @@ impl Drop for Client {
 ///
 /// Give each task a clone rather than an `Arc` of one socket: on a multi-threaded runtime,
 /// once a clone finds 16 requests out on the connection, the socket opens one more
-/// connection to the server per worker thread and spreads its clones over them, each
+/// connection to the server per worker thread (up to 4) and spreads its clones over them, each
 /// clone keeping to one, so that each worker drives a connection of its own (see
 /// [`ReqOptions::connections`], which `Some(1)` turns off). A request from a clone whose
 /// connection is not up goes on the first.
@@ -1238,7 +1283,13 @@ impl<T: Transport> ReqSocket<T> {
     where
         S: futures_core::Stream<Item = Bytes>,
     {
-        Pipeline::new(self.clone(), requests, window)
+        // One task's requests: the pipeline keeps to this handle's connection.
+        let mut socket = self.clone();
+        socket.lane = self.lane;
+        if let Some(client) = &mut socket.client {
+            client.lane = self.lane;
+        }
+        Pipeline::new(socket, requests, window)
     }
 
     /// Sends a message and waits for the reply message, headers included.

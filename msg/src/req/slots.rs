@@ -285,7 +285,13 @@ impl SlotTable {
     ) -> Poll<Result<SlotId, Error>> {
         let mut state = self.lock();
         if let Some(e) = state.refusal() {
-            *ticket = None;
+            // Out of the line, and a slot handed to this caller meanwhile back.
+            let mut wake = Vec::new();
+            if let Some(id) = ticket.take().and_then(|mine| state.waiters.leave(mine)) {
+                state.release(id, &mut wake);
+            }
+            drop(state);
+            wake_all(wake);
             return Poll::Ready(Err(e));
         }
         if let Some(mine) = *ticket {
@@ -368,7 +374,12 @@ impl SlotTable {
         let (id, queued) = {
             let mut state = self.lock();
             if let Some(e) = state.refusal() {
-                *ticket = None;
+                // Out of the line, and a slot handed to this caller meanwhile back.
+                if let Some(id) = ticket.take().and_then(|mine| state.waiters.leave(mine)) {
+                    state.release(id, &mut wake);
+                }
+                drop(state);
+                wake_all(wake);
                 return Poll::Ready(Err(e));
             }
             let id = if let Some(mine) = *ticket {
@@ -521,6 +532,7 @@ impl SlotTable {
         let (driver, balancer) = {
             let mut state = self.lock();
             state.closing = true;
+            self.up.store(false, Ordering::Release);
             (state.queue.wake_consumer(), state.on_connect.take())
         };
         self.closed.cancel();
