@@ -92,14 +92,19 @@ impl Lanes {
     /// `first` is the endpoint's first connection's table: a lane is not opened once it
     /// is closing, and closes when it does.
     pub(crate) fn note_load(&self, held: usize, lane: usize, first: &Arc<SlotTable>) {
-        if held < GROW_AT || lane == 0 || first.closed_token().is_cancelled() {
+        if held < GROW_AT || lane == 0 {
             return;
         }
         let Some(open) = &self.open else {
             return;
         };
         let next = self.opened.load(Ordering::Relaxed);
-        if next >= self.more.len() || tokio::runtime::Handle::try_current().is_err() {
+        // Checked after the count, which is all a request pays once every lane is open:
+        // the token's check takes a lock.
+        if next >= self.more.len()
+            || first.closed_token().is_cancelled()
+            || tokio::runtime::Handle::try_current().is_err()
+        {
             return;
         }
         if self
