@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use msg::admission::{AdmissionRequest, Verdict};
 use msg::{Error, RepSocket, ReqOptions, ReqSocket, Request, SocketEvent, Tcp};
-use msg_tests::{serve_socket_on_loopback, within};
+use msg_tests::{serve_socket_on_loopback, within, Relay};
 use tower::service_fn;
 
 /// Requests answered, by the peer address of the connection each came on.
@@ -210,5 +210,39 @@ async fn a_second_connection_the_server_refuses_leaves_its_clones_on_the_first()
             "only the endpoint's own connection is reported: {event:?}"
         );
     }
+    from_clones(&req, 64, 5).await;
+}
+
+/// Every connection of the socket goes through a relay that counts the links whose client
+/// side closed: `close` closes the first connection and the lane alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_closes_every_connection_of_the_socket() {
+    let (server, peers) =
+        counting_echo(RepSocket::new(Tcp::default()), Duration::from_millis(2)).await;
+    let relay = Relay::start(server).await;
+    let mut req = ReqSocket::new(Tcp::default());
+    req.connect(relay.addr()).await.unwrap();
+
+    from_clones(&req, 64, 40).await;
+    assert_eq!(connections(&peers).len(), 2);
+    within(req.close()).await;
+    within(relay.client_closed(2)).await;
+}
+
+/// Once a second endpoint makes the socket balance, requests go on each endpoint's first
+/// connection only: the first endpoint's lane closes, and every request is still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_closes_when_the_socket_starts_balancing() {
+    let (server, peers) =
+        counting_echo(RepSocket::new(Tcp::default()), Duration::from_millis(2)).await;
+    let relay = Relay::start(server).await;
+    let mut req = ReqSocket::new(Tcp::default());
+    req.connect(relay.addr()).await.unwrap();
+    from_clones(&req, 64, 40).await;
+    assert_eq!(connections(&peers).len(), 2);
+
+    let (other, _) = counting_echo(RepSocket::new(Tcp::default()), Duration::from_millis(2)).await;
+    req.connect(other).await.unwrap();
+    within(relay.client_closed(1)).await;
     from_clones(&req, 64, 5).await;
 }
