@@ -213,18 +213,24 @@ async fn a_second_connection_the_server_refuses_leaves_its_clones_on_the_first()
     from_clones(&req, 64, 5).await;
 }
 
-/// Every connection of the socket goes through a relay that counts the links whose client
-/// side closed: `close` closes the first connection and the lane alike.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn close_closes_every_connection_of_the_socket() {
+/// A socket connected through a relay to a counting echo server, its 64 clones spread over
+/// two connections (checked), and the relay, which counts the links each side closed.
+async fn spread_through_a_relay() -> (ReqSocket<Tcp>, Relay) {
     let (server, peers) =
         counting_echo(RepSocket::new(Tcp::default()), Duration::from_millis(2)).await;
     let relay = Relay::start(server).await;
     let mut req = ReqSocket::new(Tcp::default());
     req.connect(relay.addr()).await.unwrap();
-
     from_clones(&req, 64, 40).await;
     assert_eq!(connections(&peers).len(), 2);
+    (req, relay)
+}
+
+/// Every connection of the socket goes through a relay that counts the links whose client
+/// side closed: `close` closes the first connection and the lane alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_closes_every_connection_of_the_socket() {
+    let (req, relay) = spread_through_a_relay().await;
     within(req.close()).await;
     within(relay.client_closed(2)).await;
 }
@@ -233,13 +239,7 @@ async fn close_closes_every_connection_of_the_socket() {
 /// connection only: the first endpoint's lane closes, and every request is still answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lane_closes_when_the_socket_starts_balancing() {
-    let (server, peers) =
-        counting_echo(RepSocket::new(Tcp::default()), Duration::from_millis(2)).await;
-    let relay = Relay::start(server).await;
-    let mut req = ReqSocket::new(Tcp::default());
-    req.connect(relay.addr()).await.unwrap();
-    from_clones(&req, 64, 40).await;
-    assert_eq!(connections(&peers).len(), 2);
+    let (mut req, relay) = spread_through_a_relay().await;
 
     let (other, _) = counting_echo(RepSocket::new(Tcp::default()), Duration::from_millis(2)).await;
     req.connect(other).await.unwrap();
