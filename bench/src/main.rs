@@ -46,6 +46,8 @@
 //! requests a row, medians of 3).
 //! `--profile omq` is omq's throughput (`--size N` too), `--profile omq-pubsub-SIZE` its
 //! lossless pub/sub to one subscriber for 3 s, `--profile omq-latency` its latency row.
+//! `--profile open-msg` and `--profile open-baseline` run one open-loop row alone for 3 s,
+//! at `--rate R` requests per second (default 400,000).
 
 mod baseline;
 mod codecs;
@@ -223,6 +225,27 @@ fn main() {
             throughput_requests: 2_000_000,
             ..plan
         };
+        if let Some(system) = name.strip_prefix("open-") {
+            // One open-loop run alone, 3 s at `--rate R` (default 400,000/s).
+            let rate = args
+                .iter()
+                .position(|a| a == "--rate")
+                .and_then(|i| args.get(i + 1))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(400_000.0);
+            let duration = Duration::from_secs(3);
+            let r = if system == "baseline" {
+                run_on_workers(open_loop::baseline(rate, duration))
+            } else {
+                run_on_workers(open_loop::msg(rate, duration, 64))
+            };
+            println!(
+                "open loop {system} at {rate:.0}/s: p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs, \
+                 floor p99 {:.0} µs, answered {:.0}/s",
+                r.p50, r.p99, r.p999, r.floor_p99, r.achieved
+            );
+            return;
+        }
         if name == "endpoints" {
             // Requests over 1, 2 and 3 endpoints of one socket, 1 M each, medians of 3.
             endpoints::report(3, 1_000_000);
