@@ -246,3 +246,75 @@ async fn a_lane_closes_when_the_socket_starts_balancing() {
     within(relay.client_closed(1)).await;
     from_clones(&req, 64, 5).await;
 }
+
+/// Both connections lost at once (the relay resets every link): the socket dials its
+/// first connection again, then the lane, and its clones spread over the two new ones, every
+/// request answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_every_connection_is_lost_the_socket_spreads_again() {
+    let (server, peers) =
+        counting_echo(RepSocket::new(Tcp::default()), Duration::from_millis(2)).await;
+    let relay = Relay::start(server).await;
+    let mut req = ReqSocket::new(Tcp::default());
+    let mut events = req.events();
+    req.connect(relay.addr()).await.unwrap();
+    from_clones(&req, 64, 40).await;
+    let before: Vec<SocketAddr> = peers.lock().unwrap().keys().copied().collect();
+    assert_eq!(before.len(), 2);
+
+    relay.cut();
+    for wanted in ["disconnected", "connected again"] {
+        within(async {
+            loop {
+                match events.next().await {
+                    Some(SocketEvent::Disconnected { .. }) if wanted == "disconnected" => break,
+                    Some(SocketEvent::Connected { .. }) if wanted == "connected again" => break,
+                    Some(_) => {}
+                    None => panic!("events ended before the socket {wanted}"),
+                }
+            }
+        })
+        .await;
+    }
+    // Requests sent while the first connection is being dialed again wait for it; those
+    // already on a lost connection fail, so each clone retries until it is answered.
+    let mut set = tokio::task::JoinSet::new();
+    for task in 0..64 {
+        let req = req.clone();
+        set.spawn(async move {
+            for i in 0..40 {
+                let payload = Bytes::from(format!("task {task} request {i}"));
+                let mut tries = 0;
+                loop {
+                    match req.request(payload.clone()).await {
+                        Ok(reply) => break assert_eq!(reply, payload),
+                        Err(e) if tries < 50 => {
+                            tries += 1;
+                            tracing::debug!(error = %e, "retrying");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        Err(e) => panic!("still failing after {tries} tries: {e}"),
+                    }
+                }
+            }
+        });
+    }
+    within(async {
+        while let Some(done) = set.join_next().await {
+            done.expect("client task");
+        }
+    })
+    .await;
+    let after: Vec<(SocketAddr, usize)> = peers
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(peer, _)| !before.contains(peer))
+        .map(|(peer, n)| (*peer, *n))
+        .collect();
+    assert_eq!(after.len(), 2, "two new connections: {after:?}");
+    assert!(
+        after.iter().all(|(_, n)| *n > 0),
+        "both new connections carried requests: {after:?}"
+    );
+}
