@@ -3,8 +3,11 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// Hashes a `u64` key with one multiplication: for ids a side numbers itself (wire ids,
-/// ack ids, session ids), which are unique and need no more mixing than that.
+/// Hashes ids a side numbers itself (wire ids, ack ids, session ids), which are unique and
+/// need little mixing: each word written is folded in with an exclusive or and one
+/// multiplication, so that a single `u64` key hashes to itself times the constant, and a
+/// key of several small integers keeps its last word's low bits distinct. For integer ids:
+/// keys that differ only in the high bits of an earlier word share a bucket.
 ///
 /// The key itself would not do: the map keeps the hash's top 7 bits beside each entry to
 /// rule entries out without comparing keys, and small sequential ids have those bits all
@@ -18,24 +21,55 @@ pub struct IdHasher(u64);
 /// 2^64 divided by the golden ratio, rounded to odd.
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0.wrapping_mul(GOLDEN)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) | u64::from(*b);
-        }
-    }
-
-    fn write_u64(&mut self, id: u64) {
-        self.0 = id;
+impl IdHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0 ^ word).wrapping_mul(GOLDEN);
     }
 }
 
-/// A map from ids this side numbers to `V`. Not for keys a peer chooses: with no mixing,
-/// a peer could pick keys that collide.
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut le = [0; 8];
+            le.copy_from_slice(word);
+            self.add(u64::from_le_bytes(le));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut le = [0; 8];
+            le[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(le));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.add(id);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+}
+
+/// A map from ids this side numbers to `V`. Not for keys a peer chooses: the hash has no
+/// secret, so a peer could pick keys that collide.
 pub type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
 #[cfg(test)]
@@ -58,6 +92,27 @@ mod tests {
             top.len() > 100,
             "only {} of 128 top-bit tags used",
             top.len()
+        );
+    }
+
+    /// Keys of other integer widths, and tuples, spread as well: no width is read in a way
+    /// that leaves the low bits equal.
+    #[test]
+    fn other_key_types_spread_too() {
+        let build = BuildHasherDefault::<IdHasher>::default();
+        let narrow: HashSet<u64> = (1..=1024u32).map(|id| build.hash_one(id) & 1023).collect();
+        assert!(
+            narrow.len() > 600,
+            "u32 keys took {} of 1,024 buckets",
+            narrow.len()
+        );
+        let pairs: HashSet<u64> = (1..=1024u64)
+            .map(|id| build.hash_one((id, 7u64)) & 1023)
+            .collect();
+        assert!(
+            pairs.len() > 600,
+            "pairs took {} of 1,024 buckets",
+            pairs.len()
         );
     }
 }
