@@ -234,10 +234,13 @@ fn main() {
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(400_000.0);
             let duration = Duration::from_secs(3);
-            let r = if system == "baseline" {
-                run_on_workers(open_loop::baseline(rate, duration))
-            } else {
-                run_on_workers(open_loop::msg(rate, duration, 64))
+            let r = match system {
+                "baseline" => run_on_workers(open_loop::baseline(rate, duration)),
+                "msg" => run_on_workers(open_loop::msg(rate, duration, 64)),
+                other => {
+                    eprintln!("no open-loop row {other:?}: open-msg or open-baseline");
+                    std::process::exit(2);
+                }
             };
             println!(
                 "open loop {system} at {rate:.0}/s: p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs, \
