@@ -194,15 +194,16 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
+/// The value after `flag` in `args`, parsed, if it is there and parses.
+fn flag_value<T: std::str::FromStr>(args: &[String], flag: &str) -> Option<T> {
+    let i = args.iter().position(|a| a == flag)?;
+    args.get(i + 1)?.parse().ok()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let runs = args
-        .iter()
-        .position(|a| a == "--runs")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(if quick { 1 } else { 3 });
+    let runs = flag_value(&args, "--runs").unwrap_or(if quick { 1 } else { 3 });
     let plan = if quick {
         Plan {
             warmup: 200,
@@ -227,12 +228,7 @@ fn main() {
         };
         if let Some(system) = name.strip_prefix("open-") {
             // One open-loop run alone, 3 s at `--rate R` (default 400,000/s).
-            let rate = args
-                .iter()
-                .position(|a| a == "--rate")
-                .and_then(|i| args.get(i + 1))
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(400_000.0);
+            let rate = flag_value(&args, "--rate").unwrap_or(400_000.0);
             let duration = Duration::from_secs(3);
             let r = match system {
                 "baseline" => run_on_workers(open_loop::baseline(rate, duration)),
@@ -320,12 +316,7 @@ fn main() {
             );
             return;
         }
-        let size = args
-            .iter()
-            .position(|a| a == "--size")
-            .and_then(|i| args.get(i + 1))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(64);
+        let size = flag_value(&args, "--size").unwrap_or(64);
         let rate = match name {
             "baseline" => measure_throughput::<baseline::Baseline>(plan, size, 1),
             "zeromq" => measure_throughput::<zmq::Zmq>(plan, size, 1),
