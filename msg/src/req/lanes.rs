@@ -12,13 +12,13 @@
 //! The first connection is the endpoint's own; the others are opened the first time a
 //! request from a clone finds [`GROW_AT`] requests held on its connection, up to
 //! [`ReqOptions::connections`](super::ReqOptions::connections) (default: the runtime's
-//! workers, at most [`DEFAULT_MAX`]). A socket used one request at a time, or from one task, keeps one connection.
-//! A lane that is not connected (still dialing, lost, or refused) sends its clones'
-//! requests to the first connection instead; it redials on its own, and reports no
-//! events: the endpoint's events are the first connection's. A lost lane redials only once
-//! the first connection is up, and gives up after a few failed dials; a lane that gave up
-//! is not opened again. Lanes close with the first connection, and when the socket starts
-//! balancing over many endpoints.
+//! workers, at most [`DEFAULT_MAX`]). A socket used one request at a time, or from one
+//! task, keeps one connection. A lane that is not connected (still dialing, lost, or
+//! refused) sends its clones' requests to the first connection instead; it redials on its
+//! own, and reports no events: the endpoint's events are the first connection's. A lost
+//! lane redials only once the first connection is up, and gives up after a few failed
+//! dials; a lane that gave up is not opened again. Lanes close with the first connection,
+//! and when the socket starts balancing over many endpoints.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
