@@ -4,10 +4,15 @@
 //! Every request in flight holds a slot in a table under one lock. A handle reserves a slot
 //! (that is the in-flight limit), queues its message for the driver and then waits on the
 //! slot; the driver writes the queue out, and fills the slot when the reply comes. No
-//! channel, semaphore or allocation per request: the caller takes the lock to reserve a
-//! slot, to queue and to collect its reply, and the driver once per batch of writes and
-//! once per batch of replies. The driver only swaps buffers under the lock, and writes a
-//! slot only to fill it: a slot's memory stays with its caller's core.
+//! channel, semaphore or allocation per request: the caller takes the lock once, to reserve
+//! a slot and queue, and the driver once per batch of writes and once per batch of
+//! replies. The driver only swaps buffers under the lock.
+//!
+//! A reply is handed over outside the table's lock, in the slot's [`Cell`], which only the
+//! driver and that slot's caller touch: callers spread over many cores do not meet at the
+//! table's lock to collect their replies. A slot whose reply was collected is freed by the
+//! next holder of the lock (the driver takes it for every batch), or at once by the caller
+//! when another caller waits for a slot.
 //!
 //! Each request made in a slot gets a generation, so that a reply or a cancellation meant
 //! for an earlier request in the same slot is told apart. The table outlives connections.
@@ -24,7 +29,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 
 use msg_core::Message;
@@ -42,15 +47,80 @@ use crate::Error;
 /// What a request resolves to.
 pub(crate) type Reply = Result<Message, Error>;
 
-/// What a held slot holds: the request's state.
+/// What a held slot holds: the request's state. The caller's waker and the reply are in
+/// the slot's [`Cell`].
 #[derive(Debug)]
 enum Slot {
     /// Held for a request not yet made ([`tower::Service::poll_ready`] reserved it).
     Reserved,
-    /// The request is queued or on the wire; the waker is its caller's.
-    Waiting { waker: Option<Waker> },
-    /// The reply has come and waits for its caller.
-    Done(Reply),
+    /// The request is queued or on the wire.
+    Waiting,
+    /// The reply is in the slot's cell; the slot is freed once its caller has taken it.
+    Delivered,
+}
+
+/// Where one slot's reply is handed to its caller: the driver puts the reply in and takes
+/// the caller's waker out; the caller takes the reply, or leaves its waker. Aligned to a
+/// cache line of its own, so that callers on different cores do not share one.
+#[repr(align(64))]
+#[derive(Default)]
+struct Cell {
+    mail: Mutex<Mail>,
+    /// The caller has taken the reply: the slot can be freed.
+    collected: AtomicBool,
+}
+
+#[derive(Default)]
+struct Mail {
+    reply: Option<Reply>,
+    waker: Option<Waker>,
+}
+
+impl Cell {
+    fn mail(&self) -> MutexGuard<'_, Mail> {
+        // Nothing panics while the lock is held.
+        self.mail.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The slots' cells, reached by slot id without the table's lock: chunks of
+/// `FIRST_CHUNK`, then twice as many, and so on, each made the first time a slot in it is,
+/// and never moved or freed while the table lives.
+struct Cells {
+    chunks: [OnceLock<Box<[Cell]>>; CHUNKS],
+}
+
+/// Cells in the first chunk.
+const FIRST_CHUNK: usize = 8;
+/// Chunks enough for every `SlotId`.
+const CHUNKS: usize = 30;
+
+impl Cells {
+    fn new() -> Self {
+        Cells {
+            chunks: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// The chunk holding slot `id`'s cell, and the cell's place in it.
+    fn locate(id: SlotId) -> (usize, usize) {
+        let chunk = (id as usize / FIRST_CHUNK + 1).ilog2() as usize;
+        (chunk, id as usize - FIRST_CHUNK * ((1 << chunk) - 1))
+    }
+
+    /// Slot `id`'s cell, made if it is not yet.
+    fn make(&self, id: SlotId) -> &Cell {
+        let (chunk, at) = Self::locate(id);
+        let cells = self.chunks[chunk]
+            .get_or_init(|| (0..FIRST_CHUNK << chunk).map(|_| Cell::default()).collect());
+        &cells[at]
+    }
+
+    /// Slot `id`'s cell, if a request has been made in that slot.
+    fn get(&self, id: SlotId) -> Option<&Cell> {
+        let (chunk, at) = Self::locate(id);
+        self.chunks.get(chunk)?.get()?.get(at)
+    }
 }
 
 /// Replies the driver has matched and not yet delivered, with a buffer for their callers'
@@ -137,8 +207,8 @@ struct State {
     last_dial: Option<Arc<Error>>,
     /// Replies dropped because their request had been given up.
     late: u64,
-    /// Slots whose reply has come and not yet been taken.
-    uncollected: usize,
+    /// Slots whose reply has come, not yet freed: taken by their caller or not.
+    delivered: Vec<SlotId>,
     /// One endpoint of several (a balancer chooses among them): a request is never kept
     /// waiting for this one's connection, since another may be up. Requests queued when
     /// the connection goes, or made while it is down, fail at once with
@@ -165,27 +235,46 @@ impl State {
 
     /// Fills slot `id` with `reply` if it still waits for request `generation`; anything
     /// else is a late reply and is dropped.
-    fn fill(&mut self, id: SlotId, generation: Generation, reply: Reply, wake: &mut Vec<Waker>) {
+    fn fill(
+        &mut self,
+        cells: &Cells,
+        id: SlotId,
+        generation: Generation,
+        reply: Reply,
+        wake: &mut Vec<Waker>,
+    ) {
         match self.slots.get(id, generation) {
-            Some(slot @ Slot::Waiting { .. }) => {
-                self.uncollected += 1;
-                if let Slot::Waiting { waker: Some(waker) } =
-                    std::mem::replace(slot, Slot::Done(reply))
-                {
-                    wake.push(waker);
-                }
+            Some(slot @ Slot::Waiting) => {
+                *slot = Slot::Delivered;
+                self.delivered.push(id);
+                let mut mail = cells.make(id).mail();
+                mail.reply = Some(reply);
+                wake.extend(mail.waker.take());
             }
             _ => self.late += 1,
         }
     }
 
+    /// Frees the delivered slots whose callers have taken their replies.
+    fn reclaim(&mut self, cells: &Cells, wake: &mut Vec<Waker>) {
+        let mut i = 0;
+        while let Some(&id) = self.delivered.get(i) {
+            if cells.make(id).collected.load(Ordering::SeqCst) {
+                self.delivered.swap_remove(i);
+                self.release(id, wake);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     /// Fails every queued request with [`Error::NotConnected`]: they never left, and a
     /// retry may send them to another endpoint.
-    fn fail_queued(&mut self, wake: &mut Vec<Waker>) {
+    fn fail_queued(&mut self, cells: &Cells, wake: &mut Vec<Waker>) {
         let last = self.last_dial.clone();
         for queued in self.queue.drain() {
             let error = Error::NotConnected { last: last.clone() };
-            self.fill(queued.slot, queued.generation, Err(error), wake);
+            self.fill(cells, queued.slot, queued.generation, Err(error), wake);
         }
     }
 
@@ -213,6 +302,13 @@ pub(crate) struct SlotTable {
     in_flight: Hits,
     /// Whether a driver serves a connection: `State::connected`, read without the lock.
     up: AtomicBool,
+    /// The slots' cells, where replies are handed over.
+    cells: Cells,
+    /// A caller may be waiting for a free slot: one that collects a reply frees its slot at
+    /// once, under the lock, rather than leaving it for the next holder of the lock. Set
+    /// before a caller that found no free slot looks for collected ones, and cleared, under
+    /// the lock, only when nobody waits.
+    slot_wanted: AtomicBool,
 }
 
 impl SlotTable {
@@ -228,7 +324,7 @@ impl SlotTable {
                 stopped: None,
                 last_dial: None,
                 late: 0,
-                uncollected: 0,
+                delivered: Vec::new(),
                 balanced: false,
                 on_connect: None,
             }),
@@ -238,6 +334,8 @@ impl SlotTable {
             errors: Arc::default(),
             in_flight: Hits::new(crate::limits::IN_FLIGHT),
             up: AtomicBool::new(false),
+            cells: Cells::new(),
+            slot_wanted: AtomicBool::new(false),
         }
     }
 
@@ -303,14 +401,30 @@ impl SlotTable {
                 None => Poll::Pending,
             };
         }
-        match state.slots.reserve(Slot::Reserved) {
-            Some((id, _)) => Poll::Ready(Ok(id)),
+        let mut wake = Vec::new();
+        let reserved = match self.reserve(&mut state, &mut wake) {
+            Some(id) => Poll::Ready(Ok(id)),
             None => {
                 self.in_flight.hit();
                 *ticket = Some(state.waiters.join(cx.waker()));
                 Poll::Pending
             }
+        };
+        drop(state);
+        wake_all(wake);
+        reserved
+    }
+
+    /// Reserves a free slot. With none, frees first the slots whose replies were
+    /// collected; with none of those either, says that a caller waits for one.
+    fn reserve(&self, state: &mut State, wake: &mut Vec<Waker>) -> Option<SlotId> {
+        if let Some((id, _)) = state.slots.reserve(Slot::Reserved) {
+            return Some(id);
         }
+        // Before looking at the cells: a caller that collects after this look sees it.
+        self.slot_wanted.store(true, Ordering::SeqCst);
+        state.reclaim(&self.cells, wake);
+        state.slots.reserve(Slot::Reserved).map(|(id, _)| id)
     }
 
     /// A handle stopped waiting for a slot: leaves the queue, and passes on a slot that was
@@ -391,11 +505,13 @@ impl SlotTable {
                     None => return Poll::Pending,
                 }
             } else {
-                match state.slots.reserve(Slot::Reserved) {
-                    Some((id, _)) => id,
+                match self.reserve(&mut state, &mut wake) {
+                    Some(id) => id,
                     None => {
                         self.in_flight.hit();
                         *ticket = Some(state.waiters.join(cx.waker()));
+                        drop(state);
+                        wake_all(wake);
                         return Poll::Pending;
                     }
                 }
@@ -445,8 +561,13 @@ impl SlotTable {
         }
         let generation = state.slots.generation(id);
         if let Some(slot) = state.slots.get_any(id) {
-            *slot = Slot::Waiting { waker };
+            *slot = Slot::Waiting;
         }
+        let cell = self.cells.make(id);
+        cell.collected.store(false, Ordering::Relaxed);
+        let mut mail = cell.mail();
+        mail.reply = None;
+        mail.waker = waker;
         state.queue.push(Queued {
             slot: id,
             generation,
@@ -470,28 +591,39 @@ impl SlotTable {
         Ok(held)
     }
 
-    /// The reply in slot `id`, once it has come; frees the slot when it is taken.
+    /// The reply in slot `id`, once it has come, taken from the slot's cell without the
+    /// table's lock. The slot is freed by the next holder of the lock, or at once if a
+    /// caller waits for a slot.
     pub(crate) fn poll_reply(&self, id: SlotId, cx: &mut Context<'_>) -> Poll<Reply> {
-        let mut wake = Vec::new();
+        let Some(cell) = self.cells.get(id) else {
+            return Poll::Ready(Err(Error::PolledAfterCompletion));
+        };
         let reply = {
-            let mut state = self.lock();
-            match state.slots.get_any(id) {
-                Some(Slot::Waiting { waker }) => {
-                    park(waker, cx.waker());
+            let mut mail = cell.mail();
+            match mail.reply.take() {
+                Some(reply) => reply,
+                None if cell.collected.load(Ordering::Relaxed) => {
+                    return Poll::Ready(Err(Error::PolledAfterCompletion));
+                }
+                None => {
+                    park(&mut mail.waker, cx.waker());
                     return Poll::Pending;
                 }
-                Some(slot @ Slot::Done(_)) => {
-                    let Slot::Done(reply) = std::mem::replace(slot, Slot::Reserved) else {
-                        unreachable!("matched as done")
-                    };
-                    state.uncollected -= 1;
-                    state.release(id, &mut wake);
-                    reply
-                }
-                _ => Err(Error::PolledAfterCompletion),
             }
         };
-        wake_all(wake);
+        // Marked before looking for a waiting caller: one that starts waiting after the
+        // look frees this slot itself (see `reserve`).
+        cell.collected.store(true, Ordering::SeqCst);
+        if self.slot_wanted.load(Ordering::SeqCst) {
+            let mut wake = Vec::new();
+            {
+                let mut state = self.lock();
+                state.reclaim(&self.cells, &mut wake);
+                self.slot_wanted
+                    .store(!state.waiters.is_empty(), Ordering::SeqCst);
+            }
+            wake_all(wake);
+        }
         Poll::Ready(reply)
     }
 
@@ -500,26 +632,30 @@ impl SlotTable {
     /// at once.
     pub(crate) fn abandon(&self, id: SlotId) {
         let mut wake = Vec::new();
-        let driver = {
+        let (driver, mail) = {
             let mut state = self.lock();
             let state = &mut *state;
             let driver = match state.slots.get_any(id) {
-                Some(Slot::Waiting { .. }) => match state.queue.remove(|q| q.slot == id) {
+                Some(Slot::Waiting) => match state.queue.remove(|q| q.slot == id) {
                     Some(_) => None,
                     None => {
                         state.cancels.push((id, state.slots.generation(id)));
                         state.queue.wake_consumer()
                     }
                 },
-                Some(Slot::Done(_)) => {
-                    state.uncollected -= 1;
+                Some(Slot::Delivered) => {
+                    state.delivered.retain(|&d| d != id);
                     None
                 }
                 _ => return,
             };
+            // The caller's waker, and a reply it will never take, go (once the lock is
+            // released).
+            let mail = std::mem::take(&mut *self.cells.make(id).mail());
             state.release(id, &mut wake);
-            driver
+            (driver, mail)
         };
+        drop(mail);
         wake_all(wake);
         if let Some(driver) = driver {
             driver.wake();
@@ -570,7 +706,7 @@ impl SlotTable {
             let mut state = self.lock();
             state.balanced = true;
             if !state.connected {
-                state.fail_queued(&mut wake);
+                state.fail_queued(&self.cells, &mut wake);
             }
         }
         wake_all(wake);
@@ -592,17 +728,35 @@ impl SlotTable {
 
     /// Balancer: the requests held (queued, on the wire, or reserved): the endpoint's load.
     pub(crate) fn load(&self) -> usize {
-        self.lock().slots.held()
+        let mut wake = Vec::new();
+        let held = {
+            let mut state = self.lock();
+            state.reclaim(&self.cells, &mut wake);
+            state.slots.held()
+        };
+        wake_all(wake);
+        held
     }
 
     /// Driver: swaps the queued requests and the cancellations into `batch`, whose buffers
     /// must be empty. With nothing to do, registers `cx` to be woken by the next request or
     /// cancellation. Returns whether the socket is open, closing, or stopped.
+    ///
+    /// Frees the slots whose replies were collected since, and wakes the callers waiting
+    /// for them once the lock is released.
     pub(crate) fn take(&self, batch: &mut Batch, cx: &mut Context<'_>) -> Flow {
+        let mut wake = Vec::new();
+        let flow = self.take_locked(batch, cx, &mut wake);
+        wake_all(wake);
+        flow
+    }
+
+    fn take_locked(&self, batch: &mut Batch, cx: &mut Context<'_>, wake: &mut Vec<Waker>) -> Flow {
         let mut state = self.lock();
         state.queue.swap_out(&mut batch.requests);
         std::mem::swap(&mut state.cancels, &mut batch.cancels);
-        batch.callers_pending = state.uncollected > 0;
+        state.reclaim(&self.cells, wake);
+        batch.callers_pending = !state.delivered.is_empty();
         // Registered only once there is nothing to do, so that a request queued while the
         // driver is busy costs no wake-up.
         if batch.requests.is_empty() && batch.cancels.is_empty() {
@@ -628,7 +782,7 @@ impl SlotTable {
         {
             let mut state = self.lock();
             for (id, generation, reply) in done.replies.drain(..) {
-                state.fill(id, generation, reply, &mut done.wakers);
+                state.fill(&self.cells, id, generation, reply, &mut done.wakers);
             }
         }
         for waker in done.wakers.drain(..) {
@@ -650,10 +804,10 @@ impl SlotTable {
             self.up.store(false, Ordering::Release);
             state.cancels.clear();
             for (id, generation) in on_wire {
-                state.fill(id, generation, Err(error()), &mut wake);
+                state.fill(&self.cells, id, generation, Err(error()), &mut wake);
             }
             if state.balanced {
-                state.fail_queued(&mut wake);
+                state.fail_queued(&self.cells, &mut wake);
             }
         }
         wake_all(wake);
@@ -674,6 +828,7 @@ impl SlotTable {
                 if queued.sweeps >= SWEEPS_PER_WAIT {
                     let last = state.last_dial.clone();
                     state.fill(
+                        &self.cells,
                         queued.slot,
                         queued.generation,
                         Err(Error::NotConnected { last }),
@@ -705,6 +860,7 @@ impl SlotTable {
             let queue = state.queue.drain();
             for queued in queue {
                 state.fill(
+                    &self.cells,
                     queued.slot,
                     queued.generation,
                     Err(error.clone()),
@@ -728,6 +884,7 @@ impl SlotTable {
             let queue = state.queue.drain();
             for queued in queue {
                 state.fill(
+                    &self.cells,
                     queued.slot,
                     queued.generation,
                     Err(error.clone()),
@@ -743,13 +900,19 @@ impl SlotTable {
 
     /// The socket's counters.
     pub(crate) fn stats(&self) -> super::ReqStats {
-        let state = self.lock();
-        super::ReqStats {
-            in_flight: state.slots.held(),
-            queued: state.queue.len(),
-            late_replies: state.late,
-            connected: state.connected,
-        }
+        let mut wake = Vec::new();
+        let stats = {
+            let mut state = self.lock();
+            state.reclaim(&self.cells, &mut wake);
+            super::ReqStats {
+                in_flight: state.slots.held(),
+                queued: state.queue.len(),
+                late_replies: state.late,
+                connected: state.connected,
+            }
+        };
+        wake_all(wake);
+        stats
     }
 }
 
@@ -928,6 +1091,73 @@ mod tests {
         assert!(table.poll_reply(slot, &mut cx()).is_ready());
         table.take(&mut batch, &mut cx());
         assert!(!batch.callers_pending, "the caller took it");
+    }
+
+    #[test]
+    fn a_caller_collects_its_reply_while_another_holds_the_tables_lock() {
+        let table = Arc::new(SlotTable::new(2, 1024, Decoders::default()));
+        table.connected();
+        let (slot, generation) = on_the_wire(&table);
+        let mut done = Completions::default();
+        done.push(slot, generation, Ok(Message::from("reply")));
+        table.complete(&mut done);
+        let held = table.lock();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let caller = {
+            let table = table.clone();
+            std::thread::spawn(move || {
+                let reply = table.poll_reply(slot, &mut cx());
+                let _ = tx.send(matches!(reply, Poll::Ready(Ok(_))));
+            })
+        };
+        let collected = rx.recv_timeout(std::time::Duration::from_secs(5));
+        drop(held);
+        caller.join().unwrap();
+        assert_eq!(
+            collected,
+            Ok(true),
+            "the caller waited for the table's lock"
+        );
+        // The slot is freed by the next holder of the lock: here the driver.
+        assert_eq!(table.lock().slots.held(), 1);
+        table.take(&mut Batch::default(), &mut cx());
+        assert_eq!(table.lock().slots.held(), 0);
+    }
+
+    #[test]
+    fn a_caller_waiting_for_a_slot_gets_one_as_soon_as_a_reply_is_collected() {
+        let table = SlotTable::new(1, 1024, Decoders::default());
+        table.connected();
+        let (slot, generation) = on_the_wire(&table);
+        let woken = Arc::new(Counting(Default::default()));
+        let waker = Waker::from(woken.clone());
+        let mut ticket = None;
+        assert!(table
+            .poll_reserve(&mut ticket, &mut Context::from_waker(&waker))
+            .is_pending());
+        let mut done = Completions::default();
+        done.push(slot, generation, Ok(Message::from("reply")));
+        table.complete(&mut done);
+        assert!(table.poll_reply(slot, &mut cx()).is_ready());
+        // No driver pass in between: the collecting caller handed the slot on.
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+        assert!(matches!(
+            table.poll_reserve(&mut ticket, &mut cx()),
+            Poll::Ready(Ok(s)) if s == slot
+        ));
+    }
+
+    #[test]
+    fn cells_are_found_by_slot_in_chunks_that_double() {
+        let mut expected = Vec::new();
+        for (chunk, size) in (0..CHUNKS).map(|k| (k, FIRST_CHUNK << k)).take(5) {
+            expected.extend((0..size).map(|at| (chunk, at)));
+        }
+        for (id, place) in expected.iter().enumerate() {
+            assert_eq!(Cells::locate(id as SlotId), *place, "slot {id}");
+        }
+        let (last, at) = Cells::locate(SlotId::MAX);
+        assert!(last < CHUNKS && at < FIRST_CHUNK << last);
     }
 
     #[test]
