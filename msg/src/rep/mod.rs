@@ -392,6 +392,8 @@ pub struct RepSocket<T: Transport> {
     incoming_tx: Option<mpsc::WeakSender<Established<T::Io, T::Addr>>>,
     /// Requests of the connections served as a stream.
     requests: Option<Arc<Inbox<T::Addr>>>,
+    /// Requests the stream has yielded since it last looked for new connections.
+    since_accepting: u32,
     /// Stops the accept loop and, gracefully, the connections served as a stream; cancelled
     /// by `close` and on drop.
     shutdown: CancellationToken,
@@ -468,6 +470,7 @@ impl<T: Transport> RepSocket<T> {
             incoming: None,
             incoming_tx: None,
             requests: None,
+            since_accepting: 0,
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -741,6 +744,17 @@ impl<T: Transport> Stream for RepSocket<T> {
         let inbox = this
             .requests
             .get_or_insert_with(|| Arc::new(Inbox::new(this.options.stream_buffer)));
+        // New connections are looked for when no request waits, and at least every
+        // `ACCEPT_EVERY` requests: a stream kept busy still takes new clients, and the
+        // look (a channel's poll, with its waker) is not paid on every request.
+        let request = inbox.poll_take(cx);
+        if request.is_some() {
+            this.since_accepting += 1;
+            if this.since_accepting < ACCEPT_EVERY {
+                return Poll::Ready(request);
+            }
+        }
+        this.since_accepting = 0;
         while let Poll::Ready(Some(conn)) = incoming.poll_recv(cx) {
             // Written out rather than `this.serving()`: `incoming` borrows `this`.
             let serving = crate::conn::server::Serving {
@@ -757,9 +771,13 @@ impl<T: Transport> Stream for RepSocket<T> {
                 this.events.clone(),
             );
         }
-        match inbox.poll_take(cx) {
+        match request {
             Some(request) => Poll::Ready(Some(request)),
             None => Poll::Pending,
         }
     }
 }
+
+/// Requests a [`RepSocket`] read as a stream yields, at most, between two looks for new
+/// connections.
+const ACCEPT_EVERY: u32 = 32;
