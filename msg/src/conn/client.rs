@@ -215,8 +215,8 @@ impl SendRequest {
     /// connection ends first, [`Error::Timeout`], [`Error::FrameTooLarge`], and
     /// [`Error::UnsupportedEncoding`] for a reply whose encoding no layer decoded.
     pub async fn request(&self, payload: Bytes) -> Result<Bytes, Error> {
-        let send = self.send(Message::new(payload));
-        req::checked_payload(req::with_timeout(self.timeout, send).await?)
+        let msg = Message::new(payload);
+        req::checked_payload(req::within_timeout!(self.timeout, self.send(msg))?)
     }
 
     /// Sends `payload` as a request to `route` and waits for its reply, as
@@ -231,8 +231,8 @@ impl SendRequest {
         route: impl msg_core::IntoRoute,
         payload: impl Into<Bytes>,
     ) -> Result<Bytes, Error> {
-        let send = self.send(Message::new(payload).with_route(route.into_route()?));
-        req::checked_payload(req::with_timeout(self.timeout, send).await?)
+        let msg = Message::new(payload).with_route(route.into_route()?);
+        req::checked_payload(req::within_timeout!(self.timeout, self.send(msg))?)
     }
 
     /// Sends a message and waits for the reply message, headers included.
