@@ -84,21 +84,24 @@ impl Cell {
 }
 
 /// The slots' cells, reached by slot id without the table's lock: chunks of
-/// `FIRST_CHUNK`, then twice as many, and so on, each made the first time a slot in it is,
-/// and never moved or freed while the table lives.
+/// `FIRST_CHUNK`, then twice as many, and so on, as many as `max` slots need (8 for the
+/// default 1,024), each made the first time a slot in it is, and never moved or freed
+/// while the table lives.
 struct Cells {
-    chunks: [OnceLock<Box<[Cell]>>; CHUNKS],
+    chunks: Box<[OnceLock<Box<[Cell]>>]>,
 }
 
 /// Cells in the first chunk.
 const FIRST_CHUNK: usize = 8;
-/// Chunks enough for every `SlotId`.
-const CHUNKS: usize = 30;
 
 impl Cells {
-    fn new() -> Self {
+    /// Room for the cells of `max` slots.
+    fn new(max: usize) -> Self {
+        let last = SlotId::try_from(max.max(1) - 1).unwrap_or(SlotId::MAX);
         Cells {
-            chunks: std::array::from_fn(|_| OnceLock::new()),
+            chunks: (0..=Self::locate(last).0)
+                .map(|_| OnceLock::new())
+                .collect(),
         }
     }
 
@@ -334,7 +337,7 @@ impl SlotTable {
             errors: Arc::default(),
             in_flight: Hits::new(crate::limits::IN_FLIGHT),
             up: AtomicBool::new(false),
-            cells: Cells::new(),
+            cells: Cells::new(max_in_flight),
             slot_wanted: AtomicBool::new(false),
         }
     }
@@ -1150,14 +1153,20 @@ mod tests {
     #[test]
     fn cells_are_found_by_slot_in_chunks_that_double() {
         let mut expected = Vec::new();
-        for (chunk, size) in (0..CHUNKS).map(|k| (k, FIRST_CHUNK << k)).take(5) {
+        for (chunk, size) in (0..5).map(|k| (k, FIRST_CHUNK << k)) {
             expected.extend((0..size).map(|at| (chunk, at)));
         }
         for (id, place) in expected.iter().enumerate() {
             assert_eq!(Cells::locate(id as SlotId), *place, "slot {id}");
         }
+        // As many chunks as the bound needs, and the last slot's cell in the last.
+        assert_eq!(Cells::new(1024).chunks.len(), 8);
+        assert_eq!(Cells::new(1).chunks.len(), 1);
+        let all = Cells::new(usize::MAX);
         let (last, at) = Cells::locate(SlotId::MAX);
-        assert!(last < CHUNKS && at < FIRST_CHUNK << last);
+        assert!(last == all.chunks.len() - 1 && at < FIRST_CHUNK << last);
+        let (chunk, _) = Cells::locate(1023);
+        assert_eq!(chunk, 7);
     }
 
     #[test]
