@@ -262,7 +262,10 @@ impl State {
     fn reclaim(&mut self, cells: &Cells, wake: &mut Vec<Waker>) {
         let mut i = 0;
         while let Some(&id) = self.delivered.get(i) {
-            if cells.make(id).collected.load(Ordering::SeqCst) {
+            let cell = cells.make(id);
+            if cell.collected.load(Ordering::SeqCst) {
+                // Empty again for the slot's next request.
+                cell.collected.store(false, Ordering::Relaxed);
                 self.delivered.swap_remove(i);
                 self.release(id, wake);
             } else {
@@ -566,11 +569,12 @@ impl SlotTable {
         if let Some(slot) = state.slots.get_any(id) {
             *slot = Slot::Waiting;
         }
+        // A slot's cell is left empty when the slot is freed (see `State::reclaim` and
+        // `abandon`): only a caller's waker, if there is one, goes in.
         let cell = self.cells.make(id);
-        cell.collected.store(false, Ordering::Relaxed);
-        let mut mail = cell.mail();
-        mail.reply = None;
-        mail.waker = waker;
+        if waker.is_some() {
+            cell.mail().waker = waker;
+        }
         state.queue.push(Queued {
             slot: id,
             generation,
@@ -654,7 +658,9 @@ impl SlotTable {
             };
             // The caller's waker, and a reply it will never take, go (once the lock is
             // released).
-            let mail = std::mem::take(&mut *self.cells.make(id).mail());
+            let cell = self.cells.make(id);
+            let mail = std::mem::take(&mut *cell.mail());
+            cell.collected.store(false, Ordering::Relaxed);
             state.release(id, &mut wake);
             (driver, mail)
         };
