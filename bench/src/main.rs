@@ -25,7 +25,10 @@
 //!   (`--uninstrumented`: with neither).
 //!
 //! Every measurement gets a fresh tokio multi-thread runtime with 2 workers, client and
-//! server in one process.
+//! server in one process. Before each throughput run, and around a `--profile` run, the
+//! bench measures how long a cache line takes to pass between two CPUs ([`cores`]) and
+//! prints it beside the row: on a host that moves its vCPUs about, that cost, not the
+//! build, decides whether work shared between the workers runs fast or slow.
 //!
 //! The peers: the `zeromq` crate and `omq` (`omq-tokio`), each with a row in the latency,
 //! throughput and pub/sub tables; omq as REQ to REP for latency, DEALER to ROUTER for
@@ -51,6 +54,7 @@
 
 mod baseline;
 mod codecs;
+mod cores;
 mod endpoints;
 mod fuzz;
 mod growth;
@@ -177,13 +181,20 @@ struct Spread {
     median: f64,
     slowest: f64,
     fastest: f64,
+    /// The core-to-core hop measured before each run (see [`cores`]), the median.
+    hop: Option<f64>,
 }
 
 fn measure_throughput_runs<S: System>(plan: Plan, size: usize, runs: usize) -> Spread {
+    let mut hops = Vec::new();
     let all: Vec<f64> = (0..runs)
-        .map(|_| run_on_workers(S::throughput(plan, size)))
+        .map(|_| {
+            hops.extend(cores::hop_ns());
+            run_on_workers(S::throughput(plan, size))
+        })
         .collect();
     Spread {
+        hop: (!hops.is_empty()).then(|| median(hops, |h| *h)),
         median: median(all.clone(), |r| *r),
         slowest: all.iter().copied().fold(f64::INFINITY, f64::min),
         fastest: all.iter().copied().fold(0.0, f64::max),
@@ -317,6 +328,7 @@ fn main() {
             return;
         }
         let size = flag_value(&args, "--size").unwrap_or(64);
+        let hop_before = cores::hop_ns();
         let rate = match name {
             "baseline" => measure_throughput::<baseline::Baseline>(plan, size, 1),
             "zeromq" => measure_throughput::<zmq::Zmq>(plan, size, 1),
@@ -341,7 +353,11 @@ fn main() {
             )),
             _ => measure_throughput::<msg_rs::Msg>(plan, size, 1),
         };
-        println!("{name}: {rate:.0} req/s");
+        println!(
+            "{name}: {rate:.0} req/s (core-to-core hop {} ns before, {} ns after)",
+            cores::show(hop_before),
+            cores::show(cores::hop_ns())
+        );
         return;
     }
     if let Some(i) = args.iter().position(|a| a == "--pubsub-child") {
@@ -526,12 +542,22 @@ fn reqrep_section(plan: Plan, runs: usize) {
     for size in [64usize, 1024] {
         println!(
             "\nthroughput, {size} B echo, {} in flight on one client, {} requests; the slowest \
-             run against the median, and the fastest",
+             run against the median, and the fastest; hop: the core-to-core cache-line \
+             hop before each run, ns, median (a slow hop slows every row that shares work \
+             between the workers)",
             plan.in_flight, plan.throughput_requests
         );
         println!(
-            "{:<17} {:>12} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9}",
-            "system", "req/s", "MB/s", "vs base", "vs zeromq", "vs omq", "slowest", "fastest"
+            "{:<17} {:>12} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>7}",
+            "system",
+            "req/s",
+            "MB/s",
+            "vs base",
+            "vs zeromq",
+            "vs omq",
+            "slowest",
+            "fastest",
+            "hop ns"
         );
         let base = measure_throughput_runs::<baseline::Baseline>(plan, size, runs);
         let rows = [
@@ -569,7 +595,7 @@ fn reqrep_section(plan: Plan, runs: usize) {
         let omq = rows[rows.len() - 1].1.median;
         for (name, r) in rows {
             println!(
-                "{:<17} {:>12.0} {:>10.1} {:>9.2}x {:>9.2}x {:>8.2}x {:>8.2}x {:>8.2}x",
+                "{:<17} {:>12.0} {:>10.1} {:>9.2}x {:>9.2}x {:>8.2}x {:>8.2}x {:>8.2}x {:>7}",
                 name,
                 r.median,
                 r.median * size as f64 / 1e6,
@@ -578,6 +604,7 @@ fn reqrep_section(plan: Plan, runs: usize) {
                 r.median / omq,
                 r.slowest / r.median,
                 r.fastest / r.median,
+                cores::show(r.hop),
             );
         }
     }
