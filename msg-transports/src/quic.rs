@@ -36,8 +36,8 @@ use crate::transport::{Connected, Listener, Transport, TransportError};
 /// datagrams as 1,452-byte ones. A path that carries less costs only the lost probes.
 ///
 /// A segmentation-offload send of many datagrams is one UDP send to the kernel, which
-/// refuses one of more than [`MAX_SEND`] bytes; [`Capped`] keeps every batch under it, so
-/// that 10 datagrams (quinn's most per send today) of this size go in one send.
+/// refuses one of more than [`MAX_SEND`] bytes; [`Capped`] keeps every batch under it, and
+/// under [`QuicOptions::send_batch`] datagrams.
 const MAX_DATAGRAM: u16 = 6_500;
 
 /// The largest UDP payload the kernel takes in one send (65,535 less the IPv4 and UDP
@@ -54,7 +54,11 @@ const RECV_BUFFER: usize = 2 * 1024 * 1024;
 ///
 /// The socket is bound as quinn's own constructors bind it: a client's IPv6 socket is made
 /// dual-stack where the platform allows, so that it reaches IPv4-mapped addresses too.
-fn udp_endpoint(server: Option<quinn::ServerConfig>, addr: SocketAddr) -> io::Result<Endpoint> {
+fn udp_endpoint(
+    server: Option<quinn::ServerConfig>,
+    addr: SocketAddr,
+    send_batch: usize,
+) -> io::Result<Endpoint> {
     let mut config = quinn::EndpointConfig::default();
     config
         .max_udp_payload_size(MAX_DATAGRAM)
@@ -75,23 +79,36 @@ fn udp_endpoint(server: Option<quinn::ServerConfig>, addr: SocketAddr) -> io::Re
     socket.bind(&addr.into())?;
     let runtime = quinn::default_runtime()
         .ok_or_else(|| io::Error::other("QUIC needs a tokio runtime, and none is running"))?;
-    let socket = Arc::new(Capped(runtime.wrap_udp_socket(socket.into())?));
+    let socket = Arc::new(Capped {
+        socket: runtime.wrap_udp_socket(socket.into())?,
+        most: batch_cap(send_batch),
+    });
     Endpoint::new_with_abstract_socket(config, server, socket, runtime)
 }
 
-/// A UDP socket that hands the kernel at most [`MAX_SEND`] bytes in one offloaded send,
-/// whatever number of datagrams per send quinn asks for: a larger send fails, and every
-/// batch that fails counts as lost, which collapses the connection's sending rate.
+/// The most datagrams per send for [`QuicOptions::send_batch`] `asked`: at least 1, and no
+/// more than [`MAX_SEND`] holds at [`MAX_DATAGRAM`] each.
+fn batch_cap(asked: usize) -> usize {
+    asked.clamp(1, MAX_SEND / usize::from(MAX_DATAGRAM))
+}
+
+/// A UDP socket that hands the kernel at most `most` datagrams in one offloaded send, and
+/// never more than [`MAX_SEND`] bytes, whatever number per send quinn asks for: a larger
+/// send fails, and every batch that fails counts as lost, which collapses the connection's
+/// sending rate.
 #[derive(Debug)]
-struct Capped(Arc<dyn quinn::AsyncUdpSocket>);
+struct Capped {
+    socket: Arc<dyn quinn::AsyncUdpSocket>,
+    most: usize,
+}
 
 impl quinn::AsyncUdpSocket for Capped {
     fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn quinn::UdpPoller>> {
-        self.0.clone().create_io_poller()
+        self.socket.clone().create_io_poller()
     }
 
     fn try_send(&self, transmit: &quinn::udp::Transmit<'_>) -> io::Result<()> {
-        self.0.try_send(transmit)
+        self.socket.try_send(transmit)
     }
 
     fn poll_recv(
@@ -100,25 +117,23 @@ impl quinn::AsyncUdpSocket for Capped {
         bufs: &mut [io::IoSliceMut<'_>],
         meta: &mut [quinn::udp::RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        self.0.poll_recv(cx, bufs, meta)
+        self.socket.poll_recv(cx, bufs, meta)
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
+        self.socket.local_addr()
     }
 
     fn max_transmit_segments(&self) -> usize {
-        self.0
-            .max_transmit_segments()
-            .min(MAX_SEND / usize::from(MAX_DATAGRAM))
+        self.socket.max_transmit_segments().min(self.most)
     }
 
     fn max_receive_segments(&self) -> usize {
-        self.0.max_receive_segments()
+        self.socket.max_receive_segments()
     }
 
     fn may_fragment(&self) -> bool {
-        self.0.may_fragment()
+        self.socket.may_fragment()
     }
 }
 
@@ -135,6 +150,16 @@ pub struct QuicOptions {
     /// How long a connection may stay silent before it is closed. Default: 30 s, as
     /// RFC 9308 suggests.
     pub idle_timeout: Duration,
+    /// The most datagrams sent to the kernel in one segmentation-offload send, where the
+    /// system has it. Default: 2.
+    ///
+    /// Fewer per send cost more system calls; more per send hold the first datagram back
+    /// until the whole batch is encrypted, and a peer on another core waits for all of
+    /// them. On loopback, 2 keeps request/reply flowing both ways (1 KiB requests, 64 in
+    /// flight: 1.75x the rate of 10 per send) at the cost of a third of one-way streaming;
+    /// a socket that only publishes does best with 10 (see `BENCHMARKS.md`). At least 1;
+    /// at most what fits in one UDP send.
+    pub send_batch: usize,
 }
 
 impl Default for QuicOptions {
@@ -142,6 +167,7 @@ impl Default for QuicOptions {
         QuicOptions {
             keep_alive: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
+            send_batch: 2,
         }
     }
 }
@@ -156,6 +182,12 @@ impl QuicOptions {
     /// Sets [`idle_timeout`](Self::idle_timeout).
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets [`send_batch`](Self::send_batch); at least 1.
+    pub fn send_batch(mut self, datagrams: usize) -> Self {
+        self.send_batch = datagrams.max(1);
         self
     }
 
@@ -551,7 +583,13 @@ impl Transport for Quic {
     async fn bind(&self, target: Target) -> Result<QuicListener, TransportError> {
         let config = self.server_config()?;
         let endpoint = target
-            .bind_first(|addr| std::future::ready(udp_endpoint(Some(config.clone()), addr)))
+            .bind_first(|addr| {
+                std::future::ready(udp_endpoint(
+                    Some(config.clone()),
+                    addr,
+                    self.options.send_batch,
+                ))
+            })
             .await?;
         Ok(QuicListener {
             endpoint,
@@ -606,10 +644,13 @@ impl Transport for Quic {
             } else {
                 (Ipv4Addr::UNSPECIFIED, 0).into()
             };
-            let endpoint = udp_endpoint(None, local).map_err(|source| TransportError::Connect {
-                addr: addr.to_string(),
-                source,
-            })?;
+            let endpoint =
+                udp_endpoint(None, local, self.options.send_batch).map_err(|source| {
+                    TransportError::Connect {
+                        addr: addr.to_string(),
+                        source,
+                    }
+                })?;
             let connecting = endpoint
                 .connect_with(config, addr, &name)
                 .map_err(|e| connect_error(&e))?;
@@ -658,6 +699,8 @@ mod tests {
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    use quinn::AsyncUdpSocket as _;
+
     use super::*;
 
     type EchoStats = Result<quinn::ConnectionStats, Box<dyn std::error::Error + Send + Sync>>;
@@ -683,6 +726,57 @@ mod tests {
         });
         let Connected { io: client, .. } = quic.connect(addr.into()).await.unwrap();
         (client, echo)
+    }
+
+    /// A send batch is what was asked for, within 1 and what one UDP send holds, and the
+    /// socket offers quinn no more than that per send.
+    #[tokio::test]
+    async fn the_send_batch_caps_the_datagrams_per_send() {
+        assert_eq!(batch_cap(0), 1);
+        assert_eq!(batch_cap(2), 2);
+        assert_eq!(batch_cap(1_000), MAX_SEND / usize::from(MAX_DATAGRAM));
+        let runtime = quinn::default_runtime().unwrap();
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let socket = runtime.wrap_udp_socket(udp).unwrap();
+        let system = socket.max_transmit_segments();
+        for most in [1, 2, 10] {
+            let capped = Capped {
+                socket: socket.clone(),
+                most,
+            };
+            assert_eq!(capped.max_transmit_segments(), system.min(most));
+        }
+    }
+
+    /// A connection that sends one datagram at a time and one that sends the most one UDP
+    /// send holds both carry a burst both ways whole.
+    #[tokio::test]
+    async fn a_burst_crosses_whole_at_either_end_of_the_send_batch() {
+        for batch in [1, 1_000] {
+            let quic = Quic::default().options(QuicOptions::default().send_batch(batch));
+            let mut listener = quic.bind("127.0.0.1:0".into()).await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = quic.clone();
+            let echo = tokio::spawn(async move {
+                let conn = std::future::poll_fn(|cx| listener.poll_accept(cx)).await?;
+                let Connected { io: mut stream, .. } = server.accept(conn).await?;
+                let (mut from, mut to) = tokio::io::split(&mut stream);
+                tokio::io::copy(&mut from, &mut to).await?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+            });
+            let Connected { io: client, .. } = quic.connect(addr.into()).await.unwrap();
+            let (mut from, mut to) = tokio::io::split(client);
+            let sent: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+            let mut back = vec![0; sent.len()];
+            let exchange = async {
+                tokio::try_join!(to.write_all(&sent), from.read_exact(&mut back)).unwrap();
+            };
+            tokio::time::timeout(Duration::from_secs(20), exchange)
+                .await
+                .expect("the burst came back in time");
+            assert!(back == sent, "batch {batch}: the burst came back changed");
+            echo.abort();
+        }
     }
 
     /// Over loopback a connection finds that datagrams far larger than Ethernet's pass,
