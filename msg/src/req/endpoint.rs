@@ -22,6 +22,9 @@ pub(crate) struct ReqEndpoint {
     batch: Batch,
     done: Completions,
     flow: Flow,
+    /// The last batch taken was one request, with others of earlier batches still on the
+    /// wire: the sign of callers sending one by one, each woken on its own.
+    lone: bool,
     /// Requests written on this connection: `msg_req_endpoint_requests_total` of its
     /// server, counted once per batch.
     sent: metrics::Counter,
@@ -36,6 +39,7 @@ impl ReqEndpoint {
             batch: Batch::default(),
             done: Completions::default(),
             flow: Flow::Open,
+            lone: false,
             sent: metrics::Counter::noop(),
         }
     }
@@ -56,6 +60,7 @@ impl Endpoint for ReqEndpoint {
         }
         self.flow = self.slots.take(&mut self.batch, cx);
         let took = !self.batch.requests.is_empty() || !self.batch.cancels.is_empty();
+        self.lone = self.batch.requests.len() == 1 && self.role.in_flight() > 0;
         if !self.batch.requests.is_empty() {
             self.sent.increment(self.batch.requests.len() as u64);
         }
@@ -85,9 +90,12 @@ impl Endpoint for ReqEndpoint {
         // request would go in a write of its own, the driver woken by each caller in turn.
         // Instead the driver goes to the back of the run queue once and writes them
         // together: a third of the CPU per request when requests come from many tasks
-        // (`msg-bench --open-loop`). Once per write, so a caller that never comes back
-        // delays nobody.
-        took && self.batch.callers_pending
+        // (`msg-bench --open-loop`). The same for one request taken alone while others are
+        // on the wire: callers woken one by one from elsewhere (an open loop, a service's
+        // handlers) send in bursts too. A first request, with nothing on the wire, goes at
+        // once, so a lone caller's latency pays nothing. Once per write, so a caller that
+        // never comes back delays nobody.
+        took && (self.batch.callers_pending || self.lone)
     }
 
     fn poll_end(&mut self, _link: &Link, _cx: &mut Context<'_>) -> Option<Ending> {
@@ -162,5 +170,52 @@ impl Endpoint for ReqEndpoint {
         self.slots.complete(&mut self.done);
         self.slots
             .disconnected(self.role.drain().map(|c| (c.slot, c.generation)), error);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Waker;
+
+    use msg_core::Message;
+    use msg_layers::compression::Decoders;
+
+    use super::*;
+
+    /// Queues one request in `table`, as a caller does.
+    fn request(table: &SlotTable) {
+        let mut cx = Context::from_waker(Waker::noop());
+        let slot = match table.poll_reserve(&mut None, &mut cx) {
+            Poll::Ready(Ok(slot)) => slot,
+            other => panic!("{other:?}"),
+        };
+        table.enqueue(slot, Message::from("x")).unwrap();
+    }
+
+    /// The driver puts a write off once for a lone request that finds others on the wire:
+    /// other callers woken one by one are about to send too. A first request, or a batch
+    /// of them, goes at once.
+    #[test]
+    fn a_lone_request_behind_others_on_the_wire_waits_for_its_neighbours() {
+        let table = Arc::new(SlotTable::new(8, 1024, Decoders::default()));
+        let mut endpoint = ReqEndpoint::new(table.clone());
+        let mut link = Link::new(1024);
+        let mut cx = Context::from_waker(Waker::noop());
+
+        request(&table);
+        let took = endpoint.send(&mut link, &mut cx).unwrap();
+        assert!(took && !endpoint.defer(took), "nothing else on the wire");
+
+        request(&table);
+        let took = endpoint.send(&mut link, &mut cx).unwrap();
+        assert!(endpoint.defer(took), "one request, with one on the wire");
+
+        request(&table);
+        request(&table);
+        let took = endpoint.send(&mut link, &mut cx).unwrap();
+        assert!(!endpoint.defer(took), "a batch goes at once");
+
+        let took = endpoint.send(&mut link, &mut cx).unwrap();
+        assert!(!took && !endpoint.defer(took), "nothing taken");
     }
 }
