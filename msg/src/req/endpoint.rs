@@ -22,8 +22,9 @@ pub(crate) struct ReqEndpoint {
     batch: Batch,
     done: Completions,
     flow: Flow,
-    /// The last batch taken was one request, with others of earlier batches still on the
-    /// wire: the sign of callers sending one by one, each woken on its own.
+    /// The last batch taken was one request from a caller awaiting it, with others of
+    /// earlier batches still on the wire: the sign of callers sending one by one, each
+    /// woken on its own.
     lone: bool,
     /// Requests written on this connection: `msg_req_endpoint_requests_total` of its
     /// server, counted once per batch.
@@ -60,7 +61,9 @@ impl Endpoint for ReqEndpoint {
         }
         self.flow = self.slots.take(&mut self.batch, cx);
         let took = !self.batch.requests.is_empty() || !self.batch.cancels.is_empty();
-        self.lone = self.batch.requests.len() == 1 && self.role.in_flight() > 0;
+        self.lone = self.batch.requests.len() == 1
+            && self.batch.requests[0].awaited
+            && self.role.in_flight() > 0;
         if !self.batch.requests.is_empty() {
             self.sent.increment(self.batch.requests.len() as u64);
         }
@@ -91,10 +94,12 @@ impl Endpoint for ReqEndpoint {
         // Instead the driver goes to the back of the run queue once and writes them
         // together: a third of the CPU per request when requests come from many tasks
         // (`msg-bench --open-loop`). The same for one request taken alone while others are
-        // on the wire: callers woken one by one from elsewhere (an open loop, a service's
-        // handlers) send in bursts too. A first request, with nothing on the wire, goes at
-        // once, so a lone caller's latency pays nothing. Once per write, so a caller that
-        // never comes back delays nobody.
+        // on the wire, from a caller awaiting it: callers woken one by one from elsewhere
+        // (an open loop, a service's handlers) send in bursts too. A first request, with
+        // nothing on the wire, goes at once, so a lone caller's latency pays nothing; so
+        // does one through `Service::call` (a pipeline sends its window from one task, and
+        // no neighbour is coming). Once per write, so a caller that never comes back
+        // delays nobody.
         took && (self.batch.callers_pending || self.lone)
     }
 
@@ -182,8 +187,15 @@ mod tests {
 
     use super::*;
 
-    /// Queues one request in `table`, as a caller does.
+    /// Queues one request in `table`, as a caller awaiting `request` does.
     fn request(table: &SlotTable) {
+        let mut cx = Context::from_waker(Waker::noop());
+        let (mut msg, mut ticket) = (Some(Message::from("x")), None);
+        assert!(table.poll_send(&mut msg, &mut ticket, &mut cx).is_ready());
+    }
+
+    /// Queues one request in `table`, as `Service::call` does.
+    fn call(table: &SlotTable) {
         let mut cx = Context::from_waker(Waker::noop());
         let slot = match table.poll_reserve(&mut None, &mut cx) {
             Poll::Ready(Ok(slot)) => slot,
@@ -192,9 +204,9 @@ mod tests {
         table.enqueue(slot, Message::from("x")).unwrap();
     }
 
-    /// The driver puts a write off once for a lone request that finds others on the wire:
-    /// other callers woken one by one are about to send too. A first request, or a batch
-    /// of them, goes at once.
+    /// The driver puts a write off once for a lone awaited request that finds others on
+    /// the wire: other callers woken one by one are about to send too. A first request, a
+    /// batch, or a request through `Service::call` goes at once.
     #[test]
     fn a_lone_request_behind_others_on_the_wire_waits_for_its_neighbours() {
         let table = Arc::new(SlotTable::new(8, 1024, Decoders::default()));
@@ -209,6 +221,13 @@ mod tests {
         request(&table);
         let took = endpoint.send(&mut link, &mut cx).unwrap();
         assert!(endpoint.defer(took), "one request, with one on the wire");
+
+        call(&table);
+        let took = endpoint.send(&mut link, &mut cx).unwrap();
+        assert!(
+            took && !endpoint.defer(took),
+            "a call: no neighbour is coming"
+        );
 
         request(&table);
         request(&table);

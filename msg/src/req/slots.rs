@@ -153,6 +153,8 @@ pub(crate) struct Queued {
     pub(crate) slot: SlotId,
     pub(crate) generation: Generation,
     pub(crate) msg: Message,
+    /// Sent by a caller awaiting its reply (`request`), not through `Service::call`.
+    pub(crate) awaited: bool,
     /// Sweeps seen while queued.
     sweeps: u32,
 }
@@ -572,13 +574,15 @@ impl SlotTable {
         // A slot's cell is left empty when the slot is freed (see `State::reclaim` and
         // `abandon`): only a caller's waker, if there is one, goes in.
         let cell = self.cells.make(id);
-        if waker.is_some() {
+        let awaited = waker.is_some();
+        if awaited {
             cell.mail().waker = waker;
         }
         state.queue.push(Queued {
             slot: id,
             generation,
             msg,
+            awaited,
             sweeps: 0,
         });
         Ok((state.queue.wake_consumer(), state.slots.held()))
