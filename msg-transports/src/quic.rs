@@ -156,9 +156,9 @@ pub struct QuicOptions {
     /// Fewer per send cost more system calls; more per send hold the first datagram back
     /// until the whole batch is encrypted, and a peer on another core waits for all of
     /// them. On loopback, 2 keeps request/reply flowing both ways (1 KiB requests, 64 in
-    /// flight: 1.75x the rate of 10 per send) at the cost of a third of one-way streaming;
-    /// a socket that only publishes does best with 10 (see `BENCHMARKS.md`). At least 1;
-    /// at most what fits in one UDP send.
+    /// flight: 1.6-1.75x the rate of 10 per send) at the cost of a third of one-way
+    /// streaming; a socket that only publishes does best with 10 (see `BENCHMARKS.md`).
+    /// At least 1; at most what fits in one UDP send.
     pub send_batch: usize,
 }
 
