@@ -708,7 +708,11 @@ mod tests {
     /// A QUIC echo server on loopback and a client connected to it. The server's task ends
     /// with its connection's counters once the client finishes its stream.
     async fn echo_pair() -> (QuicStream, tokio::task::JoinHandle<EchoStats>) {
-        let quic = Quic::default();
+        echo_pair_over(Quic::default()).await
+    }
+
+    /// As [`echo_pair`], both ends made with `quic`.
+    async fn echo_pair_over(quic: Quic) -> (QuicStream, tokio::task::JoinHandle<EchoStats>) {
         let mut listener = quic.bind("127.0.0.1:0".into()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = quic.clone();
@@ -754,17 +758,7 @@ mod tests {
     async fn a_burst_crosses_whole_at_either_end_of_the_send_batch() {
         for batch in [1, 1_000] {
             let quic = Quic::default().options(QuicOptions::default().send_batch(batch));
-            let mut listener = quic.bind("127.0.0.1:0".into()).await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let server = quic.clone();
-            let echo = tokio::spawn(async move {
-                let conn = std::future::poll_fn(|cx| listener.poll_accept(cx)).await?;
-                let Connected { io: mut stream, .. } = server.accept(conn).await?;
-                let (mut from, mut to) = tokio::io::split(&mut stream);
-                tokio::io::copy(&mut from, &mut to).await?;
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-            });
-            let Connected { io: client, .. } = quic.connect(addr.into()).await.unwrap();
+            let (client, echo) = echo_pair_over(quic).await;
             let (mut from, mut to) = tokio::io::split(client);
             let sent: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
             let mut back = vec![0; sent.len()];
