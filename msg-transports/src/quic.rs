@@ -332,10 +332,13 @@ impl Quic {
                 let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
                     certified.signing_key.serialize_der(),
                 ));
-                let mut config = rustls::ServerConfig::builder()
-                    .with_no_client_auth()
-                    .with_single_cert(vec![certified.cert.der().clone()], key)
-                    .map_err(|e| certificate_error("self-signed certificate", e))?;
+                let mut config =
+                    rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+                        .with_protocol_versions(&[&rustls::version::TLS13])
+                        .map_err(|e| certificate_error("server configuration", e))?
+                        .with_no_client_auth()
+                        .with_single_cert(vec![certified.cert.der().clone()], key)
+                        .map_err(|e| certificate_error("self-signed certificate", e))?;
                 config.alpn_protocols = vec![ALPN.to_vec()];
                 Arc::new(config)
             }
@@ -351,7 +354,7 @@ impl Quic {
         let (rustls_config, name) = match &self.client {
             ClientSide::Configured(config, name) => (config.clone(), name.clone()),
             ClientSide::AcceptAny => {
-                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let provider = crate::tls::provider();
                 let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
                     .with_protocol_versions(&[&rustls::version::TLS13])
                     .map_err(|e| certificate_error("client configuration", e))?
