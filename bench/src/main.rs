@@ -32,7 +32,9 @@
 //!
 //! The peers: the `zeromq` crate and `omq` (`omq-tokio`), each with a row in the latency,
 //! throughput and pub/sub tables; omq as REQ to REP for latency, DEALER to ROUTER for
-//! throughput, and PUB to SUB with `xpub_nodrop` (lossless).
+//! throughput, and PUB to SUB with `xpub_nodrop` (lossless). Built with `--features libzmq`
+//! (off by default: it compiles libzmq's C++ source), libzmq 4.3 itself has a row in each
+//! table too, the same three ways, and `--profile libzmq` runs its throughput alone.
 //!
 //! Run with `cargo run --release -p msg-bench`; `--runs N` and `--quick` change the effort,
 //! `BENCH_WORKERS=N` the number of workers, `--reqrep`, `--pubsub` and `--transports` run
@@ -59,6 +61,8 @@ mod endpoints;
 mod fuzz;
 mod growth;
 mod layers;
+#[cfg(feature = "libzmq")]
+mod libzmq;
 mod load;
 mod msg_rs;
 mod omq;
@@ -333,6 +337,8 @@ fn main() {
             "baseline" => measure_throughput::<baseline::Baseline>(plan, size, 1),
             "zeromq" => measure_throughput::<zmq::Zmq>(plan, size, 1),
             "omq" => measure_throughput::<omq::Omq>(plan, size, 1),
+            #[cfg(feature = "libzmq")]
+            "libzmq" => measure_throughput::<libzmq::Libzmq>(plan, size, 1),
             "msg/fu" => measure_throughput::<msg_rs::MsgUnordered>(plan, size, 1),
             "msg/tasks" => measure_throughput::<msg_rs::MsgTasks>(plan, size, 1),
             "msg/sized" => run_on_workers(growth::reqrep_size(size)),
@@ -373,6 +379,8 @@ fn main() {
             "msg" => run_on_workers(pubsub::msg_dropping(plan)),
             "msg-wait" => run_on_workers(pubsub::msg_waiting(plan)),
             "omq" => run_on_workers(pubsub::omq(plan)),
+            #[cfg(feature = "libzmq")]
+            "libzmq" => libzmq::pubsub(plan),
             _ => run_on_workers(pubsub::zeromq(plan)),
         };
         println!("{}", run.to_line());
@@ -518,7 +526,8 @@ fn reqrep_section(plan: Plan, runs: usize) {
         "system", "p50 µs", "p99 µs", "p99.9 µs", "p50/base", "p99/base"
     );
     let base = measure_latency::<baseline::Baseline>(plan, runs);
-    let rows = [
+    #[allow(unused_mut)] // pushed to with the `libzmq` feature
+    let mut rows = vec![
         (baseline::Baseline::NAME, base),
         (
             msg_rs::Msg::NAME,
@@ -527,6 +536,11 @@ fn reqrep_section(plan: Plan, runs: usize) {
         (zmq::Zmq::NAME, measure_latency::<zmq::Zmq>(plan, runs)),
         (omq::Omq::NAME, measure_latency::<omq::Omq>(plan, runs)),
     ];
+    #[cfg(feature = "libzmq")]
+    rows.push((
+        libzmq::Libzmq::NAME,
+        measure_latency::<libzmq::Libzmq>(plan, runs),
+    ));
     for (name, l) in rows {
         println!(
             "{:<10} {:>9.1} {:>9.1} {:>10.1} {:>9.2}x {:>9.2}x",
@@ -560,7 +574,8 @@ fn reqrep_section(plan: Plan, runs: usize) {
             "hop ns"
         );
         let base = measure_throughput_runs::<baseline::Baseline>(plan, size, runs);
-        let rows = [
+        #[allow(unused_mut)] // pushed to with the `libzmq` feature
+        let mut rows = vec![
             (baseline::Baseline::NAME, base),
             (
                 msg_rs::Msg::NAME,
@@ -591,8 +606,19 @@ fn reqrep_section(plan: Plan, runs: usize) {
                 measure_throughput_runs::<omq::Omq>(plan, size, runs),
             ),
         ];
-        let zmq = rows[rows.len() - 2].1.median;
-        let omq = rows[rows.len() - 1].1.median;
+        #[cfg(feature = "libzmq")]
+        rows.push((
+            libzmq::Libzmq::NAME,
+            measure_throughput_runs::<libzmq::Libzmq>(plan, size, runs),
+        ));
+        let peer = |name: &str| {
+            rows.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, r)| r.median)
+                .expect("a peer's row")
+        };
+        let zmq = peer(zmq::Zmq::NAME);
+        let omq = peer(omq::Omq::NAME);
         for (name, r) in rows {
             println!(
                 "{:<17} {:>12.0} {:>10.1} {:>9.2}x {:>9.2}x {:>8.2}x {:>8.2}x {:>8.2}x {:>7}",
@@ -853,15 +879,21 @@ fn pubsub_section(runs: usize, quick: bool) {
         let msg_wait = measure("msg-wait");
         let zmq = measure("zeromq");
         let omq = measure("omq");
+        #[cfg(feature = "libzmq")]
+        let libzmq = measure("libzmq");
         let rate = |r: &PubSubRun| r.received as f64 / r.secs.max(1e-9);
         let label = format!("{subscribers} sub, {}", human(size));
-        for (name, r) in [
+        #[allow(unused_mut)] // pushed to with the `libzmq` feature
+        let mut rows = vec![
             ("baseline", &base),
             ("msg", &msg),
             ("msg/wait", &msg_wait),
             ("zeromq", &zmq),
             ("omq", &omq),
-        ] {
+        ];
+        #[cfg(feature = "libzmq")]
+        rows.push(("libzmq", &libzmq));
+        for (name, r) in rows {
             let expected = r.published * subscribers as u64;
             let dropped = expected.saturating_sub(r.received);
             let exact = match r.reported_drops {

@@ -170,7 +170,7 @@ async fn count_until_idle<S>(
 }
 
 /// How long a subscriber waits for more before it counts the run as over.
-const IDLE: Duration = Duration::from_millis(300);
+pub(crate) const IDLE: Duration = Duration::from_millis(300);
 
 pub(crate) async fn baseline(plan: PubSubPlan) -> PubSubRun {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
