@@ -4,10 +4,11 @@
 //! publisher waiting for a subscriber at its high-water mark instead of dropping.
 //!
 //! libzmq has no async API: the client (or the publisher) is a thread on tokio's blocking
-//! pool, the server and each subscriber a thread of its own, and each side's context keeps
-//! libzmq's default of one I/O thread. Every option is libzmq's default but linger (0, so
-//! that a run's end does not wait) and the nodrop option above. The runtime's workers sit
-//! idle meanwhile, so the row competes for the same 2 cores as the others.
+//! pool, the server and each subscriber a thread of its own. Each side has a context of its
+//! own, with libzmq's default of one I/O thread, as it would in a process of its own (libzmq's
+//! own throughput tools run each side as a process). Every option is libzmq's default but
+//! linger (0, so that a run's end does not wait) and the nodrop option above. The runtime's
+//! workers sit idle meanwhile, so the row competes for the same 2 cores as the others.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -45,17 +46,20 @@ fn bind_loopback(socket: &zmq::Socket) -> String {
         .expect("endpoint is UTF-8")
 }
 
-/// An echo server of `kind` (ROUTER or REP) on a thread of its own, echoing every part of
-/// every message, until dropped.
+/// An echo server of `kind` (ROUTER or REP) on a thread and a context of its own, echoing
+/// every part of every message, until dropped.
 struct Echo {
     endpoint: String,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    // Dropped after the thread has closed the socket: dropping a context waits for that.
+    _ctx: zmq::Context,
 }
 
 impl Echo {
-    fn start(ctx: &zmq::Context, kind: zmq::SocketType) -> Echo {
-        let server = socket(ctx, kind);
+    fn start(kind: zmq::SocketType) -> Echo {
+        let ctx = zmq::Context::new();
+        let server = socket(&ctx, kind);
         server.set_rcvtimeo(millis(POLL)).expect("rcvtimeo");
         let endpoint = bind_loopback(&server);
         let stop = Arc::new(AtomicBool::new(false));
@@ -81,6 +85,7 @@ impl Echo {
             endpoint,
             stop,
             thread: Some(thread),
+            _ctx: ctx,
         }
     }
 }
@@ -94,14 +99,15 @@ impl Drop for Echo {
     }
 }
 
-/// A client of `kind` connected to a fresh echo server of `server`, past one round trip.
-/// The context goes last: dropping it waits for every socket on it to close.
+/// A client of `kind` connected to a fresh echo server of `server`, past one round trip,
+/// with the client's context. Drop them in that order: dropping a context waits for every
+/// socket on it to close.
 fn echo_pair(
     server: zmq::SocketType,
     client: zmq::SocketType,
 ) -> (zmq::Socket, Echo, zmq::Context) {
     let ctx = zmq::Context::new();
-    let echo = Echo::start(&ctx, server);
+    let echo = Echo::start(server);
     let client = socket(&ctx, client);
     client.set_rcvtimeo(millis(SETUP)).expect("rcvtimeo");
     client.connect(&echo.endpoint).expect("connect");
@@ -184,20 +190,21 @@ fn set_nodrop(publisher: &mut zmq::Socket) {
 }
 
 /// Publishes flat out for the plan's duration to its subscribers over loopback TCP,
-/// lossless (see [`set_nodrop`]). Each subscriber counts on a thread of its own until it
-/// has heard nothing for the other rows' idle time.
+/// lossless (see [`set_nodrop`]). Each subscriber counts on a thread and a context of its
+/// own until it has heard nothing for the other rows' idle time.
 pub(crate) fn pubsub(plan: PubSubPlan) -> PubSubRun {
     let idle = crate::pubsub::IDLE;
     let ctx = zmq::Context::new();
     let mut publisher = socket(&ctx, zmq::PUB);
     set_nodrop(&mut publisher);
     let endpoint = bind_loopback(&publisher);
-    let subs: Vec<zmq::Socket> = (0..plan.subscribers)
+    let subs: Vec<(zmq::Socket, zmq::Context)> = (0..plan.subscribers)
         .map(|_| {
+            let ctx = zmq::Context::new();
             let sub = socket(&ctx, zmq::SUB);
             sub.set_subscribe(b"").expect("subscribe");
             sub.connect(&endpoint).expect("connect");
-            sub
+            (sub, ctx)
         })
         .collect();
     // ZMTP has no subscription acknowledgement: publish empty probes until every
@@ -212,7 +219,7 @@ pub(crate) fn pubsub(plan: PubSubPlan) -> PubSubRun {
         );
         publisher.send(&b""[..], 0).expect("probe");
         std::thread::sleep(Duration::from_millis(2));
-        for (sub, heard) in subs.iter().zip(heard.iter_mut()) {
+        for ((sub, _), heard) in subs.iter().zip(heard.iter_mut()) {
             while sub.recv_msg(zmq::DONTWAIT).is_ok() {
                 *heard = true;
             }
@@ -221,7 +228,7 @@ pub(crate) fn pubsub(plan: PubSubPlan) -> PubSubRun {
 
     let readers: Vec<JoinHandle<(u64, Option<Instant>)>> = subs
         .into_iter()
-        .map(|sub| {
+        .map(|(sub, ctx)| {
             std::thread::spawn(move || {
                 sub.set_rcvtimeo(millis(idle)).expect("rcvtimeo");
                 let mut msg = zmq::Message::new();
@@ -233,7 +240,9 @@ pub(crate) fn pubsub(plan: PubSubPlan) -> PubSubRun {
                         received += 1;
                     }
                 }
-                (received, (received > 0).then(|| Instant::now() - idle))
+                let last = (received > 0).then(|| Instant::now() - idle);
+                drop((sub, ctx));
+                (received, last)
             })
         })
         .collect();
