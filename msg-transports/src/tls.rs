@@ -502,9 +502,8 @@ mod tests {
         tls.accept(conn).await
     }
 
-    #[tokio::test]
-    async fn round_trip_over_tls_with_a_generated_pki() {
-        let pki = TestPki::generate(&["localhost"]).unwrap();
+    /// A server with `pki`'s certificate, bound on loopback, and the address to dial.
+    async fn bound_server(pki: &TestPki) -> (Tls, TcpAcceptor, SocketAddr) {
         let server = Tls::server(
             server_config(
                 pki.server_cert_pem.as_bytes(),
@@ -512,10 +511,22 @@ mod tests {
             )
             .unwrap(),
         );
-        let client =
-            Tls::client(client_config(pki.ca_pem.as_bytes()).unwrap(), "localhost").unwrap();
         let listener = server.bind("127.0.0.1:0".into()).await.unwrap();
         let addr = listener.local_addr().unwrap();
+        (server, listener, addr)
+    }
+
+    /// The cipher suite a connection's side agreed on.
+    fn suite(io: &TlsIo) -> rustls::CipherSuite {
+        io.get_ref().1.negotiated_cipher_suite().unwrap().suite()
+    }
+
+    #[tokio::test]
+    async fn round_trip_over_tls_with_a_generated_pki() {
+        let pki = TestPki::generate(&["localhost"]).unwrap();
+        let (server, listener, addr) = bound_server(&pki).await;
+        let client =
+            Tls::client(client_config(pki.ca_pem.as_bytes()).unwrap(), "localhost").unwrap();
         let server_side = tokio::spawn(async move {
             let mut conn = accept_one(server, listener).await.unwrap();
             let mut buf = [0; 4];
@@ -535,15 +546,7 @@ mod tests {
     /// The suite a handshake between a client built from `client` and a server built with
     /// [`server_config`] agrees on.
     async fn negotiated(pki: &TestPki, client: ClientConfig) -> rustls::CipherSuite {
-        let server = Tls::server(
-            server_config(
-                pki.server_cert_pem.as_bytes(),
-                pki.server_key_pem.as_bytes(),
-            )
-            .unwrap(),
-        );
-        let listener = server.bind("127.0.0.1:0".into()).await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (server, listener, addr) = bound_server(pki).await;
         let server_side = tokio::spawn(accept_one(server, listener));
         let conn = Tls::client(client, "localhost")
             .unwrap()
@@ -551,22 +554,8 @@ mod tests {
             .await
             .unwrap();
         let server_conn = server_side.await.unwrap().unwrap();
-        let suite = conn
-            .io
-            .get_ref()
-            .1
-            .negotiated_cipher_suite()
-            .unwrap()
-            .suite();
-        let server_suite = server_conn
-            .io
-            .get_ref()
-            .1
-            .negotiated_cipher_suite()
-            .unwrap()
-            .suite();
-        assert_eq!(suite, server_suite);
-        suite
+        assert_eq!(suite(&conn.io), suite(&server_conn.io));
+        suite(&conn.io)
     }
 
     #[tokio::test]
@@ -594,15 +583,7 @@ mod tests {
     async fn client_that_does_not_trust_the_server_fails_the_handshake() {
         let pki = TestPki::generate(&["localhost"]).unwrap();
         let other = TestPki::generate(&["localhost"]).unwrap();
-        let server = Tls::server(
-            server_config(
-                pki.server_cert_pem.as_bytes(),
-                pki.server_key_pem.as_bytes(),
-            )
-            .unwrap(),
-        );
-        let listener = server.bind("127.0.0.1:0".into()).await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (server, listener, addr) = bound_server(&pki).await;
         tokio::spawn(accept_one(server, listener));
         let untrusting =
             Tls::client(client_config(other.ca_pem.as_bytes()).unwrap(), "localhost").unwrap();
