@@ -95,13 +95,19 @@ pub(crate) async fn msg(rate: f64, duration: Duration, callers: usize) -> OpenLo
     let payload = Bytes::from(vec![7u8; 64]);
     let mut senders = Vec::new();
     let mut tasks = Vec::new();
+    // The pacer starts once every caller has run and holds its histogram, so that neither
+    // the callers' first polls nor their histograms' 27 MB fall within the run's first
+    // requests.
+    let ready = std::sync::Arc::new(tokio::sync::Barrier::new(callers + 1));
     for _ in 0..callers {
         let (tx, mut rx) = mpsc::unbounded_channel::<Instant>();
         senders.push(tx);
         let req = req.clone();
         let payload = payload.clone();
+        let ready = ready.clone();
         tasks.push(tokio::spawn(async move {
             let mut h = histogram();
+            ready.wait().await;
             while let Some(intended) = rx.recv().await {
                 req.request(payload.clone()).await.expect("reply");
                 let _ = h.record(micros(intended.elapsed()));
@@ -122,6 +128,7 @@ pub(crate) async fn msg(rate: f64, duration: Duration, callers: usize) -> OpenLo
             }
         }
     });
+    ready.wait().await;
     let t = Instant::now();
     let pacer = pace(rate, duration, vec![to_dispatch]);
     let mut all = histogram();
