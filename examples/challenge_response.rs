@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use msg::transport::{Connected, Listener, TransportError};
+use msg::transport::{Connected, Listener, Traffic, TransportError};
 use msg::{serve, PubSocket, RepSocket, ReqSocket, Request, SubSocket, Tcp, Transport};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -121,6 +121,11 @@ impl<T: Transport> Transport for ChallengeResponse<T> {
         conn.io.write_u8(ADMITTED).await?;
         conn.io.flush().await?;
         Ok(conn)
+    }
+
+    /// What the socket says of its traffic is for the transport underneath.
+    fn set_traffic(&mut self, traffic: Traffic) {
+        self.inner.set_traffic(traffic);
     }
 }
 

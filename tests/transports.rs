@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 
 use bytes::Bytes;
+use msg::transport::{Connected, Listener, Traffic, TransportError};
 use msg::{serve, PubSocket, RepSocket, ReqSocket, Request, SubSocket, Transport};
 use msg_tests::fixture::{Fixture, Ipc, Quic, RelayedTcp, RelayedTls, Tcp, Tls, VerifiedQuic};
 use msg_tests::within;
@@ -117,3 +118,84 @@ matrix!(
     tcp_through_a_rechunking_relay: RelayedTcp,
     tls_through_a_rechunking_relay: RelayedTls,
 );
+
+/// TCP that remembers what the socket owning it said of its traffic.
+#[derive(Clone, Default)]
+struct Told {
+    tcp: msg::Tcp,
+    traffic: std::sync::Arc<std::sync::Mutex<Vec<Traffic>>>,
+}
+
+impl Told {
+    fn said(&self) -> Vec<Traffic> {
+        self.traffic.lock().unwrap().clone()
+    }
+}
+
+impl Transport for Told {
+    type Target = <msg::Tcp as Transport>::Target;
+    type Addr = <msg::Tcp as Transport>::Addr;
+    type Io = <msg::Tcp as Transport>::Io;
+    type Listener = <msg::Tcp as Transport>::Listener;
+
+    async fn bind(&self, target: Self::Target) -> Result<Self::Listener, TransportError> {
+        self.tcp.bind(target).await
+    }
+
+    async fn connect(
+        &self,
+        target: Self::Target,
+    ) -> Result<Connected<Self::Io, Self::Addr>, TransportError> {
+        self.tcp.connect(target).await
+    }
+
+    async fn accept(
+        &self,
+        conn: Connected<<Self::Listener as Listener>::Conn, Self::Addr>,
+    ) -> Result<Connected<Self::Io, Self::Addr>, TransportError> {
+        self.tcp.accept(conn).await
+    }
+
+    fn set_traffic(&mut self, traffic: Traffic) {
+        self.traffic.lock().unwrap().push(traffic);
+    }
+}
+
+/// Each socket tells its transport, once, how its traffic flows (what QUIC picks its send
+/// batch by), and then works over it as over any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_socket_tells_its_transport_how_its_traffic_flows() {
+    let (publishing, subscribing) = (Told::default(), Told::default());
+    let mut publisher = PubSocket::new(publishing.clone());
+    publisher.bind("127.0.0.1:0").await.unwrap();
+    let mut sub = SubSocket::new(subscribing.clone());
+    within(sub.connect(publisher.local_addr().unwrap()))
+        .await
+        .unwrap();
+    within(sub.subscribe("t")).await.unwrap();
+    publisher
+        .publish("t", Bytes::from("one way"))
+        .await
+        .unwrap();
+    let got = within(sub.next()).await.unwrap();
+    assert_eq!(got.payload(), &Bytes::from("one way"));
+    assert_eq!(publishing.said(), [Traffic::Send]);
+    assert_eq!(subscribing.said(), [Traffic::Receive]);
+
+    let (replying, requesting) = (Told::default(), Told::default());
+    let mut rep = RepSocket::new(replying.clone());
+    rep.bind("127.0.0.1:0").await.unwrap();
+    let addr = rep.local_addr().unwrap();
+    tokio::spawn(serve(
+        rep,
+        service_fn(|req: Request| async move { Ok::<_, Infallible>(req.msg().clone()) }),
+    ));
+    let mut req = ReqSocket::new(requesting.clone());
+    within(req.connect(addr)).await.unwrap();
+    let reply = within(req.request(Bytes::from("there and back")))
+        .await
+        .unwrap();
+    assert_eq!(reply, Bytes::from("there and back"));
+    assert_eq!(replying.said(), [Traffic::Exchange]);
+    assert_eq!(requesting.said(), [Traffic::Exchange]);
+}

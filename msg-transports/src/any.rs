@@ -580,6 +580,19 @@ impl Transport for AnyTransport {
             Accepted::Ipc(conn) => tagged(self.ipc.accept(conn).await?, AnyIo::Ipc, AnyAddr::Ipc),
         })
     }
+
+    /// Passes the hint on to every transport it may dial or bind with.
+    fn set_traffic(&mut self, traffic: crate::Traffic) {
+        self.tcp.set_traffic(traffic);
+        #[cfg(feature = "ipc")]
+        self.ipc.set_traffic(traffic);
+        #[cfg(feature = "quic")]
+        self.quic.set_traffic(traffic);
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &mut self.tls {
+            tls.set_traffic(traffic);
+        }
+    }
 }
 
 crate::transport::connector_service!(AnyTransport);

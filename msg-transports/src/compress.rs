@@ -31,7 +31,7 @@ use async_compression::Level;
 use tokio::io::{AsyncRead, AsyncWrite, BufReader, ReadBuf, ReadHalf, WriteHalf};
 use tower::Layer;
 
-use crate::transport::{Connected, Listener, Transport, TransportError};
+use crate::transport::{Connected, Listener, Traffic, Transport, TransportError};
 
 /// Compresses every connection of the transport it wraps with zstd at a level; see the
 /// [module](self) docs.
@@ -108,6 +108,10 @@ impl<T: Transport> Transport for StreamCompression<T> {
     ) -> Result<Connected<Compressed<T::Io>, T::Addr>, TransportError> {
         let conn = self.inner.accept(conn).await?;
         Ok(self.wrap(conn))
+    }
+
+    fn set_traffic(&mut self, traffic: Traffic) {
+        self.inner.set_traffic(traffic);
     }
 }
 

@@ -50,5 +50,6 @@ pub use tcp::Tcp;
 #[cfg(feature = "tls")]
 pub use tls::Tls;
 pub use transport::{
-    is_connection_error, BoxError, ConnectFuture, Connected, Listener, Transport, TransportError,
+    is_connection_error, BoxError, ConnectFuture, Connected, Listener, Traffic, Transport,
+    TransportError,
 };

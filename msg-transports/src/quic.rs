@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::tcp::Endpoint as Target;
 use crate::tls::CertificateRejected;
-use crate::transport::{Connected, Listener, Transport, TransportError};
+use crate::transport::{Connected, Listener, Traffic, Transport, TransportError};
 
 /// The largest UDP payload a connection sends or accepts, where the path carries it.
 ///
@@ -151,23 +151,30 @@ pub struct QuicOptions {
     /// RFC 9308 suggests.
     pub idle_timeout: Duration,
     /// The most datagrams sent to the kernel in one segmentation-offload send, where the
-    /// system has it. Default: 2.
+    /// system has it. Default: `None`, for the socket to choose: 10 for a publisher's
+    /// connections ([`Traffic::Send`]), 2 for every other socket's.
     ///
     /// Fewer per send cost more system calls; more per send hold the first datagram back
     /// until the whole batch is encrypted, and a peer on another core waits for all of
     /// them. On loopback, 2 keeps request/reply flowing both ways (1 KiB requests, 64 in
     /// flight: 1.6-1.75x the rate of 10 per send) at the cost of a third of one-way
-    /// streaming; a socket that only publishes does best with 10 (see `BENCHMARKS.md`).
-    /// At least 1; at most what fits in one UDP send.
-    pub send_batch: usize,
+    /// streaming, which 10 serves best (see `BENCHMARKS.md`). At least 1; at most what fits
+    /// in one UDP send.
+    pub send_batch: Option<usize>,
 }
+
+/// The send batch of a socket that sends and waits in turn: see [`QuicOptions::send_batch`].
+const EXCHANGE_BATCH: usize = 2;
+
+/// The send batch of a socket that streams one way: see [`QuicOptions::send_batch`].
+const ONE_WAY_BATCH: usize = 10;
 
 impl Default for QuicOptions {
     fn default() -> Self {
         QuicOptions {
             keep_alive: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
-            send_batch: 2,
+            send_batch: None,
         }
     }
 }
@@ -185,9 +192,10 @@ impl QuicOptions {
         self
     }
 
-    /// Sets [`send_batch`](Self::send_batch); at least 1.
+    /// Sets [`send_batch`](Self::send_batch) for every socket, whatever its traffic; at
+    /// least 1.
     pub fn send_batch(mut self, datagrams: usize) -> Self {
-        self.send_batch = datagrams.max(1);
+        self.send_batch = Some(datagrams.max(1));
         self
     }
 
@@ -247,6 +255,9 @@ pub struct Quic {
     server: ServerSide,
     client: ClientSide,
     options: QuicOptions,
+    /// What the owning socket said of its traffic; it picks the send batch when the
+    /// options leave it open.
+    traffic: Traffic,
 }
 
 impl Default for Quic {
@@ -257,6 +268,7 @@ impl Default for Quic {
             server: ServerSide::SelfSigned,
             client: ClientSide::AcceptAny,
             options: QuicOptions::default(),
+            traffic: Traffic::Exchange,
         }
     }
 }
@@ -273,6 +285,7 @@ impl fmt::Debug for Quic {
                 &matches!(self.client, ClientSide::Configured(..)),
             )
             .field("options", &self.options)
+            .field("traffic", &self.traffic)
             .finish()
     }
 }
@@ -313,7 +326,7 @@ impl Quic {
         Ok(Quic {
             server,
             client: ClientSide::Configured(Arc::new(client), server_name.to_owned()),
-            options: QuicOptions::default(),
+            ..Quic::default()
         })
     }
 
@@ -321,6 +334,15 @@ impl Quic {
     pub fn options(mut self, options: QuicOptions) -> Self {
         self.options = options;
         self
+    }
+
+    /// The most datagrams per send for this transport's endpoints: the options' choice, or
+    /// else the one for the owning socket's traffic.
+    fn send_batch(&self) -> usize {
+        self.options.send_batch.unwrap_or(match self.traffic {
+            Traffic::Send => ONE_WAY_BATCH,
+            Traffic::Exchange | Traffic::Receive => EXCHANGE_BATCH,
+        })
     }
 
     fn server_config(&self) -> Result<quinn::ServerConfig, TransportError> {
@@ -587,11 +609,7 @@ impl Transport for Quic {
         let config = self.server_config()?;
         let endpoint = target
             .bind_first(|addr| {
-                std::future::ready(udp_endpoint(
-                    Some(config.clone()),
-                    addr,
-                    self.options.send_batch,
-                ))
+                std::future::ready(udp_endpoint(Some(config.clone()), addr, self.send_batch()))
             })
             .await?;
         Ok(QuicListener {
@@ -647,13 +665,12 @@ impl Transport for Quic {
             } else {
                 (Ipv4Addr::UNSPECIFIED, 0).into()
             };
-            let endpoint =
-                udp_endpoint(None, local, self.options.send_batch).map_err(|source| {
-                    TransportError::Connect {
-                        addr: addr.to_string(),
-                        source,
-                    }
-                })?;
+            let endpoint = udp_endpoint(None, local, this.send_batch()).map_err(|source| {
+                TransportError::Connect {
+                    addr: addr.to_string(),
+                    source,
+                }
+            })?;
             let connecting = endpoint
                 .connect_with(config, addr, &name)
                 .map_err(|e| connect_error(&e))?;
@@ -691,6 +708,12 @@ impl Transport for Quic {
                 peer: addr,
             })
         }
+    }
+
+    /// Picks the send batch for connections made from now on, where the options leave it
+    /// open (see [`QuicOptions::send_batch`]).
+    fn set_traffic(&mut self, traffic: Traffic) {
+        self.traffic = traffic;
     }
 }
 
@@ -753,6 +776,46 @@ mod tests {
             };
             assert_eq!(capped.max_transmit_segments(), system.min(most));
         }
+    }
+
+    /// The send batch follows what the owning socket says of its traffic, unless the
+    /// options set one; the batch chosen is what the endpoints' sockets are capped at.
+    #[tokio::test]
+    async fn the_send_batch_follows_the_sockets_traffic_unless_the_options_set_it() {
+        let told = |options: QuicOptions, traffic: Option<Traffic>| {
+            let mut quic = Quic::default().options(options);
+            if let Some(traffic) = traffic {
+                quic.set_traffic(traffic);
+            }
+            quic.send_batch()
+        };
+        let open = QuicOptions::default();
+        assert_eq!(told(open, None), EXCHANGE_BATCH);
+        assert_eq!(told(open, Some(Traffic::Exchange)), EXCHANGE_BATCH);
+        assert_eq!(told(open, Some(Traffic::Receive)), EXCHANGE_BATCH);
+        assert_eq!(told(open, Some(Traffic::Send)), ONE_WAY_BATCH);
+        for traffic in [None, Some(Traffic::Send), Some(Traffic::Exchange)] {
+            assert_eq!(told(open.send_batch(3), traffic), 3);
+        }
+        assert_eq!(
+            batch_cap(ONE_WAY_BATCH),
+            ONE_WAY_BATCH,
+            "ten fit in one send"
+        );
+        // Both ends of a publisher's connection carry data over the batch it picked.
+        let mut publishing = Quic::default();
+        publishing.set_traffic(Traffic::Send);
+        let (mut client, echo) = echo_pair_over(publishing).await;
+        let sent = vec![5u8; 256 * 1024];
+        let mut back = vec![0; sent.len()];
+        let (mut from, mut to) = tokio::io::split(&mut client);
+        tokio::time::timeout(Duration::from_secs(20), async {
+            tokio::try_join!(to.write_all(&sent), from.read_exact(&mut back)).unwrap();
+        })
+        .await
+        .expect("the burst came back in time");
+        assert!(back == sent, "the burst came back changed");
+        echo.abort();
     }
 
     /// A connection that sends one datagram at a time and one that sends the most one UDP

@@ -176,6 +176,20 @@ pub struct Connected<Io, Addr> {
     pub peer: Addr,
 }
 
+/// How the traffic of the socket that uses a transport flows: a hint for a transport that
+/// tunes its connections to it, given by the socket before it binds or connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Traffic {
+    /// Requests one way and replies the other, each side waiting on the other's turn: a
+    /// `ReqSocket`'s and a `RepSocket`'s.
+    Exchange,
+    /// A stream sent one way, with little coming back: a `PubSocket`'s.
+    Send,
+    /// A stream received, with little sent back: a `SubSocket`'s.
+    Receive,
+}
+
 /// A way of making connections: bind a [`Listener`] on a server and set up what it accepts,
 /// dial a peer on a client.
 ///
@@ -194,7 +208,7 @@ pub struct Connected<Io, Addr> {
 /// A layer that sends a greeting on every new connection and checks it on the other side:
 ///
 /// ```
-/// use msg::transport::{Connected, Transport, TransportError};
+/// use msg::transport::{Connected, Traffic, Transport, TransportError};
 /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
 ///
 /// #[derive(Clone)]
@@ -230,6 +244,10 @@ pub struct Connected<Io, Addr> {
 ///             });
 ///         }
 ///         Ok(conn)
+///     }
+///
+///     fn set_traffic(&mut self, traffic: Traffic) {
+///         self.0.set_traffic(traffic);
 ///     }
 /// }
 /// ```
@@ -282,6 +300,14 @@ pub trait Transport: Clone + Send + Sync + Unpin + 'static {
         &self,
         conn: Connected<<Self::Listener as Listener>::Conn, Self::Addr>,
     ) -> impl Future<Output = Result<Connected<Self::Io, Self::Addr>, TransportError>> + Send;
+
+    /// Told how the traffic of the socket that owns this transport flows, once, before it
+    /// binds or connects; a transport may tune the connections it makes from then on (QUIC
+    /// sends more datagrams per system call for [`Traffic::Send`]). A layer over a
+    /// transport passes it on. Default: ignored.
+    fn set_traffic(&mut self, traffic: Traffic) {
+        let _ = traffic;
+    }
 }
 
 /// A bound listener that accepts connections.
@@ -370,5 +396,9 @@ where
         conn: Connected<<T::Listener as Listener>::Conn, T::Addr>,
     ) -> impl Future<Output = Result<Connected<T::Io, T::Addr>, TransportError>> + Send {
         self.get_ref().accept(conn)
+    }
+
+    fn set_traffic(&mut self, traffic: Traffic) {
+        self.get_mut().set_traffic(traffic);
     }
 }

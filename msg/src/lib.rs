@@ -342,7 +342,7 @@ pub mod wire {
 /// your own. [`Transport`] itself is at the crate's root.
 pub mod transport {
     pub use msg_transports::{
-        is_connection_error, BoxError, Connected, Listener, Transport, TransportError,
+        is_connection_error, BoxError, Connected, Listener, Traffic, Transport, TransportError,
     };
 }
 

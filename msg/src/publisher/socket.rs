@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use msg_core::{Authenticator, Message, SocketType};
-use msg_transports::{Listener, Transport};
+use msg_transports::{Listener, Traffic, Transport};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -161,7 +161,8 @@ impl<T: Transport> PubSocket<T> {
     }
 
     /// A publisher socket over `transport` with `options`.
-    pub fn with_options(transport: T, options: PubOptions) -> Self {
+    pub fn with_options(mut transport: T, options: PubOptions) -> Self {
+        transport.set_traffic(Traffic::Send);
         let options = options.validated();
         let connections = Arc::new(tokio::sync::Semaphore::new(
             options

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_core::Stream;
 use msg_core::{Authenticator, Code, Message, SocketType, DEFAULT_MAX_FRAME_LEN};
-use msg_transports::{Listener, Transport};
+use msg_transports::{Listener, Traffic, Transport};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -451,7 +451,8 @@ impl<T: Transport> RepSocket<T> {
 
     /// A reply socket over `transport` with `options`, each raised to its least sane value
     /// (see [`options`](crate::options)).
-    pub fn with_options(transport: T, options: RepOptions) -> Self {
+    pub fn with_options(mut transport: T, options: RepOptions) -> Self {
+        transport.set_traffic(Traffic::Exchange);
         let options = options.validated();
         let connections = Arc::new(tokio::sync::Semaphore::new(
             options

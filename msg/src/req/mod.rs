@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use msg_core::{IntoRoute, Message, SocketType, DEFAULT_MAX_FRAME_LEN};
 use msg_layers::compression::{Codec, Compressor, Decoders, DEFAULT_MIN_LEN};
-use msg_transports::Transport;
+use msg_transports::{Traffic, Transport};
 use tokio_util::sync::CancellationToken;
 
 use crate::accept::Established;
@@ -798,7 +798,8 @@ impl<T: Transport> ReqSocket<T> {
 
     /// A request socket over `transport` with `options`, each raised to its least sane
     /// value (see [`options`](crate::options)).
-    pub fn with_options(transport: T, options: ReqOptions) -> Self {
+    pub fn with_options(mut transport: T, options: ReqOptions) -> Self {
+        transport.set_traffic(Traffic::Exchange);
         ReqSocket {
             transport,
             options: options.validated(),

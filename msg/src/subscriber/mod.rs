@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_core::Stream;
 use msg_core::{Encoding, Message, SocketType, DEFAULT_MAX_FRAME_LEN};
-use msg_transports::Transport;
+use msg_transports::{Traffic, Transport};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -555,7 +555,8 @@ impl<T: Transport> SubSocket<T> {
 
     /// A subscriber socket over `transport` with `options`, each raised to its least sane
     /// value (see [`options`](crate::options)).
-    pub fn with_options(transport: T, options: SubOptions) -> Self {
+    pub fn with_options(mut transport: T, options: SubOptions) -> Self {
+        transport.set_traffic(Traffic::Receive);
         let options = options.validated();
         let stop = CancellationToken::new();
         SubSocket {
