@@ -871,13 +871,7 @@ async fn a_challenge_response_layer_serves_all_four_sockets() {
     let layer = ChallengeResponseLayer::new(b"shared secret");
     let transport = ServiceBuilder::new().layer(layer).service(Tcp::default());
 
-    let mut rep = RepSocket::new(transport.clone());
-    rep.bind("127.0.0.1:0").await.unwrap();
-    let addr = rep.local_addr().unwrap();
-    tokio::spawn(serve(
-        rep,
-        service_fn(|req: Request| async move { Ok::<_, Infallible>(req.msg().clone()) }),
-    ));
+    let addr = echo_on_loopback(RepSocket::new(transport.clone())).await;
     let mut req = ReqSocket::new(transport.clone());
     within(req.connect(addr)).await.unwrap();
     assert_eq!(within(req.request(Bytes::from("ok"))).await.unwrap(), "ok");

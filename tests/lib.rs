@@ -46,10 +46,13 @@ where
     serve_socket_on_loopback(RepSocket::new(Tcp::default()), service).await
 }
 
-/// Binds `rep` (configured as a test needs: admission, options) on loopback and serves
-/// `service` on it with `msg::serve`, in a task of its own. Returns its address.
-pub async fn serve_socket_on_loopback<S, R>(mut rep: RepSocket<Tcp>, service: S) -> SocketAddr
+/// Binds `rep` (configured as a test needs: admission, options, a transport over TCP) on
+/// loopback and serves `service` on it with `msg::serve`, in a task of its own. Returns its
+/// address.
+pub async fn serve_socket_on_loopback<T, S, R>(mut rep: RepSocket<T>, service: S) -> SocketAddr
 where
+    T: msg::Transport<Addr = SocketAddr>,
+    T::Target: From<&'static str>,
     S: Service<Request<SocketAddr>, Response = R> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError> + 'static,
@@ -67,7 +70,11 @@ pub async fn echo_server() -> SocketAddr {
 }
 
 /// Binds `rep` on loopback and echoes every request on it, served by `msg::serve`.
-pub async fn echo_on_loopback(rep: RepSocket<Tcp>) -> SocketAddr {
+pub async fn echo_on_loopback<T>(rep: RepSocket<T>) -> SocketAddr
+where
+    T: msg::Transport<Addr = SocketAddr>,
+    T::Target: From<&'static str>,
+{
     serve_socket_on_loopback(
         rep,
         service_fn(|req: Request| async move { Ok::<_, Infallible>(req.msg().clone()) }),

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use msg::transport::{Connected, Listener, Traffic, TransportError};
 use msg::{serve, PubSocket, RepSocket, ReqSocket, Request, SubSocket, Transport};
 use msg_tests::fixture::{Fixture, Ipc, Quic, RelayedTcp, RelayedTls, Tcp, Tls, VerifiedQuic};
-use msg_tests::within;
+use msg_tests::{echo_on_loopback, within};
 use tokio_stream::StreamExt;
 use tower::service_fn;
 
@@ -183,13 +183,7 @@ async fn each_socket_tells_its_transport_how_its_traffic_flows() {
     assert_eq!(subscribing.said(), [Traffic::Receive]);
 
     let (replying, requesting) = (Told::default(), Told::default());
-    let mut rep = RepSocket::new(replying.clone());
-    rep.bind("127.0.0.1:0").await.unwrap();
-    let addr = rep.local_addr().unwrap();
-    tokio::spawn(serve(
-        rep,
-        service_fn(|req: Request| async move { Ok::<_, Infallible>(req.msg().clone()) }),
-    ));
+    let addr = echo_on_loopback(RepSocket::new(replying.clone())).await;
     let mut req = ReqSocket::new(requesting.clone());
     within(req.connect(addr)).await.unwrap();
     let reply = within(req.request(Bytes::from("there and back")))
