@@ -29,7 +29,7 @@ use msg::{
 use msg_tests::fixture::Fixture;
 use msg_tests::{
     answered_again, assert_closed_by_server, each_transport, echo_on_loopback, echo_server,
-    refusing_addr, within, Relay, Upstream,
+    refusing_addr, subscribed_on_loopback, within, Relay, Upstream,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{oneshot, watch};
@@ -876,13 +876,12 @@ async fn a_challenge_response_layer_serves_all_four_sockets() {
     within(req.connect(addr)).await.unwrap();
     assert_eq!(within(req.request(Bytes::from("ok"))).await.unwrap(), "ok");
 
-    let mut publisher = PubSocket::new(transport.clone());
-    publisher.bind("127.0.0.1:0").await.unwrap();
-    let mut sub = SubSocket::new(transport.clone());
-    within(sub.connect(publisher.local_addr().unwrap()))
-        .await
-        .unwrap();
-    within(sub.subscribe("t")).await.unwrap();
+    let (publisher, mut sub) = subscribed_on_loopback(
+        PubSocket::new(transport.clone()),
+        SubSocket::new(transport.clone()),
+        "t",
+    )
+    .await;
     publisher.publish("t", Bytes::from("news")).await.unwrap();
     assert_eq!(within(sub.next()).await.unwrap().payload(), "news");
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use msg::wire::{Frame, FrameCodec, FrameKind, Hello};
-use msg::{serve, Message, RepSocket, Request, SocketType, Tcp};
+use msg::{serve, Message, PubSocket, RepSocket, Request, SocketType, SubSocket, Tcp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Encoder};
@@ -80,6 +80,26 @@ where
         service_fn(|req: Request| async move { Ok::<_, Infallible>(req.msg().clone()) }),
     )
     .await
+}
+
+/// Binds `publisher` on loopback and connects `sub` to it, subscribed to `topic`, each step
+/// within [`WAIT`]: a pub/sub pair over any transport on TCP addresses, ready to publish.
+pub async fn subscribed_on_loopback<P, S>(
+    mut publisher: PubSocket<P>,
+    mut sub: SubSocket<S>,
+    topic: &str,
+) -> (PubSocket<P>, SubSocket<S>)
+where
+    P: msg::Transport<Addr = SocketAddr>,
+    P::Target: From<&'static str>,
+    S: msg::Transport,
+    S::Target: From<SocketAddr>,
+{
+    within(publisher.bind("127.0.0.1:0")).await.expect("bind");
+    let addr = publisher.local_addr().expect("bound");
+    within(sub.connect(addr)).await.expect("connect");
+    within(sub.subscribe(topic)).await.expect("subscribe");
+    (publisher, sub)
 }
 
 /// Retries `payload` until `req`, redialing, is answered again: at most 400 tries 20 ms

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use msg::transport::{Connected, Listener, Traffic, TransportError};
 use msg::{serve, PubSocket, RepSocket, ReqSocket, Request, SubSocket, Transport};
 use msg_tests::fixture::{Fixture, Ipc, Quic, RelayedTcp, RelayedTls, Tcp, Tls, VerifiedQuic};
-use msg_tests::{echo_on_loopback, within};
+use msg_tests::{echo_on_loopback, subscribed_on_loopback, within};
 use tokio_stream::StreamExt;
 use tower::service_fn;
 
@@ -166,13 +166,12 @@ impl Transport for Told {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_socket_tells_its_transport_how_its_traffic_flows() {
     let (publishing, subscribing) = (Told::default(), Told::default());
-    let mut publisher = PubSocket::new(publishing.clone());
-    publisher.bind("127.0.0.1:0").await.unwrap();
-    let mut sub = SubSocket::new(subscribing.clone());
-    within(sub.connect(publisher.local_addr().unwrap()))
-        .await
-        .unwrap();
-    within(sub.subscribe("t")).await.unwrap();
+    let (publisher, mut sub) = subscribed_on_loopback(
+        PubSocket::new(publishing.clone()),
+        SubSocket::new(subscribing.clone()),
+        "t",
+    )
+    .await;
     publisher
         .publish("t", Bytes::from("one way"))
         .await
